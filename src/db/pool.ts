@@ -1,0 +1,84 @@
+/**
+ * The database handle every module uses: a `pg` pool whose sessions run as the non-superuser role
+ * `paygate_app`, so row-level security applies to everything, and two ways to open a transaction:
+ * scoped to one tenant, or (for the few cross-tenant jobs: the worker's claim, webhook matching,
+ * migrations, tenant creation) as the connecting user.
+ */
+import pg from 'pg';
+
+// bigint (int8) columns are money and counts: return exact integers, and refuse rather than round
+// anything beyond 2^53 (money.ts keeps amounts far below that).
+pg.types.setTypeParser(pg.types.builtins.INT8, (text: string) => {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value)) throw new RangeError(`bigint ${text} is beyond the exact integer range`);
+  return value;
+});
+
+export type Queryable = Pick<pg.PoolClient, 'query'>;
+
+export interface Db {
+  readonly pool: pg.Pool;
+  /** Run `fn` in one transaction in which only `tenantId`'s rows exist. */
+  withTenant<T>(tenantId: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
+  /** Run `fn` in one transaction as the connecting user (no row-level security): cross-tenant jobs only. */
+  withSystem<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export interface DbOptions {
+  max?: number;
+  applicationName?: string;
+}
+
+export function createDb(connectionString: string, options: DbOptions = {}): Db {
+  const pool = new pg.Pool({
+    connectionString,
+    max: options.max ?? 10,
+    application_name: options.applicationName ?? 'paygate',
+    // The session role for every connection: RLS applies unless a transaction says otherwise.
+    options: '-c role=paygate_app',
+  });
+  // An idle client's error (server restart) must not crash the process; the pool discards the client.
+  pool.on('error', () => {});
+
+  async function transaction<T>(
+    setup: (client: pg.PoolClient) => Promise<unknown>,
+    fn: (client: pg.PoolClient) => Promise<T>,
+  ) {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      await setup(client);
+      const result = await fn(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  return {
+    pool,
+    withTenant: (tenantId, fn) =>
+      transaction((client) => client.query("SELECT set_config('app.tenant_id', $1, true)", [tenantId]), fn),
+    withSystem: (fn) => transaction((client) => client.query('SET LOCAL ROLE NONE'), fn),
+    close: () => pool.end(),
+  };
+}
+
+/** PostgreSQL error codes we react to by name. */
+export const PgError = {
+  uniqueViolation: '23505',
+  checkViolation: '23514',
+  foreignKeyViolation: '23503',
+  serializationFailure: '40001',
+} as const;
+
+export function pgErrorCode(error: unknown): string | undefined {
+  return typeof error === 'object' && error !== null && 'code' in error
+    ? String((error as { code: unknown }).code)
+    : undefined;
+}
