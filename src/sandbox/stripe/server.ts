@@ -393,7 +393,6 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
       review: null,
       setup_future_usage: null,
       shipping: null,
-      source: null,
       statement_descriptor: null,
       statement_descriptor_suffix: null,
       status: paymentMethodId ? 'requires_confirmation' : 'requires_payment_method',
