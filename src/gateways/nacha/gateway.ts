@@ -1,0 +1,30 @@
+/**
+ * The `nacha` provider of the ACH rail. Nothing is sent when we "pay": the payment is queued for the
+ * next NACHA file (`paygate ach export`), and the bank's answer arrives as a return file or as silence
+ * through the settlement window. So pay answers `processing`, and retrieve can only say "still waiting".
+ */
+import { GatewayError, type Gateway } from '../types.js';
+
+/** The provider reference of a NACHA payment until its file assigns a trace number. */
+export function queuedReference(paymentId: string): string {
+  return `nacha:${paymentId}`;
+}
+
+export function createNachaGateway(): Gateway {
+  return {
+    provider: 'nacha',
+    async pay(request) {
+      return { status: 'processing', providerReference: queuedReference(request.paymentId) };
+    },
+    async retrieve(lookup) {
+      return { status: 'processing', providerReference: lookup.providerReference ?? queuedReference(lookup.paymentId) };
+    },
+    async refund() {
+      throw new GatewayError(
+        'configuration_error',
+        'a NACHA payment cannot be refunded through paygate: ask the vendor to return the funds, or originate a reversal with your bank',
+        'nacha',
+      );
+    },
+  };
+}

@@ -1,0 +1,95 @@
+/**
+ * A tenant set up the way an operator would (admin, approver, agent key, vendors, payment methods,
+ * invoices), a real database, and the sandbox emulators on loopback, with the engine wired to them.
+ */
+import { approve } from '../../src/approvals/approvals.js';
+import { createAgentKey, type AgentKey, type AgentKeyInput } from '../../src/directory/agent-keys.js';
+import { addVendor } from '../../src/directory/counterparties.js';
+import { createSealer } from '../../src/directory/encryption.js';
+import { addPaymentMethod, type PaymentMethodInput } from '../../src/directory/payment-methods.js';
+import { createTenant, type Tenant } from '../../src/directory/tenants.js';
+import { addUser, type User } from '../../src/directory/users.js';
+import { createGateways } from '../../src/gateways/index.js';
+import type { EngineDeps } from '../../src/payments/context.js';
+import { addInvoice } from '../../src/payments/invoices.js';
+import { startSandbox, type Sandbox } from '../../src/sandbox/index.js';
+import { createTestDatabase, type TestDatabase } from './db.js';
+
+export interface Fixture {
+  t: TestDatabase;
+  sandbox: Sandbox;
+  deps: EngineDeps;
+  tenant: Tenant;
+  admin: User & { token: string };
+  approver: User & { token: string };
+  agentKey: AgentKey;
+  agentKeySecret: string;
+  alerts: { alertId: string; code: string }[];
+  addInvoice(number: string, amount: number, currency?: string, vendor?: string): Promise<void>;
+  addMethod(input: PaymentMethodInput): Promise<void>;
+  newAgent(input?: AgentKeyInput): Promise<{ agentKey: AgentKey; key: string }>;
+  /** A human approves everything needed for `approvalId`; returns the token. */
+  approveAs(user: User, approvalId: string): Promise<string | undefined>;
+  close(): Promise<void>;
+}
+
+export const instantSleep = async () => {};
+
+export async function createFixture(options: { slug?: string; dualAbove?: number; t?: TestDatabase; sandbox?: Sandbox } = {}): Promise<Fixture> {
+  const t = options.t ?? (await createTestDatabase());
+  const sandbox = options.sandbox ?? (await startSandbox());
+  const alerts: { alertId: string; code: string }[] = [];
+  const deps: EngineDeps = {
+    db: t.db,
+    gateway: createGateways({ stripe: {}, paypal: { environment: 'sandbox' } }, { sandbox: { stripeUrl: sandbox.stripeUrl, paypalUrl: sandbox.paypalUrl }, sleep: instantSleep }),
+    publicUrl: 'http://127.0.0.1:8787',
+    onAlert: (n) => alerts.push({ alertId: n.alertId, code: n.code }),
+  };
+  const tenant = await createTenant(t.db, {
+    slug: options.slug ?? 'acme',
+    dualApproval: options.dualAbove ? { thresholdMinor: options.dualAbove, currency: 'USD' } : undefined,
+  });
+  const adminAdded = await addUser(t.db, tenant.id, null, { email: 'admin@example.com', role: 'admin' });
+  const admin = { ...adminAdded.user, token: adminAdded.token };
+  const approverAdded = await addUser(t.db, tenant.id, admin, {
+    email: 'jdoe@example.com',
+    role: 'approver',
+    limit: { amountMinor: 5_000_00, currency: 'USD' },
+  });
+  const approver = { ...approverAdded.user, token: approverAdded.token };
+  const sealer = createSealer('test-secret');
+  await addVendor(t.db, tenant.id, admin, sealer, {
+    name: 'Acme Supplies',
+    stripeAccount: 'acct_1AcmeSupplies',
+    paypalEmail: 'billing@acme-supplies.example',
+    bank: { routingNumber: '110000000', accountNumber: '000123456789' },
+  });
+  const { agentKey, key } = await createAgentKey(t.db, tenant.id, admin, { name: 'claude' });
+  return {
+    t,
+    sandbox,
+    deps,
+    tenant,
+    admin,
+    approver,
+    agentKey,
+    agentKeySecret: key,
+    alerts,
+    async addInvoice(number, amount, currency = 'USD', vendor = 'Acme Supplies') {
+      await addInvoice(t.db, tenant.id, admin, { number, vendor, amountMinor: amount, currency });
+    },
+    async addMethod(input) {
+      await addPaymentMethod(t.db, tenant.id, admin, input);
+    },
+    async newAgent(input = {}) {
+      return createAgentKey(t.db, tenant.id, admin, { name: 'agent', ...input });
+    },
+    async approveAs(user, approvalId) {
+      return (await approve(t.db, tenant.id, user, approvalId)).approvalToken;
+    },
+    async close() {
+      if (!options.sandbox) await sandbox.close();
+      if (!options.t) await t.drop();
+    },
+  };
+}
