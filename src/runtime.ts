@@ -1,0 +1,97 @@
+/**
+ * One paygate process's moving parts, built the same way by `serve`, `mcp`, `worker` and `demo`:
+ * configuration, the database, the gateways (with the in-process sandbox when no provider keys are
+ * set), and the engine's dependencies.
+ */
+import { randomBytes } from 'node:crypto';
+import { type Config, createLogger, type Logger, loadConfig } from './config.js';
+import { openDatabase } from './db/connect.js';
+import type { Db } from './db/pool.js';
+import { RefusedError } from './errors.js';
+import { createGateways } from './gateways/index.js';
+import type { EngineDeps, FailureNotice } from './payments/context.js';
+import { type Sandbox, startSandbox } from './sandbox/index.js';
+
+/** The webhook id the sandbox signs PayPal events with when PAYPAL_WEBHOOK_ID is not set. */
+export const SANDBOX_PAYPAL_WEBHOOK_ID = 'PAYGATE-SANDBOX-WEBHOOK';
+
+export interface RuntimeOptions {
+  dataDir?: string;
+  databaseUrl?: string;
+  /** The sidecar's base URL (http://127.0.0.1:PORT): the sandbox delivers signed webhooks there. */
+  webhookBaseUrl?: string;
+  /** Overrides PAYGATE_PUBLIC_URL (for approve_url links). */
+  publicUrl?: string;
+  /** Refuse live keys on the embedded database unless this is set (no backups, no replicas). */
+  allowEmbeddedLive?: boolean;
+  poolSize?: number;
+  applicationName?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface Runtime {
+  config: Config;
+  db: Db;
+  deps: EngineDeps;
+  logger: Logger;
+  sandbox?: Sandbox;
+  /** The secrets webhooks are verified with (the configured ones, or the sandbox's own). */
+  webhooks: { stripeSecret?: string; paypalWebhookId?: string };
+  /** Subscribe to alerts after they are committed (error analysis). */
+  onAlert(listener: (notice: FailureNotice) => void): void;
+  close(): Promise<void>;
+}
+
+export async function startRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
+  const config = loadConfig(options.env ?? process.env, { dataDir: options.dataDir, databaseUrl: options.databaseUrl });
+  if (config.live && !config.databaseUrl && !options.allowEmbeddedLive) {
+    throw new RefusedError(
+      'embedded_live_refused',
+      'live provider keys are set but the database is the embedded one, which has no backups or replicas',
+      'set DATABASE_URL to a managed PostgreSQL, or pass --allow-embedded-live if you accept the risk',
+    );
+  }
+  const logger = createLogger(config.logLevel);
+  const db = await openDatabase(config, { max: options.poolSize ?? 10, applicationName: options.applicationName ?? 'paygate' });
+  const webhooks = {
+    stripeSecret: config.stripe.webhookSecret ?? (config.sandbox ? `whsec_${randomBytes(24).toString('hex')}` : undefined),
+    paypalWebhookId: config.paypal.webhookId ?? (config.sandbox ? SANDBOX_PAYPAL_WEBHOOK_ID : undefined),
+  };
+  let sandbox: Sandbox | undefined;
+  if (config.sandbox) {
+    const base = options.webhookBaseUrl?.replace(/\/$/, '');
+    sandbox = await startSandbox({
+      stripe: base ? { webhookUrl: `${base}/webhooks/stripe`, webhookSecret: webhooks.stripeSecret, achSettleDelayMs: 5_000 } : { achSettleDelayMs: 5_000 },
+      paypal: base ? { webhookUrl: `${base}/webhooks/paypal`, webhookId: webhooks.paypalWebhookId } : {},
+    });
+    logger.info({ stripe: sandbox.stripeUrl, paypal: sandbox.paypalUrl }, 'sandbox providers started on loopback');
+  }
+  const listeners: ((notice: FailureNotice) => void)[] = [];
+  const deps: EngineDeps = {
+    db,
+    gateway: createGateways(config, { sandbox: sandbox ? { stripeUrl: sandbox.stripeUrl, paypalUrl: sandbox.paypalUrl } : undefined }),
+    publicUrl: options.publicUrl ?? config.publicUrl ?? 'http://127.0.0.1:8787',
+    onAlert: (notice) => {
+      for (const listener of listeners) {
+        try {
+          listener(notice);
+        } catch (error) {
+          logger.warn({ err: error }, 'alert listener failed');
+        }
+      }
+    },
+  };
+  return {
+    config,
+    db,
+    deps,
+    logger,
+    sandbox,
+    webhooks,
+    onAlert: (listener) => listeners.push(listener),
+    async close() {
+      await sandbox?.close();
+      await db.close();
+    },
+  };
+}
