@@ -110,11 +110,40 @@ const MESSAGES: Readonly<Record<number, [string, string]>> = {
   500: ['INTERNAL_SERVER_ERROR', 'An internal server error occurred.'],
 };
 
+/**
+ * PayPal's documented description for each issue the emulator raises, word for word from its OpenAPI
+ * documents (the schemas enumerate them, so a paraphrase would not be PayPal's error). Issues whose
+ * description differs between APIs are sent without one; PayPal marks it optional.
+ */
+const ISSUE_DESCRIPTIONS: Readonly<Record<string, string>> = {
+  CANNOT_BE_ZERO_OR_NEGATIVE:
+    'Must be greater than zero. If the currency supports decimals, only two decimal place precision is supported.',
+  DECIMAL_PRECISION: 'If the currency supports decimals, only two decimal place precision is supported.',
+  PAYMENT_SOURCE_INFO_CANNOT_BE_VERIFIED:
+    'The combination of the payment_source name, billing address, shipping name and shipping address could not be verified. Please correct this information and try again by creating a new order.',
+  UNSUPPORTED_INTENT:
+    '`intent=AUTHORIZE` is not supported for multiple purchase units. Only `intent=CAPTURE` is supported.',
+  INVALID_PARAMETER_SYNTAX: 'The value of a field does not conform to the expected format.',
+  MALFORMED_REQUEST_JSON: 'The request JSON is not well formed.',
+  INVALID_ARRAY_MIN_ITEMS: 'The number of items in an array parameter is too small.',
+  ORDER_ALREADY_CAPTURED: "Order already captured.If 'intent=CAPTURE' only one capture per order is allowed.",
+  ORDER_NOT_APPROVED:
+    "Payer has not yet approved the Order for payment. Please redirect the payer to the 'rel':'approve' url returned as part of the HATEOAS links within the Create Order call or provide a valid `payment_source` in the request.",
+  INSTRUMENT_DECLINED:
+    "The instrument presented  was either declined by the processor or bank, or it can't be used for this payment.",
+  PAYER_ACTION_REQUIRED: 'Transaction cannot complete successfully, instruct the buyer to return to PayPal.',
+  INVALID_RESOURCE_ID: 'Specified resource ID does not exist. Please check the resource ID and try again.',
+  CAPTURE_FULLY_REFUNDED: 'The capture has already been fully refunded',
+  REFUND_NOT_ALLOWED: 'Capture cannot be refunded.',
+  REFUND_CAPTURE_CURRENCY_MISMATCH: 'Refund must be in the same currency as the capture',
+  REFUND_AMOUNT_EXCEEDED:
+    'The refund amount must be less than or equal to the capture amount that has not yet been refunded.',
+};
+
 class PaypalFailure extends Error {
   constructor(
     readonly status: number,
     readonly issue?: string,
-    readonly description?: string,
     readonly field?: string,
     readonly headers: Record<string, string> = {},
   ) {
@@ -131,7 +160,8 @@ function errorBody(failure: PaypalFailure, debugId: string): JsonObject {
       detail['field'] = failure.field;
       detail['location'] = 'body';
     }
-    if (failure.description) detail['description'] = failure.description;
+    const description = ISSUE_DESCRIPTIONS[failure.issue];
+    if (description) detail['description'] = description;
     body['details'] = [detail];
   }
   body['links'] = [
@@ -252,37 +282,26 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
 
   function createOrder(body: JsonObject, prefer: string | undefined): Reply {
     if (body['intent'] !== 'CAPTURE') {
-      throw new PaypalFailure(422, 'UNSUPPORTED_INTENT', 'Only intent CAPTURE is emulated.', '/intent');
+      throw new PaypalFailure(422, 'UNSUPPORTED_INTENT', '/intent');
     }
     const units = body['purchase_units'];
     if (!Array.isArray(units) || units.length !== 1 || typeof units[0] !== 'object' || units[0] === null) {
-      throw new PaypalFailure(400, 'INVALID_ARRAY_LENGTH', 'Exactly one purchase unit.', '/purchase_units');
+      throw new PaypalFailure(400, 'INVALID_ARRAY_MIN_ITEMS', '/purchase_units');
     }
     const unit = units[0] as JsonObject;
     const amount = (unit['amount'] ?? {}) as JsonObject;
     const currency = amount['currency_code'];
     const value = amount['value'];
     if (typeof currency !== 'string' || !isKnownCurrency(currency)) {
-      throw new PaypalFailure(
-        422,
-        'INVALID_CURRENCY_CODE',
-        'Currency code is invalid.',
-        '/purchase_units/0/amount',
-      );
+      throw new PaypalFailure(422, 'INVALID_CURRENCY_CODE', '/purchase_units/0/amount');
     }
     if (typeof value !== 'string' || !/^\d+(\.\d+)?$/.test(value)) {
-      throw new PaypalFailure(
-        400,
-        'INVALID_PARAMETER_SYNTAX',
-        'Amount value is malformed.',
-        '/purchase_units/0/amount/value',
-      );
+      throw new PaypalFailure(400, 'INVALID_PARAMETER_SYNTAX', '/purchase_units/0/amount/value');
     }
     if (/^0+(\.0*)?$/.test(value)) {
       throw new PaypalFailure(
         422,
         'CANNOT_BE_ZERO_OR_NEGATIVE',
-        'Must be greater than zero.',
         "/purchase_units/@reference_id=='default'/amount/value",
       );
     }
@@ -291,7 +310,7 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
       amountMinor = parseAmount(value, currency);
     } catch (error) {
       if (!(error instanceof MoneyError)) throw error;
-      throw new PaypalFailure(422, 'DECIMAL_PRECISION', error.message, '/purchase_units/0/amount/value');
+      throw new PaypalFailure(422, 'DECIMAL_PRECISION', '/purchase_units/0/amount/value');
     }
     const source = (body['payment_source'] as JsonObject | undefined)?.['paypal'] as JsonObject | undefined;
     const vaultToken = typeof source?.['vault_id'] === 'string' ? source['vault_id'] : undefined;
@@ -299,7 +318,6 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
       throw new PaypalFailure(
         422,
         'PAYMENT_SOURCE_INFO_CANNOT_BE_VERIFIED',
-        'The combination of the payment_source name, billing address, shipping name and shipping address could not be verified.',
         '/payment_source/paypal/vault_id',
       );
     }
@@ -360,29 +378,21 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
   function captureOrder(orderId: string, key: string | undefined, prefer: string | undefined): Reply {
     const stored = orders.get(orderId);
     if (!stored) {
-      throw new PaypalFailure(404, 'INVALID_RESOURCE_ID', 'Specified resource ID does not exist.', '/id');
+      throw new PaypalFailure(404, 'INVALID_RESOURCE_ID', '/id');
     }
     const { order } = stored;
     if (order['status'] === 'COMPLETED') {
-      throw new PaypalFailure(422, 'ORDER_ALREADY_CAPTURED', 'Order already captured.');
+      throw new PaypalFailure(422, 'ORDER_ALREADY_CAPTURED');
     }
     if (order['status'] !== 'APPROVED' || !stored.vaultToken) {
-      throw new PaypalFailure(422, 'ORDER_NOT_APPROVED', 'Payer has not yet approved the Order for payment.');
+      throw new PaypalFailure(422, 'ORDER_NOT_APPROVED');
     }
     const behaviour = vaultBehaviour(stored.vaultToken);
     if (behaviour === 'declined') {
-      throw new PaypalFailure(
-        422,
-        'INSTRUMENT_DECLINED',
-        "The instrument presented was either declined by the processor or bank, or it can't be used for this payment.",
-      );
+      throw new PaypalFailure(422, 'INSTRUMENT_DECLINED');
     }
     if (behaviour === 'payer_action_required') {
-      throw new PaypalFailure(
-        422,
-        'PAYER_ACTION_REQUIRED',
-        'Transaction cannot complete successfully, instruct the buyer to return to PayPal.',
-      );
+      throw new PaypalFailure(422, 'PAYER_ACTION_REQUIRED');
     }
     const unit = purchaseUnit(order);
     const amount = unit['amount'] as JsonObject;
@@ -450,55 +460,35 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
   ): Reply {
     const stored = captures.get(captureId);
     if (!stored) {
-      throw new PaypalFailure(
-        404,
-        'INVALID_RESOURCE_ID',
-        'Specified resource ID does not exist.',
-        '/capture_id',
-      );
+      throw new PaypalFailure(404, 'INVALID_RESOURCE_ID', '/capture_id');
     }
     const captureStatus = stored.capture['status'];
     if (captureStatus === 'REFUNDED') {
-      throw new PaypalFailure(422, 'CAPTURE_FULLY_REFUNDED', 'The capture has already been fully refunded');
+      throw new PaypalFailure(422, 'CAPTURE_FULLY_REFUNDED');
     }
     if (captureStatus !== 'COMPLETED' && captureStatus !== 'PARTIALLY_REFUNDED') {
-      throw new PaypalFailure(422, 'REFUND_NOT_ALLOWED', 'Capture cannot be refunded.');
+      throw new PaypalFailure(422, 'REFUND_NOT_ALLOWED');
     }
     const remaining = stored.amountMinor - stored.refundedMinor;
     let amountMinor = remaining;
     const amount = body['amount'] as JsonObject | undefined;
     if (amount !== undefined) {
       if (amount['currency_code'] !== stored.currency) {
-        throw new PaypalFailure(
-          422,
-          'REFUND_CAPTURE_CURRENCY_MISMATCH',
-          'Refund must be in the same currency as the capture',
-          '/amount/currency_code',
-        );
+        throw new PaypalFailure(422, 'REFUND_CAPTURE_CURRENCY_MISMATCH', '/amount/currency_code');
       }
       const value = amount['value'];
       if (typeof value !== 'string' || /^0+(\.0*)?$/.test(value) || !/^\d+(\.\d+)?$/.test(value)) {
-        throw new PaypalFailure(
-          422,
-          'CANNOT_BE_ZERO_OR_NEGATIVE',
-          'Must be greater than zero.',
-          '/amount/value',
-        );
+        throw new PaypalFailure(422, 'CANNOT_BE_ZERO_OR_NEGATIVE', '/amount/value');
       }
       try {
         amountMinor = parseAmount(value, stored.currency);
       } catch (error) {
         if (!(error instanceof MoneyError)) throw error;
-        throw new PaypalFailure(422, 'DECIMAL_PRECISION', error.message, '/amount/value');
+        throw new PaypalFailure(422, 'DECIMAL_PRECISION', '/amount/value');
       }
     }
     if (amountMinor > remaining) {
-      throw new PaypalFailure(
-        422,
-        'REFUND_AMOUNT_EXCEEDED',
-        'The refund amount must be less than or equal to the capture amount that has not yet been refunded.',
-        '/amount/value',
-      );
+      throw new PaypalFailure(422, 'REFUND_AMOUNT_EXCEEDED', '/amount/value');
     }
     const refundId = paypalId();
     const now = timestamp();
@@ -556,8 +546,9 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
     const minimal = prefer !== 'return=representation';
     if (made.kind === 'refund') {
       const refund = refunds.get(made.id)!.refund;
+      // Orders answer a replay with 200; the refund API documents only 201, so a replay repeats it.
       return {
-        status: 200,
+        status: 201,
         body: minimal
           ? { id: refund['id']!, status: refund['status']!, links: refund['links']! }
           : structuredClone(refund),
@@ -587,8 +578,7 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
       const orderId = decodeURIComponent(segments[3]);
       if (method === 'GET' && segments.length === 4) {
         const stored = orders.get(orderId);
-        if (!stored)
-          throw new PaypalFailure(404, 'INVALID_RESOURCE_ID', 'Specified resource ID does not exist.', '/id');
+        if (!stored) throw new PaypalFailure(404, 'INVALID_RESOURCE_ID', '/id');
         return { status: 200, body: orderView(stored, false) };
       }
       if (method === 'POST' && segments.length === 5 && segments[4] === 'capture') {
@@ -641,7 +631,7 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
       req.on('data', (chunk: Buffer) => {
         size += chunk.length;
         if (size > 1_000_000) {
-          reject(new PaypalFailure(400, 'INVALID_REQUEST', 'Body too large.'));
+          reject(new PaypalFailure(400, 'INVALID_REQUEST'));
           req.destroy();
           return;
         }
@@ -711,7 +701,7 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
       const header = req.headers[FAULT_HEADER];
       fault = faults.take('paypal', { method, path, header: Array.isArray(header) ? header[0] : header });
     } catch (error) {
-      return fail(new PaypalFailure(400, 'INVALID_PARAMETER_VALUE', (error as Error).message));
+      return fail(new PaypalFailure(400, 'INVALID_PARAMETER_VALUE'));
     }
     if (fault?.kind === 'latency') await sleep(fault.latencyMs ?? 0);
     if (fault?.kind === 'http_500') return fail(new PaypalFailure(500));
@@ -719,7 +709,6 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
       return fail(
         new PaypalFailure(
           429,
-          undefined,
           undefined,
           undefined,
           fault.retryAfterSeconds !== undefined ? { 'retry-after': String(fault.retryAfterSeconds) } : {},
@@ -735,7 +724,7 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
           throw new Error('not an object');
         body = parsed as JsonObject;
       } catch {
-        return fail(new PaypalFailure(400, 'MALFORMED_REQUEST_JSON', 'The request JSON is not well formed.'));
+        return fail(new PaypalFailure(400, 'MALFORMED_REQUEST_JSON'));
       }
     }
 
