@@ -146,6 +146,8 @@ class PaypalFailure extends Error {
     readonly issue?: string,
     readonly field?: string,
     readonly headers: Record<string, string> = {},
+    /** error_details.value: for sandbox-only errors, what was wrong and what to send instead. */
+    readonly value?: string,
   ) {
     super(issue ?? String(status));
   }
@@ -158,8 +160,9 @@ function errorBody(failure: PaypalFailure, debugId: string): JsonObject {
     const detail: JsonObject = { issue: failure.issue };
     if (failure.field) {
       detail['field'] = failure.field;
-      detail['location'] = 'body';
+      detail['location'] = failure.field === FAULT_HEADER ? 'header' : 'body';
     }
+    if (failure.value) detail['value'] = failure.value;
     const description = ISSUE_DESCRIPTIONS[failure.issue];
     if (description) detail['description'] = description;
     body['details'] = [detail];
@@ -701,7 +704,10 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
       const header = req.headers[FAULT_HEADER];
       fault = faults.take('paypal', { method, path, header: Array.isArray(header) ? header[0] : header });
     } catch (error) {
-      return fail(new PaypalFailure(400, 'INVALID_PARAMETER_VALUE'));
+      // A typo in a test's fault header must fail loudly, with what is accepted.
+      return fail(
+        new PaypalFailure(400, 'INVALID_PARAMETER_VALUE', FAULT_HEADER, {}, (error as Error).message),
+      );
     }
     if (fault?.kind === 'latency') await sleep(fault.latencyMs ?? 0);
     if (fault?.kind === 'http_500') return fail(new PaypalFailure(500));
@@ -786,7 +792,7 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
     },
     settleCapture: (captureId, outcome) => {
       const stored = captures.get(captureId);
-      if (!stored || stored.capture['status'] !== 'PENDING') {
+      if (stored?.capture['status'] !== 'PENDING') {
         throw new Error(`settleCapture: ${captureId} is not a PENDING capture`);
       }
       stored.capture['status'] = outcome;
