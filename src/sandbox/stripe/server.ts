@@ -5,6 +5,7 @@
  *   GET  /v1/payment_intents/search     find ours by metadata (the "crashed before we stored pi_..." path)
  *   GET  /v1/payment_intents/:id        retrieve
  *   POST /v1/refunds                    full or partial refund of a PaymentIntent
+ *   GET  /v1/refunds?payment_intent=    find our refund after a timeout (never a create)
  *
  * What it is faithful to, because the client's correctness depends on it: form-encoded bodies parsed
  * as Stripe parses them (qs, bracket notation), Stripe's error body and status codes (402 card errors
@@ -61,8 +62,20 @@ export interface WebhookDelivery {
   error?: string;
 }
 
+/** One request as the emulator saw it: lets a test prove a retry reused the same idempotency key. */
+export interface RequestRecord {
+  method: string;
+  path: string;
+  idempotencyKey?: string;
+  status?: number;
+  replayed?: boolean;
+  fault?: Fault['kind'];
+}
+
 export interface StripeEmulator {
   readonly url: string;
+  /** Every request received, in arrival order (status is set once answered). */
+  requests(): RequestRecord[];
   /** Settle every ACH debit still processing, as its test account is documented to. */
   settleAch(): Promise<void>;
   /** Move pending refunds (pm_card_pendingRefund) to succeeded and fail pm_card_refundFail's. */
@@ -129,6 +142,9 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
   const deliveries: WebhookDelivery[] = [];
   const pendingDeliveries = new Set<Promise<void>>();
   const hanging = new Set<ServerResponse>();
+  const requestLog: RequestRecord[] = [];
+  // Set when the emulator answers (even if the client already gave up and will never read it).
+  const recordOf = new WeakMap<ServerResponse, RequestRecord>();
   const timers = new Set<NodeJS.Timeout>();
   let closed = false;
 
@@ -300,8 +316,12 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
       throw invalid('off_session can only be used when confirm=true.', 'off_session');
     }
     const paymentMethodId = stringParam(params, 'payment_method', false);
-    const types =
-      params['payment_method_types'] === undefined ? ['card'] : arrayParam(params, 'payment_method_types');
+    // API 2026-10-28 renamed payment_method_types to allowed_payment_method_types; accept either.
+    const typesParam =
+      params['allowed_payment_method_types'] !== undefined
+        ? 'allowed_payment_method_types'
+        : 'payment_method_types';
+    const types = params[typesParam] === undefined ? ['card'] : arrayParam(params, typesParam);
     const metadata = metadataParam(params);
     const transferData = params['transfer_data'];
     let destination: string | undefined;
@@ -375,7 +395,6 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
       review: null,
       setup_future_usage: null,
       shipping: null,
-      source: null,
       statement_descriptor: null,
       statement_descriptor_suffix: null,
       status: paymentMethodId ? 'requires_confirmation' : 'requires_payment_method',
@@ -559,6 +578,26 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     return { status: 200, body: structuredClone(refund), acted: true };
   }
 
+  /** GET /v1/refunds?payment_intent=...: how the adapter finds its refund after a timeout. */
+  function listRefunds(params: Record<string, unknown>): Reply {
+    const intentId = stringParam(params, 'payment_intent', false);
+    const limit = integerParam(params, 'limit', false) ?? 10;
+    if (limit < 1 || limit > 100) throw invalid('limit must be between 1 and 100', 'limit');
+    const all = [...intents.values()]
+      .filter((s) => intentId === undefined || s.intent['id'] === intentId)
+      .flatMap((s) => s.refunds)
+      .sort((a, b) => (b['created'] as number) - (a['created'] as number));
+    return {
+      status: 200,
+      body: {
+        object: 'list',
+        data: all.slice(0, limit).map((r) => structuredClone(r)),
+        has_more: all.length > limit,
+        url: '/v1/refunds',
+      },
+    };
+  }
+
   // --- HTTP plumbing ------------------------------------------------------------------------------
 
   function route(
@@ -572,6 +611,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     const retrieve = /^\/v1\/payment_intents\/([^/]+)$/.exec(path);
     if (method === 'GET' && retrieve) return retrievePaymentIntent(decodeURIComponent(retrieve[1]!), params);
     if (method === 'POST' && path === '/v1/refunds') return createRefund(params, request);
+    if (method === 'GET' && path === '/v1/refunds') return listRefunds(params);
     throw invalid(`Unrecognized request URL (${method}: ${path}).`, undefined, undefined, 404);
   }
 
@@ -581,6 +621,12 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     body: JsonObject,
     headers: Record<string, string>,
   ): void {
+    const record = recordOf.get(res);
+    if (record) {
+      record.status = status;
+      if (headers['idempotent-replayed'] === 'true') record.replayed = true;
+    }
+    if (res.destroyed) return;
     const text = JSON.stringify(body, null, 2);
     res.writeHead(status, {
       'content-type': 'application/json',
@@ -599,6 +645,11 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const rawBody = Buffer.concat(chunks).toString('utf8');
+    const record: RequestRecord = { method, path };
+    requestLog.push(record);
+    const idempotencyHeaderValue = req.headers['idempotency-key'];
+    if (typeof idempotencyHeaderValue === 'string') record.idempotencyKey = idempotencyHeaderValue;
+    recordOf.set(res, record);
     const baseHeaders: Record<string, string> = { 'request-id': requestId };
 
     const fail = (error: ApiError, headers: Record<string, string> = {}) =>
@@ -627,6 +678,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     } catch (error) {
       return fail(invalid((error as Error).message, FAULT_HEADER));
     }
+    if (fault) record.fault = fault.kind;
     if (fault?.kind === 'latency') await sleep(fault.latencyMs ?? 0);
     if (fault?.kind === 'http_500') {
       return fail(
@@ -740,6 +792,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
 
   return {
     url: `http://${address.address}:${address.port}`,
+    requests: () => requestLog.map((r) => ({ ...r })),
     settleAch,
     settleRefunds,
     deliveries: () => deliveries.map((d) => ({ ...d })),
