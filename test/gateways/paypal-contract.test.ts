@@ -9,7 +9,6 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,9 +20,9 @@ import {
   SANDBOX_VAULT_TOKENS,
   startPaypalEmulator,
 } from '../../src/sandbox/paypal/index.js';
+import { referenceRoot } from '../support/reference.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const reference = path.join(path.resolve(repoRoot, '../shared/reference'), 'paypal');
+const reference = path.join(referenceRoot, 'paypal');
 const specs = {
   orders: JSON.parse(readFileSync(path.join(reference, 'checkout_orders_v2.json'), 'utf8')),
   payments: JSON.parse(readFileSync(path.join(reference, 'payments_payment_v2.json'), 'utf8')),

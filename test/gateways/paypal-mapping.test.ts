@@ -4,7 +4,6 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CaptureStatus, RefundStatus } from '@paypal/paypal-server-sdk';
 import { describe, expect, it } from 'vitest';
 import {
@@ -19,9 +18,9 @@ import {
   toPaypalMoney,
 } from '../../src/gateways/paypal/mapping.js';
 import { GatewayError } from '../../src/gateways/types.js';
+import { referenceRoot } from '../support/reference.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const events = path.join(path.resolve(repoRoot, '../shared/reference'), 'paypal/events');
+const events = path.join(referenceRoot, 'paypal/events');
 const load = (name: string): unknown => JSON.parse(readFileSync(path.join(events, `${name}.json`), 'utf8'));
 
 describe('statuses', () => {

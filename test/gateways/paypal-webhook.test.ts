@@ -5,7 +5,6 @@
 import { mkdtemp, readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import {
   createCertificateFetcher,
@@ -14,9 +13,9 @@ import {
 } from '../../src/gateways/paypal/webhook.js';
 import { WebhookVerificationError } from '../../src/gateways/types.js';
 import { createSandboxSigningIdentity } from '../../src/sandbox/paypal/certificate.js';
+import { referenceRoot } from '../support/reference.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const eventsDir = path.join(path.resolve(repoRoot, '../shared/reference'), 'paypal/events');
+const eventsDir = path.join(referenceRoot, 'paypal/events');
 
 interface Delivery {
   webhook_id: string;
