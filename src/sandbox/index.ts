@@ -6,15 +6,31 @@
  *   sandbox.stripeUrl; sandbox.ledger.charges(paymentId); sandbox.faults.next('stripe', {...});
  *   await sandbox.close();
  *
- * PayPal: `src/sandbox/paypal/` adds its emulator; wire it in at the marked place below (an option
- * block `paypal`, a started emulator, `paypalUrl` and `paypal` on the result, and its close()).
+ * PayPal: `sandbox.paypalUrl` is the base URL for createPaypalGateway({sandboxUrl}); its signing
+ * certificate is served from `sandbox.paypal.certUrl` (the webhook verifier's sandboxCertOrigin is
+ * `sandbox.paypalUrl`).
  */
 import { createFaults, type Faults } from './faults.js';
 import { createLedger, type Ledger } from './ledger.js';
+import { type PaypalEmulator, startPaypalEmulator } from './paypal/index.js';
 import { SANDBOX_STRIPE_SECRET_KEY, type StripeEmulator, startStripeEmulator } from './stripe/server.js';
 
+export type { PaypalEmulator, PaypalWebhookDelivery } from './paypal/index.js';
+export { SANDBOX_VAULT_TOKENS } from './paypal/index.js';
 export type { StripeEmulator, WebhookDelivery } from './stripe/server.js';
 export { SANDBOX_STRIPE_SECRET_KEY } from './stripe/server.js';
+
+export interface PaypalSandboxOptions {
+  /** Where to deliver signed PayPal events (the sidecar's POST /webhooks/paypal). */
+  webhookUrl?: string;
+  /** The webhook id events are signed with (PAYPAL_WEBHOOK_ID); required with webhookUrl. */
+  webhookId?: string;
+  /** The client credentials the emulator accepts; default the gateway's EMULATOR_CLIENT_ID/SECRET. */
+  clientId?: string;
+  clientSecret?: string;
+  /** Fixed port (e.g. for `paygate sandbox`); default a random free one. */
+  port?: number;
+}
 
 export interface StripeSandboxOptions {
   /** Where to deliver signed Stripe events (the sidecar's POST /webhooks/stripe). */
@@ -33,7 +49,7 @@ export interface SandboxOptions {
   /** Loopback by default; the emulators must never be reachable from elsewhere. */
   host?: string;
   stripe?: StripeSandboxOptions;
-  // PayPal: add `paypal?: PaypalSandboxOptions` here (webhook URL, webhook id, client credentials).
+  paypal?: PaypalSandboxOptions;
   /** Share a ledger or fault injector across sandboxes; default a fresh one each. */
   ledger?: Ledger;
   faults?: Faults;
@@ -41,10 +57,9 @@ export interface SandboxOptions {
 
 export interface Sandbox {
   stripeUrl: string;
-  /** Set once the PayPal emulator is wired in. */
-  paypalUrl?: string;
+  paypalUrl: string;
   stripe: StripeEmulator;
-  // PayPal: add `paypal?: PaypalEmulator` here.
+  paypal: PaypalEmulator;
   ledger: Ledger;
   faults: Faults;
   close(): Promise<void>;
@@ -71,16 +86,38 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     achSettleDelayMs: stripeOptions.achSettleDelayMs,
   });
 
-  // PayPal: start the PayPal emulator here with the same ledger and faults (close the Stripe one if
-  // it fails to start), and add it to the result and to close() below.
+  const paypalOptions = options.paypal ?? {};
+  let paypal: PaypalEmulator;
+  try {
+    if (paypalOptions.webhookUrl && !paypalOptions.webhookId) {
+      throw new Error('startSandbox: paypal.webhookUrl needs paypal.webhookId to sign events');
+    }
+    paypal = await startPaypalEmulator({
+      ledger,
+      faults,
+      host,
+      port: paypalOptions.port,
+      clientId: paypalOptions.clientId,
+      clientSecret: paypalOptions.clientSecret,
+      webhook:
+        paypalOptions.webhookUrl && paypalOptions.webhookId
+          ? { url: paypalOptions.webhookUrl, webhookId: paypalOptions.webhookId }
+          : undefined,
+    });
+  } catch (error) {
+    await stripe.close();
+    throw error;
+  }
 
   return {
     stripeUrl: stripe.url,
+    paypalUrl: paypal.url,
     stripe,
+    paypal,
     ledger,
     faults,
     close: async () => {
-      await stripe.close();
+      await Promise.all([stripe.close(), paypal.close()]);
     },
   };
 }

@@ -143,6 +143,8 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
   const pendingDeliveries = new Set<Promise<void>>();
   const hanging = new Set<ServerResponse>();
   const requestLog: RequestRecord[] = [];
+  // Set when the emulator answers (even if the client already gave up and will never read it).
+  const recordOf = new WeakMap<ServerResponse, RequestRecord>();
   const timers = new Set<NodeJS.Timeout>();
   let closed = false;
 
@@ -619,6 +621,12 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     body: JsonObject,
     headers: Record<string, string>,
   ): void {
+    const record = recordOf.get(res);
+    if (record) {
+      record.status = status;
+      if (headers['idempotent-replayed'] === 'true') record.replayed = true;
+    }
+    if (res.destroyed) return;
     const text = JSON.stringify(body, null, 2);
     res.writeHead(status, {
       'content-type': 'application/json',
@@ -641,10 +649,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     requestLog.push(record);
     const idempotencyHeaderValue = req.headers['idempotency-key'];
     if (typeof idempotencyHeaderValue === 'string') record.idempotencyKey = idempotencyHeaderValue;
-    res.on('finish', () => {
-      record.status = res.statusCode;
-      if (res.getHeader('idempotent-replayed') === 'true') record.replayed = true;
-    });
+    recordOf.set(res, record);
     const baseHeaders: Record<string, string> = { 'request-id': requestId };
 
     const fail = (error: ApiError, headers: Record<string, string> = {}) =>
