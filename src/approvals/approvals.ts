@@ -277,6 +277,13 @@ export async function reject(db: Db, tenantId: string, user: User, approvalId: s
   });
 }
 
+/**
+ * What the caller presents as evidence of approval: the token a human handed to the agent, or, when
+ * this server itself watched the human approve this very request (MCP URL elicitation), the approval's
+ * id. Either way every binding below is checked; a tool argument is never evidence.
+ */
+export type ApprovalEvidence = { token: string } | { approvalId: string };
+
 export interface ConsumedApproval {
   id: string;
   approvedBy: string[];
@@ -289,16 +296,18 @@ export interface ConsumedApproval {
  */
 export async function consumeApprovalToken(
   client: Queryable,
-  binding: { tenantId: string; agentKey: AgentKey; action: ApprovalAction; params: ActionParams; token: string },
+  binding: { tenantId: string; agentKey: AgentKey; action: ApprovalAction; params: ActionParams } & ApprovalEvidence,
 ): Promise<ConsumedApproval> {
-  if (!looksLike('apt', binding.token)) {
-    throw new RefusedError('invalid_approval_token', 'that is not an approval token (they start with apt_)', 'ask a human to approve at the approve_url');
+  let rows: { id: string; status: ApprovalStatus; expired: boolean; agent_key_id: string; action: string; params_digest: Buffer }[];
+  const select = 'SELECT id, status, expires_at <= now() AS expired, agent_key_id, action, params_digest FROM approvals';
+  if ('approvalId' in binding) {
+    ({ rows } = await client.query(`${select} WHERE id = $1 FOR UPDATE`, [binding.approvalId]));
+  } else {
+    if (!looksLike('apt', binding.token)) {
+      throw new RefusedError('invalid_approval_token', 'that is not an approval token (they start with apt_)', 'ask a human to approve at the approve_url');
+    }
+    ({ rows } = await client.query(`${select} WHERE token_hash = $1 FOR UPDATE`, [hashSecret(binding.token)]));
   }
-  const tokenHash = hashSecret(binding.token);
-  const { rows } = await client.query<{ id: string; status: ApprovalStatus; expired: boolean; agent_key_id: string; action: string; params_digest: Buffer }>(
-    `SELECT id, status, expires_at <= now() AS expired, agent_key_id, action, params_digest FROM approvals WHERE token_hash = $1 FOR UPDATE`,
-    [tokenHash],
-  );
   const row = rows[0];
   // RLS hides other tenants' approvals: a token of another tenant is simply unknown here.
   if (!row) throw new RefusedError('invalid_approval_token', 'the approval token is not valid for this tenant', 'ask a human to approve at the approve_url');

@@ -4,6 +4,7 @@
  */
 import type { Config } from '../config.js';
 import { createNachaGateway } from './nacha/gateway.js';
+import { createPaypalGateway } from './paypal/client.js';
 import { createStripeGateway } from './stripe/client.js';
 import type { Gateway, Provider } from './types.js';
 
@@ -32,6 +33,18 @@ export function createGateways(config: Pick<Config, 'stripe' | 'paypal'>, option
         sandboxUrl: config.stripe.secretKey ? undefined : options.sandbox?.stripeUrl,
         timeoutMs: options.timeoutMs,
         sleep: options.sleep,
+      }),
+    );
+  }
+  if (config.paypal.clientId || options.sandbox?.paypalUrl) {
+    gateways.set(
+      'paypal',
+      createPaypalGateway({
+        clientId: config.paypal.clientId,
+        clientSecret: config.paypal.clientSecret,
+        environment: config.paypal.environment === 'live' ? 'production' : 'sandbox',
+        sandboxUrl: config.paypal.clientId ? undefined : options.sandbox?.paypalUrl,
+        timeoutMs: options.timeoutMs,
       }),
     );
   }
