@@ -151,3 +151,15 @@ describe('writeNacha', () => {
     for (const [i, t] of out.traces.entries()) expect(back.get(t.traceNumber)).toEqual(expected(entries[i] as WriteEntry));
   });
 });
+
+describe('writeNacha offsets wider than one entry', () => {
+  it('splits a net over 99,999,999.99 into several offset entries', () => {
+    const out = writeNacha(
+      [entry({ reference: 'a', amountMinor: 9_999_999_999 }), entry({ reference: 'b', amountMinor: 9_999_999_999 })],
+      balancedSettings,
+      { createdAt: new Date('2026-11-26T09:30:00Z') },
+    );
+    expect(out.offsets.map((o) => o.amountMinor)).toEqual([9_999_999_999, 9_999_999_999]);
+    expect(readAndValidate(out.text).issues).toEqual([]);
+  });
+});

@@ -267,22 +267,24 @@ export function writeNacha(entries: readonly WriteEntry[], rawSettings: NachaSet
     }
     if (settings.balanced && settings.offsetAccount && debit !== credit) {
       // The offset moves the net through the originator's own account so the batch settles to zero.
+      // A net wider than the 10-digit amount field takes several offset entries.
       const direction: Direction = credit > debit ? 'debit' : 'credit';
-      const amountMinor = Math.abs(credit - debit);
-      if (amountMinor > MAX_ENTRY_MINOR) {
-        throw new NachaWriteError('entries', `batch ${batchNumber} nets to ${amountMinor} cents, more than one offset entry can carry`);
+      let remaining = Math.abs(credit - debit);
+      while (remaining > 0) {
+        const amountMinor = Math.min(remaining, MAX_ENTRY_MINOR);
+        remaining -= amountMinor;
+        lines.push({
+          routing: settings.odfiRouting,
+          accountNumber: settings.offsetAccount.accountNumber,
+          accountType: settings.offsetAccount.accountType,
+          direction,
+          amountMinor,
+          identificationNumber: 'OFFSET',
+          name: settings.offsetAccount.name ?? sample.company.name,
+        });
+        if (direction === 'debit') debit += amountMinor;
+        else credit += amountMinor;
       }
-      lines.push({
-        routing: settings.odfiRouting,
-        accountNumber: settings.offsetAccount.accountNumber,
-        accountType: settings.offsetAccount.accountType,
-        direction,
-        amountMinor,
-        identificationNumber: 'OFFSET',
-        name: settings.offsetAccount.name ?? sample.company.name,
-      });
-      if (direction === 'debit') debit += amountMinor;
-      else credit += amountMinor;
     }
     if (debit > MAX_TOTAL_MINOR || credit > MAX_TOTAL_MINOR) {
       throw new NachaWriteError('entries', `batch ${batchNumber} totals exceed the 12-digit control fields; split the entries across files`);
@@ -314,7 +316,7 @@ export function writeNacha(entries: readonly WriteEntry[], rawSettings: NachaSet
         records.push(`705${alpha(l.addenda, 80, 'addenda', l.reference)}0001${traceNumber.slice(-7)}`);
         entryAddenda++;
       }
-      // The offset (if any) is the last line, so line k is input item k.
+      // Offsets (if any) come last, so line k is input item k.
       const item = group.items[k];
       if (l.reference !== undefined && item) {
         traces[item.index] = { reference: l.reference, traceNumber, batchNumber };
