@@ -59,7 +59,9 @@ export function readBack(file: NachaFile) {
 }
 
 export function expected(e: WriteEntry) {
-  const code = { checking: { credit: '22', debit: '27' }, savings: { credit: '32', debit: '37' } }[e.accountType][e.direction];
+  const code = { checking: { credit: '22', debit: '27' }, savings: { credit: '32', debit: '37' } }[
+    e.accountType
+  ][e.direction];
   return {
     sec: e.secCode,
     company: e.company.name.slice(0, 16).trimEnd(),

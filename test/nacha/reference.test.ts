@@ -9,7 +9,11 @@ const files = indexedFiles();
  * and what our validator must say, at which line.
  */
 const invalidReasons: Record<string, { index: RegExp; ours: RegExp; line: number }> = {
-  'test/testdata/adv-noFileControl.ach': { index: /missing File Control/, ours: /missing file control record \(9\)/, line: 5 },
+  'test/testdata/adv-noFileControl.ach': {
+    index: /missing File Control/,
+    ours: /missing file control record \(9\)/,
+    line: 5,
+  },
   'test/testdata/ppd-debit-invalid-entryDetail-checkDigit.ach': {
     index: /RDFI check digit wrong/,
     ours: /RDFI routing 231380105 has an invalid check digit/,
@@ -20,7 +24,12 @@ const invalidReasons: Record<string, { index: RegExp; ours: RegExp; line: number
 describe('moov-io reference files (INDEX.md)', () => {
   it('lists the files we expect, so a silently empty index cannot pass', () => {
     expect(files.filter((f) => f.verdict === 'VALID').length).toBeGreaterThan(50);
-    expect(files.filter((f) => f.verdict === 'INVALID').map((f) => f.path).sort()).toEqual(Object.keys(invalidReasons).sort());
+    expect(
+      files
+        .filter((f) => f.verdict === 'INVALID')
+        .map((f) => f.path)
+        .sort(),
+    ).toEqual(Object.keys(invalidReasons).sort());
   });
 
   for (const f of files.filter((x) => x.verdict === 'VALID')) {
@@ -50,7 +59,10 @@ describe('moov-io reference files (INDEX.md)', () => {
     const entry = files.find((f) => f.path === 'test/testdata/nonascii.ach');
     expect(entry?.text).toMatch(/Windows-1252/);
     const { issues } = readAndValidate(readRef('test/testdata/nonascii.ach'), 'nonascii.ach');
-    expect(issues[0]).toEqual({ line: 3, reason: 'entry detail contains characters outside printable ASCII' });
+    expect(issues[0]).toEqual({
+      line: 3,
+      reason: 'entry detail contains characters outside printable ASCII',
+    });
   });
 
   it('reads the 10,000-entry file whose entry hash overflows ten digits', () => {
@@ -67,7 +79,13 @@ describe('moov-io reference files (INDEX.md)', () => {
       ['82', 250000, '744-5678-99'],
     ]);
     const iat = readAndValidate(readRef('examples/testdata/iat-mixedCreditDebit.ach'), 'iat.ach').file;
-    expect(iat.batches[0]?.entries.map((e) => [e.transactionCode, e.amountMinor, e.addenda.map((a) => a.typeCode).join(',')])).toEqual([
+    expect(
+      iat.batches[0]?.entries.map((e) => [
+        e.transactionCode,
+        e.amountMinor,
+        e.addenda.map((a) => a.typeCode).join(','),
+      ]),
+    ).toEqual([
       ['27', 100000, '10,11,12,13,14,15,16,17,18'],
       ['22', 100000, '10,11,12,13,14,15,16,17,18'],
     ]);

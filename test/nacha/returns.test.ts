@@ -19,7 +19,11 @@ describe('returns (addenda 99)', () => {
         direction: 'debit',
         kind: 'return',
         action: 'reschedule',
-        failure: { code: 'insufficient_funds', providerCode: 'R01', message: 'ACH return R01: Insufficient funds' },
+        failure: {
+          code: 'insufficient_funds',
+          providerCode: 'R01',
+          message: 'ACH return R01: Insufficient funds',
+        },
       }),
       expect.objectContaining({
         line: 8,
@@ -28,7 +32,11 @@ describe('returns (addenda 99)', () => {
         amountMinor: 4565,
         direction: 'credit',
         action: 'request_new_payment_method',
-        failure: { code: 'payment_method_invalid', providerCode: 'R03', message: 'ACH return R03: No account / unable to locate account' },
+        failure: {
+          code: 'payment_method_invalid',
+          providerCode: 'R03',
+          message: 'ACH return R03: No account / unable to locate account',
+        },
       }),
     ]);
   });
@@ -45,9 +53,15 @@ describe('returns (addenda 99)', () => {
 
   it('follows the seed rules for every code family', () => {
     expect(mapReturnCode('R09').code).toBe('insufficient_funds');
-    for (const c of ['R02', 'R03', 'R04']) expect(mapReturnCode(c)).toMatchObject({ code: 'payment_method_invalid', providerCode: c });
-    for (const c of ['R05', 'R10', 'R16', 'R29']) expect(mapReturnCode(c)).toMatchObject({ code: 'declined', action: 'manual_review' });
-    expect(mapReturnCode('R99')).toMatchObject({ code: 'declined', providerCode: 'R99', message: 'ACH return R99: Unknown return reason code' });
+    for (const c of ['R02', 'R03', 'R04'])
+      expect(mapReturnCode(c)).toMatchObject({ code: 'payment_method_invalid', providerCode: c });
+    for (const c of ['R05', 'R10', 'R16', 'R29'])
+      expect(mapReturnCode(c)).toMatchObject({ code: 'declined', action: 'manual_review' });
+    expect(mapReturnCode('R99')).toMatchObject({
+      code: 'declined',
+      providerCode: 'R99',
+      message: 'ACH return R99: Unknown return reason code',
+    });
   });
 });
 
@@ -72,16 +86,38 @@ describe('notifications of change (addenda 98)', () => {
     // One COR record per layout, built from cor-example.ach's record with different corrected data.
     const base = readRef('test/testdata/cor-example.ach').toString('latin1').split('\n');
     const withData = (code: string, data: string) =>
-      base.map((l) => (l.startsWith('798') ? `798${code}${l.slice(6, 35)}${data.padEnd(29)}${l.slice(64)}` : l)).join('\n');
-    const one = (code: string, data: string) => extractReturns(readNacha(withData(code, data)).file).corrections[0];
-    expect(one('C02', '231380104')).toMatchObject({ field: 'routing_number', corrected: { routingNumber: '231380104' } });
-    expect(one('C03', '231380104   12345678')).toMatchObject({ field: 'routing_and_account_number', corrected: { routingNumber: '231380104', accountNumber: '12345678' } });
-    expect(one('C05', '32')).toMatchObject({ field: 'transaction_code', corrected: { transactionCode: '32', accountType: 'savings' } });
-    expect(one('C06', '12345678            32')).toMatchObject({ corrected: { accountNumber: '12345678', transactionCode: '32', accountType: 'savings' } });
-    expect(one('C07', '23138010412345678         22')).toMatchObject({
-      corrected: { routingNumber: '231380104', accountNumber: '12345678', transactionCode: '22', accountType: 'checking' },
+      base
+        .map((l) => (l.startsWith('798') ? `798${code}${l.slice(6, 35)}${data.padEnd(29)}${l.slice(64)}` : l))
+        .join('\n');
+    const one = (code: string, data: string) =>
+      extractReturns(readNacha(withData(code, data)).file).corrections[0];
+    expect(one('C02', '231380104')).toMatchObject({
+      field: 'routing_number',
+      corrected: { routingNumber: '231380104' },
     });
-    expect(one('C04', 'JANE Q DOE')).toMatchObject({ field: 'individual_name', corrected: { name: 'JANE Q DOE' } });
+    expect(one('C03', '231380104   12345678')).toMatchObject({
+      field: 'routing_and_account_number',
+      corrected: { routingNumber: '231380104', accountNumber: '12345678' },
+    });
+    expect(one('C05', '32')).toMatchObject({
+      field: 'transaction_code',
+      corrected: { transactionCode: '32', accountType: 'savings' },
+    });
+    expect(one('C06', '12345678            32')).toMatchObject({
+      corrected: { accountNumber: '12345678', transactionCode: '32', accountType: 'savings' },
+    });
+    expect(one('C07', '23138010412345678         22')).toMatchObject({
+      corrected: {
+        routingNumber: '231380104',
+        accountNumber: '12345678',
+        transactionCode: '22',
+        accountType: 'checking',
+      },
+    });
+    expect(one('C04', 'JANE Q DOE')).toMatchObject({
+      field: 'individual_name',
+      corrected: { name: 'JANE Q DOE' },
+    });
     expect(one('C61', '')).toMatchObject({ field: 'unsupported', corrected: {} });
   });
 });

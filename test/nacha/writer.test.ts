@@ -11,7 +11,13 @@ describe('writeNacha', () => {
   it('writes a file that re-reads to the same entries and validates', () => {
     const entries = [
       entry({ reference: 'a', amountMinor: 12345, addenda: 'INV-2025-001 November services' }),
-      entry({ reference: 'b', direction: 'debit', accountType: 'savings', amountMinor: 1, routingNumber: '121042882' }),
+      entry({
+        reference: 'b',
+        direction: 'debit',
+        accountType: 'savings',
+        amountMinor: 1,
+        routingNumber: '121042882',
+      }),
       entry({ reference: 'c', secCode: 'PPD', name: 'Jane Doe', amountMinor: 9_999_999_999 }),
     ];
     const out = writeNacha(entries, settings, { createdAt });
@@ -19,7 +25,8 @@ describe('writeNacha', () => {
     expect(issues).toEqual([]);
     const back = readBack(file);
     expect(out.traces.map((t) => t.reference)).toEqual(['a', 'b', 'c']);
-    for (const [i, t] of out.traces.entries()) expect(back.get(t.traceNumber)).toEqual(expected(entries[i] as WriteEntry));
+    for (const [i, t] of out.traces.entries())
+      expect(back.get(t.traceNumber)).toEqual(expected(entries[i] as WriteEntry));
     expect(back.size).toBe(3);
     expect(out.offsets).toEqual([]);
     // 94-character records, padded to whole blocks of ten.
@@ -64,22 +71,37 @@ describe('writeNacha', () => {
   });
 
   it('balances each batch with an offset entry to the ODFI account when the ODFI requires it', () => {
-    const entries = [entry({ reference: 'a', amountMinor: 30000 }), entry({ reference: 'b', amountMinor: 20000 }), entry({ reference: 'c', direction: 'debit', amountMinor: 5000 })];
+    const entries = [
+      entry({ reference: 'a', amountMinor: 30000 }),
+      entry({ reference: 'b', amountMinor: 20000 }),
+      entry({ reference: 'c', direction: 'debit', amountMinor: 5000 }),
+    ];
     const out = writeNacha(entries, balancedSettings, { createdAt });
     const { file, issues } = readAndValidate(out.text, 'balanced.ach');
     expect(issues).toEqual([]);
-    expect(out.offsets).toEqual([{ batchNumber: 1, traceNumber: '121042880000004', direction: 'debit', amountMinor: 45000 }]);
+    expect(out.offsets).toEqual([
+      { batchNumber: 1, traceNumber: '121042880000004', direction: 'debit', amountMinor: 45000 },
+    ]);
     const batch = file.batches[0];
     expect(batch?.header.serviceClassCode).toBe('200');
     expect(batch?.control?.totalDebitMinor).toBe(50000);
     expect(batch?.control?.totalCreditMinor).toBe(50000);
     const offset = batch?.entries.at(-1);
-    expect([offset?.transactionCode, offset?.rdfiIdentification, offset?.accountNumber, offset?.name]).toEqual(['27', '12104288', '9876543210', 'ACME OPERATING']);
+    expect([
+      offset?.transactionCode,
+      offset?.rdfiIdentification,
+      offset?.accountNumber,
+      offset?.name,
+    ]).toEqual(['27', '12104288', '9876543210', 'ACME OPERATING']);
     expect(out.totalDebitMinor).toBe(out.totalCreditMinor);
   });
 
   it('writes an already balanced batch without an offset', () => {
-    const out = writeNacha([entry({ reference: 'a' }), entry({ reference: 'b', direction: 'debit' })], balancedSettings, { createdAt });
+    const out = writeNacha(
+      [entry({ reference: 'a' }), entry({ reference: 'b', direction: 'debit' })],
+      balancedSettings,
+      { createdAt },
+    );
     expect(out.offsets).toEqual([]);
     expect(readAndValidate(out.text).issues).toEqual([]);
   });
@@ -92,7 +114,9 @@ describe('writeNacha', () => {
 
   it('is deterministic', () => {
     const entries = [entry({ reference: 'x' }), entry({ reference: 'y', secCode: 'PPD' })];
-    expect(writeNacha(entries, settings, { createdAt }).text).toBe(writeNacha(entries, settings, { createdAt }).text);
+    expect(writeNacha(entries, settings, { createdAt }).text).toBe(
+      writeNacha(entries, settings, { createdAt }).text,
+    );
   });
 
   const refusals: [string, Partial<WriteEntry>, string][] = [
@@ -119,7 +143,9 @@ describe('writeNacha', () => {
   }
 
   it('refuses balanced settings without an offset account', () => {
-    expect(() => writeNacha([entry()], { ...settings, balanced: true }, { createdAt })).toThrow(/offsetAccount/);
+    expect(() => writeNacha([entry()], { ...settings, balanced: true }, { createdAt })).toThrow(
+      /offsetAccount/,
+    );
   });
 
   it('round-trips the 10,000-entry reference file', () => {
@@ -129,7 +155,11 @@ describe('writeNacha', () => {
         reference: e.traceNumber,
         secCode: 'PPD' as const,
         direction: e.transactionCode === '22' ? ('credit' as const) : ('debit' as const),
-        company: { name: b.header.companyName, identification: b.header.companyIdentification.trim(), entryDescription: b.header.companyEntryDescription },
+        company: {
+          name: b.header.companyName,
+          identification: b.header.companyIdentification.trim(),
+          entryDescription: b.header.companyEntryDescription,
+        },
         effectiveDate: `20${b.header.effectiveEntryDate.slice(0, 2)}-${b.header.effectiveEntryDate.slice(2, 4)}-${b.header.effectiveEntryDate.slice(4)}`,
         routingNumber: e.rdfiIdentification + e.checkDigit,
         accountNumber: e.accountNumber,
@@ -148,14 +178,18 @@ describe('writeNacha', () => {
     expect(file.control?.entryHash).toBe(source.control?.entryHash);
     expect(file.control?.totalCreditMinor).toBe(source.control?.totalCreditMinor);
     const back = readBack(file);
-    for (const [i, t] of out.traces.entries()) expect(back.get(t.traceNumber)).toEqual(expected(entries[i] as WriteEntry));
+    for (const [i, t] of out.traces.entries())
+      expect(back.get(t.traceNumber)).toEqual(expected(entries[i] as WriteEntry));
   });
 });
 
 describe('writeNacha offsets wider than one entry', () => {
   it('splits a net over 99,999,999.99 into several offset entries', () => {
     const out = writeNacha(
-      [entry({ reference: 'a', amountMinor: 9_999_999_999 }), entry({ reference: 'b', amountMinor: 9_999_999_999 })],
+      [
+        entry({ reference: 'a', amountMinor: 9_999_999_999 }),
+        entry({ reference: 'b', amountMinor: 9_999_999_999 }),
+      ],
       balancedSettings,
       { createdAt: new Date('2026-11-26T09:30:00Z') },
     );

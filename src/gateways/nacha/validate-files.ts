@@ -21,7 +21,11 @@ export async function validateFiles(paths: readonly string[]): Promise<FileValid
     try {
       bytes = await readFile(file);
     } catch (err) {
-      const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : `cannot read: ${(err as Error).message}`;
+      const reason =
+        (err as NodeJS.ErrnoException).code === 'ENOENT'
+          ? 'no such file'
+          : `cannot read: ${(err as Error).message}`;
+      // Line 0: the file as a whole; formatIssue prints it as FILE: reason.
       results.push({ file, ok: false, errors: [{ line: 0, reason }] });
       continue;
     }

@@ -135,7 +135,8 @@ const MAX_TRACE_SEQUENCE = 9_999_999;
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 
 function alpha(value: string, width: number, field: string, reference?: string): string {
-  if (!PRINTABLE_ASCII.test(value)) throw new NachaWriteError(field, `${field} must be printable ASCII`, reference);
+  if (!PRINTABLE_ASCII.test(value))
+    throw new NachaWriteError(field, `${field} must be printable ASCII`, reference);
   return value.slice(0, width).padEnd(width);
 }
 
@@ -147,7 +148,11 @@ function yymmdd(isoDate: string, field: string, reference?: string): string {
   const m = /^\d\d(\d\d)-(\d\d)-(\d\d)$/.exec(isoDate);
   const d = new Date(`${isoDate}T00:00:00Z`);
   if (!m || Number.isNaN(d.getTime()) || d.toISOString().slice(0, 10) !== isoDate) {
-    throw new NachaWriteError(field, `${field} ${JSON.stringify(isoDate)} must be a YYYY-MM-DD date`, reference);
+    throw new NachaWriteError(
+      field,
+      `${field} ${JSON.stringify(isoDate)} must be a YYYY-MM-DD date`,
+      reference,
+    );
   }
   return `${m[1]}${m[2]}${m[3]}`;
 }
@@ -180,38 +185,71 @@ interface Line {
 function checkEntry(e: WriteEntry): void {
   const ref = e.reference;
   if (!isValidRoutingNumber(e.routingNumber)) {
-    throw new NachaWriteError('routingNumber', `routing number ${JSON.stringify(e.routingNumber)} is not 9 digits with a valid check digit`, ref);
+    throw new NachaWriteError(
+      'routingNumber',
+      `routing number ${JSON.stringify(e.routingNumber)} is not 9 digits with a valid check digit`,
+      ref,
+    );
   }
   if (!/^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/.test(e.accountNumber) || e.accountNumber.length > 17) {
-    throw new NachaWriteError('accountNumber', 'account number must be 1 to 17 printable ASCII characters', ref);
+    throw new NachaWriteError(
+      'accountNumber',
+      'account number must be 1 to 17 printable ASCII characters',
+      ref,
+    );
   }
   if (!Number.isSafeInteger(e.amountMinor) || e.amountMinor <= 0 || e.amountMinor > MAX_ENTRY_MINOR) {
-    throw new NachaWriteError('amountMinor', `amount ${e.amountMinor} must be a positive integer number of cents up to ${MAX_ENTRY_MINOR}`, ref);
+    throw new NachaWriteError(
+      'amountMinor',
+      `amount ${e.amountMinor} must be a positive integer number of cents up to ${MAX_ENTRY_MINOR}`,
+      ref,
+    );
   }
   if (e.name.trim() === '') throw new NachaWriteError('name', 'receiver name is blank', ref);
   if (e.company.name.trim() === '') throw new NachaWriteError('company.name', 'company name is blank', ref);
   if (e.company.identification.trim() === '' || e.company.identification.length > 10) {
-    throw new NachaWriteError('company.identification', 'company identification must be 1 to 10 characters', ref);
+    throw new NachaWriteError(
+      'company.identification',
+      'company identification must be 1 to 10 characters',
+      ref,
+    );
   }
-  if (e.company.entryDescription.trim() === '') throw new NachaWriteError('company.entryDescription', 'entry description is blank', ref);
-  if (e.secCode !== 'CCD' && e.secCode !== 'PPD') throw new NachaWriteError('secCode', `SEC code ${JSON.stringify(e.secCode)} is not CCD or PPD`, ref);
+  if (e.company.entryDescription.trim() === '')
+    throw new NachaWriteError('company.entryDescription', 'entry description is blank', ref);
+  if (e.secCode !== 'CCD' && e.secCode !== 'PPD')
+    throw new NachaWriteError('secCode', `SEC code ${JSON.stringify(e.secCode)} is not CCD or PPD`, ref);
 }
 
 /** The key entries share when they can share a batch header. */
 function batchKey(e: WriteEntry): string {
   const c = e.company;
-  return JSON.stringify([e.effectiveDate, e.secCode, c.identification, c.name, c.entryDescription, c.discretionaryData ?? '']);
+  return JSON.stringify([
+    e.effectiveDate,
+    e.secCode,
+    c.identification,
+    c.name,
+    c.entryDescription,
+    c.discretionaryData ?? '',
+  ]);
 }
 
 /** Write a NACHA file for `entries` under `settings`; throws NachaWriteError on input it cannot write. */
-export function writeNacha(entries: readonly WriteEntry[], rawSettings: NachaSettings, options: WriteOptions): WriteResult {
+export function writeNacha(
+  entries: readonly WriteEntry[],
+  rawSettings: NachaSettings,
+  options: WriteOptions,
+): WriteResult {
   const settings = nachaSettingsSchema.parse(rawSettings);
   if (settings.balanced && !settings.offsetAccount) {
-    throw new NachaWriteError('offsetAccount', 'balanced files need the offset account at the ODFI (offsetAccount)');
+    throw new NachaWriteError(
+      'offsetAccount',
+      'balanced files need the offset account at the ODFI (offsetAccount)',
+    );
   }
   if (entries.length === 0) throw new NachaWriteError('entries', 'a NACHA file needs at least one entry');
   const modifier = options.fileIdModifier ?? 'A';
-  if (!/^[A-Z0-9]$/.test(modifier)) throw new NachaWriteError('fileIdModifier', 'file id modifier must be A-Z or 0-9');
+  if (!/^[A-Z0-9]$/.test(modifier))
+    throw new NachaWriteError('fileIdModifier', 'file id modifier must be A-Z or 0-9');
   for (const e of entries) checkEntry(e);
 
   const groups = new Map<string, { sample: WriteEntry; items: { e: WriteEntry; index: number }[] }>();
@@ -287,7 +325,10 @@ export function writeNacha(entries: readonly WriteEntry[], rawSettings: NachaSet
       }
     }
     if (debit > MAX_TOTAL_MINOR || credit > MAX_TOTAL_MINOR) {
-      throw new NachaWriteError('entries', `batch ${batchNumber} totals exceed the 12-digit control fields; split the entries across files`);
+      throw new NachaWriteError(
+        'entries',
+        `batch ${batchNumber} totals exceed the 12-digit control fields; split the entries across files`,
+      );
     }
     const serviceClass = debit > 0 && credit > 0 ? '200' : credit > 0 ? '220' : '225';
     const c = sample.company;
@@ -302,7 +343,8 @@ export function writeNacha(entries: readonly WriteEntry[], rawSettings: NachaSet
     const rdfis: string[] = [];
     for (let k = 0; k < lines.length; k++) {
       const l = lines[k] as Line;
-      if (sequence > MAX_TRACE_SEQUENCE) throw new NachaWriteError('traceSequenceStart', 'trace sequence exceeds 7 digits');
+      if (sequence > MAX_TRACE_SEQUENCE)
+        throw new NachaWriteError('traceSequenceStart', 'trace sequence exceeds 7 digits');
       const traceNumber = `${odfi8}${digits(sequence++, 7)}`;
       const rdfi = l.routing.slice(0, 8);
       rdfis.push(rdfi);
@@ -335,7 +377,10 @@ export function writeNacha(entries: readonly WriteEntry[], rawSettings: NachaSet
   });
 
   if (fileDebit > MAX_TOTAL_MINOR || fileCredit > MAX_TOTAL_MINOR) {
-    throw new NachaWriteError('entries', 'file totals exceed the 12-digit control fields; split the entries across files');
+    throw new NachaWriteError(
+      'entries',
+      'file totals exceed the 12-digit control fields; split the entries across files',
+    );
   }
   const contentRecords = records.length + 1;
   const blocks = Math.ceil(contentRecords / BLOCKING_FACTOR);
