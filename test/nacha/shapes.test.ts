@@ -32,6 +32,7 @@ describe('line shapes real banks send', () => {
     'right-trimmed records': `${lines.map((l) => l.trimEnd()).join('\n')}\n`,
     'trailing blanks after each record': `${lines.map((l) => `${l}      `).join('\n')}\n`,
     'blank lines at the end': `${lines.join('\n')}\n\n\n`,
+    'a UTF-8 byte-order mark and a DOS end-of-file Ctrl-Z': `\u00ef\u00bb\u00bf${lines.join('\r\n')}\r\n\x1a`,
   };
   for (const [name, text] of Object.entries(shapes)) {
     it(`reads ${name} to the same entries`, () => {

@@ -360,7 +360,12 @@ function parseAddenda(r: RawRecord): Addenda {
  * text already decoded.
  */
 export function readNacha(input: string | Uint8Array, fileName = '<input>'): ReadResult {
-  const text = typeof input === 'string' ? input : Buffer.from(input).toString('latin1');
+  let text = typeof input === 'string' ? input : Buffer.from(input).toString('latin1');
+  // A byte-order mark (UTF-8 as Latin-1, or a decoded U+FEFF) and a DOS end-of-file Ctrl-Z are
+  // artefacts of the tools that moved the file, not records.
+  text = text.replace(/^(\u00ef\u00bb\u00bf|\ufeff)/, '');
+  // (Trimming the end is harmless: a right-trimmed last record is padded back like any short line.)
+  while (text.trimEnd().endsWith('\u001a')) text = text.trimEnd().slice(0, -1);
   const { records, concatenated } = splitRecords(text);
   const issues: NachaIssue[] = [];
   const file: NachaFile = {

@@ -11,7 +11,9 @@
  * - entries: transaction code known and allowed by the service class (220 credits only, 225 debits
  *   only, 280 ADV codes only), RDFI routing check digit, amount digits, prenotes at zero, addenda
  *   indicator agreeing with the addenda present, trace numbers ascending within the batch and (for
- *   originated entries) starting with the ODFI's routing;
+ *   originated entries) starting with the ODFI's routing. Uniqueness across batches is not required:
+ *   moov-io's 10,000-entry file restarts its sequence in every batch and banks accept it (our writer
+ *   never repeats one);
  * - addenda: 05 sequence numbers 1, 2, 3... and their entry detail sequence number matching the trace;
  *   98 only in COR batches, 99 only on return entries;
  * - control totals: entry/addenda count, entry hash (the rightmost 10 digits of the sum of RDFI

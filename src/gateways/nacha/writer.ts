@@ -23,27 +23,40 @@ export type AccountType = 'checking' | 'savings';
 export type Direction = 'credit' | 'debit';
 
 /** The tenant's ACH settings (tenants.ach_settings), validated before a file is written. */
-export const nachaSettingsSchema = z.object({
-  /** Routing number of the bank (or Federal Reserve) the file is sent to. */
-  immediateDestination: z.string().regex(/^\d{9}$/),
-  immediateDestinationName: z.string().max(23),
-  /** The originator as the bank knows it: a routing number or a 10-character company id. */
-  immediateOrigin: z.string().regex(/^\d{9,10}$/),
-  immediateOriginName: z.string().max(23),
-  /** Routing number of the originating bank (ODFI); its first eight digits start every trace number. */
-  odfiRouting: z.string().regex(/^\d{9}$/),
-  /** True when the ODFI wants each batch to net to zero through an offset entry to `offsetAccount`. */
-  balanced: z.boolean(),
-  /** The originator's own account at the ODFI, required when `balanced`. */
-  offsetAccount: z
-    .object({
-      accountNumber: z.string().min(1).max(17),
-      accountType: z.enum(['checking', 'savings']),
-      name: z.string().max(22).optional(),
-    })
-    .optional(),
-  referenceCode: z.string().max(8).optional(),
-});
+export const nachaSettingsSchema = z
+  .object({
+    /** Routing number of the bank (or Federal Reserve) the file is sent to. */
+    immediateDestination: z.string().regex(/^\d{9}$/),
+    immediateDestinationName: z.string().max(23),
+    /** The originator as the bank knows it: a routing number or a 10-character company id. */
+    immediateOrigin: z.string().regex(/^\d{9,10}$/),
+    immediateOriginName: z.string().max(23),
+    /** Routing number of the originating bank (ODFI); its first eight digits start every trace number. */
+    odfiRouting: z.string().regex(/^\d{9}$/),
+    /** True when the ODFI wants each batch to net to zero through an offset entry to `offsetAccount`. */
+    balanced: z.boolean(),
+    /** The originator's own account at the ODFI, required when `balanced`. */
+    offsetAccount: z
+      .object({
+        accountNumber: z.string().min(1).max(17),
+        accountType: z.enum(['checking', 'savings']),
+        name: z.string().max(22).optional(),
+      })
+      .optional(),
+    referenceCode: z.string().max(8).optional(),
+  })
+  .refine((s) => isValidRoutingNumber(s.immediateDestination), {
+    path: ['immediateDestination'],
+    message: 'invalid routing check digit',
+  })
+  .refine((s) => isValidRoutingNumber(s.odfiRouting), {
+    path: ['odfiRouting'],
+    message: 'invalid routing check digit',
+  })
+  .refine((s) => !s.balanced || s.offsetAccount !== undefined, {
+    path: ['offsetAccount'],
+    message: 'balanced files need the offset account at the ODFI',
+  });
 export type NachaSettings = z.infer<typeof nachaSettingsSchema>;
 
 export interface NachaCompany {
