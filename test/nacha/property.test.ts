@@ -62,4 +62,30 @@ describe('writer and reader agree (property)', () => {
       { numRuns: 200 },
     );
   });
+
+  it('any changed amount digit in a written file is caught by the control totals', () => {
+    fc.assert(
+      fc.property(
+        fc.array(entryArb, { minLength: 1, maxLength: 10 }),
+        fc.nat(),
+        fc.integer({ min: 30, max: 39 }),
+        fc.integer({ min: 1, max: 9 }),
+        (entries, pick, position, bump) => {
+          const out = writeNacha(entries, settings, { createdAt: new Date('2026-11-26T10:00:00Z') });
+          const records = out.text.split('\n');
+          const entryLines = records.flatMap((r, i) => (r.startsWith('6') ? [i] : []));
+          const n = entryLines[pick % entryLines.length] as number;
+          const record = records[n] as string;
+          const digit = (Number(record[position - 1]) + bump) % 10;
+          records[n] = record.slice(0, position - 1) + String(digit) + record.slice(position);
+          const { issues } = readAndValidate(records.join('\n'), 'tampered.ach');
+          expect(issues).toContainEqual({
+            line: expect.any(Number),
+            reason: expect.stringMatching(/total (debit|credit) .* does not match/),
+          });
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
 });

@@ -1,7 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { readNacha } from '../../src/gateways/nacha/reader.js';
 import { readAndValidate } from '../../src/gateways/nacha/validator.js';
-import { NachaWriteError, type WriteEntry, writeNacha } from '../../src/gateways/nacha/writer.js';
+import {
+  NachaWriteError,
+  nachaSettingsSchema,
+  type WriteEntry,
+  writeNacha,
+} from '../../src/gateways/nacha/writer.js';
 import { acme, balancedSettings, entry, expected, readBack, settings } from './fixtures.js';
 import { readRef } from './support.js';
 
@@ -104,6 +109,35 @@ describe('writeNacha', () => {
     );
     expect(out.offsets).toEqual([]);
     expect(readAndValidate(out.text).issues).toEqual([]);
+  });
+
+  it('writes prenotes as zero-amount 23/28/33/38 entries', () => {
+    const entries = [
+      entry({ reference: 'p1', prenote: true, amountMinor: 0 }),
+      entry({ reference: 'p2', prenote: true, amountMinor: 0, direction: 'debit', accountType: 'savings' }),
+    ];
+    const out = writeNacha(entries, settings, { createdAt });
+    const { file, issues } = readAndValidate(out.text);
+    expect(issues).toEqual([]);
+    expect(file.batches[0]?.entries.map((e) => [e.transactionCode, e.amountMinor])).toEqual([
+      ['23', 0],
+      ['38', 0],
+    ]);
+    expect(() => writeNacha([entry({ prenote: true, amountMinor: 1 })], settings, { createdAt })).toThrow(
+      /prenote carries no money/,
+    );
+    const creditOnly = writeNacha([entry({ prenote: true, amountMinor: 0 })], settings, { createdAt });
+    expect(readAndValidate(creditOnly.text).file.batches[0]?.header.serviceClassCode).toBe('220');
+  });
+
+  it('validates its settings: routing check digits and the offset account', () => {
+    expect(nachaSettingsSchema.safeParse(settings).success).toBe(true);
+    expect(nachaSettingsSchema.safeParse({ ...settings, odfiRouting: '121042883' }).success).toBe(false);
+    expect(nachaSettingsSchema.safeParse({ ...settings, immediateDestination: '23138010' }).success).toBe(
+      false,
+    );
+    expect(nachaSettingsSchema.safeParse({ ...settings, balanced: true }).success).toBe(false);
+    expect(nachaSettingsSchema.safeParse(balancedSettings).success).toBe(true);
   });
 
   it('continues trace sequences across files', () => {

@@ -145,7 +145,7 @@ export function validateNacha(file: NachaFile): NachaIssue[] {
       );
     else if (!isValidRoutingNumber(dest.slice(-9)))
       add(at, `file header immediate destination ${dest.slice(-9)} has an invalid routing check digit`);
-    if (!/^[ \d]\d{9}$/.test(h.immediateOrigin) || h.immediateOrigin.trim() === '') {
+    if (!/^[ \d]\d{9}$/.test(h.immediateOrigin)) {
       add(at, `file header immediate origin ${JSON.stringify(h.immediateOrigin)} must be 9 or 10 digits`);
     }
     if (!isYYMMDD(h.fileCreationDate))

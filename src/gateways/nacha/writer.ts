@@ -80,8 +80,13 @@ export interface WriteEntry {
   routingNumber: string;
   accountNumber: string;
   accountType: AccountType;
-  /** Integer cents (USD); at most 99,999,999.99, the width of the amount field. */
+  /** Integer cents (USD); at most 99,999,999.99, the width of the amount field. Zero for a prenote. */
   amountMinor: number;
+  /**
+   * A prenotification: a zero-amount entry (transaction code 23/28/33/38) that asks the receiving bank
+   * to confirm the account before real money is sent to it.
+   */
+  prenote?: boolean;
   /** Receiver's name (PPD: the individual; CCD: the receiving company). */
   name: string;
   /** PPD individual id / CCD identification number (15 characters), e.g. our invoice number. */
@@ -170,12 +175,14 @@ function yymmdd(isoDate: string, field: string, reference?: string): string {
   return `${m[1]}${m[2]}${m[3]}`;
 }
 
-function transactionCode(direction: Direction, accountType: AccountType): string {
+function transactionCode(direction: Direction, accountType: AccountType, prenote: boolean): string {
+  // Units digit: 2 credit, 3 prenote credit, 7 debit, 8 prenote debit.
+  const kind = direction === 'credit' ? (prenote ? '3' : '2') : prenote ? '8' : '7';
   switch (accountType) {
     case 'checking':
-      return direction === 'credit' ? '22' : '27';
+      return `2${kind}`;
     case 'savings':
-      return direction === 'credit' ? '32' : '37';
+      return `3${kind}`;
     default: {
       const unreachable: never = accountType;
       throw new NachaWriteError('accountType', `unsupported account type ${String(unreachable)}`);
@@ -193,6 +200,7 @@ interface Line {
   name: string;
   addenda?: string;
   reference?: string;
+  prenote: boolean;
 }
 
 function checkEntry(e: WriteEntry): void {
@@ -211,7 +219,14 @@ function checkEntry(e: WriteEntry): void {
       ref,
     );
   }
-  if (!Number.isSafeInteger(e.amountMinor) || e.amountMinor <= 0 || e.amountMinor > MAX_ENTRY_MINOR) {
+  if (e.prenote) {
+    if (e.amountMinor !== 0)
+      throw new NachaWriteError(
+        'amountMinor',
+        `a prenote carries no money; amount ${e.amountMinor} must be 0`,
+        ref,
+      );
+  } else if (!Number.isSafeInteger(e.amountMinor) || e.amountMinor <= 0 || e.amountMinor > MAX_ENTRY_MINOR) {
     throw new NachaWriteError(
       'amountMinor',
       `amount ${e.amountMinor} must be a positive integer number of cents up to ${MAX_ENTRY_MINOR}`,
@@ -309,6 +324,7 @@ export function writeNacha(
       name: e.name,
       addenda: e.addenda,
       reference: e.reference,
+      prenote: e.prenote ?? false,
     }));
     let debit = 0;
     let credit = 0;
@@ -332,6 +348,7 @@ export function writeNacha(
           amountMinor,
           identificationNumber: 'OFFSET',
           name: settings.offsetAccount.name ?? sample.company.name,
+          prenote: false,
         });
         if (direction === 'debit') debit += amountMinor;
         else credit += amountMinor;
@@ -343,7 +360,10 @@ export function writeNacha(
         `batch ${batchNumber} totals exceed the 12-digit control fields; split the entries across files`,
       );
     }
-    const serviceClass = debit > 0 && credit > 0 ? '200' : credit > 0 ? '220' : '225';
+    // By the directions present, not the totals: a batch of zero-amount prenotes still has a direction.
+    const hasCredit = lines.some((l) => l.direction === 'credit');
+    const hasDebit = lines.some((l) => l.direction === 'debit');
+    const serviceClass = hasCredit && hasDebit ? '200' : hasCredit ? '220' : '225';
     const c = sample.company;
     const companyId = alpha(c.identification, 10, 'company.identification', sample.reference);
     const batchNo = digits(batchNumber, 7);
@@ -362,7 +382,7 @@ export function writeNacha(
       const rdfi = l.routing.slice(0, 8);
       rdfis.push(rdfi);
       records.push(
-        `6${transactionCode(l.direction, l.accountType)}${l.routing}${alpha(l.accountNumber, 17, 'accountNumber', l.reference)}` +
+        `6${transactionCode(l.direction, l.accountType, l.prenote)}${l.routing}${alpha(l.accountNumber, 17, 'accountNumber', l.reference)}` +
           `${digits(l.amountMinor, 10)}${alpha(l.identificationNumber, 15, 'identificationNumber', l.reference)}` +
           `${alpha(l.name, 22, 'name', l.reference)}  ${l.addenda ? '1' : '0'}${traceNumber}`,
       );
