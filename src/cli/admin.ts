@@ -1,0 +1,331 @@
+/** Setting a tenant up: tenants, users, agent keys, vendors, payment methods, invoices. */
+import type { Command } from 'commander';
+import { createAgentKey } from '../directory/agent-keys.js';
+import { addVendor, listVendors } from '../directory/counterparties.js';
+import { createSealer, resolveSecret } from '../directory/encryption.js';
+import {
+  addPaymentMethod,
+  checkRail,
+  listPaymentMethods,
+  removePaymentMethod,
+} from '../directory/payment-methods.js';
+import { createTenant } from '../directory/tenants.js';
+import { addUser, checkRole, countAdmins, findUserByEmail } from '../directory/users.js';
+import { UsageError } from '../errors.js';
+import type { Provider } from '../gateways/types.js';
+import { formatAmount } from '../money.js';
+import { addInvoice, invoiceJson, listInvoices } from '../payments/invoices.js';
+import { type CliContext, money, table } from './context.js';
+
+type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
+
+export function registerAdminCommands(program: Command, run: Run): void {
+  const tenant = program.command('tenant').description('manage tenants');
+  tenant
+    .command('create <slug>')
+    .description('create a tenant (no credentials needed: it starts with no users)')
+    .option('--name <name>', 'display name')
+    .option('--timezone <tz>', 'IANA time zone for scheduled dates', 'UTC')
+    .option('--dual-approval-above <amount>', 'two distinct approvers at or above this amount')
+    .option('--currency <cur>', 'currency of --dual-approval-above')
+    .action(
+      (slug: string, o: { name?: string; timezone: string; dualApprovalAbove?: string; currency?: string }) =>
+        run(async (ctx) => {
+          const dual = o.dualApprovalAbove
+            ? money(o.dualApprovalAbove, o.currency, '--dual-approval-above')
+            : undefined;
+          const created = await createTenant(await ctx.db(), {
+            slug,
+            name: o.name,
+            timezone: o.timezone,
+            dualApproval: dual ? { thresholdMinor: dual.amountMinor, currency: dual.currency } : undefined,
+          });
+          ctx.print(
+            { tenant_id: created.id, slug: created.slug, name: created.name, timezone: created.timezone },
+            `created tenant ${created.slug} (${created.id})`,
+          );
+        }),
+    );
+
+  const user = program.command('user').description('manage humans');
+  user
+    .command('add <email>')
+    .description(
+      "add a human; prints their personal access token once (needs an admin's token, except the first admin)",
+    )
+    .requiredOption('--tenant <slug>')
+    .requiredOption('--role <role>', 'viewer|approver|admin')
+    .option('--limit <amount>', 'largest amount this human may approve')
+    .option('--currency <cur>', 'currency of --limit')
+    .action((email: string, o: { tenant: string; role: string; limit?: string; currency?: string }) =>
+      run(async (ctx) => {
+        const role = checkRole(o.role);
+        const limit = o.limit ? money(o.limit, o.currency, '--limit') : undefined;
+        const t = await ctx.tenant(o.tenant);
+        const db = await ctx.db();
+        const hasAdmin = (await db.withTenant(t.id, countAdmins)) > 0;
+        const actor = hasAdmin ? await ctx.human(t) : null;
+        const { user: added, token } = await addUser(db, t.id, actor, { email, role, limit });
+        ctx.print(
+          { user_id: added.id, email: added.email, role: added.role, token },
+          `added ${added.email} as ${added.role}\npersonal access token (shown once, keep it secret):\n${token}`,
+        );
+      }),
+    );
+
+  program
+    .command('agent-key')
+    .description('manage agent keys')
+    .command('create')
+    .description("create an agent key; prints it once (needs an admin's token)")
+    .requiredOption('--tenant <slug>')
+    .option('--name <name>', 'what the key is for', 'agent')
+    .option('--acts-for <email>', 'the human this agent acts for (they cannot approve its requests)')
+    .option('--max-per-payment <amount>')
+    .option('--max-per-day <amount>')
+    .option('--currency <cur>', 'currency of the caps')
+    .option('--rate-limit <n>', 'money-moving calls per minute', '60')
+    .action(
+      (o: {
+        tenant: string;
+        name: string;
+        actsFor?: string;
+        maxPerPayment?: string;
+        maxPerDay?: string;
+        currency?: string;
+        rateLimit: string;
+      }) =>
+        run(async (ctx) => {
+          const perPayment = o.maxPerPayment
+            ? money(o.maxPerPayment, o.currency, '--max-per-payment')
+            : undefined;
+          const perDay = o.maxPerDay ? money(o.maxPerDay, o.currency, '--max-per-day') : undefined;
+          const rate = Number(o.rateLimit);
+          if (!Number.isInteger(rate) || rate < 1 || rate > 10_000)
+            throw new UsageError(`--rate-limit "${o.rateLimit}" must be a whole number from 1 to 10000`);
+          const t = await ctx.tenant(o.tenant);
+          const admin = (await ctx.human(t))!;
+          const db = await ctx.db();
+          let actsForUserId: string | undefined;
+          if (o.actsFor) {
+            const human = await db.withTenant(t.id, (client) => findUserByEmail(client, o.actsFor!));
+            if (!human) throw new UsageError(`--acts-for: no user ${o.actsFor} in tenant ${t.slug}`);
+            actsForUserId = human.id;
+          }
+          const { agentKey, key } = await createAgentKey(db, t.id, admin, {
+            name: o.name,
+            actsForUserId,
+            maxPerPaymentMinor: perPayment?.amountMinor,
+            maxPerDayMinor: perDay?.amountMinor,
+            capsCurrency: perPayment?.currency ?? perDay?.currency,
+            rateLimitPerMinute: rate,
+          });
+          ctx.print(
+            { agent_key_id: agentKey.id, key },
+            `created agent key ${agentKey.name} (${agentKey.id})\nagent key (shown once):\n${key}`,
+          );
+        }),
+    );
+
+  const vendor = program.command('vendor').description('manage vendors');
+  vendor
+    .command('add <name>')
+    .description("add a vendor (needs an admin's token)")
+    .requiredOption('--tenant <slug>')
+    .option('--stripe-account <acct>')
+    .option('--paypal-email <email>')
+    .option('--routing <n>', 'ABA routing number')
+    .option('--account <n>', 'bank account number (stored encrypted; shown only as last4)')
+    .action(
+      (
+        name: string,
+        o: {
+          tenant: string;
+          stripeAccount?: string;
+          paypalEmail?: string;
+          routing?: string;
+          account?: string;
+        },
+      ) =>
+        run(async (ctx) => {
+          if ((o.routing === undefined) !== (o.account === undefined))
+            throw new UsageError('--routing and --account go together');
+          const t = await ctx.tenant(o.tenant);
+          const admin = (await ctx.human(t))!;
+          const sealer = createSealer(await resolveSecret(ctx.config));
+          const added = await addVendor(await ctx.db(), t.id, admin, sealer, {
+            name,
+            stripeAccount: o.stripeAccount,
+            paypalEmail: o.paypalEmail,
+            bank: o.routing && o.account ? { routingNumber: o.routing, accountNumber: o.account } : undefined,
+          });
+          ctx.print(
+            {
+              vendor_id: added.id,
+              name: added.name,
+              stripe_account: added.stripeAccount,
+              paypal_email: added.paypalEmail,
+              bank_account_last4: added.achAccountLast4,
+            },
+            `added vendor ${added.name} (${added.id})`,
+          );
+        }),
+    );
+  vendor
+    .command('list')
+    .requiredOption('--tenant <slug>')
+    .action((o: { tenant: string }) =>
+      run(async (ctx) => {
+        const t = await ctx.tenant(o.tenant);
+        await ctx.human(t);
+        const rows = (await listVendors(await ctx.db(), t.id)).map((v) => ({
+          vendor_id: v.id,
+          name: v.name,
+          stripe_account: v.stripeAccount,
+          paypal_email: v.paypalEmail,
+          bank_account_last4: v.achAccountLast4,
+        }));
+        ctx.print(rows, () =>
+          table(rows, ['name', 'stripe_account', 'paypal_email', 'bank_account_last4', 'vendor_id']),
+        );
+      }),
+    );
+
+  const pm = program
+    .command('payment-method')
+    .description('manage payment methods (provider tokens only, never card numbers)');
+  pm.command('add')
+    .description("add a payment method (needs an admin's token)")
+    .requiredOption('--tenant <slug>')
+    .requiredOption('--rail <rail>', 'stripe|paypal|ach')
+    .requiredOption('--token <token>', 'the provider token, e.g. pm_card_visa')
+    .option('--provider <provider>', 'for ach: stripe or nacha (default: from the token)')
+    .option('--label <text>')
+    .option('--brand <brand>')
+    .option('--last4 <digits>')
+    .option('--bank-name <name>')
+    .action(
+      (o: {
+        tenant: string;
+        rail: string;
+        token: string;
+        provider?: string;
+        label?: string;
+        brand?: string;
+        last4?: string;
+        bankName?: string;
+      }) =>
+        run(async (ctx) => {
+          const rail = checkRail(o.rail);
+          const t = await ctx.tenant(o.tenant);
+          const admin = (await ctx.human(t))!;
+          const method = await addPaymentMethod(await ctx.db(), t.id, admin, {
+            rail,
+            token: o.token,
+            provider: o.provider as Provider | undefined,
+            label: o.label,
+            brand: o.brand,
+            last4: o.last4,
+            bankName: o.bankName,
+          });
+          ctx.print(paymentMethodJson(method), `added ${method.rail} payment method ${method.id}`);
+        }),
+    );
+  pm.command('list')
+    .requiredOption('--tenant <slug>')
+    .action((o: { tenant: string }) =>
+      run(async (ctx) => {
+        const t = await ctx.tenant(o.tenant);
+        await ctx.human(t);
+        const rows = (await (await ctx.db()).withTenant(t.id, listPaymentMethods)).map(paymentMethodJson);
+        ctx.print(rows, () =>
+          table(rows, ['payment_method_id', 'rail', 'provider', 'label', 'brand', 'last4']),
+        );
+      }),
+    );
+  pm.command('remove <id>')
+    .requiredOption('--tenant <slug>')
+    .action((id: string, o: { tenant: string }) =>
+      run(async (ctx) => {
+        const t = await ctx.tenant(o.tenant);
+        const admin = (await ctx.human(t))!;
+        await removePaymentMethod(await ctx.db(), t.id, admin, id);
+        ctx.print({ payment_method_id: id, status: 'removed' }, `removed payment method ${id}`);
+      }),
+    );
+
+  const invoice = program.command('invoice').description('manage invoices');
+  invoice
+    .command('add')
+    .description("add an invoice (needs an admin's token)")
+    .requiredOption('--tenant <slug>')
+    .requiredOption('--number <number>')
+    .requiredOption('--vendor <name>')
+    .requiredOption('--amount <amount>')
+    .requiredOption('--currency <cur>')
+    .option('--status <status>', 'approved|draft', 'approved')
+    .option('--due <date>', 'YYYY-MM-DD')
+    .action(
+      (o: {
+        tenant: string;
+        number: string;
+        vendor: string;
+        amount: string;
+        currency: string;
+        status: string;
+        due?: string;
+      }) =>
+        run(async (ctx) => {
+          const amount = money(o.amount, o.currency, '--amount');
+          if (o.status !== 'approved' && o.status !== 'draft')
+            throw new UsageError(`--status "${o.status}" must be approved or draft`);
+          const t = await ctx.tenant(o.tenant);
+          const admin = (await ctx.human(t))!;
+          const added = await addInvoice(await ctx.db(), t.id, admin, {
+            number: o.number,
+            vendor: o.vendor,
+            amountMinor: amount.amountMinor,
+            currency: amount.currency,
+            status: o.status,
+            dueDate: o.due,
+          });
+          ctx.print(
+            invoiceJson(added),
+            `added invoice ${added.number}: ${formatAmount(added.amountMinor, added.currency)} ${added.currency} to ${added.vendorName}`,
+          );
+        }),
+    );
+  invoice
+    .command('list')
+    .requiredOption('--tenant <slug>')
+    .action((o: { tenant: string }) =>
+      run(async (ctx) => {
+        const t = await ctx.tenant(o.tenant);
+        await ctx.human(t);
+        const rows = (await (await ctx.db()).withTenant(t.id, (c) => listInvoices(c))).map(invoiceJson);
+        ctx.print(rows, () =>
+          table(rows, ['invoice_number', 'vendor', 'amount', 'currency', 'status', 'due_date']),
+        );
+      }),
+    );
+}
+
+function paymentMethodJson(m: {
+  id: string;
+  rail: string;
+  provider: string;
+  label: string | null;
+  brand: string | null;
+  last4: string | null;
+  bankName: string | null;
+}) {
+  return {
+    payment_method_id: m.id,
+    rail: m.rail,
+    provider: m.provider,
+    label: m.label,
+    brand: m.brand,
+    last4: m.last4,
+    bank_name: m.bankName,
+  };
+}

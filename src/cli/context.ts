@@ -1,0 +1,103 @@
+/** What every CLI command needs: configuration, the database (opened on first use), output, the human. */
+import { createInterface } from 'node:readline';
+import { type Config, loadConfig } from '../config.js';
+import { openDatabase } from '../db/connect.js';
+import type { Db } from '../db/pool.js';
+import { findTenantBySlug, type Tenant } from '../directory/tenants.js';
+import { authenticateUser, type User } from '../directory/users.js';
+import { RefusedError, UsageError } from '../errors.js';
+import { type Money, MoneyError, parseMoney } from '../money.js';
+
+export interface GlobalOptions {
+  databaseUrl?: string;
+  dataDir?: string;
+  json?: boolean;
+}
+
+export class CliContext {
+  private dbPromise?: Promise<Db>;
+  readonly config: Config;
+
+  constructor(readonly options: GlobalOptions) {
+    this.config = loadConfig(process.env, { dataDir: options.dataDir, databaseUrl: options.databaseUrl });
+  }
+
+  get json(): boolean {
+    return Boolean(this.options.json);
+  }
+
+  db(): Promise<Db> {
+    this.dbPromise ??= openDatabase(this.config, { max: 4, applicationName: 'paygate-cli' });
+    return this.dbPromise;
+  }
+
+  async close(): Promise<void> {
+    if (this.dbPromise) await (await this.dbPromise).close();
+  }
+
+  /** Print `value` as JSON with --json, otherwise the human text. */
+  print(value: unknown, human: string | (() => string)): void {
+    process.stdout.write(
+      `${this.json ? JSON.stringify(value, null, 2) : typeof human === 'function' ? human() : human}\n`,
+    );
+  }
+
+  async tenant(slug: string): Promise<Tenant> {
+    return findTenantBySlug(await this.db(), slug);
+  }
+
+  /**
+   * The human running the command, proven by their personal access token (PAYGATE_USER_TOKEN, or a
+   * prompt on a terminal). Never by an email address alone: an agent with a shell knows emails.
+   */
+  async human(tenant: Tenant, options: { optional?: boolean } = {}): Promise<User | null> {
+    const token = process.env.PAYGATE_USER_TOKEN?.trim() || (await promptSecret('personal access token: '));
+    if (!token) {
+      if (options.optional) return null;
+      throw new RefusedError(
+        'user_token_required',
+        'this command needs your personal access token',
+        'set PAYGATE_USER_TOKEN or run it on a terminal to be prompted',
+      );
+    }
+    return authenticateUser(await this.db(), tenant.id, token);
+  }
+}
+
+/** Read a secret from the terminal without echoing it; undefined when there is no terminal. */
+async function promptSecret(question: string): Promise<string | undefined> {
+  if (!process.stdin.isTTY || !process.stderr.isTTY) return undefined;
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+  const output = rl as unknown as { _writeToOutput?: (s: string) => void };
+  process.stderr.write(question);
+  output._writeToOutput = () => {};
+  try {
+    return await new Promise<string>((resolve) => rl.question('', (answer) => resolve(answer.trim())));
+  } finally {
+    rl.close();
+    process.stderr.write('\n');
+  }
+}
+
+export function money(amount: string, currency: string | undefined, what: string): Money {
+  if (!currency) throw new UsageError(`${what} needs --currency (e.g. --currency USD)`);
+  try {
+    return parseMoney(amount, currency);
+  } catch (error) {
+    if (error instanceof MoneyError) throw new UsageError(`${what}: ${error.message}`);
+    throw error;
+  }
+}
+
+export function table(rows: Record<string, unknown>[], columns: string[]): string {
+  if (rows.length === 0) return '(none)';
+  const cell = (v: unknown) =>
+    v === null || v === undefined ? '' : v instanceof Date ? v.toISOString() : String(v);
+  const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
+  const line = (values: string[]) =>
+    values
+      .map((v, i) => v.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
+  return [line(columns), ...rows.map((r) => line(columns.map((c) => cell(r[c]))))].join('\n');
+}

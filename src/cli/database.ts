@@ -1,0 +1,99 @@
+/** The database itself: migrations, the embedded server's lifecycle, and the audit chain's integrity. */
+import type { Command } from 'commander';
+import { verifyAuditLog } from '../audit/verify.js';
+import { databaseUrl } from '../db/connect.js';
+import { embeddedStatus, stopEmbeddedServer } from '../db/embedded.js';
+import { migrate } from '../db/migrate.js';
+import { RefusedError } from '../errors.js';
+import type { CliContext } from './context.js';
+
+type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
+
+export function registerDatabaseCommands(program: Command, run: Run): void {
+  program
+    .command('migrate')
+    .description('apply pending migrations (idempotent)')
+    .action(() =>
+      run(async (ctx) => {
+        const result = await migrate(await databaseUrl(ctx.config));
+        ctx.print(
+          { applied: result.applied, already_applied: result.alreadyApplied.length },
+          result.applied.length
+            ? `applied ${result.applied.join(', ')}`
+            : `up to date (${result.alreadyApplied.length} migrations)`,
+        );
+      }),
+    );
+
+  const db = program
+    .command('db')
+    .description('the embedded PostgreSQL server (when DATABASE_URL is not set)');
+  db.command('status').action(() =>
+    run(async (ctx) => {
+      if (ctx.config.databaseUrl) {
+        ctx.print({ embedded: false }, 'DATABASE_URL is set: paygate uses that server, not an embedded one');
+        return;
+      }
+      const s = await embeddedStatus(ctx.config.dataDir);
+      ctx.print(
+        {
+          embedded: true,
+          running: s.running,
+          initialised: s.initialised,
+          data_dir: s.dataDir,
+          port: s.port ?? null,
+        },
+        s.running
+          ? `running on 127.0.0.1:${s.port} (data in ${s.dataDir})`
+          : s.initialised
+            ? `stopped (data in ${s.dataDir})`
+            : `not created yet (${s.dataDir})`,
+      );
+    }),
+  );
+  db.command('stop').action(() =>
+    run(async (ctx) => {
+      if (ctx.config.databaseUrl)
+        throw new RefusedError('not_embedded', 'DATABASE_URL is set: paygate does not manage that server');
+      const stopped = await stopEmbeddedServer(ctx.config.dataDir);
+      ctx.print({ stopped }, stopped ? 'stopped' : 'was not running');
+    }),
+  );
+
+  program
+    .command('audit')
+    .description('the hash-chained audit log')
+    .command('verify')
+    .description('recompute every chain; exit 1 naming the first broken entry')
+    .option('--tenant <slug>')
+    .action((o: { tenant?: string }) =>
+      run(async (ctx) => {
+        const tenantId = o.tenant ? (await ctx.tenant(o.tenant)).id : undefined;
+        const result = await verifyAuditLog(await ctx.db(), { tenantId });
+        const out = {
+          ok: result.ok,
+          tenants_checked: result.tenantsChecked,
+          entries_checked: result.entriesChecked,
+          first_broken: result.firstBroken
+            ? {
+                tenant_id: result.firstBroken.tenantId,
+                seq: result.firstBroken.seq,
+                reason: result.firstBroken.reason,
+              }
+            : null,
+        };
+        if (!result.ok) {
+          const b = result.firstBroken!;
+          if (ctx.json) ctx.print(out, '');
+          throw new RefusedError(
+            'audit_chain_broken',
+            `audit chain broken at tenant ${b.tenantId} entry ${b.seq}: ${b.reason}`,
+          );
+        }
+        ctx.print(
+          out,
+          `audit log intact: ${result.entriesChecked} entries in ${result.tenantsChecked} chains`,
+        );
+      }),
+    );
+}

@@ -1,0 +1,142 @@
+/**
+ * Agent keys: how an agent authenticates. A key belongs to one tenant (the tenant never comes from tool
+ * arguments), may carry caps per payment and per day, and may name the human it acts for, who then
+ * cannot approve its requests.
+ */
+import { appendAudit } from '../audit/log.js';
+import type { Db } from '../db/pool.js';
+import { RefusedError } from '../errors.js';
+import { hashSecret, newSecret, secretPrefix } from './credentials.js';
+import type { User } from './users.js';
+
+export interface AgentKey {
+  id: string;
+  tenantId: string;
+  name: string;
+  keyPrefix: string;
+  actsForUserId: string | null;
+  maxPerPaymentMinor: number | null;
+  maxPerDayMinor: number | null;
+  capsCurrency: string | null;
+  rateLimitPerMinute: number;
+  disabled: boolean;
+}
+
+interface AgentKeyRow {
+  id: string;
+  tenant_id: string;
+  name: string;
+  key_prefix: string;
+  acts_for_user_id: string | null;
+  max_per_payment_minor: number | null;
+  max_per_day_minor: number | null;
+  caps_currency: string | null;
+  rate_limit_per_minute: number;
+  disabled_at: Date | null;
+}
+
+const COLUMNS =
+  'id, tenant_id, name, key_prefix, acts_for_user_id, max_per_payment_minor, max_per_day_minor, caps_currency, rate_limit_per_minute, disabled_at';
+
+function toAgentKey(r: AgentKeyRow): AgentKey {
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    name: r.name,
+    keyPrefix: r.key_prefix,
+    actsForUserId: r.acts_for_user_id,
+    maxPerPaymentMinor: r.max_per_payment_minor,
+    maxPerDayMinor: r.max_per_day_minor,
+    capsCurrency: r.caps_currency?.trim() ?? null,
+    rateLimitPerMinute: r.rate_limit_per_minute,
+    disabled: r.disabled_at !== null,
+  };
+}
+
+export interface AgentKeyInput {
+  name?: string;
+  actsForUserId?: string;
+  maxPerPaymentMinor?: number;
+  maxPerDayMinor?: number;
+  capsCurrency?: string;
+  rateLimitPerMinute?: number;
+}
+
+export async function createAgentKey(
+  db: Db,
+  tenantId: string,
+  admin: User,
+  input: AgentKeyInput,
+): Promise<{ agentKey: AgentKey; key: string }> {
+  if (admin.role !== 'admin')
+    throw new RefusedError('admin_required', `${admin.email} is not an admin`, "use an admin's token");
+  const key = newSecret('pgk');
+  return db.withTenant(tenantId, async (client) => {
+    const { rows } = await client.query<AgentKeyRow>(
+      `INSERT INTO agent_keys (tenant_id, name, key_hash, key_prefix, acts_for_user_id, max_per_payment_minor,
+                               max_per_day_minor, caps_currency, rate_limit_per_minute)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ${COLUMNS}`,
+      [
+        tenantId,
+        input.name ?? 'agent',
+        hashSecret(key),
+        secretPrefix(key),
+        input.actsForUserId ?? null,
+        input.maxPerPaymentMinor ?? null,
+        input.maxPerDayMinor ?? null,
+        input.capsCurrency ?? null,
+        input.rateLimitPerMinute ?? 60,
+      ],
+    );
+    const agentKey = toAgentKey(rows[0]!);
+    await appendAudit(client, {
+      tenantId,
+      actorType: 'user',
+      actorId: admin.email,
+      action: 'agent_key.created',
+      subjectId: agentKey.id,
+      details: {
+        name: agentKey.name,
+        key_prefix: agentKey.keyPrefix,
+        acts_for_user_id: agentKey.actsForUserId,
+        max_per_payment_minor: agentKey.maxPerPaymentMinor,
+        max_per_day_minor: agentKey.maxPerDayMinor,
+        caps_currency: agentKey.capsCurrency,
+      },
+    });
+    return { agentKey, key };
+  });
+}
+
+/** The agent key for a presented secret (any tenant), or null. Disabled keys are returned, flagged. */
+export async function findAgentKey(db: Db, key: string): Promise<AgentKey | null> {
+  const { rows } = await db.withSystem((client) =>
+    client.query<AgentKeyRow>(`SELECT ${COLUMNS} FROM agent_keys WHERE key_hash = $1`, [hashSecret(key)]),
+  );
+  return rows[0] ? toAgentKey(rows[0]) : null;
+}
+
+/** Authenticate an agent: a known, enabled key, or a refusal that says which. */
+export async function authenticateAgent(db: Db, key: string | undefined): Promise<AgentKey> {
+  if (!key) {
+    throw new RefusedError(
+      'agent_key_required',
+      'no agent key was presented',
+      'set PAYGATE_AGENT_KEY (stdio) or send it as a Bearer token (HTTP)',
+    );
+  }
+  const agentKey = await findAgentKey(db, key);
+  if (!agentKey)
+    throw new RefusedError(
+      'invalid_agent_key',
+      'the agent key is not valid',
+      'ask an admin for a key: `paygate agent-key create`',
+    );
+  if (agentKey.disabled)
+    throw new RefusedError(
+      'agent_key_disabled',
+      'this agent key has been disabled',
+      'ask an admin for a new key',
+    );
+  return agentKey;
+}

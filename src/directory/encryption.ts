@@ -1,0 +1,52 @@
+/**
+ * Bank account numbers at rest: AES-256-GCM under a key derived from PAYGATE_SECRET (HKDF-SHA256), stored
+ * as iv (12 bytes) || tag (16) || ciphertext. Without PAYGATE_SECRET (sandbox mode on the embedded
+ * database) a random secret is generated once into the data directory (mode 0600); live keys require
+ * PAYGATE_SECRET to be set (config.ts refuses otherwise).
+ */
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+
+const INFO = 'paygate bank account numbers v1';
+
+export interface Sealer {
+  seal(plaintext: string): Buffer;
+  open(sealed: Buffer): string;
+}
+
+export function createSealer(secret: string): Sealer {
+  const key = Buffer.from(hkdfSync('sha256', secret, 'paygate', INFO, 32));
+  return {
+    seal(plaintext) {
+      const iv = randomBytes(12);
+      const cipher = createCipheriv('aes-256-gcm', key, iv);
+      const data = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
+      return Buffer.concat([iv, cipher.getAuthTag(), data]);
+    },
+    open(sealed) {
+      const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, 12));
+      decipher.setAuthTag(sealed.subarray(12, 28));
+      return Buffer.concat([decipher.update(sealed.subarray(28)), decipher.final()]).toString('utf8');
+    },
+  };
+}
+
+/** PAYGATE_SECRET, or the data directory's generated one (created on first use). */
+export async function resolveSecret(config: { secret?: string; dataDir: string }): Promise<string> {
+  if (config.secret) return config.secret;
+  const file = path.join(config.dataDir, 'secret');
+  try {
+    return (await fs.readFile(file, 'utf8')).trim();
+  } catch {
+    await fs.mkdir(config.dataDir, { recursive: true });
+    const secret = randomBytes(32).toString('base64url');
+    try {
+      await fs.writeFile(file, secret, { mode: 0o600, flag: 'wx' });
+      return secret;
+    } catch {
+      // Another process wrote it first: use theirs.
+      return (await fs.readFile(file, 'utf8')).trim();
+    }
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * Humans: viewers, approvers and admins of one tenant, each holding a personal access token that the
+ * database keeps only as a hash. The token is how a human proves who they are on every channel (CLI,
+ * approval page); an email address alone proves nothing.
+ */
+import { appendAudit } from '../audit/log.js';
+import type { Db, Queryable } from '../db/pool.js';
+import { PgError, pgErrorCode } from '../db/pool.js';
+import { RefusedError, UsageError } from '../errors.js';
+import { hashSecret, newSecret } from './credentials.js';
+
+export type Role = 'viewer' | 'approver' | 'admin';
+export const ROLES: readonly Role[] = ['viewer', 'approver', 'admin'];
+
+export interface User {
+  id: string;
+  tenantId: string;
+  email: string;
+  role: Role;
+  approvalLimitMinor: number | null;
+  approvalLimitCurrency: string | null;
+}
+
+const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
+
+export function checkEmail(email: string): string {
+  if (!EMAIL.test(email)) throw new UsageError(`"${email}" is not an email address`);
+  return email.toLowerCase();
+}
+
+export function checkRole(role: string): Role {
+  if (!(ROLES as readonly string[]).includes(role)) {
+    throw new UsageError(`role "${role}" is not one of ${ROLES.join(', ')}`);
+  }
+  return role as Role;
+}
+
+interface UserRow {
+  id: string;
+  tenant_id: string;
+  email: string;
+  role: Role;
+  approval_limit_minor: number | null;
+  approval_limit_currency: string | null;
+}
+
+const USER_COLUMNS = 'id, tenant_id, email, role, approval_limit_minor, approval_limit_currency';
+
+function toUser(r: UserRow): User {
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    email: r.email,
+    role: r.role,
+    approvalLimitMinor: r.approval_limit_minor,
+    approvalLimitCurrency: r.approval_limit_currency?.trim() ?? null,
+  };
+}
+
+export async function countAdmins(client: Queryable): Promise<number> {
+  const { rows } = await client.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM users WHERE role = 'admin' AND disabled_at IS NULL",
+  );
+  return rows[0]!.n;
+}
+
+/**
+ * Add a human. `actor` is the admin doing it; null is allowed only for the first admin of a tenant that
+ * has none (checked here, in the same transaction, so two racing "first admins" cannot both win).
+ */
+export async function addUser(
+  db: Db,
+  tenantId: string,
+  actor: User | null,
+  input: { email: string; role: Role; limit?: { amountMinor: number; currency: string } },
+): Promise<{ user: User; token: string }> {
+  const email = checkEmail(input.email);
+  const token = newSecret('pgu');
+  try {
+    return await db.withTenant(tenantId, async (client) => {
+      if (!actor) {
+        // Serialize bootstrap per tenant: without this two first admins could be added at once.
+        await client.query("SELECT pg_advisory_xact_lock(hashtext('first-admin:' || $1))", [tenantId]);
+        if ((await countAdmins(client)) > 0) {
+          throw new RefusedError(
+            'admin_token_required',
+            "this tenant already has an admin: adding users needs an admin's personal access token",
+            "set PAYGATE_USER_TOKEN to an admin's token (or run on a terminal to be prompted)",
+          );
+        }
+        if (input.role !== 'admin') {
+          throw new RefusedError(
+            'first_user_must_be_admin',
+            'the first user of a tenant must be an admin',
+            'add them with --role admin',
+          );
+        }
+      } else if (actor.role !== 'admin' || actor.tenantId !== tenantId) {
+        throw new RefusedError(
+          'admin_required',
+          `${actor.email} is not an admin of this tenant`,
+          "use an admin's token",
+        );
+      }
+      const { rows } = await client.query<UserRow>(
+        `INSERT INTO users (tenant_id, email, role, approval_limit_minor, approval_limit_currency, token_hash)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${USER_COLUMNS}`,
+        [
+          tenantId,
+          email,
+          input.role,
+          input.limit?.amountMinor ?? null,
+          input.limit?.currency ?? null,
+          hashSecret(token),
+        ],
+      );
+      const user = toUser(rows[0]!);
+      await appendAudit(client, {
+        tenantId,
+        actorType: actor ? 'user' : 'cli',
+        actorId: actor?.email ?? 'bootstrap',
+        action: 'user.added',
+        subjectId: user.id,
+        details: { email, role: input.role, limit: input.limit ?? null },
+      });
+      return { user, token };
+    });
+  } catch (error) {
+    if (pgErrorCode(error) === PgError.uniqueViolation) {
+      throw new RefusedError('user_exists', `${email} is already a user of this tenant`);
+    }
+    throw error;
+  }
+}
+
+/** The human holding `token` in `tenantId`, or a refusal that does not say whether the token exists. */
+export async function authenticateUser(db: Db, tenantId: string, token: string): Promise<User> {
+  const { rows } = await db.withTenant(tenantId, (client) =>
+    client.query<UserRow>(`SELECT ${USER_COLUMNS} FROM users WHERE token_hash = $1 AND disabled_at IS NULL`, [
+      hashSecret(token),
+    ]),
+  );
+  if (!rows[0]) {
+    throw new RefusedError(
+      'invalid_user_token',
+      'that personal access token is not valid for this tenant',
+      'use your own token',
+    );
+  }
+  return toUser(rows[0]);
+}
+
+/** Find a human by token across tenants (the approval page's login, which has no tenant yet). */
+export async function findUserByToken(db: Db, token: string): Promise<User | null> {
+  const { rows } = await db.withSystem((client) =>
+    client.query<UserRow>(`SELECT ${USER_COLUMNS} FROM users WHERE token_hash = $1 AND disabled_at IS NULL`, [
+      hashSecret(token),
+    ]),
+  );
+  return rows[0] ? toUser(rows[0]) : null;
+}
+
+export async function findUserByEmail(client: Queryable, email: string): Promise<User | null> {
+  const { rows } = await client.query<UserRow>(
+    `SELECT ${USER_COLUMNS} FROM users WHERE lower(email) = lower($1) AND disabled_at IS NULL`,
+    [email],
+  );
+  return rows[0] ? toUser(rows[0]) : null;
+}
+
+export async function getUser(client: Queryable, userId: string): Promise<User | null> {
+  const { rows } = await client.query<UserRow>(`SELECT ${USER_COLUMNS} FROM users WHERE id = $1`, [userId]);
+  return rows[0] ? toUser(rows[0]) : null;
+}

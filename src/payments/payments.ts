@@ -1,0 +1,278 @@
+/**
+ * Payment rows and their state machine. A payment is born `processing` in phase 1 and moves once, to
+ * `succeeded` or `failed`, whoever reports the outcome first (our own call, a webhook, the reconciler,
+ * a refresh). Later reports that disagree are recorded and ignored: nothing moves a payment backwards.
+ */
+import { appendAudit, type ActorType } from '../audit/log.js';
+import type { Queryable } from '../db/pool.js';
+import type { GatewayFailure, PaymentOutcome, Provider, Rail } from '../gateways/types.js';
+import { formatAmount } from '../money.js';
+import { transitionInvoice } from './invoices.js';
+
+export type PaymentStatus = 'processing' | 'succeeded' | 'failed';
+export type RecoveryPoint = 'started' | 'provider_called' | 'finished';
+
+export const PAYMENT_TRANSITIONS: Readonly<Record<PaymentStatus, readonly PaymentStatus[]>> = {
+  processing: ['succeeded', 'failed'],
+  succeeded: [],
+  failed: [],
+};
+
+export interface Payment {
+  id: string;
+  tenantId: string;
+  invoiceId: string;
+  invoiceNumber: string;
+  vendorName: string;
+  agentKeyId: string | null;
+  approvalId: string;
+  scheduledPaymentId: string | null;
+  amountMinor: number;
+  currency: string;
+  rail: Rail;
+  provider: Provider;
+  paymentMethodId: string;
+  status: PaymentStatus;
+  recoveryPoint: RecoveryPoint;
+  providerReference: string | null;
+  confirmationNumber: string;
+  failureCode: string | null;
+  failureProviderCode: string | null;
+  failureMessage: string | null;
+  approvedBy: string[];
+  refundedMinor: number;
+  pendingRefundMinor: number;
+  createdAt: Date;
+  paidAt: Date | null;
+}
+
+interface PaymentRow {
+  id: string;
+  tenant_id: string;
+  invoice_id: string;
+  invoice_number: string;
+  vendor_name: string;
+  agent_key_id: string | null;
+  approval_id: string;
+  scheduled_payment_id: string | null;
+  amount_minor: number;
+  currency: string;
+  rail: Rail;
+  provider: Provider;
+  payment_method_id: string;
+  status: PaymentStatus;
+  recovery_point: RecoveryPoint;
+  provider_reference: string | null;
+  confirmation_number: string;
+  failure_code: string | null;
+  failure_provider_code: string | null;
+  failure_message: string | null;
+  approved_by: string[];
+  refunded_minor: number;
+  pending_refund_minor: number;
+  created_at: Date;
+  paid_at: Date | null;
+}
+
+const SELECT_PAYMENT = `SELECT p.id, p.tenant_id, p.invoice_id, i.number AS invoice_number, c.name AS vendor_name, p.agent_key_id,
+  p.approval_id, p.scheduled_payment_id, p.amount_minor, p.currency, p.rail, p.provider, p.payment_method_id, p.status,
+  p.recovery_point, p.provider_reference, p.confirmation_number, p.failure_code, p.failure_provider_code, p.failure_message,
+  p.approved_by, p.created_at, p.paid_at,
+  COALESCE((SELECT sum(r.amount_minor) FROM refunds r WHERE r.payment_id = p.id AND r.status = 'succeeded'), 0)::bigint AS refunded_minor,
+  COALESCE((SELECT sum(r.amount_minor) FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending'), 0)::bigint AS pending_refund_minor
+  FROM payments p JOIN invoices i ON i.id = p.invoice_id JOIN counterparties c ON c.id = i.counterparty_id`;
+
+function toPayment(r: PaymentRow): Payment {
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    invoiceId: r.invoice_id,
+    invoiceNumber: r.invoice_number,
+    vendorName: r.vendor_name,
+    agentKeyId: r.agent_key_id,
+    approvalId: r.approval_id,
+    scheduledPaymentId: r.scheduled_payment_id,
+    amountMinor: r.amount_minor,
+    currency: r.currency.trim(),
+    rail: r.rail,
+    provider: r.provider,
+    paymentMethodId: r.payment_method_id,
+    status: r.status,
+    recoveryPoint: r.recovery_point,
+    providerReference: r.provider_reference,
+    confirmationNumber: r.confirmation_number,
+    failureCode: r.failure_code,
+    failureProviderCode: r.failure_provider_code,
+    failureMessage: r.failure_message,
+    approvedBy: r.approved_by,
+    refundedMinor: r.refunded_minor,
+    pendingRefundMinor: r.pending_refund_minor,
+    createdAt: r.created_at,
+    paidAt: r.paid_at,
+  };
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export async function getPayment(client: Queryable, id: string, options: { forUpdate?: boolean } = {}): Promise<Payment | null> {
+  if (!UUID.test(id)) return null;
+  const { rows } = await client.query<PaymentRow>(`${SELECT_PAYMENT} WHERE p.id = $1${options.forUpdate ? ' FOR UPDATE OF p' : ''}`, [id]);
+  return rows[0] ? toPayment(rows[0]) : null;
+}
+
+/** By our id, the provider's reference, or our confirmation number. */
+export async function findPayment(client: Queryable, ref: string, options: { forUpdate?: boolean } = {}): Promise<Payment | null> {
+  if (UUID.test(ref)) return getPayment(client, ref, options);
+  const { rows } = await client.query<PaymentRow>(
+    `${SELECT_PAYMENT} WHERE p.provider_reference = $1 OR p.confirmation_number = $1 ORDER BY p.created_at DESC LIMIT 1${options.forUpdate ? ' FOR UPDATE OF p' : ''}`,
+    [ref],
+  );
+  return rows[0] ? toPayment(rows[0]) : null;
+}
+
+export async function paymentsOfInvoice(client: Queryable, invoiceId: string): Promise<Payment[]> {
+  const { rows } = await client.query<PaymentRow>(`${SELECT_PAYMENT} WHERE p.invoice_id = $1 ORDER BY p.created_at DESC`, [invoiceId]);
+  return rows.map(toPayment);
+}
+
+export async function listPayments(client: Queryable, limit = 200): Promise<Payment[]> {
+  const { rows } = await client.query<PaymentRow>(`${SELECT_PAYMENT} ORDER BY p.created_at DESC LIMIT $1`, [limit]);
+  return rows.map(toPayment);
+}
+
+/** A confirmation number a human can read over the phone: PG- and 10 characters without look-alikes. */
+export function newConfirmationNumber(): string {
+  const alphabet = 'ABCDEFGHJKLMNPQRSTUVWXYZ23456789';
+  const bytes = crypto.getRandomValues(new Uint8Array(10));
+  return `PG-${[...bytes].map((b) => alphabet[b % alphabet.length]).join('')}`;
+}
+
+export interface NewPayment {
+  id: string;
+  tenantId: string;
+  invoiceId: string;
+  agentKeyId: string | null;
+  approvalId: string;
+  scheduledPaymentId?: string;
+  amountMinor: number;
+  currency: string;
+  rail: Rail;
+  provider: Provider;
+  paymentMethodId: string;
+  approvedBy: string[];
+}
+
+export async function insertPayment(client: Queryable, p: NewPayment): Promise<void> {
+  await client.query(
+    `INSERT INTO payments (id, tenant_id, invoice_id, agent_key_id, approval_id, scheduled_payment_id, amount_minor, currency, rail,
+                           provider, payment_method_id, confirmation_number, approved_by)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+    [p.id, p.tenantId, p.invoiceId, p.agentKeyId, p.approvalId, p.scheduledPaymentId ?? null, p.amountMinor, p.currency, p.rail, p.provider, p.paymentMethodId, newConfirmationNumber(), p.approvedBy],
+  );
+}
+
+export type OutcomeSource = { actorType: ActorType; actorId: string; note?: string };
+
+export interface AppliedOutcome {
+  payment: Payment;
+  /** False when the outcome was stale or repeated: recorded in the audit log, nothing changed. */
+  changed: boolean;
+}
+
+/**
+ * Apply what the provider says about a payment, in the caller's transaction. Locks the payment row;
+ * moves it only along PAYMENT_TRANSITIONS; moves the invoice with it (paid, or back to approved).
+ */
+export async function applyPaymentOutcome(
+  client: Queryable,
+  paymentId: string,
+  outcome: { status: PaymentOutcome['status']; providerReference?: string; failure?: GatewayFailure },
+  source: OutcomeSource,
+): Promise<AppliedOutcome> {
+  const payment = await getPayment(client, paymentId, { forUpdate: true });
+  if (!payment) throw new Error(`payment ${paymentId} not found`);
+  if (payment.providerReference === null && outcome.providerReference) {
+    await client.query('UPDATE payments SET provider_reference = $2, updated_at = now() WHERE id = $1', [paymentId, outcome.providerReference]);
+  }
+  const to = outcome.status;
+  if (to === payment.status || !PAYMENT_TRANSITIONS[payment.status].includes(to)) {
+    if (to !== payment.status) {
+      await appendAudit(client, {
+        tenantId: payment.tenantId,
+        actorType: source.actorType,
+        actorId: source.actorId,
+        action: 'payment.stale_outcome_ignored',
+        subjectId: paymentId,
+        details: { current: payment.status, reported: to, note: source.note ?? null },
+      });
+    }
+    return { payment: (await getPayment(client, paymentId))!, changed: false };
+  }
+  if (to === 'succeeded') {
+    await client.query(
+      `UPDATE payments SET status = 'succeeded', recovery_point = 'finished', paid_at = now(), next_check_at = NULL, updated_at = now()
+       WHERE id = $1`,
+      [paymentId],
+    );
+    await transitionInvoice(client, payment.invoiceId, 'processing', 'paid');
+  } else if (to === 'failed') {
+    const failure = outcome.failure ?? { code: 'declined', message: 'the provider reported the payment failed' };
+    await client.query(
+      `UPDATE payments SET status = 'failed', recovery_point = 'finished', failure_code = $2, failure_provider_code = $3,
+              failure_message = $4, next_check_at = NULL, updated_at = now() WHERE id = $1`,
+      [paymentId, failure.code, failure.providerCode ?? null, failure.message],
+    );
+    await transitionInvoice(client, payment.invoiceId, 'processing', 'approved');
+  }
+  await appendAudit(client, {
+    tenantId: payment.tenantId,
+    actorType: source.actorType,
+    actorId: source.actorId,
+    action: `payment.${to}`,
+    subjectId: paymentId,
+    details: {
+      invoice_number: payment.invoiceNumber,
+      amount_minor: payment.amountMinor,
+      currency: payment.currency,
+      provider: payment.provider,
+      provider_reference: outcome.providerReference ?? payment.providerReference,
+      failure: outcome.failure ?? null,
+      note: source.note ?? null,
+    },
+  });
+  return { payment: (await getPayment(client, paymentId))!, changed: true };
+}
+
+/** The confirmation fields of DESIGN.md's "done" answer. */
+export function paymentJson(p: Payment) {
+  const refunded = p.refundedMinor;
+  const status =
+    p.status === 'succeeded'
+      ? p.pendingRefundMinor > 0
+        ? 'refund_pending'
+        : refunded >= p.amountMinor
+          ? 'refunded'
+          : refunded > 0
+            ? 'partially_refunded'
+            : 'paid'
+      : p.status;
+  return {
+    payment_id: p.id,
+    invoice_id: p.invoiceId,
+    invoice_number: p.invoiceNumber,
+    payee: p.vendorName,
+    amount: formatAmount(p.amountMinor, p.currency),
+    amount_minor: p.amountMinor,
+    currency: p.currency,
+    status,
+    payment_method: p.rail,
+    provider: p.provider,
+    approved_by: p.approvedBy[0] ?? null,
+    approvers: p.approvedBy,
+    gateway_reference: p.providerReference,
+    confirmation_number: p.confirmationNumber,
+    paid_at: p.paidAt?.toISOString() ?? null,
+    refunded_amount: formatAmount(refunded, p.currency),
+    created_at: p.createdAt.toISOString(),
+  };
+}

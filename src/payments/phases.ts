@@ -1,0 +1,266 @@
+/**
+ * Phases 2 and 3 of every payment (Brandur Leach's atomic phases): phase 1 has committed a `processing`
+ * payment; here we call the provider with an idempotency key derived from the payment id, then record
+ * the outcome in one transaction. No transaction is held open across the provider call. A crash between
+ * phases leaves a `processing` payment that `reconcilePayment` resolves by asking the provider.
+ */
+import { appendAudit } from '../audit/log.js';
+import type { Queryable } from '../db/pool.js';
+import { getCounterparty } from '../directory/counterparties.js';
+import { getPaymentMethodToken } from '../directory/payment-methods.js';
+import { type Gateway, GatewayError, type GatewayFailure, type PaymentOutcome } from '../gateways/types.js';
+import { createAlert, ruleFor } from './alerts.js';
+import { nextBusinessDay, todayIn } from './calendar.js';
+import type { EngineDeps, FailureNotice } from './context.js';
+import { transitionInvoice } from './invoices.js';
+import { applyPaymentOutcome, getPayment, type Payment } from './payments.js';
+
+/** How soon the reconciler first asks about a payment whose outcome we do not know yet. */
+export const FIRST_CHECK_DELAY_S = 60;
+
+function gatewayFor(deps: EngineDeps, payment: Pick<Payment, 'provider'>): Gateway {
+  const gateway = deps.gateway(payment.provider);
+  if (!gateway) throw new GatewayError('configuration_error', `the ${payment.provider} provider is not configured`, payment.provider);
+  return gateway;
+}
+
+/**
+ * Phase 2 and 3 for a payment phase 1 left at recovery point `started`. Returns the payment as
+ * recorded. Never throws for a provider failure: that is recorded (failed, or processing when unknown).
+ */
+export async function executePayment(deps: EngineDeps, tenantId: string, paymentId: string): Promise<Payment> {
+  const { payment, request } = await deps.db.withTenant(tenantId, async (client) => {
+    const payment = await getPayment(client, paymentId);
+    if (!payment) throw new Error(`payment ${paymentId} not found`);
+    const vendor = await getCounterparty(client, (await client.query<{ counterparty_id: string }>('SELECT counterparty_id FROM invoices WHERE id = $1', [payment.invoiceId])).rows[0]!.counterparty_id);
+    const token = await getPaymentMethodToken(client, payment.paymentMethodId);
+    return {
+      payment,
+      request: {
+        paymentId,
+        tenantId,
+        amountMinor: payment.amountMinor,
+        currency: payment.currency,
+        rail: payment.rail,
+        paymentMethodToken: token ?? '',
+        payee: { name: vendor?.name ?? '', stripeAccount: vendor?.stripeAccount ?? undefined, paypalEmail: vendor?.paypalEmail ?? undefined },
+        invoiceNumber: payment.invoiceNumber,
+        description: `Invoice ${payment.invoiceNumber} (${vendor?.name ?? ''})`,
+      },
+    };
+  });
+  if (payment.status !== 'processing' || payment.recoveryPoint !== 'started') return payment;
+
+  let outcome: PaymentOutcome | null = null;
+  let failure: GatewayError | undefined;
+  try {
+    const gateway = gatewayFor(deps, payment);
+    // Each gateway applies our one retry policy (src/gateways/retry.ts) around its own calls.
+    outcome = await gateway.pay(request);
+  } catch (error) {
+    if (!(error instanceof GatewayError)) throw error;
+    failure = error;
+    // After retries an api_error leaves the outcome in doubt: ask once before calling it failed.
+    if (error.code === 'api_error' || error.code === 'rate_limited') {
+      try {
+        outcome = await gatewayFor(deps, payment).retrieve({ paymentId });
+        if (outcome) failure = undefined;
+      } catch {
+        failure = new GatewayError('network_timeout', `${error.message}; and the provider could not be asked`, payment.provider, { outcomeUnknown: true });
+      }
+    }
+  }
+  return recordOutcome(deps, tenantId, paymentId, outcome, failure);
+}
+
+/** Phase 3: record what we learned, in one transaction, with alerts and the failure rules. */
+async function recordOutcome(
+  deps: EngineDeps,
+  tenantId: string,
+  paymentId: string,
+  outcome: PaymentOutcome | null,
+  failure: GatewayError | undefined,
+): Promise<Payment> {
+  const notices: FailureNotice[] = [];
+  const recorded = await deps.db.withTenant(tenantId, async (client) => {
+    const source = { actorType: 'provider' as const, actorId: 'engine' };
+    if (outcome && outcome.status !== 'processing') {
+      const applied = await applyPaymentOutcome(client, paymentId, outcome, source);
+      if (applied.changed && applied.payment.status === 'failed') {
+        notices.push(await handleFailure(client, applied.payment, outcome.failure ?? { code: 'declined', message: 'declined' }));
+      }
+      return applied.payment;
+    }
+    if (outcome) {
+      // Accepted but not settled (ACH, PayPal pending): webhooks or the reconciler finish it.
+      await markAwaitingProvider(client, paymentId, outcome.providerReference, 'the provider accepted the payment; settlement pending');
+      return (await getPayment(client, paymentId))!;
+    }
+    const error = failure!;
+    if (error.code === 'network_timeout') {
+      await markAwaitingProvider(client, paymentId, null, `outcome unknown: ${error.message}`);
+      const payment = (await getPayment(client, paymentId))!;
+      notices.push(await alertFor(client, payment, { code: 'network_timeout', message: error.message, providerCode: error.details.providerCode }));
+      return payment;
+    }
+    const applied = await applyPaymentOutcome(
+      client,
+      paymentId,
+      { status: 'failed', failure: { code: error.code, message: error.message, providerCode: error.details.providerCode } },
+      source,
+    );
+    if (applied.changed) notices.push(await handleFailure(client, applied.payment, { code: error.code, message: error.message, providerCode: error.details.providerCode }));
+    return applied.payment;
+  });
+  for (const notice of notices) deps.onAlert?.(notice);
+  return recorded;
+}
+
+async function markAwaitingProvider(client: Queryable, paymentId: string, providerReference: string | null, note: string): Promise<void> {
+  const { rows } = await client.query<{ tenant_id: string }>(
+    `UPDATE payments SET recovery_point = 'provider_called', provider_reference = COALESCE($2, provider_reference),
+            next_check_at = now() + make_interval(secs => $3), updated_at = now()
+     WHERE id = $1 AND status = 'processing' RETURNING tenant_id`,
+    [paymentId, providerReference, FIRST_CHECK_DELAY_S],
+  );
+  if (rows[0]) {
+    await appendAudit(client, {
+      tenantId: rows[0].tenant_id,
+      actorType: 'provider',
+      actorId: 'engine',
+      action: 'payment.processing',
+      subjectId: paymentId,
+      details: { provider_reference: providerReference, note },
+    });
+  }
+}
+
+async function alertFor(client: Queryable, payment: Payment, failure: GatewayFailure, extra = ''): Promise<FailureNotice> {
+  const rule = ruleFor(failure.code);
+  const message = `Payment of invoice ${payment.invoiceNumber} (${payment.amountMinor} minor units ${payment.currency}, ${payment.rail}) ${
+    failure.code === 'network_timeout' ? 'has an unknown outcome' : 'failed'
+  }: ${failure.message}${failure.providerCode ? ` [${failure.providerCode}]` : ''}`;
+  const alertId = await createAlert(client, {
+    tenantId: payment.tenantId,
+    kind: `payment_${rule.rule}`,
+    code: failure.code,
+    message,
+    nextStep: rule.nextStep + extra,
+    severity: rule.severity,
+    paymentId: payment.id,
+    scheduledPaymentId: payment.scheduledPaymentId ?? undefined,
+  });
+  return { tenantId: payment.tenantId, alertId, code: failure.code, message, paymentId: payment.id };
+}
+
+/**
+ * The seed's rules for a failed payment: always an alert; insufficient funds also reschedules to the
+ * next business day (up to the tenant's limit), reusing the same human approval for the same amount.
+ */
+export async function handleFailure(client: Queryable, payment: Payment, failure: GatewayFailure): Promise<FailureNotice> {
+  const rule = ruleFor(failure.code);
+  if (rule.rule !== 'reschedule') return alertFor(client, payment, failure);
+  const { rows: tenantRows } = await client.query<{ timezone: string; max: number }>(
+    'SELECT timezone, max_insufficient_funds_reschedules AS max FROM tenants WHERE id = $1',
+    [payment.tenantId],
+  );
+  const tenant = tenantRows[0]!;
+  const previous = payment.scheduledPaymentId
+    ? (await client.query<{ reschedule_count: number }>('SELECT reschedule_count FROM scheduled_payments WHERE id = $1', [payment.scheduledPaymentId])).rows[0]
+        ?.reschedule_count ?? 0
+    : 0;
+  if (previous >= tenant.max) {
+    if (payment.scheduledPaymentId) {
+      await client.query("UPDATE scheduled_payments SET status = 'failed', last_error = $2, updated_at = now() WHERE id = $1", [payment.scheduledPaymentId, failure.code]);
+    }
+    return alertFor(client, payment, failure, `; it was already rescheduled ${previous} times (the limit), so it now needs a human`);
+  }
+  const date = nextBusinessDay(todayIn(tenant.timezone));
+  let scheduledId = payment.scheduledPaymentId;
+  if (scheduledId) {
+    await client.query(
+      `UPDATE scheduled_payments SET status = 'scheduled', scheduled_date = $2, reschedule_count = reschedule_count + 1, payment_id = NULL,
+              attempts = 0, next_attempt_at = NULL, last_error = $3, updated_at = now() WHERE id = $1`,
+      [scheduledId, date, failure.code],
+    );
+  } else {
+    const { rows } = await client.query<{ id: string }>(
+      `INSERT INTO scheduled_payments (tenant_id, invoice_id, agent_key_id, approval_id, amount_minor, currency, rail, payment_method_id,
+                                       scheduled_date, reschedule_count, last_error, approved_by)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11) RETURNING id`,
+      [payment.tenantId, payment.invoiceId, payment.agentKeyId, payment.approvalId, payment.amountMinor, payment.currency, payment.rail, payment.paymentMethodId, date, failure.code, payment.approvedBy],
+    );
+    scheduledId = rows[0]!.id;
+  }
+  await transitionInvoice(client, payment.invoiceId, 'approved', 'scheduled');
+  await appendAudit(client, {
+    tenantId: payment.tenantId,
+    actorType: 'system',
+    actorId: 'engine',
+    action: 'payment.rescheduled',
+    subjectId: scheduledId,
+    details: { payment_id: payment.id, scheduled_date: date, reason: failure.code, reschedule: previous + 1 },
+  });
+  return alertFor(client, { ...payment, scheduledPaymentId: scheduledId }, failure, ` (retry on ${date}, reschedule ${previous + 1} of ${tenant.max})`);
+}
+
+/**
+ * Resolve a payment whose outcome we do not know: ask the provider, never pay again. A payment that
+ * phase 1 started but never reached the provider (no record there, long enough ago) is failed as
+ * `not_submitted`: a human approves again rather than us guessing.
+ */
+export async function reconcilePayment(deps: EngineDeps, tenantId: string, paymentId: string, options: { notSubmittedAfterMs?: number } = {}): Promise<Payment> {
+  const payment = await deps.db.withTenant(tenantId, (client) => getPayment(client, paymentId));
+  if (!payment || payment.status !== 'processing') return payment!;
+  let outcome: PaymentOutcome | null;
+  try {
+    outcome = await gatewayFor(deps, payment).retrieve({ paymentId, providerReference: payment.providerReference ?? undefined });
+  } catch (error) {
+    if (!(error instanceof GatewayError)) throw error;
+    await deps.db.withTenant(tenantId, (client) =>
+      client.query('UPDATE payments SET attempts = attempts + 1, next_check_at = now() + make_interval(secs => $2) WHERE id = $1', [
+        paymentId,
+        nextCheckDelaySeconds(payment),
+      ]),
+    );
+    return payment;
+  }
+  const notices: FailureNotice[] = [];
+  const result = await deps.db.withTenant(tenantId, async (client) => {
+    if (outcome && outcome.status !== 'processing') {
+      const applied = await applyPaymentOutcome(client, paymentId, outcome, { actorType: 'system', actorId: 'reconciler' });
+      if (applied.changed && applied.payment.status === 'failed') notices.push(await handleFailure(client, applied.payment, outcome.failure ?? { code: 'declined', message: 'declined' }));
+      return applied.payment;
+    }
+    const age = Date.now() - payment.createdAt.getTime();
+    if (!outcome && payment.recoveryPoint === 'started' && age > (options.notSubmittedAfterMs ?? 5 * 60_000)) {
+      const failure = { code: 'not_submitted' as const, message: 'the payment never reached the provider (the process stopped before the call)' };
+      await client.query(
+        `UPDATE payments SET status = 'failed', recovery_point = 'finished', failure_code = $2, failure_message = $3, next_check_at = NULL, updated_at = now() WHERE id = $1`,
+        [paymentId, failure.code, failure.message],
+      );
+      await transitionInvoice(client, payment.invoiceId, 'processing', 'approved');
+      await appendAudit(client, { tenantId, actorType: 'system', actorId: 'reconciler', action: 'payment.failed', subjectId: paymentId, details: { failure } });
+      const rule = ruleFor('not_submitted');
+      const alertId = await createAlert(client, { tenantId, kind: 'payment_not_submitted', code: failure.code, message: failure.message, nextStep: rule.nextStep, paymentId });
+      notices.push({ tenantId, alertId, code: failure.code, message: failure.message, paymentId });
+      return (await getPayment(client, paymentId))!;
+    }
+    await client.query(
+      `UPDATE payments SET attempts = attempts + 1, provider_reference = COALESCE(provider_reference, $3),
+              next_check_at = now() + make_interval(secs => $2), updated_at = now() WHERE id = $1`,
+      [paymentId, nextCheckDelaySeconds(payment), outcome?.providerReference ?? null],
+    );
+    return (await getPayment(client, paymentId))!;
+  });
+  for (const notice of notices) deps.onAlert?.(notice);
+  return result;
+}
+
+/** Widening schedule for asking about a payment: minutes at first, then an hour, then daily. */
+export function nextCheckDelaySeconds(payment: Pick<Payment, 'createdAt'>, now = Date.now()): number {
+  const ageS = (now - payment.createdAt.getTime()) / 1000;
+  if (ageS < 30 * 60) return 5 * 60;
+  if (ageS < 24 * 3600) return 3600;
+  return 24 * 3600;
+}

@@ -1,0 +1,229 @@
+/**
+ * refund_payment: through the original provider, full or partial, never more in total than was
+ * captured. Same shape as a payment: approval bound to payment, amount and reason; phase 1 consumes
+ * the token and inserts a `pending` refund under the payment's row lock (so two refunds cannot both fit
+ * in the same remainder); phase 2 calls the provider with a key derived from the refund id; phase 3
+ * records the outcome.
+ */
+import { randomUUID } from 'node:crypto';
+import { consumeApprovalToken, requestApproval } from '../approvals/approvals.js';
+import { paramsDigest, type RefundParams } from '../approvals/canonical.js';
+import { requiredApprovals } from '../approvals/policy.js';
+import { appendAudit } from '../audit/log.js';
+import type { Queryable } from '../db/pool.js';
+import { getTenant } from '../directory/tenants.js';
+import { RefusedError, UsageError } from '../errors.js';
+import { GatewayError, type RefundOutcome } from '../gateways/types.js';
+import { formatAmount, formatMoney, MoneyError, parseAmount } from '../money.js';
+import { checkRateLimit, recordRun } from './agent-runs.js';
+import { createAlert, ruleFor } from './alerts.js';
+import type { Caller, EngineDeps, FailureNotice } from './context.js';
+import { approvalRequiredAnswer, type ApprovalRequired, withIdempotency } from './pay.js';
+import { findPayment, getPayment, type Payment, paymentJson } from './payments.js';
+
+export interface RefundInput {
+  payment: string;
+  amount?: string;
+  reason?: string;
+  approval_token?: string;
+  idempotency_key?: string;
+}
+
+export type RefundStatus = 'pending' | 'succeeded' | 'failed';
+
+export interface RefundView {
+  refund_id: string;
+  amount: string;
+  amount_minor: number;
+  currency: string;
+  status: RefundStatus;
+  reason: string | null;
+  gateway_reference: string | null;
+  approved_by: string[];
+  created_at: string;
+  refunded_at: string | null;
+}
+
+export async function refundsOf(client: Queryable, paymentId: string): Promise<RefundView[]> {
+  const { rows } = await client.query<{
+    id: string; amount_minor: number; currency: string; status: RefundStatus; reason: string | null; provider_reference: string | null;
+    approved_by: string[]; created_at: Date; refunded_at: Date | null;
+  }>('SELECT * FROM refunds WHERE payment_id = $1 ORDER BY created_at', [paymentId]);
+  return rows.map((r) => ({
+    refund_id: r.id,
+    amount: formatAmount(r.amount_minor, r.currency.trim()),
+    amount_minor: r.amount_minor,
+    currency: r.currency.trim(),
+    status: r.status,
+    reason: r.reason,
+    gateway_reference: r.provider_reference,
+    approved_by: r.approved_by,
+    created_at: r.created_at.toISOString(),
+    refunded_at: r.refunded_at?.toISOString() ?? null,
+  }));
+}
+
+function remainingOf(payment: Payment): number {
+  return payment.amountMinor - payment.refundedMinor - payment.pendingRefundMinor;
+}
+
+function checkRefundable(payment: Payment, amountMinor: number): void {
+  if (payment.status !== 'succeeded') {
+    throw new RefusedError('payment_not_refundable', `payment ${payment.id} is ${payment.status}; only a completed payment can be refunded`, 'call get_payment_status');
+  }
+  const remaining = remainingOf(payment);
+  if (remaining <= 0) throw new RefusedError('payment_fully_refunded', `payment ${payment.id} has nothing left to refund`);
+  if (amountMinor > remaining) {
+    throw new RefusedError(
+      'refund_exceeds_captured',
+      `a refund of ${formatMoney(amountMinor, payment.currency)} is more than the ${formatMoney(remaining, payment.currency)} left of payment ${payment.id}`,
+      `refund at most ${formatAmount(remaining, payment.currency)} ${payment.currency}`,
+    );
+  }
+}
+
+export async function refundPayment(deps: EngineDeps, caller: Caller, input: RefundInput): Promise<ApprovalRequired | Record<string, unknown>> {
+  return recordRun(deps, caller, 'refund_payment', async () => {
+    await checkRateLimit(deps.db, caller);
+    const tenant = await getTenant(deps.db, caller.agentKey.tenantId);
+    if (typeof input.payment !== 'string' || !input.payment) throw new UsageError('payment must be a payment id or the provider reference');
+    if (input.reason !== undefined && (typeof input.reason !== 'string' || input.reason.length > 500)) {
+      throw new UsageError('reason must be text of at most 500 characters');
+    }
+    const payment = await deps.db.withTenant(tenant.id, (client) => findPayment(client, input.payment));
+    if (!payment) throw new RefusedError('payment_not_found', `no payment "${input.payment}" in this tenant`, 'use the payment_id from the confirmation');
+    let amountMinor: number;
+    try {
+      amountMinor = input.amount === undefined ? remainingOf(payment) : parseAmount(input.amount, payment.currency);
+    } catch (error) {
+      if (error instanceof MoneyError) throw new UsageError(error.message, 'invalid_amount');
+      throw error;
+    }
+    checkRefundable(payment, amountMinor);
+    const params: RefundParams = { payment_id: payment.id, amount_minor: amountMinor, currency: payment.currency, reason: input.reason ?? null };
+    const digest = paramsDigest({ tenantId: tenant.id, agentKeyId: caller.agentKey.id, action: 'refund_payment', params });
+    const run = async () => {
+      if (!input.approval_token) {
+        const summary = `Refund ${formatMoney(amountMinor, payment.currency)} of payment ${payment.confirmationNumber} (invoice ${payment.invoiceNumber}, ${payment.vendorName}, by ${payment.rail})${input.reason ? `: ${input.reason}` : ''}`;
+        const { approval } = await deps.db.withTenant(tenant.id, (client) =>
+          requestApproval(client, {
+            tenantId: tenant.id,
+            agentKeyId: caller.agentKey.id,
+            action: 'refund_payment',
+            params,
+            amountMinor,
+            currency: payment.currency,
+            summary,
+            requiredApprovals: requiredApprovals(tenant, amountMinor, payment.currency),
+          }),
+        );
+        return approvalRequiredAnswer(deps, approval);
+      }
+      const refundId = randomUUID();
+      try {
+        await deps.db.withTenant(tenant.id, async (client) => {
+          const consumed = await consumeApprovalToken(client, { tenantId: tenant.id, agentKey: caller.agentKey, action: 'refund_payment', params, token: input.approval_token! });
+          const locked = (await getPayment(client, payment.id, { forUpdate: true }))!;
+          checkRefundable(locked, amountMinor);
+          await client.query(
+            `INSERT INTO refunds (id, tenant_id, payment_id, approval_id, agent_key_id, amount_minor, currency, reason, approved_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+            [refundId, tenant.id, payment.id, consumed.id, caller.agentKey.id, amountMinor, payment.currency, input.reason ?? null, consumed.approvedBy],
+          );
+          await appendAudit(client, {
+            tenantId: tenant.id,
+            actorType: 'agent',
+            actorId: caller.agentKey.id,
+            action: 'refund.started',
+            subjectId: refundId,
+            details: { payment_id: payment.id, amount_minor: amountMinor, currency: payment.currency, reason: input.reason ?? null, approved_by: consumed.approvedBy },
+          });
+        });
+      } catch (error) {
+        if (error instanceof RefusedError && (error.code.startsWith('approval_token') || error.code === 'invalid_approval_token')) {
+          await deps.db.withTenant(tenant.id, (client) =>
+            appendAudit(client, {
+              tenantId: tenant.id,
+              actorType: 'agent',
+              actorId: caller.agentKey.id,
+              action: 'approval_token.refused',
+              details: { action: 'refund_payment', code: error.code, reason: error.message, subject: payment.id },
+            }),
+          );
+        }
+        throw error;
+      }
+      const refund = await executeRefund(deps, tenant.id, refundId);
+      const after = (await deps.db.withTenant(tenant.id, (client) => getPayment(client, payment.id)))!;
+      if (refund.status === 'failed') {
+        throw new RefusedError(refund.failure?.code ?? 'refund_failed', `the refund failed: ${refund.failure?.message ?? 'no reason given'}`, 'a human has been alerted', false);
+      }
+      return { success: true, ...paymentJson(after), refund_id: refundId, refund_status: refund.status, refund_amount: formatAmount(amountMinor, payment.currency) };
+    };
+    return withIdempotency(deps, caller, 'refund_payment', input.idempotency_key, digest, run);
+  });
+}
+
+/** Phases 2 and 3 of a refund (also the worker's way to re-drive a pending one: same refund id, same key). */
+export async function executeRefund(deps: EngineDeps, tenantId: string, refundId: string): Promise<RefundOutcome> {
+  const { refund, payment } = await deps.db.withTenant(tenantId, async (client) => {
+    const { rows } = await client.query<{ payment_id: string; amount_minor: number; currency: string; reason: string | null; status: RefundStatus }>(
+      'SELECT payment_id, amount_minor, currency, reason, status FROM refunds WHERE id = $1',
+      [refundId],
+    );
+    return { refund: rows[0]!, payment: (await getPayment(client, rows[0]!.payment_id))! };
+  });
+  let outcome: RefundOutcome;
+  try {
+    const gateway = deps.gateway(payment.provider);
+    if (!gateway) throw new GatewayError('configuration_error', `the ${payment.provider} provider is not configured`, payment.provider);
+    outcome = await gateway.refund({
+          refundId,
+          paymentId: payment.id,
+          tenantId,
+          paymentProviderReference: payment.providerReference ?? '',
+          amountMinor: refund.amount_minor,
+          currency: refund.currency.trim(),
+          reason: refund.reason ?? undefined,
+        });
+  } catch (error) {
+    if (!(error instanceof GatewayError)) throw error;
+    outcome =
+      error.code === 'network_timeout' || error.retryable
+        ? { status: 'pending', providerReference: '', failure: { code: error.code, message: error.message } }
+        : { status: 'failed', providerReference: '', failure: { code: error.code, message: error.message, providerCode: error.details.providerCode } };
+  }
+  const notices: FailureNotice[] = [];
+  await deps.db.withTenant(tenantId, async (client) => {
+    const updated = await client.query(
+      `UPDATE refunds SET status = $2, provider_reference = COALESCE(NULLIF($3, ''), provider_reference), failure_code = $4, failure_message = $5,
+              recovery_point = 'finished', refunded_at = CASE WHEN $2 = 'succeeded' THEN now() END, updated_at = now()
+       WHERE id = $1 AND status = 'pending'`,
+      [refundId, outcome.status, outcome.providerReference, outcome.failure?.code ?? null, outcome.failure?.message ?? null],
+    );
+    if (!updated.rowCount) return;
+    await appendAudit(client, {
+      tenantId,
+      actorType: 'provider',
+      actorId: payment.provider,
+      action: `refund.${outcome.status}`,
+      subjectId: refundId,
+      details: { payment_id: payment.id, amount_minor: refund.amount_minor, currency: refund.currency.trim(), provider_reference: outcome.providerReference || null, failure: outcome.failure ?? null },
+    });
+    if (outcome.status === 'failed' && outcome.failure) {
+      const message = `Refund of ${formatMoney(refund.amount_minor, refund.currency.trim())} on invoice ${payment.invoiceNumber} failed: ${outcome.failure.message}`;
+      const alertId = await createAlert(client, {
+        tenantId,
+        kind: 'refund_failed',
+        code: outcome.failure.code,
+        message,
+        nextStep: ruleFor(outcome.failure.code).nextStep,
+        paymentId: payment.id,
+        refundId,
+      });
+      notices.push({ tenantId, alertId, code: outcome.failure.code, message, paymentId: payment.id, refundId });
+    }
+  });
+  for (const n of notices) deps.onAlert?.(n);
+  return outcome;
+}
