@@ -1,10 +1,9 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { referenceRoot } from '../support/reference.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** moov-io/ach's test files, read where they stand (never copied into the project). */
-export const achReference = path.resolve(repoRoot, '../shared/reference/ach');
+export const achReference = path.join(referenceRoot, 'ach');
 
 export function refPath(relative: string): string {
   return path.join(achReference, relative);
