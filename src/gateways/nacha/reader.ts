@@ -170,7 +170,7 @@ export interface ReadResult {
   issues: NachaIssue[];
 }
 
-interface RawRecord {
+export interface RawRecord {
   line: number;
   text: string;
 }
@@ -179,7 +179,7 @@ const ALL_NINES = /^9+$/;
 
 /**
  * Split text into 94-character records with their line numbers, whatever the line ends.
- * Exported for the validator's tests and for tools that want the raw records.
+ * Exported for tools that want the raw records.
  */
 export function splitRecords(text: string): { records: RawRecord[]; concatenated: boolean } {
   const lines = text.split(/\r\n|\n|\r/);
