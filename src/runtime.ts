@@ -43,7 +43,10 @@ export interface Runtime {
 }
 
 export async function startRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
-  const config = loadConfig(options.env ?? process.env, { dataDir: options.dataDir, databaseUrl: options.databaseUrl });
+  const config = loadConfig(options.env ?? process.env, {
+    dataDir: options.dataDir,
+    databaseUrl: options.databaseUrl,
+  });
   if (config.live && !config.databaseUrl && !options.allowEmbeddedLive) {
     throw new RefusedError(
       'embedded_live_refused',
@@ -52,24 +55,40 @@ export async function startRuntime(options: RuntimeOptions = {}): Promise<Runtim
     );
   }
   const logger = createLogger(config.logLevel);
-  const db = await openDatabase(config, { max: options.poolSize ?? 10, applicationName: options.applicationName ?? 'paygate' });
+  const db = await openDatabase(config, {
+    max: options.poolSize ?? 10,
+    applicationName: options.applicationName ?? 'paygate',
+  });
   const webhooks = {
-    stripeSecret: config.stripe.webhookSecret ?? (config.sandbox ? `whsec_${randomBytes(24).toString('hex')}` : undefined),
+    stripeSecret:
+      config.stripe.webhookSecret ??
+      (config.sandbox ? `whsec_${randomBytes(24).toString('hex')}` : undefined),
     paypalWebhookId: config.paypal.webhookId ?? (config.sandbox ? SANDBOX_PAYPAL_WEBHOOK_ID : undefined),
   };
   let sandbox: Sandbox | undefined;
   if (config.sandbox) {
     const base = options.webhookBaseUrl?.replace(/\/$/, '');
     sandbox = await startSandbox({
-      stripe: base ? { webhookUrl: `${base}/webhooks/stripe`, webhookSecret: webhooks.stripeSecret, achSettleDelayMs: 5_000 } : { achSettleDelayMs: 5_000 },
+      stripe: base
+        ? {
+            webhookUrl: `${base}/webhooks/stripe`,
+            webhookSecret: webhooks.stripeSecret,
+            achSettleDelayMs: 5_000,
+          }
+        : { achSettleDelayMs: 5_000 },
       paypal: base ? { webhookUrl: `${base}/webhooks/paypal`, webhookId: webhooks.paypalWebhookId } : {},
     });
-    logger.info({ stripe: sandbox.stripeUrl, paypal: sandbox.paypalUrl }, 'sandbox providers started on loopback');
+    logger.info(
+      { stripe: sandbox.stripeUrl, paypal: sandbox.paypalUrl },
+      'sandbox providers started on loopback',
+    );
   }
   const listeners: ((notice: FailureNotice) => void)[] = [];
   const deps: EngineDeps = {
     db,
-    gateway: createGateways(config, { sandbox: sandbox ? { stripeUrl: sandbox.stripeUrl, paypalUrl: sandbox.paypalUrl } : undefined }),
+    gateway: createGateways(config, {
+      sandbox: sandbox ? { stripeUrl: sandbox.stripeUrl, paypalUrl: sandbox.paypalUrl } : undefined,
+    }),
     publicUrl: options.publicUrl ?? config.publicUrl ?? 'http://127.0.0.1:8787',
     onAlert: (notice) => {
       for (const listener of listeners) {

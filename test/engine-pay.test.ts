@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reject } from '../src/approvals/approvals.js';
 import { verifyAuditLog } from '../src/audit/verify.js';
 import { RefusedError } from '../src/errors.js';
-import { payInvoice, type PaymentConfirmation, type ApprovalRequired } from '../src/payments/pay.js';
+import { type ApprovalRequired, type PaymentConfirmation, payInvoice } from '../src/payments/pay.js';
 import { getPaymentStatus } from '../src/payments/status.js';
 import { createFixture, type Fixture } from './support/fixture.js';
 
@@ -15,7 +15,13 @@ describe('pay_invoice through the engine', () => {
   let f: Fixture;
   beforeAll(async () => {
     f = await createFixture();
-    await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', label: 'Corporate Visa', brand: 'visa', last4: '4242' });
+    await f.addMethod({
+      rail: 'stripe',
+      token: 'pm_card_visa',
+      label: 'Corporate Visa',
+      brand: 'visa',
+      last4: '4242',
+    });
     await f.addInvoice('INV-2025-001', 500_00);
   });
   afterAll(async () => f.close());
@@ -25,14 +31,19 @@ describe('pay_invoice through the engine', () => {
     const input = { invoice: 'INV-2025-001', amount: '500.00', currency: 'USD', method: 'stripe' };
     const ask = required(await payInvoice(f.deps, caller, input));
     expect(ask.approve_url).toBe(`http://127.0.0.1:8787/approvals/${ask.approval_id}`);
-    expect(ask.summary).toContain('500.00 USD to Acme Supplies for invoice INV-2025-001 by stripe (Corporate Visa ····4242)');
+    expect(ask.summary).toContain(
+      '500.00 USD to Acme Supplies for invoice INV-2025-001 by stripe (Corporate Visa ····4242)',
+    );
     // Asking again returns the same pending request.
     expect(required(await payInvoice(f.deps, caller, input)).approval_id).toBe(ask.approval_id);
     expect(f.sandbox.ledger.charges()).toHaveLength(0);
 
     const token = await f.approveAs(f.admin, ask.approval_id);
     expect(token).toMatch(/^apt_/);
-    const done = (await payInvoice(f.deps, caller, { ...input, approval_token: token })) as PaymentConfirmation;
+    const done = (await payInvoice(f.deps, caller, {
+      ...input,
+      approval_token: token,
+    })) as PaymentConfirmation;
     expect(done).toMatchObject({
       success: true,
       status: 'paid',
@@ -51,22 +62,35 @@ describe('pay_invoice through the engine', () => {
     expect(charges[0]!.amountMinor).toBe(50000);
 
     // The invoice is paid, so presenting the token again is refused before it is even looked at.
-    await expect(payInvoice(f.deps, caller, { ...input, approval_token: token })).rejects.toMatchObject({ code: 'invoice_already_paid' });
+    await expect(payInvoice(f.deps, caller, { ...input, approval_token: token })).rejects.toMatchObject({
+      code: 'invoice_already_paid',
+    });
     // The invoice is paid: a new request is refused.
     await expect(payInvoice(f.deps, caller, input)).rejects.toMatchObject({ code: 'invoice_already_paid' });
 
     const status = await getPaymentStatus(f.deps, caller, { invoice: 'INV-2025-001' });
     expect(status).toMatchObject({ status: 'paid', payment_id: done.payment_id });
-    expect((status as { history: { status: string }[] }).history.map((h) => h.status)).toEqual(['processing', 'paid']);
+    expect((status as { history: { status: string }[] }).history.map((h) => h.status)).toEqual([
+      'processing',
+      'paid',
+    ]);
     expect((await verifyAuditLog(f.t.db)).ok).toBe(true);
   });
 
   it('a rejected approval never yields a token', async () => {
     await f.addInvoice('INV-REJ', 10_00);
-    const ask = required(await payInvoice(f.deps, { agentKey: f.agentKey }, { invoice: 'INV-REJ', amount: '10.00', currency: 'USD', method: 'stripe' }));
+    const ask = required(
+      await payInvoice(
+        f.deps,
+        { agentKey: f.agentKey },
+        { invoice: 'INV-REJ', amount: '10.00', currency: 'USD', method: 'stripe' },
+      ),
+    );
     const rejected = await reject(f.t.db, f.tenant.id, f.approver, ask.approval_id, 'not this one');
     expect(rejected.status).toBe('rejected');
-    await expect(f.approveAs(f.admin, ask.approval_id)).rejects.toMatchObject({ code: 'approval_not_pending' });
+    await expect(f.approveAs(f.admin, ask.approval_id)).rejects.toMatchObject({
+      code: 'approval_not_pending',
+    });
   });
 
   it('20 concurrent calls with one valid token make exactly one payment and one provider charge', async () => {
@@ -75,19 +99,25 @@ describe('pay_invoice through the engine', () => {
     const input = { invoice: 'INV-RACE', amount: '123.45', currency: 'USD', method: 'stripe' };
     const ask = required(await payInvoice(f.deps, caller, input));
     const token = await f.approveAs(f.approver, ask.approval_id);
-    const results = await Promise.allSettled(Array.from({ length: 20 }, () => payInvoice(f.deps, caller, { ...input, approval_token: token })));
+    const results = await Promise.allSettled(
+      Array.from({ length: 20 }, () => payInvoice(f.deps, caller, { ...input, approval_token: token })),
+    );
     const ok = results.filter((r) => r.status === 'fulfilled');
     expect(ok).toHaveLength(1);
     for (const r of results) {
       if (r.status === 'rejected') {
         expect(r.reason).toBeInstanceOf(RefusedError);
-        expect(['approval_token_used', 'invoice_payment_in_progress', 'invoice_already_paid']).toContain((r.reason as RefusedError).code);
+        expect(['approval_token_used', 'invoice_payment_in_progress', 'invoice_already_paid']).toContain(
+          (r.reason as RefusedError).code,
+        );
       }
     }
     const paymentId = (ok[0] as PromiseFulfilledResult<PaymentConfirmation>).value.payment_id;
     expect(f.sandbox.ledger.charges(paymentId)).toHaveLength(1);
     const { rows } = await f.t.db.withTenant(f.tenant.id, (c) =>
-      c.query<{ n: number }>("SELECT count(*)::int AS n FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.number = 'INV-RACE'"),
+      c.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.number = 'INV-RACE'",
+      ),
     );
     expect(rows[0]!.n).toBe(1);
   });

@@ -5,8 +5,8 @@
  */
 import { appendAudit } from '../audit/log.js';
 import type { Db, Queryable } from '../db/pool.js';
-import { hashSecret, looksLike, newSecret } from '../directory/credentials.js';
 import type { AgentKey } from '../directory/agent-keys.js';
+import { hashSecret, looksLike, newSecret } from '../directory/credentials.js';
 import { getTenant } from '../directory/tenants.js';
 import type { User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
@@ -105,7 +105,10 @@ export async function getApproval(client: Queryable, id: string): Promise<Approv
   return rows[0] ? toApproval(rows[0]) : null;
 }
 
-export async function listApprovals(client: Queryable, filter: { status?: ApprovalStatus } = {}): Promise<Approval[]> {
+export async function listApprovals(
+  client: Queryable,
+  filter: { status?: ApprovalStatus } = {},
+): Promise<Approval[]> {
   const { rows } = await client.query<ApprovalRow>(`${SELECT_APPROVAL} ORDER BY a.created_at DESC LIMIT 500`);
   const all = rows.map(toApproval);
   return filter.status ? all.filter((a) => a.status === filter.status) : all;
@@ -124,7 +127,10 @@ export interface ApprovalRequest {
 }
 
 /** Create the pending request, or return the existing identical one (same agent, action, parameters). */
-export async function requestApproval(client: Queryable, request: ApprovalRequest): Promise<{ approval: Approval; created: boolean }> {
+export async function requestApproval(
+  client: Queryable,
+  request: ApprovalRequest,
+): Promise<{ approval: Approval; created: boolean }> {
   const digest = paramsDigest(request);
   // A pending request past its expiry no longer counts: mark it expired so a fresh one can be made.
   await client.query(
@@ -167,7 +173,12 @@ export async function requestApproval(client: Queryable, request: ApprovalReques
       actorId: request.agentKeyId,
       action: 'approval.requested',
       subjectId: approval.id,
-      details: { action: request.action, params: request.params, summary: request.summary, required_approvals: request.requiredApprovals },
+      details: {
+        action: request.action,
+        params: request.params,
+        summary: request.summary,
+        required_approvals: request.requiredApprovals,
+      },
     });
   }
   return { approval, created };
@@ -180,12 +191,22 @@ export interface DecisionResult {
 }
 
 async function loadForDecision(client: Queryable, approvalId: string, user: User): Promise<Approval> {
-  const { rows } = await client.query<ApprovalRow>(`${SELECT_APPROVAL} WHERE a.id = $1 FOR UPDATE OF a`, [approvalId]);
-  if (!rows[0]) throw new RefusedError('approval_not_found', `no approval ${approvalId} in ${user.email}'s tenant`);
+  const { rows } = await client.query<ApprovalRow>(`${SELECT_APPROVAL} WHERE a.id = $1 FOR UPDATE OF a`, [
+    approvalId,
+  ]);
+  if (!rows[0])
+    throw new RefusedError('approval_not_found', `no approval ${approvalId} in ${user.email}'s tenant`);
   const approval = toApproval(rows[0]);
   if (approval.status === 'expired') {
-    await client.query("UPDATE approvals SET status = 'expired', decided_at = now() WHERE id = $1 AND status = 'pending'", [approvalId]);
-    throw new RefusedError('approval_expired', `approval ${approvalId} expired at ${approval.expiresAt.toISOString()}`, 'the agent must ask again');
+    await client.query(
+      "UPDATE approvals SET status = 'expired', decided_at = now() WHERE id = $1 AND status = 'pending'",
+      [approvalId],
+    );
+    throw new RefusedError(
+      'approval_expired',
+      `approval ${approvalId} expired at ${approval.expiresAt.toISOString()}`,
+      'the agent must ask again',
+    );
   }
   if (approval.status !== 'pending') {
     throw new RefusedError('approval_not_pending', `approval ${approvalId} is already ${approval.status}`);
@@ -194,7 +215,12 @@ async function loadForDecision(client: Queryable, approvalId: string, user: User
 }
 
 /** Record a human's approval; mint the token when the last required approval arrives. */
-export async function approve(db: Db, tenantId: string, user: User, approvalId: string): Promise<DecisionResult> {
+export async function approve(
+  db: Db,
+  tenantId: string,
+  user: User,
+  approvalId: string,
+): Promise<DecisionResult> {
   const tenant = await getTenant(db, tenantId);
   const refusalToAudit: { code: string; message: string }[] = [];
   try {
@@ -219,7 +245,10 @@ export async function approve(db: Db, tenantId: string, user: User, approvalId: 
         throw new RefusedError(refusal.code, refusal.message, 'ask another approver');
       }
       // The threshold may have changed since the request: the stricter of the two applies.
-      const needed = Math.max(approval.requiredApprovals, requiredApprovals(tenant, approval.amountMinor, approval.currency));
+      const needed = Math.max(
+        approval.requiredApprovals,
+        requiredApprovals(tenant, approval.amountMinor, approval.currency),
+      );
       await client.query(
         "INSERT INTO approval_decisions (approval_id, tenant_id, user_id, decision) VALUES ($1, $2, $3, 'approve')",
         [approvalId, tenantId, user.id],
@@ -228,10 +257,10 @@ export async function approve(db: Db, tenantId: string, user: User, approvalId: 
       let approvalToken: string | undefined;
       if (count >= needed) {
         approvalToken = newSecret('apt');
-        await client.query("UPDATE approvals SET status = 'approved', token_hash = $2, decided_at = now() WHERE id = $1", [
-          approvalId,
-          hashSecret(approvalToken),
-        ]);
+        await client.query(
+          "UPDATE approvals SET status = 'approved', token_hash = $2, decided_at = now() WHERE id = $1",
+          [approvalId, hashSecret(approvalToken)],
+        );
       }
       await appendAudit(client, {
         tenantId,
@@ -239,7 +268,12 @@ export async function approve(db: Db, tenantId: string, user: User, approvalId: 
         actorId: user.email,
         action: approvalToken ? 'approval.approved' : 'approval.partially_approved',
         subjectId: approvalId,
-        details: { approvals: count, required: needed, amount_minor: approval.amountMinor, currency: approval.currency },
+        details: {
+          approvals: count,
+          required: needed,
+          amount_minor: approval.amountMinor,
+          currency: approval.currency,
+        },
       });
       return { approval: (await getApproval(client, approvalId))!, approvalToken };
     });
@@ -260,9 +294,18 @@ export async function approve(db: Db, tenantId: string, user: User, approvalId: 
   }
 }
 
-export async function reject(db: Db, tenantId: string, user: User, approvalId: string, reason?: string): Promise<Approval> {
+export async function reject(
+  db: Db,
+  tenantId: string,
+  user: User,
+  approvalId: string,
+  reason?: string,
+): Promise<Approval> {
   if (user.role !== 'approver' && user.role !== 'admin') {
-    throw new RefusedError('approver_role_required', `${user.email} is a ${user.role}; only approvers and admins can reject`);
+    throw new RefusedError(
+      'approver_role_required',
+      `${user.email} is a ${user.role}; only approvers and admins can reject`,
+    );
   }
   return db.withTenant(tenantId, async (client) => {
     await loadForDecision(client, approvalId, user);
@@ -271,8 +314,17 @@ export async function reject(db: Db, tenantId: string, user: User, approvalId: s
        ON CONFLICT (approval_id, user_id) DO UPDATE SET decision = 'reject', reason = EXCLUDED.reason, decided_at = now()`,
       [approvalId, tenantId, user.id, reason ?? null],
     );
-    await client.query("UPDATE approvals SET status = 'rejected', decided_at = now() WHERE id = $1", [approvalId]);
-    await appendAudit(client, { tenantId, actorType: 'user', actorId: user.email, action: 'approval.rejected', subjectId: approvalId, details: { reason: reason ?? null } });
+    await client.query("UPDATE approvals SET status = 'rejected', decided_at = now() WHERE id = $1", [
+      approvalId,
+    ]);
+    await appendAudit(client, {
+      tenantId,
+      actorType: 'user',
+      actorId: user.email,
+      action: 'approval.rejected',
+      subjectId: approvalId,
+      details: { reason: reason ?? null },
+    });
     return (await getApproval(client, approvalId))!;
   });
 }
@@ -296,28 +348,72 @@ export interface ConsumedApproval {
  */
 export async function consumeApprovalToken(
   client: Queryable,
-  binding: { tenantId: string; agentKey: AgentKey; action: ApprovalAction; params: ActionParams } & ApprovalEvidence,
+  binding: {
+    tenantId: string;
+    agentKey: AgentKey;
+    action: ApprovalAction;
+    params: ActionParams;
+  } & ApprovalEvidence,
 ): Promise<ConsumedApproval> {
-  let rows: { id: string; status: ApprovalStatus; expired: boolean; agent_key_id: string; action: string; params_digest: Buffer }[];
-  const select = 'SELECT id, status, expires_at <= now() AS expired, agent_key_id, action, params_digest FROM approvals';
+  let rows: {
+    id: string;
+    status: ApprovalStatus;
+    expired: boolean;
+    agent_key_id: string;
+    action: string;
+    params_digest: Buffer;
+  }[];
+  const select =
+    'SELECT id, status, expires_at <= now() AS expired, agent_key_id, action, params_digest FROM approvals';
   if ('approvalId' in binding) {
     ({ rows } = await client.query(`${select} WHERE id = $1 FOR UPDATE`, [binding.approvalId]));
   } else {
     if (!looksLike('apt', binding.token)) {
-      throw new RefusedError('invalid_approval_token', 'that is not an approval token (they start with apt_)', 'ask a human to approve at the approve_url');
+      throw new RefusedError(
+        'invalid_approval_token',
+        'that is not an approval token (they start with apt_)',
+        'ask a human to approve at the approve_url',
+      );
     }
-    ({ rows } = await client.query(`${select} WHERE token_hash = $1 FOR UPDATE`, [hashSecret(binding.token)]));
+    ({ rows } = await client.query(`${select} WHERE token_hash = $1 FOR UPDATE`, [
+      hashSecret(binding.token),
+    ]));
   }
   const row = rows[0];
   // RLS hides other tenants' approvals: a token of another tenant is simply unknown here.
-  if (!row) throw new RefusedError('invalid_approval_token', 'the approval token is not valid for this tenant', 'ask a human to approve at the approve_url');
-  if (row.status === 'consumed') throw new RefusedError('approval_token_used', 'the approval token was already used', 'each approval pays once; request a new approval');
-  if (row.status !== 'approved') throw new RefusedError('approval_token_invalid_state', `the approval is ${row.status}`);
-  if (row.expired) throw new RefusedError('approval_token_expired', 'the approval token has expired', 'request a new approval');
+  if (!row)
+    throw new RefusedError(
+      'invalid_approval_token',
+      'the approval token is not valid for this tenant',
+      'ask a human to approve at the approve_url',
+    );
+  if (row.status === 'consumed')
+    throw new RefusedError(
+      'approval_token_used',
+      'the approval token was already used',
+      'each approval pays once; request a new approval',
+    );
+  if (row.status !== 'approved')
+    throw new RefusedError('approval_token_invalid_state', `the approval is ${row.status}`);
+  if (row.expired)
+    throw new RefusedError(
+      'approval_token_expired',
+      'the approval token has expired',
+      'request a new approval',
+    );
   if (row.agent_key_id !== binding.agentKey.id) {
-    throw new RefusedError('approval_token_other_agent', 'the approval token was issued to another agent', 'request your own approval');
+    throw new RefusedError(
+      'approval_token_other_agent',
+      'the approval token was issued to another agent',
+      'request your own approval',
+    );
   }
-  const digest = paramsDigest({ tenantId: binding.tenantId, agentKeyId: binding.agentKey.id, action: binding.action, params: binding.params });
+  const digest = paramsDigest({
+    tenantId: binding.tenantId,
+    agentKeyId: binding.agentKey.id,
+    action: binding.action,
+    params: binding.params,
+  });
   if (row.action !== binding.action || !row.params_digest.equals(digest)) {
     throw new RefusedError(
       'approval_token_mismatch',
@@ -329,7 +425,8 @@ export async function consumeApprovalToken(
     "UPDATE approvals SET status = 'consumed', consumed_at = now() WHERE id = $1 AND status = 'approved'",
     [row.id],
   );
-  if (updated.rowCount !== 1) throw new RefusedError('approval_token_used', 'the approval token was already used');
+  if (updated.rowCount !== 1)
+    throw new RefusedError('approval_token_used', 'the approval token was already used');
   const approvers = await client.query<{ email: string }>(
     `SELECT u.email FROM approval_decisions d JOIN users u ON u.id = d.user_id WHERE d.approval_id = $1 AND d.decision = 'approve' ORDER BY d.decided_at`,
     [row.id],
@@ -352,7 +449,13 @@ export async function expireStaleApprovals(db: Db): Promise<number> {
       "UPDATE approvals SET status = 'expired', decided_at = now() WHERE status = 'pending' AND expires_at <= now() RETURNING id, tenant_id",
     );
     for (const r of rows) {
-      await appendAudit(client, { tenantId: r.tenant_id, actorType: 'system', actorId: 'worker', action: 'approval.expired', subjectId: r.id });
+      await appendAudit(client, {
+        tenantId: r.tenant_id,
+        actorType: 'system',
+        actorId: 'worker',
+        action: 'approval.expired',
+        subjectId: r.id,
+      });
     }
     return rows.length;
   });

@@ -13,7 +13,12 @@ export type ApprovalAction = 'pay_invoice' | 'schedule_payment' | 'refund_paymen
 
 export type PayParams = { invoice_id: string; amount_minor: number; currency: string; method: string };
 export type ScheduleParams = PayParams & { scheduled_date: string };
-export type RefundParams = { payment_id: string; amount_minor: number; currency: string; reason: string | null };
+export type RefundParams = {
+  payment_id: string;
+  amount_minor: number;
+  currency: string;
+  reason: string | null;
+};
 
 export type ActionParams = PayParams | ScheduleParams | RefundParams;
 
@@ -23,8 +28,20 @@ export function canonicalJson(value: unknown): string {
   return text;
 }
 
-export function paramsDigest(binding: { tenantId: string; agentKeyId: string; action: ApprovalAction; params: ActionParams }): Buffer {
+export function paramsDigest(binding: {
+  tenantId: string;
+  agentKeyId: string;
+  action: ApprovalAction;
+  params: ActionParams;
+}): Buffer {
   return createHash('sha256')
-    .update(canonicalJson({ tenant_id: binding.tenantId, agent_key_id: binding.agentKeyId, action: binding.action, params: binding.params }))
+    .update(
+      canonicalJson({
+        tenant_id: binding.tenantId,
+        agent_key_id: binding.agentKeyId,
+        action: binding.action,
+        params: binding.params,
+      }),
+    )
     .digest();
 }

@@ -24,15 +24,29 @@ export function requiredApprovals(tenant: Tenant, amountMinor: number, currency:
 export type Refusal = { code: string; message: string };
 
 /** Why `user` may not approve, or null when they may. */
-export function approvalRefusal(user: User, approval: ApprovalFacts, agentKey: Pick<AgentKey, 'actsForUserId'>, alreadyApprovedBy: string[]): Refusal | null {
+export function approvalRefusal(
+  user: User,
+  approval: ApprovalFacts,
+  agentKey: Pick<AgentKey, 'actsForUserId'>,
+  alreadyApprovedBy: string[],
+): Refusal | null {
   if (user.role !== 'approver' && user.role !== 'admin') {
-    return { code: 'approver_role_required', message: `${user.email} is a ${user.role}; only approvers and admins can approve` };
+    return {
+      code: 'approver_role_required',
+      message: `${user.email} is a ${user.role}; only approvers and admins can approve`,
+    };
   }
   if (agentKey.actsForUserId === user.id) {
-    return { code: 'approver_is_requester', message: `${user.email} is the human this agent key acts for and cannot approve its requests` };
+    return {
+      code: 'approver_is_requester',
+      message: `${user.email} is the human this agent key acts for and cannot approve its requests`,
+    };
   }
   if (alreadyApprovedBy.includes(user.id)) {
-    return { code: 'already_approved_by_you', message: `${user.email} already approved this; dual control needs a different approver` };
+    return {
+      code: 'already_approved_by_you',
+      message: `${user.email} already approved this; dual control needs a different approver`,
+    };
   }
   if (user.approvalLimitMinor !== null) {
     if (user.approvalLimitCurrency !== approval.currency) {

@@ -23,7 +23,10 @@ export interface GatewayOptions {
 
 export type GatewayLookup = (provider: Provider) => Gateway | undefined;
 
-export function createGateways(config: Pick<Config, 'stripe' | 'paypal'>, options: GatewayOptions = {}): GatewayLookup {
+export function createGateways(
+  config: Pick<Config, 'stripe' | 'paypal'>,
+  options: GatewayOptions = {},
+): GatewayLookup {
   const gateways = new Map<Provider, Gateway>();
   if (config.stripe.secretKey || options.sandbox?.stripeUrl) {
     gateways.set(

@@ -10,13 +10,23 @@ import type { Caller, EngineDeps } from './context.js';
 export const MONEY_MOVING_TOOLS = ['pay_invoice', 'schedule_payment', 'refund_payment'] as const;
 
 function outcomeOf(result: unknown): string {
-  if (result && typeof result === 'object' && 'status' in result && (result as { status: unknown }).status === 'approval_required') {
+  if (
+    result &&
+    typeof result === 'object' &&
+    'status' in result &&
+    (result as { status: unknown }).status === 'approval_required'
+  ) {
     return 'approval_required';
   }
   return 'ok';
 }
 
-export async function recordRun<T>(deps: Pick<EngineDeps, 'db'>, caller: Caller, tool: string, fn: () => Promise<T>): Promise<T> {
+export async function recordRun<T>(
+  deps: Pick<EngineDeps, 'db'>,
+  caller: Caller,
+  tool: string,
+  fn: () => Promise<T>,
+): Promise<T> {
   const started = performance.now();
   let outcome = 'ok';
   let errorCode: string | null = null;
@@ -24,7 +34,8 @@ export async function recordRun<T>(deps: Pick<EngineDeps, 'db'>, caller: Caller,
   try {
     const result = await fn();
     outcome = outcomeOf(result);
-    if (result && typeof result === 'object' && 'payment_id' in result) subjectId = ((result as { payment_id?: string | null }).payment_id ?? null);
+    if (result && typeof result === 'object' && 'payment_id' in result)
+      subjectId = (result as { payment_id?: string | null }).payment_id ?? null;
     return result;
   } catch (error) {
     if (error instanceof RefusedError) {

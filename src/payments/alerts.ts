@@ -6,26 +6,63 @@ import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
 import type { GatewayErrorCode } from '../gateways/types.js';
 
-export type FailureRule = 'reschedule' | 'request_payment_method' | 'retry' | 'check_outcome' | 'manual_review';
+export type FailureRule =
+  | 'reschedule'
+  | 'request_payment_method'
+  | 'retry'
+  | 'check_outcome'
+  | 'manual_review';
 
 /** What to do about a failure, per the product's rules. Exhaustive: a new code must be decided here. */
-export function ruleFor(code: GatewayErrorCode | 'not_submitted'): { rule: FailureRule; nextStep: string; severity: 'warning' | 'critical' } {
+export function ruleFor(code: GatewayErrorCode | 'not_submitted'): {
+  rule: FailureRule;
+  nextStep: string;
+  severity: 'warning' | 'critical';
+} {
   switch (code) {
     case 'insufficient_funds':
-      return { rule: 'reschedule', nextStep: 'rescheduled for the next business day; top up the funding account', severity: 'warning' };
+      return {
+        rule: 'reschedule',
+        nextStep: 'rescheduled for the next business day; top up the funding account',
+        severity: 'warning',
+      };
     case 'payment_method_invalid':
-      return { rule: 'request_payment_method', nextStep: 'add an updated payment method (paygate payment-method add), then pay again', severity: 'warning' };
+      return {
+        rule: 'request_payment_method',
+        nextStep: 'add an updated payment method (paygate payment-method add), then pay again',
+        severity: 'warning',
+      };
     case 'api_error':
     case 'rate_limited':
-      return { rule: 'retry', nextStep: 'the provider failed after retries; review, then ask the agent to pay again', severity: 'warning' };
+      return {
+        rule: 'retry',
+        nextStep: 'the provider failed after retries; review, then ask the agent to pay again',
+        severity: 'warning',
+      };
     case 'network_timeout':
-      return { rule: 'check_outcome', nextStep: 'the outcome is unknown; the worker is asking the provider before anything else', severity: 'warning' };
+      return {
+        rule: 'check_outcome',
+        nextStep: 'the outcome is unknown; the worker is asking the provider before anything else',
+        severity: 'warning',
+      };
     case 'declined':
-      return { rule: 'manual_review', nextStep: 'the payment was declined; review it with the payer\'s bank or the provider', severity: 'warning' };
+      return {
+        rule: 'manual_review',
+        nextStep: "the payment was declined; review it with the payer's bank or the provider",
+        severity: 'warning',
+      };
     case 'configuration_error':
-      return { rule: 'manual_review', nextStep: 'fix the provider configuration (keys, account); nothing was charged', severity: 'critical' };
+      return {
+        rule: 'manual_review',
+        nextStep: 'fix the provider configuration (keys, account); nothing was charged',
+        severity: 'critical',
+      };
     case 'not_submitted':
-      return { rule: 'manual_review', nextStep: 'the payment never reached the provider; ask the agent to request a new approval', severity: 'warning' };
+      return {
+        rule: 'manual_review',
+        nextStep: 'the payment never reached the provider; ask the agent to request a new approval',
+        severity: 'warning',
+      };
     default: {
       const unreachable: never = code;
       throw new Error(`no rule for ${String(unreachable)}`);
@@ -49,7 +86,17 @@ export async function createAlert(client: Queryable, alert: NewAlert): Promise<s
   const { rows } = await client.query<{ id: string }>(
     `INSERT INTO alerts (tenant_id, kind, severity, payment_id, refund_id, scheduled_payment_id, code, message, next_step)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
-    [alert.tenantId, alert.kind, alert.severity ?? 'warning', alert.paymentId ?? null, alert.refundId ?? null, alert.scheduledPaymentId ?? null, alert.code, alert.message, alert.nextStep],
+    [
+      alert.tenantId,
+      alert.kind,
+      alert.severity ?? 'warning',
+      alert.paymentId ?? null,
+      alert.refundId ?? null,
+      alert.scheduledPaymentId ?? null,
+      alert.code,
+      alert.message,
+      alert.nextStep,
+    ],
   );
   const id = rows[0]!.id;
   await appendAudit(client, {
@@ -58,7 +105,12 @@ export async function createAlert(client: Queryable, alert: NewAlert): Promise<s
     actorId: 'engine',
     action: 'alert.created',
     subjectId: id,
-    details: { kind: alert.kind, code: alert.code, payment_id: alert.paymentId ?? null, refund_id: alert.refundId ?? null },
+    details: {
+      kind: alert.kind,
+      code: alert.code,
+      payment_id: alert.paymentId ?? null,
+      refund_id: alert.refundId ?? null,
+    },
   });
   return id;
 }
@@ -77,10 +129,22 @@ export interface AlertView {
   created_at: string;
 }
 
-export async function listAlerts(client: Queryable, filter: { paymentId?: string; status?: string } = {}): Promise<AlertView[]> {
+export async function listAlerts(
+  client: Queryable,
+  filter: { paymentId?: string; status?: string } = {},
+): Promise<AlertView[]> {
   const { rows } = await client.query<{
-    id: string; kind: string; severity: string; code: string | null; message: string; next_step: string | null;
-    payment_id: string | null; refund_id: string | null; status: string; analysis: unknown; created_at: Date;
+    id: string;
+    kind: string;
+    severity: string;
+    code: string | null;
+    message: string;
+    next_step: string | null;
+    payment_id: string | null;
+    refund_id: string | null;
+    status: string;
+    analysis: unknown;
+    created_at: Date;
   }>(
     `SELECT id, kind, severity, code, message, next_step, payment_id, refund_id, status, analysis, created_at FROM alerts
      WHERE ($1::uuid IS NULL OR payment_id = $1) AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC LIMIT 500`,

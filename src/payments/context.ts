@@ -2,8 +2,9 @@
  * What the engine needs from the outside, and who is calling. The engine is callable without MCP: the
  * tools, the CLI demo, the worker and the tests all call these same functions.
  */
-import type { AgentKey } from '../directory/agent-keys.js';
+
 import type { Db } from '../db/pool.js';
+import type { AgentKey } from '../directory/agent-keys.js';
 import type { Gateway, Provider } from '../gateways/types.js';
 
 export interface FailureNotice {

@@ -23,7 +23,12 @@ export async function claimIdempotencyKey(
       [scope.tenantId, scope.agentKeyId, scope.key, scope.action, scope.requestDigest],
     );
     if (inserted.rowCount === 1) return { kind: 'claimed' };
-    const { rows } = await client.query<{ action: string; request_digest: Buffer; status: string; response: unknown }>(
+    const { rows } = await client.query<{
+      action: string;
+      request_digest: Buffer;
+      status: string;
+      response: unknown;
+    }>(
       'SELECT action, request_digest, status, response FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3',
       [scope.tenantId, scope.agentKeyId, scope.key],
     );
@@ -37,13 +42,22 @@ export async function claimIdempotencyKey(
       );
     }
     if (row.status !== 'completed') {
-      throw new RefusedError('request_in_progress', `the request with idempotency_key "${scope.key}" is still in progress`, 'wait a moment and call again with the same key', true);
+      throw new RefusedError(
+        'request_in_progress',
+        `the request with idempotency_key "${scope.key}" is still in progress`,
+        'wait a moment and call again with the same key',
+        true,
+      );
     }
     return { kind: 'replay', response: row.response };
   });
 }
 
-export async function completeIdempotencyKey(db: Db, scope: { tenantId: string; agentKeyId: string; key: string }, response: unknown): Promise<void> {
+export async function completeIdempotencyKey(
+  db: Db,
+  scope: { tenantId: string; agentKeyId: string; key: string },
+  response: unknown,
+): Promise<void> {
   await db.withTenant(scope.tenantId, (client) =>
     client.query(
       `UPDATE idempotency_keys SET status = 'completed', response = $4, completed_at = now()
@@ -53,13 +67,15 @@ export async function completeIdempotencyKey(db: Db, scope: { tenantId: string; 
   );
 }
 
-export async function releaseIdempotencyKey(db: Db, scope: { tenantId: string; agentKeyId: string; key: string }): Promise<void> {
+export async function releaseIdempotencyKey(
+  db: Db,
+  scope: { tenantId: string; agentKeyId: string; key: string },
+): Promise<void> {
   await db.withTenant(scope.tenantId, (client) =>
-    client.query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3 AND status = 'in_progress'", [
-      scope.tenantId,
-      scope.agentKeyId,
-      scope.key,
-    ]),
+    client.query(
+      "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3 AND status = 'in_progress'",
+      [scope.tenantId, scope.agentKeyId, scope.key],
+    ),
   );
 }
 
@@ -68,7 +84,9 @@ export const IDEMPOTENCY_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
 
 export async function pruneIdempotencyKeys(db: Db, now = new Date()): Promise<number> {
   const { rowCount } = await db.withSystem((client) =>
-    client.query('DELETE FROM idempotency_keys WHERE created_at < $1', [new Date(now.getTime() - IDEMPOTENCY_RETENTION_MS)]),
+    client.query('DELETE FROM idempotency_keys WHERE created_at < $1', [
+      new Date(now.getTime() - IDEMPOTENCY_RETENTION_MS),
+    ]),
   );
   return rowCount ?? 0;
 }

@@ -5,7 +5,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { type Approval, consumeApprovalToken, requestApproval } from '../approvals/approvals.js';
-import { type ApprovalAction, type PayParams, type ScheduleParams, paramsDigest } from '../approvals/canonical.js';
+import {
+  type ApprovalAction,
+  type PayParams,
+  paramsDigest,
+  type ScheduleParams,
+} from '../approvals/canonical.js';
 import { requiredApprovals } from '../approvals/policy.js';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
@@ -19,8 +24,8 @@ import { addDays, todayIn } from './calendar.js';
 import type { Caller, EngineDeps } from './context.js';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from './idempotency.js';
 import { checkDate, findInvoice, type Invoice, transitionInvoice } from './invoices.js';
-import { executePayment } from './phases.js';
 import { getPayment, insertPayment, type Payment, paymentJson } from './payments.js';
+import { executePayment } from './phases.js';
 
 /** How far ahead a payment may be scheduled. */
 export const MAX_SCHEDULE_AHEAD_DAYS = 366;
@@ -49,7 +54,11 @@ export interface ApprovalRequired {
   approved_by: string[];
 }
 
-export type PaymentConfirmation = ReturnType<typeof paymentJson> & { success: true; scheduled_date?: string | null; scheduled_payment_id?: string | null };
+export type PaymentConfirmation = ReturnType<typeof paymentJson> & {
+  success: true;
+  scheduled_date?: string | null;
+  scheduled_payment_id?: string | null;
+};
 
 /** A payment that was attempted and failed: an isError answer that still names the payment. */
 export class PaymentFailedError extends RefusedError {
@@ -64,7 +73,10 @@ export class PaymentFailedError extends RefusedError {
   }
 }
 
-export function approvalRequiredAnswer(deps: Pick<EngineDeps, 'publicUrl'>, approval: Approval): ApprovalRequired {
+export function approvalRequiredAnswer(
+  deps: Pick<EngineDeps, 'publicUrl'>,
+  approval: Approval,
+): ApprovalRequired {
   return {
     status: 'approval_required',
     approval_id: approval.id,
@@ -77,12 +89,19 @@ export function approvalRequiredAnswer(deps: Pick<EngineDeps, 'publicUrl'>, appr
 }
 
 function parseInputMoney(amount: unknown, currency: unknown) {
-  if (typeof amount !== 'string') throw new UsageError('amount must be a decimal string such as "500.00"', 'invalid_amount');
-  if (typeof currency !== 'string') throw new UsageError('currency must be an ISO 4217 code such as "USD"', 'invalid_currency');
+  if (typeof amount !== 'string')
+    throw new UsageError('amount must be a decimal string such as "500.00"', 'invalid_amount');
+  if (typeof currency !== 'string')
+    throw new UsageError('currency must be an ISO 4217 code such as "USD"', 'invalid_currency');
   try {
     return parseMoney(amount, currency);
   } catch (error) {
-    if (error instanceof MoneyError) throw new UsageError(error.message, 'invalid_amount', 'send the invoice amount exactly, as a decimal string');
+    if (error instanceof MoneyError)
+      throw new UsageError(
+        error.message,
+        'invalid_amount',
+        'send the invoice amount exactly, as a decimal string',
+      );
     throw error;
   }
 }
@@ -97,38 +116,73 @@ interface Plan {
 }
 
 /** The business rules of DESIGN.md's pay flow, step 1. Read-only; phase 1 re-checks under a lock. */
-async function plan(client: Queryable, tenant: Tenant, caller: Caller, input: PayInput, options: { allowScheduled?: boolean } = {}): Promise<Plan> {
+async function plan(
+  client: Queryable,
+  tenant: Tenant,
+  caller: Caller,
+  input: PayInput,
+  options: { allowScheduled?: boolean } = {},
+): Promise<Plan> {
   const money = parseInputMoney(input.amount, input.currency);
   const rail = checkRail(String(input.method));
-  if (typeof input.invoice !== 'string' || !input.invoice) throw new UsageError('invoice must be an invoice number such as INV-2025-001');
+  if (typeof input.invoice !== 'string' || !input.invoice)
+    throw new UsageError('invoice must be an invoice number such as INV-2025-001');
   const invoice = await findInvoice(client, input.invoice);
   if (!invoice) {
-    throw new RefusedError('invoice_not_found', `no invoice "${input.invoice}" in this tenant`, 'call list_invoices to see the invoices you can pay');
+    throw new RefusedError(
+      'invoice_not_found',
+      `no invoice "${input.invoice}" in this tenant`,
+      'call list_invoices to see the invoices you can pay',
+    );
   }
   checkPayable(invoice, money, options);
   const method = await activeMethodForRail(client, rail);
   if (!method) {
-    throw new RefusedError('rail_not_configured', `no ${rail} payment method is configured for this tenant`, 'call list_payment_methods, or ask an admin to add one');
+    throw new RefusedError(
+      'rail_not_configured',
+      `no ${rail} payment method is configured for this tenant`,
+      'call list_payment_methods, or ask an admin to add one',
+    );
   }
   await checkCaps(client, tenant, caller, money.amountMinor, money.currency);
   return { tenant, invoice, method, rail, amountMinor: money.amountMinor, currency: money.currency };
 }
 
-function checkPayable(invoice: Invoice, money: { amountMinor: number; currency: string }, options: { allowScheduled?: boolean } = {}): void {
+function checkPayable(
+  invoice: Invoice,
+  money: { amountMinor: number; currency: string },
+  options: { allowScheduled?: boolean } = {},
+): void {
   switch (invoice.status) {
     case 'approved':
       break;
     case 'paid':
-      throw new RefusedError('invoice_already_paid', `invoice ${invoice.number} is already paid`, 'nothing to do; call get_payment_status for the confirmation');
+      throw new RefusedError(
+        'invoice_already_paid',
+        `invoice ${invoice.number} is already paid`,
+        'nothing to do; call get_payment_status for the confirmation',
+      );
     case 'processing':
-      throw new RefusedError('invoice_payment_in_progress', `a payment of invoice ${invoice.number} is already in progress`, 'call get_payment_status to follow it');
+      throw new RefusedError(
+        'invoice_payment_in_progress',
+        `a payment of invoice ${invoice.number} is already in progress`,
+        'call get_payment_status to follow it',
+      );
     case 'scheduled':
       if (!options.allowScheduled) {
-        throw new RefusedError('invoice_scheduled', `invoice ${invoice.number} is already scheduled`, 'cancel_scheduled_payment first to pay it now');
+        throw new RefusedError(
+          'invoice_scheduled',
+          `invoice ${invoice.number} is already scheduled`,
+          'cancel_scheduled_payment first to pay it now',
+        );
       }
       break;
     case 'draft':
-      throw new RefusedError('invoice_not_approved', `invoice ${invoice.number} is a draft, not approved for payment`, 'a human must approve the invoice itself first');
+      throw new RefusedError(
+        'invoice_not_approved',
+        `invoice ${invoice.number} is a draft, not approved for payment`,
+        'a human must approve the invoice itself first',
+      );
     case 'void':
       throw new RefusedError('invoice_void', `invoice ${invoice.number} is void`, 'do not pay it');
     default: {
@@ -137,7 +191,11 @@ function checkPayable(invoice: Invoice, money: { amountMinor: number; currency: 
     }
   }
   if (money.currency !== invoice.currency) {
-    throw new RefusedError('currency_mismatch', `invoice ${invoice.number} is in ${invoice.currency}, not ${money.currency}`, `pay it in ${invoice.currency}`);
+    throw new RefusedError(
+      'currency_mismatch',
+      `invoice ${invoice.number} is in ${invoice.currency}, not ${money.currency}`,
+      `pay it in ${invoice.currency}`,
+    );
   }
   if (money.amountMinor !== invoice.amountMinor) {
     throw new RefusedError(
@@ -149,11 +207,21 @@ function checkPayable(invoice: Invoice, money: { amountMinor: number; currency: 
 }
 
 /** The agent key's caps: per payment, and per day (in the tenant's time zone) across its live payments. */
-async function checkCaps(client: Queryable, tenant: Tenant, caller: Caller, amountMinor: number, currency: string): Promise<void> {
+async function checkCaps(
+  client: Queryable,
+  tenant: Tenant,
+  caller: Caller,
+  amountMinor: number,
+  currency: string,
+): Promise<void> {
   const key = caller.agentKey;
   if (key.capsCurrency === null) return;
   if (key.capsCurrency !== currency) {
-    throw new RefusedError('agent_cap_currency', `this agent key's caps are in ${key.capsCurrency}; it cannot pay in ${currency}`, 'ask an admin for a key with caps in this currency');
+    throw new RefusedError(
+      'agent_cap_currency',
+      `this agent key's caps are in ${key.capsCurrency}; it cannot pay in ${currency}`,
+      'ask an admin for a key with caps in this currency',
+    );
   }
   if (key.maxPerPaymentMinor !== null && amountMinor > key.maxPerPaymentMinor) {
     throw new RefusedError(
@@ -188,7 +256,13 @@ function summaryOf(action: ApprovalAction, p: Plan, agentName: string, date?: st
 }
 
 /** Audit a refused token in its own transaction: the caller's transaction has rolled back. */
-async function auditRefusedToken(deps: EngineDeps, caller: Caller, action: ApprovalAction, error: RefusedError, subject: string): Promise<void> {
+async function auditRefusedToken(
+  deps: EngineDeps,
+  caller: Caller,
+  action: ApprovalAction,
+  error: RefusedError,
+  subject: string,
+): Promise<void> {
   await deps.db.withTenant(caller.agentKey.tenantId, (client) =>
     appendAudit(client, {
       tenantId: caller.agentKey.tenantId,
@@ -201,24 +275,48 @@ async function auditRefusedToken(deps: EngineDeps, caller: Caller, action: Appro
   );
 }
 
-export async function withIdempotency<T>(deps: EngineDeps, caller: Caller, action: ApprovalAction, key: string | undefined, digest: Buffer, fn: () => Promise<T>): Promise<T> {
+export async function withIdempotency<T>(
+  deps: EngineDeps,
+  caller: Caller,
+  action: ApprovalAction,
+  key: string | undefined,
+  digest: Buffer,
+  fn: () => Promise<T>,
+): Promise<T> {
   if (key === undefined) return fn();
   const scope = { tenantId: caller.agentKey.tenantId, agentKeyId: caller.agentKey.id, key };
   const claim = await claimIdempotencyKey(deps.db, { ...scope, action, requestDigest: digest });
   if (claim.kind === 'replay') {
-    const stored = claim.response as { error?: { code: string; message: string; next_step: string; retryable: boolean } };
-    if (stored.error) throw new RefusedError(stored.error.code, stored.error.message, stored.error.next_step, stored.error.retryable);
+    const stored = claim.response as {
+      error?: { code: string; message: string; next_step: string; retryable: boolean };
+    };
+    if (stored.error)
+      throw new RefusedError(
+        stored.error.code,
+        stored.error.message,
+        stored.error.next_step,
+        stored.error.retryable,
+      );
     return claim.response as T;
   }
   try {
     const result = await fn();
-    if ((result as { status?: string }).status === 'approval_required') await releaseIdempotencyKey(deps.db, scope);
+    if ((result as { status?: string }).status === 'approval_required')
+      await releaseIdempotencyKey(deps.db, scope);
     else await completeIdempotencyKey(deps.db, scope, result);
     return result;
   } catch (error) {
     if (error instanceof PaymentFailedError) {
       // A payment was attempted: the failure is the final answer for this key.
-      await completeIdempotencyKey(deps.db, scope, { error: { code: error.code, message: error.message, next_step: error.nextStep, retryable: error.retryable }, payment: error.payment });
+      await completeIdempotencyKey(deps.db, scope, {
+        error: {
+          code: error.code,
+          message: error.message,
+          next_step: error.nextStep,
+          retryable: error.retryable,
+        },
+        payment: error.payment,
+      });
     } else {
       await releaseIdempotencyKey(deps.db, scope);
     }
@@ -226,7 +324,10 @@ export async function withIdempotency<T>(deps: EngineDeps, caller: Caller, actio
   }
 }
 
-function confirmation(payment: Payment, extra: { scheduled_date?: string | null; scheduled_payment_id?: string | null } = {}): PaymentConfirmation {
+function confirmation(
+  payment: Payment,
+  extra: { scheduled_date?: string | null; scheduled_payment_id?: string | null } = {},
+): PaymentConfirmation {
   const json = paymentJson(payment);
   if (payment.status === 'failed') {
     throw new PaymentFailedError(
@@ -240,13 +341,27 @@ function confirmation(payment: Payment, extra: { scheduled_date?: string | null;
   return { success: true, ...json, ...extra };
 }
 
-export async function payInvoice(deps: EngineDeps, caller: Caller, input: PayInput): Promise<ApprovalRequired | PaymentConfirmation> {
+export async function payInvoice(
+  deps: EngineDeps,
+  caller: Caller,
+  input: PayInput,
+): Promise<ApprovalRequired | PaymentConfirmation> {
   return recordRun(deps, caller, 'pay_invoice', async () => {
     await checkRateLimit(deps.db, caller);
     const tenant = await getTenant(deps.db, caller.agentKey.tenantId);
     const p = await deps.db.withTenant(tenant.id, (client) => plan(client, tenant, caller, input));
-    const params: PayParams = { invoice_id: p.invoice.id, amount_minor: p.amountMinor, currency: p.currency, method: p.rail };
-    const digest = paramsDigest({ tenantId: tenant.id, agentKeyId: caller.agentKey.id, action: 'pay_invoice', params });
+    const params: PayParams = {
+      invoice_id: p.invoice.id,
+      amount_minor: p.amountMinor,
+      currency: p.currency,
+      method: p.rail,
+    };
+    const digest = paramsDigest({
+      tenantId: tenant.id,
+      agentKeyId: caller.agentKey.id,
+      action: 'pay_invoice',
+      params,
+    });
     return withIdempotency(deps, caller, 'pay_invoice', input.idempotency_key, digest, async () => {
       if (!input.approval_token) {
         const { approval } = await deps.db.withTenant(tenant.id, (client) =>
@@ -265,35 +380,52 @@ export async function payInvoice(deps: EngineDeps, caller: Caller, input: PayInp
         return approvalRequiredAnswer(deps, approval);
       }
       const paymentId = randomUUID();
-      await phaseOne(deps, caller, 'pay_invoice', params, input.approval_token, p.invoice.number, async (client, approvedBy, approvalId) => {
-        const invoice = await findInvoice(client, p.invoice.id, { forUpdate: true });
-        checkPayable(invoice!, p);
-        await checkCaps(client, tenant, caller, p.amountMinor, p.currency);
-        return { approvalId, approvedBy, invoice: invoice! };
-      }, async (client, ctx) => {
-        await insertPayment(client, {
-          id: paymentId,
-          tenantId: tenant.id,
-          invoiceId: ctx.invoice.id,
-          agentKeyId: caller.agentKey.id,
-          approvalId: ctx.approvalId,
-          amountMinor: p.amountMinor,
-          currency: p.currency,
-          rail: p.rail,
-          provider: p.method.provider,
-          paymentMethodId: p.method.id,
-          approvedBy: ctx.approvedBy,
-        });
-        await transitionInvoice(client, ctx.invoice.id, 'approved', 'processing');
-        await appendAudit(client, {
-          tenantId: tenant.id,
-          actorType: 'agent',
-          actorId: caller.agentKey.id,
-          action: 'payment.started',
-          subjectId: paymentId,
-          details: { invoice_number: ctx.invoice.number, amount_minor: p.amountMinor, currency: p.currency, rail: p.rail, provider: p.method.provider, approved_by: ctx.approvedBy, approval_id: ctx.approvalId },
-        });
-      });
+      await phaseOne(
+        deps,
+        caller,
+        'pay_invoice',
+        params,
+        input.approval_token,
+        p.invoice.number,
+        async (client, approvedBy, approvalId) => {
+          const invoice = await findInvoice(client, p.invoice.id, { forUpdate: true });
+          checkPayable(invoice!, p);
+          await checkCaps(client, tenant, caller, p.amountMinor, p.currency);
+          return { approvalId, approvedBy, invoice: invoice! };
+        },
+        async (client, ctx) => {
+          await insertPayment(client, {
+            id: paymentId,
+            tenantId: tenant.id,
+            invoiceId: ctx.invoice.id,
+            agentKeyId: caller.agentKey.id,
+            approvalId: ctx.approvalId,
+            amountMinor: p.amountMinor,
+            currency: p.currency,
+            rail: p.rail,
+            provider: p.method.provider,
+            paymentMethodId: p.method.id,
+            approvedBy: ctx.approvedBy,
+          });
+          await transitionInvoice(client, ctx.invoice.id, 'approved', 'processing');
+          await appendAudit(client, {
+            tenantId: tenant.id,
+            actorType: 'agent',
+            actorId: caller.agentKey.id,
+            action: 'payment.started',
+            subjectId: paymentId,
+            details: {
+              invoice_number: ctx.invoice.number,
+              amount_minor: p.amountMinor,
+              currency: p.currency,
+              rail: p.rail,
+              provider: p.method.provider,
+              approved_by: ctx.approvedBy,
+              approval_id: ctx.approvalId,
+            },
+          });
+        },
+      );
       const payment = await executePayment(deps, tenant.id, paymentId);
       return confirmation(payment);
     });
@@ -317,34 +449,63 @@ async function phaseOne<C>(
   const tenantId = caller.agentKey.tenantId;
   try {
     await deps.db.withTenant(tenantId, async (client) => {
-      const consumed = await consumeApprovalToken(client, { tenantId, agentKey: caller.agentKey, action, params, token });
+      const consumed = await consumeApprovalToken(client, {
+        tenantId,
+        agentKey: caller.agentKey,
+        action,
+        params,
+        token,
+      });
       const ctx = await check(client, consumed.approvedBy, consumed.id);
       await write(client, ctx);
     });
   } catch (error) {
-    if (error instanceof RefusedError && error.code.startsWith('approval_token') || (error instanceof RefusedError && error.code === 'invalid_approval_token')) {
+    if (
+      (error instanceof RefusedError && error.code.startsWith('approval_token')) ||
+      (error instanceof RefusedError && error.code === 'invalid_approval_token')
+    ) {
       await auditRefusedToken(deps, caller, action, error, subject);
     }
     throw error;
   }
 }
 
-export async function schedulePayment(deps: EngineDeps, caller: Caller, input: ScheduleInput): Promise<ApprovalRequired | PaymentConfirmation> {
+export async function schedulePayment(
+  deps: EngineDeps,
+  caller: Caller,
+  input: ScheduleInput,
+): Promise<ApprovalRequired | PaymentConfirmation> {
   return recordRun(deps, caller, 'schedule_payment', async () => {
     await checkRateLimit(deps.db, caller);
     const tenant = await getTenant(deps.db, caller.agentKey.tenantId);
-    if (typeof input.scheduled_date !== 'string') throw new UsageError('scheduled_date must be a date in YYYY-MM-DD form');
+    if (typeof input.scheduled_date !== 'string')
+      throw new UsageError('scheduled_date must be a date in YYYY-MM-DD form');
     const date = checkDate(input.scheduled_date, 'scheduled_date');
     const today = todayIn(tenant.timezone);
     if (date < today) {
-      throw new UsageError(`scheduled_date ${date} is in the past (today is ${today} in ${tenant.timezone})`, 'invalid_date', 'pick today or a later date');
+      throw new UsageError(
+        `scheduled_date ${date} is in the past (today is ${today} in ${tenant.timezone})`,
+        'invalid_date',
+        'pick today or a later date',
+      );
     }
     if (date > addDays(today, MAX_SCHEDULE_AHEAD_DAYS)) {
       throw new UsageError(`scheduled_date ${date} is more than a year ahead`, 'invalid_date');
     }
     const p = await deps.db.withTenant(tenant.id, (client) => plan(client, tenant, caller, input));
-    const params: ScheduleParams = { invoice_id: p.invoice.id, amount_minor: p.amountMinor, currency: p.currency, method: p.rail, scheduled_date: date };
-    const digest = paramsDigest({ tenantId: tenant.id, agentKeyId: caller.agentKey.id, action: 'schedule_payment', params });
+    const params: ScheduleParams = {
+      invoice_id: p.invoice.id,
+      amount_minor: p.amountMinor,
+      currency: p.currency,
+      method: p.rail,
+      scheduled_date: date,
+    };
+    const digest = paramsDigest({
+      tenantId: tenant.id,
+      agentKeyId: caller.agentKey.id,
+      action: 'schedule_payment',
+      params,
+    });
     return withIdempotency(deps, caller, 'schedule_payment', input.idempotency_key, digest, async () => {
       if (!input.approval_token) {
         const { approval } = await deps.db.withTenant(tenant.id, (client) =>
@@ -364,27 +525,55 @@ export async function schedulePayment(deps: EngineDeps, caller: Caller, input: S
       }
       const scheduledId = randomUUID();
       let approvers: string[] = [];
-      await phaseOne(deps, caller, 'schedule_payment', params, input.approval_token, p.invoice.number, async (client, approvedBy, approvalId) => {
-        const invoice = await findInvoice(client, p.invoice.id, { forUpdate: true });
-        checkPayable(invoice!, p);
-        approvers = approvedBy;
-        return { approvalId, approvedBy, invoice: invoice! };
-      }, async (client, ctx) => {
-        await client.query(
-          `INSERT INTO scheduled_payments (id, tenant_id, invoice_id, agent_key_id, approval_id, amount_minor, currency, rail, payment_method_id, scheduled_date, approved_by)
+      await phaseOne(
+        deps,
+        caller,
+        'schedule_payment',
+        params,
+        input.approval_token,
+        p.invoice.number,
+        async (client, approvedBy, approvalId) => {
+          const invoice = await findInvoice(client, p.invoice.id, { forUpdate: true });
+          checkPayable(invoice!, p);
+          approvers = approvedBy;
+          return { approvalId, approvedBy, invoice: invoice! };
+        },
+        async (client, ctx) => {
+          await client.query(
+            `INSERT INTO scheduled_payments (id, tenant_id, invoice_id, agent_key_id, approval_id, amount_minor, currency, rail, payment_method_id, scheduled_date, approved_by)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-          [scheduledId, tenant.id, ctx.invoice.id, caller.agentKey.id, ctx.approvalId, p.amountMinor, p.currency, p.rail, p.method.id, date, ctx.approvedBy],
-        );
-        await transitionInvoice(client, ctx.invoice.id, 'approved', 'scheduled');
-        await appendAudit(client, {
-          tenantId: tenant.id,
-          actorType: 'agent',
-          actorId: caller.agentKey.id,
-          action: 'payment.scheduled',
-          subjectId: scheduledId,
-          details: { invoice_number: ctx.invoice.number, amount_minor: p.amountMinor, currency: p.currency, rail: p.rail, scheduled_date: date, approved_by: ctx.approvedBy },
-        });
-      });
+            [
+              scheduledId,
+              tenant.id,
+              ctx.invoice.id,
+              caller.agentKey.id,
+              ctx.approvalId,
+              p.amountMinor,
+              p.currency,
+              p.rail,
+              p.method.id,
+              date,
+              ctx.approvedBy,
+            ],
+          );
+          await transitionInvoice(client, ctx.invoice.id, 'approved', 'scheduled');
+          await appendAudit(client, {
+            tenantId: tenant.id,
+            actorType: 'agent',
+            actorId: caller.agentKey.id,
+            action: 'payment.scheduled',
+            subjectId: scheduledId,
+            details: {
+              invoice_number: ctx.invoice.number,
+              amount_minor: p.amountMinor,
+              currency: p.currency,
+              rail: p.rail,
+              scheduled_date: date,
+              approved_by: ctx.approvedBy,
+            },
+          });
+        },
+      );
       return {
         success: true as const,
         status: 'scheduled',
@@ -413,16 +602,30 @@ export async function schedulePayment(deps: EngineDeps, caller: Caller, input: S
  * The worker's phase 1 for a due scheduled payment it has claimed: create the payment from the schedule
  * (the human approved this schedule; the token was consumed when it was made), then phases 2 and 3.
  */
-export async function executeScheduledPayment(deps: EngineDeps, tenantId: string, scheduledId: string): Promise<Payment | null> {
+export async function executeScheduledPayment(
+  deps: EngineDeps,
+  tenantId: string,
+  scheduledId: string,
+): Promise<Payment | null> {
   const paymentId = randomUUID();
   const started = await deps.db.withTenant(tenantId, async (client) => {
     const { rows } = await client.query<{
-      invoice_id: string; agent_key_id: string | null; approval_id: string; amount_minor: number; currency: string; rail: Rail;
-      payment_method_id: string; approved_by: string[]; status: string;
+      invoice_id: string;
+      agent_key_id: string | null;
+      approval_id: string;
+      amount_minor: number;
+      currency: string;
+      rail: Rail;
+      payment_method_id: string;
+      approved_by: string[];
+      status: string;
     }>('SELECT * FROM scheduled_payments WHERE id = $1 FOR UPDATE SKIP LOCKED', [scheduledId]);
     const s = rows[0];
-    if (!s || s.status !== 'scheduled') return false;
-    const { rows: pm } = await client.query<{ provider: Payment['provider']; status: string }>('SELECT provider, status FROM payment_methods WHERE id = $1', [s.payment_method_id]);
+    if (s?.status !== 'scheduled') return false;
+    const { rows: pm } = await client.query<{ provider: Payment['provider']; status: string }>(
+      'SELECT provider, status FROM payment_methods WHERE id = $1',
+      [s.payment_method_id],
+    );
     await insertPayment(client, {
       id: paymentId,
       tenantId,
@@ -437,7 +640,10 @@ export async function executeScheduledPayment(deps: EngineDeps, tenantId: string
       paymentMethodId: s.payment_method_id,
       approvedBy: s.approved_by,
     });
-    await client.query("UPDATE scheduled_payments SET status = 'running', payment_id = $2, attempts = attempts + 1, updated_at = now() WHERE id = $1", [scheduledId, paymentId]);
+    await client.query(
+      "UPDATE scheduled_payments SET status = 'running', payment_id = $2, attempts = attempts + 1, updated_at = now() WHERE id = $1",
+      [scheduledId, paymentId],
+    );
     await transitionInvoice(client, s.invoice_id, 'scheduled', 'processing');
     await appendAudit(client, {
       tenantId,
@@ -445,7 +651,13 @@ export async function executeScheduledPayment(deps: EngineDeps, tenantId: string
       actorId: 'worker',
       action: 'payment.started',
       subjectId: paymentId,
-      details: { scheduled_payment_id: scheduledId, amount_minor: s.amount_minor, currency: s.currency.trim(), rail: s.rail, approved_by: s.approved_by },
+      details: {
+        scheduled_payment_id: scheduledId,
+        amount_minor: s.amount_minor,
+        currency: s.currency.trim(),
+        rail: s.rail,
+        approved_by: s.approved_by,
+      },
     });
     return true;
   });
@@ -460,7 +672,10 @@ export async function executeScheduledPayment(deps: EngineDeps, tenantId: string
   );
   // A failure the rules did not reschedule leaves the schedule failed.
   await deps.db.withTenant(tenantId, (client) =>
-    client.query("UPDATE scheduled_payments SET status = 'failed', updated_at = now() WHERE id = $1 AND status = 'running'", [scheduledId]),
+    client.query(
+      "UPDATE scheduled_payments SET status = 'failed', updated_at = now() WHERE id = $1 AND status = 'running'",
+      [scheduledId],
+    ),
   );
   return (await deps.db.withTenant(tenantId, (client) => getPayment(client, paymentId)))!;
 }

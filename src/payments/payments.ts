@@ -3,7 +3,7 @@
  * `succeeded` or `failed`, whoever reports the outcome first (our own call, a webhook, the reconciler,
  * a refresh). Later reports that disagree are recorded and ignored: nothing moves a payment backwards.
  */
-import { appendAudit, type ActorType } from '../audit/log.js';
+import { type ActorType, appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
 import type { GatewayFailure, PaymentOutcome, Provider, Rail } from '../gateways/types.js';
 import { formatAmount } from '../money.js';
@@ -114,14 +114,25 @@ function toPayment(r: PaymentRow): Payment {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-export async function getPayment(client: Queryable, id: string, options: { forUpdate?: boolean } = {}): Promise<Payment | null> {
+export async function getPayment(
+  client: Queryable,
+  id: string,
+  options: { forUpdate?: boolean } = {},
+): Promise<Payment | null> {
   if (!UUID.test(id)) return null;
-  const { rows } = await client.query<PaymentRow>(`${SELECT_PAYMENT} WHERE p.id = $1${options.forUpdate ? ' FOR UPDATE OF p' : ''}`, [id]);
+  const { rows } = await client.query<PaymentRow>(
+    `${SELECT_PAYMENT} WHERE p.id = $1${options.forUpdate ? ' FOR UPDATE OF p' : ''}`,
+    [id],
+  );
   return rows[0] ? toPayment(rows[0]) : null;
 }
 
 /** By our id, the provider's reference, or our confirmation number. */
-export async function findPayment(client: Queryable, ref: string, options: { forUpdate?: boolean } = {}): Promise<Payment | null> {
+export async function findPayment(
+  client: Queryable,
+  ref: string,
+  options: { forUpdate?: boolean } = {},
+): Promise<Payment | null> {
   if (UUID.test(ref)) return getPayment(client, ref, options);
   const { rows } = await client.query<PaymentRow>(
     `${SELECT_PAYMENT} WHERE p.provider_reference = $1 OR p.confirmation_number = $1 ORDER BY p.created_at DESC LIMIT 1${options.forUpdate ? ' FOR UPDATE OF p' : ''}`,
@@ -131,12 +142,17 @@ export async function findPayment(client: Queryable, ref: string, options: { for
 }
 
 export async function paymentsOfInvoice(client: Queryable, invoiceId: string): Promise<Payment[]> {
-  const { rows } = await client.query<PaymentRow>(`${SELECT_PAYMENT} WHERE p.invoice_id = $1 ORDER BY p.created_at DESC`, [invoiceId]);
+  const { rows } = await client.query<PaymentRow>(
+    `${SELECT_PAYMENT} WHERE p.invoice_id = $1 ORDER BY p.created_at DESC`,
+    [invoiceId],
+  );
   return rows.map(toPayment);
 }
 
 export async function listPayments(client: Queryable, limit = 200): Promise<Payment[]> {
-  const { rows } = await client.query<PaymentRow>(`${SELECT_PAYMENT} ORDER BY p.created_at DESC LIMIT $1`, [limit]);
+  const { rows } = await client.query<PaymentRow>(`${SELECT_PAYMENT} ORDER BY p.created_at DESC LIMIT $1`, [
+    limit,
+  ]);
   return rows.map(toPayment);
 }
 
@@ -167,7 +183,21 @@ export async function insertPayment(client: Queryable, p: NewPayment): Promise<v
     `INSERT INTO payments (id, tenant_id, invoice_id, agent_key_id, approval_id, scheduled_payment_id, amount_minor, currency, rail,
                            provider, payment_method_id, confirmation_number, approved_by)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-    [p.id, p.tenantId, p.invoiceId, p.agentKeyId, p.approvalId, p.scheduledPaymentId ?? null, p.amountMinor, p.currency, p.rail, p.provider, p.paymentMethodId, newConfirmationNumber(), p.approvedBy],
+    [
+      p.id,
+      p.tenantId,
+      p.invoiceId,
+      p.agentKeyId,
+      p.approvalId,
+      p.scheduledPaymentId ?? null,
+      p.amountMinor,
+      p.currency,
+      p.rail,
+      p.provider,
+      p.paymentMethodId,
+      newConfirmationNumber(),
+      p.approvedBy,
+    ],
   );
 }
 
@@ -192,7 +222,10 @@ export async function applyPaymentOutcome(
   const payment = await getPayment(client, paymentId, { forUpdate: true });
   if (!payment) throw new Error(`payment ${paymentId} not found`);
   if (payment.providerReference === null && outcome.providerReference) {
-    await client.query('UPDATE payments SET provider_reference = $2, updated_at = now() WHERE id = $1', [paymentId, outcome.providerReference]);
+    await client.query('UPDATE payments SET provider_reference = $2, updated_at = now() WHERE id = $1', [
+      paymentId,
+      outcome.providerReference,
+    ]);
   }
   const to = outcome.status;
   if (to === payment.status || !PAYMENT_TRANSITIONS[payment.status].includes(to)) {
@@ -216,7 +249,10 @@ export async function applyPaymentOutcome(
     );
     await transitionInvoice(client, payment.invoiceId, 'processing', 'paid');
   } else if (to === 'failed') {
-    const failure = outcome.failure ?? { code: 'declined', message: 'the provider reported the payment failed' };
+    const failure = outcome.failure ?? {
+      code: 'declined',
+      message: 'the provider reported the payment failed',
+    };
     await client.query(
       `UPDATE payments SET status = 'failed', recovery_point = 'finished', failure_code = $2, failure_provider_code = $3,
               failure_message = $4, next_check_at = NULL, updated_at = now() WHERE id = $1`,

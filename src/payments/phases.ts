@@ -20,7 +20,12 @@ export const FIRST_CHECK_DELAY_S = 60;
 
 function gatewayFor(deps: EngineDeps, payment: Pick<Payment, 'provider'>): Gateway {
   const gateway = deps.gateway(payment.provider);
-  if (!gateway) throw new GatewayError('configuration_error', `the ${payment.provider} provider is not configured`, payment.provider);
+  if (!gateway)
+    throw new GatewayError(
+      'configuration_error',
+      `the ${payment.provider} provider is not configured`,
+      payment.provider,
+    );
   return gateway;
 }
 
@@ -28,11 +33,23 @@ function gatewayFor(deps: EngineDeps, payment: Pick<Payment, 'provider'>): Gatew
  * Phase 2 and 3 for a payment phase 1 left at recovery point `started`. Returns the payment as
  * recorded. Never throws for a provider failure: that is recorded (failed, or processing when unknown).
  */
-export async function executePayment(deps: EngineDeps, tenantId: string, paymentId: string): Promise<Payment> {
+export async function executePayment(
+  deps: EngineDeps,
+  tenantId: string,
+  paymentId: string,
+): Promise<Payment> {
   const { payment, request } = await deps.db.withTenant(tenantId, async (client) => {
     const payment = await getPayment(client, paymentId);
     if (!payment) throw new Error(`payment ${paymentId} not found`);
-    const vendor = await getCounterparty(client, (await client.query<{ counterparty_id: string }>('SELECT counterparty_id FROM invoices WHERE id = $1', [payment.invoiceId])).rows[0]!.counterparty_id);
+    const vendor = await getCounterparty(
+      client,
+      (
+        await client.query<{ counterparty_id: string }>(
+          'SELECT counterparty_id FROM invoices WHERE id = $1',
+          [payment.invoiceId],
+        )
+      ).rows[0]!.counterparty_id,
+    );
     const token = await getPaymentMethodToken(client, payment.paymentMethodId);
     return {
       payment,
@@ -43,7 +60,11 @@ export async function executePayment(deps: EngineDeps, tenantId: string, payment
         currency: payment.currency,
         rail: payment.rail,
         paymentMethodToken: token ?? '',
-        payee: { name: vendor?.name ?? '', stripeAccount: vendor?.stripeAccount ?? undefined, paypalEmail: vendor?.paypalEmail ?? undefined },
+        payee: {
+          name: vendor?.name ?? '',
+          stripeAccount: vendor?.stripeAccount ?? undefined,
+          paypalEmail: vendor?.paypalEmail ?? undefined,
+        },
         invoiceNumber: payment.invoiceNumber,
         description: `Invoice ${payment.invoiceNumber} (${vendor?.name ?? ''})`,
       },
@@ -66,7 +87,12 @@ export async function executePayment(deps: EngineDeps, tenantId: string, payment
         outcome = await gatewayFor(deps, payment).retrieve({ paymentId });
         if (outcome) failure = undefined;
       } catch {
-        failure = new GatewayError('network_timeout', `${error.message}; and the provider could not be asked`, payment.provider, { outcomeUnknown: true });
+        failure = new GatewayError(
+          'network_timeout',
+          `${error.message}; and the provider could not be asked`,
+          payment.provider,
+          { outcomeUnknown: true },
+        );
       }
     }
   }
@@ -87,36 +113,68 @@ async function recordOutcome(
     if (outcome && outcome.status !== 'processing') {
       const applied = await applyPaymentOutcome(client, paymentId, outcome, source);
       if (applied.changed && applied.payment.status === 'failed') {
-        notices.push(await handleFailure(client, applied.payment, outcome.failure ?? { code: 'declined', message: 'declined' }));
+        notices.push(
+          await handleFailure(
+            client,
+            applied.payment,
+            outcome.failure ?? { code: 'declined', message: 'declined' },
+          ),
+        );
       }
       return applied.payment;
     }
     if (outcome) {
       // Accepted but not settled (ACH, PayPal pending): webhooks or the reconciler finish it.
-      await markAwaitingProvider(client, paymentId, outcome.providerReference, 'the provider accepted the payment; settlement pending');
+      await markAwaitingProvider(
+        client,
+        paymentId,
+        outcome.providerReference,
+        'the provider accepted the payment; settlement pending',
+      );
       return (await getPayment(client, paymentId))!;
     }
     const error = failure!;
     if (error.code === 'network_timeout') {
       await markAwaitingProvider(client, paymentId, null, `outcome unknown: ${error.message}`);
       const payment = (await getPayment(client, paymentId))!;
-      notices.push(await alertFor(client, payment, { code: 'network_timeout', message: error.message, providerCode: error.details.providerCode }));
+      notices.push(
+        await alertFor(client, payment, {
+          code: 'network_timeout',
+          message: error.message,
+          providerCode: error.details.providerCode,
+        }),
+      );
       return payment;
     }
     const applied = await applyPaymentOutcome(
       client,
       paymentId,
-      { status: 'failed', failure: { code: error.code, message: error.message, providerCode: error.details.providerCode } },
+      {
+        status: 'failed',
+        failure: { code: error.code, message: error.message, providerCode: error.details.providerCode },
+      },
       source,
     );
-    if (applied.changed) notices.push(await handleFailure(client, applied.payment, { code: error.code, message: error.message, providerCode: error.details.providerCode }));
+    if (applied.changed)
+      notices.push(
+        await handleFailure(client, applied.payment, {
+          code: error.code,
+          message: error.message,
+          providerCode: error.details.providerCode,
+        }),
+      );
     return applied.payment;
   });
   for (const notice of notices) deps.onAlert?.(notice);
   return recorded;
 }
 
-async function markAwaitingProvider(client: Queryable, paymentId: string, providerReference: string | null, note: string): Promise<void> {
+async function markAwaitingProvider(
+  client: Queryable,
+  paymentId: string,
+  providerReference: string | null,
+  note: string,
+): Promise<void> {
   const { rows } = await client.query<{ tenant_id: string }>(
     `UPDATE payments SET recovery_point = 'provider_called', provider_reference = COALESCE($2, provider_reference),
             next_check_at = now() + make_interval(secs => $3), updated_at = now()
@@ -135,7 +193,12 @@ async function markAwaitingProvider(client: Queryable, paymentId: string, provid
   }
 }
 
-async function alertFor(client: Queryable, payment: Payment, failure: GatewayFailure, extra = ''): Promise<FailureNotice> {
+async function alertFor(
+  client: Queryable,
+  payment: Payment,
+  failure: GatewayFailure,
+  extra = '',
+): Promise<FailureNotice> {
   const rule = ruleFor(failure.code);
   const message = `Payment of invoice ${payment.invoiceNumber} (${payment.amountMinor} minor units ${payment.currency}, ${payment.rail}) ${
     failure.code === 'network_timeout' ? 'has an unknown outcome' : 'failed'
@@ -157,7 +220,11 @@ async function alertFor(client: Queryable, payment: Payment, failure: GatewayFai
  * The seed's rules for a failed payment: always an alert; insufficient funds also reschedules to the
  * next business day (up to the tenant's limit), reusing the same human approval for the same amount.
  */
-export async function handleFailure(client: Queryable, payment: Payment, failure: GatewayFailure): Promise<FailureNotice> {
+export async function handleFailure(
+  client: Queryable,
+  payment: Payment,
+  failure: GatewayFailure,
+): Promise<FailureNotice> {
   const rule = ruleFor(failure.code);
   if (rule.rule !== 'reschedule') return alertFor(client, payment, failure);
   const { rows: tenantRows } = await client.query<{ timezone: string; max: number }>(
@@ -166,14 +233,26 @@ export async function handleFailure(client: Queryable, payment: Payment, failure
   );
   const tenant = tenantRows[0]!;
   const previous = payment.scheduledPaymentId
-    ? (await client.query<{ reschedule_count: number }>('SELECT reschedule_count FROM scheduled_payments WHERE id = $1', [payment.scheduledPaymentId])).rows[0]
-        ?.reschedule_count ?? 0
+    ? ((
+        await client.query<{ reschedule_count: number }>(
+          'SELECT reschedule_count FROM scheduled_payments WHERE id = $1',
+          [payment.scheduledPaymentId],
+        )
+      ).rows[0]?.reschedule_count ?? 0)
     : 0;
   if (previous >= tenant.max) {
     if (payment.scheduledPaymentId) {
-      await client.query("UPDATE scheduled_payments SET status = 'failed', last_error = $2, updated_at = now() WHERE id = $1", [payment.scheduledPaymentId, failure.code]);
+      await client.query(
+        "UPDATE scheduled_payments SET status = 'failed', last_error = $2, updated_at = now() WHERE id = $1",
+        [payment.scheduledPaymentId, failure.code],
+      );
     }
-    return alertFor(client, payment, failure, `; it was already rescheduled ${previous} times (the limit), so it now needs a human`);
+    return alertFor(
+      client,
+      payment,
+      failure,
+      `; it was already rescheduled ${previous} times (the limit), so it now needs a human`,
+    );
   }
   const date = nextBusinessDay(todayIn(tenant.timezone));
   let scheduledId = payment.scheduledPaymentId;
@@ -188,7 +267,19 @@ export async function handleFailure(client: Queryable, payment: Payment, failure
       `INSERT INTO scheduled_payments (tenant_id, invoice_id, agent_key_id, approval_id, amount_minor, currency, rail, payment_method_id,
                                        scheduled_date, reschedule_count, last_error, approved_by)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11) RETURNING id`,
-      [payment.tenantId, payment.invoiceId, payment.agentKeyId, payment.approvalId, payment.amountMinor, payment.currency, payment.rail, payment.paymentMethodId, date, failure.code, payment.approvedBy],
+      [
+        payment.tenantId,
+        payment.invoiceId,
+        payment.agentKeyId,
+        payment.approvalId,
+        payment.amountMinor,
+        payment.currency,
+        payment.rail,
+        payment.paymentMethodId,
+        date,
+        failure.code,
+        payment.approvedBy,
+      ],
     );
     scheduledId = rows[0]!.id;
   }
@@ -201,7 +292,12 @@ export async function handleFailure(client: Queryable, payment: Payment, failure
     subjectId: scheduledId,
     details: { payment_id: payment.id, scheduled_date: date, reason: failure.code, reschedule: previous + 1 },
   });
-  return alertFor(client, { ...payment, scheduledPaymentId: scheduledId }, failure, ` (retry on ${date}, reschedule ${previous + 1} of ${tenant.max})`);
+  return alertFor(
+    client,
+    { ...payment, scheduledPaymentId: scheduledId },
+    failure,
+    ` (retry on ${date}, reschedule ${previous + 1} of ${tenant.max})`,
+  );
 }
 
 /**
@@ -209,40 +305,79 @@ export async function handleFailure(client: Queryable, payment: Payment, failure
  * phase 1 started but never reached the provider (no record there, long enough ago) is failed as
  * `not_submitted`: a human approves again rather than us guessing.
  */
-export async function reconcilePayment(deps: EngineDeps, tenantId: string, paymentId: string, options: { notSubmittedAfterMs?: number } = {}): Promise<Payment> {
+export async function reconcilePayment(
+  deps: EngineDeps,
+  tenantId: string,
+  paymentId: string,
+  options: { notSubmittedAfterMs?: number } = {},
+): Promise<Payment> {
   const payment = await deps.db.withTenant(tenantId, (client) => getPayment(client, paymentId));
-  if (!payment || payment.status !== 'processing') return payment!;
+  if (payment?.status !== 'processing') return payment!;
   let outcome: PaymentOutcome | null;
   try {
-    outcome = await gatewayFor(deps, payment).retrieve({ paymentId, providerReference: payment.providerReference ?? undefined });
+    outcome = await gatewayFor(deps, payment).retrieve({
+      paymentId,
+      providerReference: payment.providerReference ?? undefined,
+    });
   } catch (error) {
     if (!(error instanceof GatewayError)) throw error;
     await deps.db.withTenant(tenantId, (client) =>
-      client.query('UPDATE payments SET attempts = attempts + 1, next_check_at = now() + make_interval(secs => $2) WHERE id = $1', [
-        paymentId,
-        nextCheckDelaySeconds(payment),
-      ]),
+      client.query(
+        'UPDATE payments SET attempts = attempts + 1, next_check_at = now() + make_interval(secs => $2) WHERE id = $1',
+        [paymentId, nextCheckDelaySeconds(payment)],
+      ),
     );
     return payment;
   }
   const notices: FailureNotice[] = [];
   const result = await deps.db.withTenant(tenantId, async (client) => {
     if (outcome && outcome.status !== 'processing') {
-      const applied = await applyPaymentOutcome(client, paymentId, outcome, { actorType: 'system', actorId: 'reconciler' });
-      if (applied.changed && applied.payment.status === 'failed') notices.push(await handleFailure(client, applied.payment, outcome.failure ?? { code: 'declined', message: 'declined' }));
+      const applied = await applyPaymentOutcome(client, paymentId, outcome, {
+        actorType: 'system',
+        actorId: 'reconciler',
+      });
+      if (applied.changed && applied.payment.status === 'failed')
+        notices.push(
+          await handleFailure(
+            client,
+            applied.payment,
+            outcome.failure ?? { code: 'declined', message: 'declined' },
+          ),
+        );
       return applied.payment;
     }
     const age = Date.now() - payment.createdAt.getTime();
-    if (!outcome && payment.recoveryPoint === 'started' && age > (options.notSubmittedAfterMs ?? 5 * 60_000)) {
-      const failure = { code: 'not_submitted' as const, message: 'the payment never reached the provider (the process stopped before the call)' };
+    if (
+      !outcome &&
+      payment.recoveryPoint === 'started' &&
+      age > (options.notSubmittedAfterMs ?? 5 * 60_000)
+    ) {
+      const failure = {
+        code: 'not_submitted' as const,
+        message: 'the payment never reached the provider (the process stopped before the call)',
+      };
       await client.query(
         `UPDATE payments SET status = 'failed', recovery_point = 'finished', failure_code = $2, failure_message = $3, next_check_at = NULL, updated_at = now() WHERE id = $1`,
         [paymentId, failure.code, failure.message],
       );
       await transitionInvoice(client, payment.invoiceId, 'processing', 'approved');
-      await appendAudit(client, { tenantId, actorType: 'system', actorId: 'reconciler', action: 'payment.failed', subjectId: paymentId, details: { failure } });
+      await appendAudit(client, {
+        tenantId,
+        actorType: 'system',
+        actorId: 'reconciler',
+        action: 'payment.failed',
+        subjectId: paymentId,
+        details: { failure },
+      });
       const rule = ruleFor('not_submitted');
-      const alertId = await createAlert(client, { tenantId, kind: 'payment_not_submitted', code: failure.code, message: failure.message, nextStep: rule.nextStep, paymentId });
+      const alertId = await createAlert(client, {
+        tenantId,
+        kind: 'payment_not_submitted',
+        code: failure.code,
+        message: failure.message,
+        nextStep: rule.nextStep,
+        paymentId,
+      });
       notices.push({ tenantId, alertId, code: failure.code, message: failure.message, paymentId });
       return (await getPayment(client, paymentId))!;
     }

@@ -18,7 +18,7 @@ import { formatAmount, formatMoney, MoneyError, parseAmount } from '../money.js'
 import { checkRateLimit, recordRun } from './agent-runs.js';
 import { createAlert, ruleFor } from './alerts.js';
 import type { Caller, EngineDeps, FailureNotice } from './context.js';
-import { approvalRequiredAnswer, type ApprovalRequired, withIdempotency } from './pay.js';
+import { type ApprovalRequired, approvalRequiredAnswer, withIdempotency } from './pay.js';
 import { findPayment, getPayment, type Payment, paymentJson } from './payments.js';
 
 export interface RefundInput {
@@ -46,8 +46,15 @@ export interface RefundView {
 
 export async function refundsOf(client: Queryable, paymentId: string): Promise<RefundView[]> {
   const { rows } = await client.query<{
-    id: string; amount_minor: number; currency: string; status: RefundStatus; reason: string | null; provider_reference: string | null;
-    approved_by: string[]; created_at: Date; refunded_at: Date | null;
+    id: string;
+    amount_minor: number;
+    currency: string;
+    status: RefundStatus;
+    reason: string | null;
+    provider_reference: string | null;
+    approved_by: string[];
+    created_at: Date;
+    refunded_at: Date | null;
   }>('SELECT * FROM refunds WHERE payment_id = $1 ORDER BY created_at', [paymentId]);
   return rows.map((r) => ({
     refund_id: r.id,
@@ -69,10 +76,15 @@ function remainingOf(payment: Payment): number {
 
 function checkRefundable(payment: Payment, amountMinor: number): void {
   if (payment.status !== 'succeeded') {
-    throw new RefusedError('payment_not_refundable', `payment ${payment.id} is ${payment.status}; only a completed payment can be refunded`, 'call get_payment_status');
+    throw new RefusedError(
+      'payment_not_refundable',
+      `payment ${payment.id} is ${payment.status}; only a completed payment can be refunded`,
+      'call get_payment_status',
+    );
   }
   const remaining = remainingOf(payment);
-  if (remaining <= 0) throw new RefusedError('payment_fully_refunded', `payment ${payment.id} has nothing left to refund`);
+  if (remaining <= 0)
+    throw new RefusedError('payment_fully_refunded', `payment ${payment.id} has nothing left to refund`);
   if (amountMinor > remaining) {
     throw new RefusedError(
       'refund_exceeds_captured',
@@ -82,26 +94,47 @@ function checkRefundable(payment: Payment, amountMinor: number): void {
   }
 }
 
-export async function refundPayment(deps: EngineDeps, caller: Caller, input: RefundInput): Promise<ApprovalRequired | Record<string, unknown>> {
+export async function refundPayment(
+  deps: EngineDeps,
+  caller: Caller,
+  input: RefundInput,
+): Promise<ApprovalRequired | Record<string, unknown>> {
   return recordRun(deps, caller, 'refund_payment', async () => {
     await checkRateLimit(deps.db, caller);
     const tenant = await getTenant(deps.db, caller.agentKey.tenantId);
-    if (typeof input.payment !== 'string' || !input.payment) throw new UsageError('payment must be a payment id or the provider reference');
+    if (typeof input.payment !== 'string' || !input.payment)
+      throw new UsageError('payment must be a payment id or the provider reference');
     if (input.reason !== undefined && (typeof input.reason !== 'string' || input.reason.length > 500)) {
       throw new UsageError('reason must be text of at most 500 characters');
     }
     const payment = await deps.db.withTenant(tenant.id, (client) => findPayment(client, input.payment));
-    if (!payment) throw new RefusedError('payment_not_found', `no payment "${input.payment}" in this tenant`, 'use the payment_id from the confirmation');
+    if (!payment)
+      throw new RefusedError(
+        'payment_not_found',
+        `no payment "${input.payment}" in this tenant`,
+        'use the payment_id from the confirmation',
+      );
     let amountMinor: number;
     try {
-      amountMinor = input.amount === undefined ? remainingOf(payment) : parseAmount(input.amount, payment.currency);
+      amountMinor =
+        input.amount === undefined ? remainingOf(payment) : parseAmount(input.amount, payment.currency);
     } catch (error) {
       if (error instanceof MoneyError) throw new UsageError(error.message, 'invalid_amount');
       throw error;
     }
     checkRefundable(payment, amountMinor);
-    const params: RefundParams = { payment_id: payment.id, amount_minor: amountMinor, currency: payment.currency, reason: input.reason ?? null };
-    const digest = paramsDigest({ tenantId: tenant.id, agentKeyId: caller.agentKey.id, action: 'refund_payment', params });
+    const params: RefundParams = {
+      payment_id: payment.id,
+      amount_minor: amountMinor,
+      currency: payment.currency,
+      reason: input.reason ?? null,
+    };
+    const digest = paramsDigest({
+      tenantId: tenant.id,
+      agentKeyId: caller.agentKey.id,
+      action: 'refund_payment',
+      params,
+    });
     const run = async () => {
       if (!input.approval_token) {
         const summary = `Refund ${formatMoney(amountMinor, payment.currency)} of payment ${payment.confirmationNumber} (invoice ${payment.invoiceNumber}, ${payment.vendorName}, by ${payment.rail})${input.reason ? `: ${input.reason}` : ''}`;
@@ -122,13 +155,29 @@ export async function refundPayment(deps: EngineDeps, caller: Caller, input: Ref
       const refundId = randomUUID();
       try {
         await deps.db.withTenant(tenant.id, async (client) => {
-          const consumed = await consumeApprovalToken(client, { tenantId: tenant.id, agentKey: caller.agentKey, action: 'refund_payment', params, token: input.approval_token! });
+          const consumed = await consumeApprovalToken(client, {
+            tenantId: tenant.id,
+            agentKey: caller.agentKey,
+            action: 'refund_payment',
+            params,
+            token: input.approval_token!,
+          });
           const locked = (await getPayment(client, payment.id, { forUpdate: true }))!;
           checkRefundable(locked, amountMinor);
           await client.query(
             `INSERT INTO refunds (id, tenant_id, payment_id, approval_id, agent_key_id, amount_minor, currency, reason, approved_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-            [refundId, tenant.id, payment.id, consumed.id, caller.agentKey.id, amountMinor, payment.currency, input.reason ?? null, consumed.approvedBy],
+            [
+              refundId,
+              tenant.id,
+              payment.id,
+              consumed.id,
+              caller.agentKey.id,
+              amountMinor,
+              payment.currency,
+              input.reason ?? null,
+              consumed.approvedBy,
+            ],
           );
           await appendAudit(client, {
             tenantId: tenant.id,
@@ -136,18 +185,32 @@ export async function refundPayment(deps: EngineDeps, caller: Caller, input: Ref
             actorId: caller.agentKey.id,
             action: 'refund.started',
             subjectId: refundId,
-            details: { payment_id: payment.id, amount_minor: amountMinor, currency: payment.currency, reason: input.reason ?? null, approved_by: consumed.approvedBy },
+            details: {
+              payment_id: payment.id,
+              amount_minor: amountMinor,
+              currency: payment.currency,
+              reason: input.reason ?? null,
+              approved_by: consumed.approvedBy,
+            },
           });
         });
       } catch (error) {
-        if (error instanceof RefusedError && (error.code.startsWith('approval_token') || error.code === 'invalid_approval_token')) {
+        if (
+          error instanceof RefusedError &&
+          (error.code.startsWith('approval_token') || error.code === 'invalid_approval_token')
+        ) {
           await deps.db.withTenant(tenant.id, (client) =>
             appendAudit(client, {
               tenantId: tenant.id,
               actorType: 'agent',
               actorId: caller.agentKey.id,
               action: 'approval_token.refused',
-              details: { action: 'refund_payment', code: error.code, reason: error.message, subject: payment.id },
+              details: {
+                action: 'refund_payment',
+                code: error.code,
+                reason: error.message,
+                subject: payment.id,
+              },
             }),
           );
         }
@@ -156,42 +219,69 @@ export async function refundPayment(deps: EngineDeps, caller: Caller, input: Ref
       const refund = await executeRefund(deps, tenant.id, refundId);
       const after = (await deps.db.withTenant(tenant.id, (client) => getPayment(client, payment.id)))!;
       if (refund.status === 'failed') {
-        throw new RefusedError(refund.failure?.code ?? 'refund_failed', `the refund failed: ${refund.failure?.message ?? 'no reason given'}`, 'a human has been alerted', false);
+        throw new RefusedError(
+          refund.failure?.code ?? 'refund_failed',
+          `the refund failed: ${refund.failure?.message ?? 'no reason given'}`,
+          'a human has been alerted',
+          false,
+        );
       }
-      return { success: true, ...paymentJson(after), refund_id: refundId, refund_status: refund.status, refund_amount: formatAmount(amountMinor, payment.currency) };
+      return {
+        success: true,
+        ...paymentJson(after),
+        refund_id: refundId,
+        refund_status: refund.status,
+        refund_amount: formatAmount(amountMinor, payment.currency),
+      };
     };
     return withIdempotency(deps, caller, 'refund_payment', input.idempotency_key, digest, run);
   });
 }
 
 /** Phases 2 and 3 of a refund (also the worker's way to re-drive a pending one: same refund id, same key). */
-export async function executeRefund(deps: EngineDeps, tenantId: string, refundId: string): Promise<RefundOutcome> {
+export async function executeRefund(
+  deps: EngineDeps,
+  tenantId: string,
+  refundId: string,
+): Promise<RefundOutcome> {
   const { refund, payment } = await deps.db.withTenant(tenantId, async (client) => {
-    const { rows } = await client.query<{ payment_id: string; amount_minor: number; currency: string; reason: string | null; status: RefundStatus }>(
-      'SELECT payment_id, amount_minor, currency, reason, status FROM refunds WHERE id = $1',
-      [refundId],
-    );
+    const { rows } = await client.query<{
+      payment_id: string;
+      amount_minor: number;
+      currency: string;
+      reason: string | null;
+      status: RefundStatus;
+    }>('SELECT payment_id, amount_minor, currency, reason, status FROM refunds WHERE id = $1', [refundId]);
     return { refund: rows[0]!, payment: (await getPayment(client, rows[0]!.payment_id))! };
   });
   let outcome: RefundOutcome;
   try {
     const gateway = deps.gateway(payment.provider);
-    if (!gateway) throw new GatewayError('configuration_error', `the ${payment.provider} provider is not configured`, payment.provider);
+    if (!gateway)
+      throw new GatewayError(
+        'configuration_error',
+        `the ${payment.provider} provider is not configured`,
+        payment.provider,
+      );
     outcome = await gateway.refund({
-          refundId,
-          paymentId: payment.id,
-          tenantId,
-          paymentProviderReference: payment.providerReference ?? '',
-          amountMinor: refund.amount_minor,
-          currency: refund.currency.trim(),
-          reason: refund.reason ?? undefined,
-        });
+      refundId,
+      paymentId: payment.id,
+      tenantId,
+      paymentProviderReference: payment.providerReference ?? '',
+      amountMinor: refund.amount_minor,
+      currency: refund.currency.trim(),
+      reason: refund.reason ?? undefined,
+    });
   } catch (error) {
     if (!(error instanceof GatewayError)) throw error;
     outcome =
       error.code === 'network_timeout' || error.retryable
         ? { status: 'pending', providerReference: '', failure: { code: error.code, message: error.message } }
-        : { status: 'failed', providerReference: '', failure: { code: error.code, message: error.message, providerCode: error.details.providerCode } };
+        : {
+            status: 'failed',
+            providerReference: '',
+            failure: { code: error.code, message: error.message, providerCode: error.details.providerCode },
+          };
   }
   const notices: FailureNotice[] = [];
   await deps.db.withTenant(tenantId, async (client) => {
@@ -199,7 +289,13 @@ export async function executeRefund(deps: EngineDeps, tenantId: string, refundId
       `UPDATE refunds SET status = $2, provider_reference = COALESCE(NULLIF($3, ''), provider_reference), failure_code = $4, failure_message = $5,
               recovery_point = 'finished', refunded_at = CASE WHEN $2 = 'succeeded' THEN now() END, updated_at = now()
        WHERE id = $1 AND status = 'pending'`,
-      [refundId, outcome.status, outcome.providerReference, outcome.failure?.code ?? null, outcome.failure?.message ?? null],
+      [
+        refundId,
+        outcome.status,
+        outcome.providerReference,
+        outcome.failure?.code ?? null,
+        outcome.failure?.message ?? null,
+      ],
     );
     if (!updated.rowCount) return;
     await appendAudit(client, {
@@ -208,7 +304,13 @@ export async function executeRefund(deps: EngineDeps, tenantId: string, refundId
       actorId: payment.provider,
       action: `refund.${outcome.status}`,
       subjectId: refundId,
-      details: { payment_id: payment.id, amount_minor: refund.amount_minor, currency: refund.currency.trim(), provider_reference: outcome.providerReference || null, failure: outcome.failure ?? null },
+      details: {
+        payment_id: payment.id,
+        amount_minor: refund.amount_minor,
+        currency: refund.currency.trim(),
+        provider_reference: outcome.providerReference || null,
+        failure: outcome.failure ?? null,
+      },
     });
     if (outcome.status === 'failed' && outcome.failure) {
       const message = `Refund of ${formatMoney(refund.amount_minor, refund.currency.trim())} on invoice ${payment.invoiceNumber} failed: ${outcome.failure.message}`;
@@ -221,7 +323,14 @@ export async function executeRefund(deps: EngineDeps, tenantId: string, refundId
         paymentId: payment.id,
         refundId,
       });
-      notices.push({ tenantId, alertId, code: outcome.failure.code, message, paymentId: payment.id, refundId });
+      notices.push({
+        tenantId,
+        alertId,
+        code: outcome.failure.code,
+        message,
+        paymentId: payment.id,
+        refundId,
+      });
     }
   });
   for (const n of notices) deps.onAlert?.(n);

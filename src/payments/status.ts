@@ -6,12 +6,12 @@ import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { formatAmount } from '../money.js';
-import { listAlerts } from './alerts.js';
 import { recordRun } from './agent-runs.js';
+import { listAlerts } from './alerts.js';
 import type { Caller, EngineDeps } from './context.js';
 import { findInvoice, transitionInvoice } from './invoices.js';
-import { reconcilePayment } from './phases.js';
 import { findPayment, type Payment, paymentJson, paymentsOfInvoice } from './payments.js';
+import { reconcilePayment } from './phases.js';
 import { refundsOf } from './refund.js';
 
 export interface StatusInput {
@@ -45,7 +45,9 @@ async function historyOf(client: Queryable, subjectIds: string[]) {
     const note = [
       details.approved_by ? `approved by ${(details.approved_by as string[]).join(' and ')}` : null,
       details.provider_reference ? `provider reference ${String(details.provider_reference)}` : null,
-      details.failure ? `${(details.failure as { code: string }).code}: ${(details.failure as { message: string }).message}` : null,
+      details.failure
+        ? `${(details.failure as { code: string }).code}: ${(details.failure as { message: string }).message}`
+        : null,
       details.note ? String(details.note) : null,
       details.scheduled_date ? `for ${String(details.scheduled_date)}` : null,
     ]
@@ -56,7 +58,15 @@ async function historyOf(client: Queryable, subjectIds: string[]) {
 }
 
 async function scheduledOf(client: Queryable, invoiceId: string) {
-  const { rows } = await client.query<{ id: string; scheduled_date: string; status: string; amount_minor: number; currency: string; rail: string; approved_by: string[] }>(
+  const { rows } = await client.query<{
+    id: string;
+    scheduled_date: string;
+    status: string;
+    amount_minor: number;
+    currency: string;
+    rail: string;
+    approved_by: string[];
+  }>(
     `SELECT id, to_char(scheduled_date, 'YYYY-MM-DD') AS scheduled_date, status, amount_minor, currency, rail, approved_by
      FROM scheduled_payments WHERE invoice_id = $1 ORDER BY created_at DESC LIMIT 1`,
     [invoiceId],
@@ -66,7 +76,8 @@ async function scheduledOf(client: Queryable, invoiceId: string) {
 
 export async function getPaymentStatus(deps: EngineDeps, caller: Caller, input: StatusInput) {
   return recordRun(deps, caller, 'get_payment_status', async () => {
-    if (!input.payment && !input.invoice) throw new UsageError('give either payment (id or provider reference) or invoice (number)');
+    if (!input.payment && !input.invoice)
+      throw new UsageError('give either payment (id or provider reference) or invoice (number)');
     const tenantId = caller.agentKey.tenantId;
     const located = await deps.db.withTenant(tenantId, async (client) => {
       if (input.payment) return { payment: await findPayment(client, input.payment), invoice: null };
@@ -99,10 +110,16 @@ export async function getPaymentStatus(deps: EngineDeps, caller: Caller, input: 
       };
     }
     if (!payment) {
-      throw new RefusedError('payment_not_found', `no payment or invoice "${input.payment ?? input.invoice}" in this tenant`, 'use the payment_id or invoice number');
+      throw new RefusedError(
+        'payment_not_found',
+        `no payment or invoice "${input.payment ?? input.invoice}" in this tenant`,
+        'use the payment_id or invoice number',
+      );
     }
     if (input.refresh && payment.status === 'processing') {
-      payment = await reconcilePayment(deps, tenantId, payment.id, { notSubmittedAfterMs: Number.POSITIVE_INFINITY });
+      payment = await reconcilePayment(deps, tenantId, payment.id, {
+        notSubmittedAfterMs: Number.POSITIVE_INFINITY,
+      });
     }
     const p = payment;
     return deps.db.withTenant(tenantId, async (client) => {
@@ -112,7 +129,11 @@ export async function getPaymentStatus(deps: EngineDeps, caller: Caller, input: 
       const analysis = failureAlert?.analysis as Record<string, unknown> | null | undefined;
       return {
         ...paymentJson(p),
-        history: await historyOf(client, [p.id, ...(p.scheduledPaymentId ? [p.scheduledPaymentId] : []), ...refunds.map((r) => r.refund_id)]),
+        history: await historyOf(client, [
+          p.id,
+          ...(p.scheduledPaymentId ? [p.scheduledPaymentId] : []),
+          ...refunds.map((r) => r.refund_id),
+        ]),
         refunds,
         failure: p.failureCode
           ? {
@@ -136,25 +157,55 @@ export interface CancelInput {
 /** Cancelling moves no money, so it needs no approval; it is audited like everything else. */
 export async function cancelScheduledPayment(deps: EngineDeps, caller: Caller, input: CancelInput) {
   return recordRun(deps, caller, 'cancel_scheduled_payment', async () => {
-    if (!input.scheduled_payment && !input.invoice) throw new UsageError('give scheduled_payment (id) or invoice (number)');
+    if (!input.scheduled_payment && !input.invoice)
+      throw new UsageError('give scheduled_payment (id) or invoice (number)');
     const tenantId = caller.agentKey.tenantId;
     return deps.db.withTenant(tenantId, async (client) => {
       let invoiceId: string | undefined;
       if (input.invoice) invoiceId = (await findInvoice(client, input.invoice))?.id;
-      const { rows } = await client.query<{ id: string; invoice_id: string; status: string; scheduled_date: string }>(
+      const { rows } = await client.query<{
+        id: string;
+        invoice_id: string;
+        status: string;
+        scheduled_date: string;
+      }>(
         `SELECT id, invoice_id, status, to_char(scheduled_date, 'YYYY-MM-DD') AS scheduled_date FROM scheduled_payments
          WHERE ${input.scheduled_payment ? 'id::text = $1' : 'invoice_id = $1::uuid'} ORDER BY created_at DESC LIMIT 1 FOR UPDATE`,
         [input.scheduled_payment ?? invoiceId ?? '00000000-0000-0000-0000-000000000000'],
       );
       const s = rows[0];
-      if (!s) throw new RefusedError('scheduled_payment_not_found', 'no scheduled payment matches', 'call get_payment_status for the invoice');
+      if (!s)
+        throw new RefusedError(
+          'scheduled_payment_not_found',
+          'no scheduled payment matches',
+          'call get_payment_status for the invoice',
+        );
       if (s.status !== 'scheduled') {
-        throw new RefusedError('not_cancellable', `the scheduled payment is ${s.status}; only a payment still waiting for its date can be cancelled`);
+        throw new RefusedError(
+          'not_cancellable',
+          `the scheduled payment is ${s.status}; only a payment still waiting for its date can be cancelled`,
+        );
       }
-      await client.query("UPDATE scheduled_payments SET status = 'cancelled', updated_at = now() WHERE id = $1", [s.id]);
+      await client.query(
+        "UPDATE scheduled_payments SET status = 'cancelled', updated_at = now() WHERE id = $1",
+        [s.id],
+      );
       await transitionInvoice(client, s.invoice_id, 'scheduled', 'approved');
-      await appendAudit(client, { tenantId, actorType: 'agent', actorId: caller.agentKey.id, action: 'payment.schedule_cancelled', subjectId: s.id, details: { scheduled_date: s.scheduled_date } });
-      return { success: true, status: 'cancelled', scheduled_payment_id: s.id, scheduled_date: s.scheduled_date, invoice_id: s.invoice_id };
+      await appendAudit(client, {
+        tenantId,
+        actorType: 'agent',
+        actorId: caller.agentKey.id,
+        action: 'payment.schedule_cancelled',
+        subjectId: s.id,
+        details: { scheduled_date: s.scheduled_date },
+      });
+      return {
+        success: true,
+        status: 'cancelled',
+        scheduled_payment_id: s.id,
+        scheduled_date: s.scheduled_date,
+        invoice_id: s.invoice_id,
+      };
     });
   });
 }

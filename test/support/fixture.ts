@@ -3,7 +3,7 @@
  * invoices), a real database, and the sandbox emulators on loopback, with the engine wired to them.
  */
 import { approve } from '../../src/approvals/approvals.js';
-import { createAgentKey, type AgentKey, type AgentKeyInput } from '../../src/directory/agent-keys.js';
+import { type AgentKey, type AgentKeyInput, createAgentKey } from '../../src/directory/agent-keys.js';
 import { addVendor } from '../../src/directory/counterparties.js';
 import { createSealer } from '../../src/directory/encryption.js';
 import { addPaymentMethod, type PaymentMethodInput } from '../../src/directory/payment-methods.js';
@@ -12,7 +12,7 @@ import { addUser, type User } from '../../src/directory/users.js';
 import { createGateways } from '../../src/gateways/index.js';
 import type { EngineDeps } from '../../src/payments/context.js';
 import { addInvoice } from '../../src/payments/invoices.js';
-import { startSandbox, type Sandbox } from '../../src/sandbox/index.js';
+import { type Sandbox, startSandbox } from '../../src/sandbox/index.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 
 export interface Fixture {
@@ -35,13 +35,18 @@ export interface Fixture {
 
 export const instantSleep = async () => {};
 
-export async function createFixture(options: { slug?: string; dualAbove?: number; t?: TestDatabase; sandbox?: Sandbox } = {}): Promise<Fixture> {
+export async function createFixture(
+  options: { slug?: string; dualAbove?: number; t?: TestDatabase; sandbox?: Sandbox } = {},
+): Promise<Fixture> {
   const t = options.t ?? (await createTestDatabase());
   const sandbox = options.sandbox ?? (await startSandbox());
   const alerts: { alertId: string; code: string }[] = [];
   const deps: EngineDeps = {
     db: t.db,
-    gateway: createGateways({ stripe: {}, paypal: { environment: 'sandbox' } }, { sandbox: { stripeUrl: sandbox.stripeUrl, paypalUrl: sandbox.paypalUrl }, sleep: instantSleep }),
+    gateway: createGateways(
+      { stripe: {}, paypal: { environment: 'sandbox' } },
+      { sandbox: { stripeUrl: sandbox.stripeUrl, paypalUrl: sandbox.paypalUrl }, sleep: instantSleep },
+    ),
     publicUrl: 'http://127.0.0.1:8787',
     onAlert: (n) => alerts.push({ alertId: n.alertId, code: n.code }),
   };

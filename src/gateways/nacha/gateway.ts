@@ -3,7 +3,7 @@
  * next NACHA file (`paygate ach export`), and the bank's answer arrives as a return file or as silence
  * through the settlement window. So pay answers `processing`, and retrieve can only say "still waiting".
  */
-import { GatewayError, type Gateway } from '../types.js';
+import { type Gateway, GatewayError } from '../types.js';
 
 /** The provider reference of a NACHA payment until its file assigns a trace number. */
 export function queuedReference(paymentId: string): string {
@@ -17,7 +17,10 @@ export function createNachaGateway(): Gateway {
       return { status: 'processing', providerReference: queuedReference(request.paymentId) };
     },
     async retrieve(lookup) {
-      return { status: 'processing', providerReference: lookup.providerReference ?? queuedReference(lookup.paymentId) };
+      return {
+        status: 'processing',
+        providerReference: lookup.providerReference ?? queuedReference(lookup.paymentId),
+      };
     },
     async refund() {
       throw new GatewayError(
