@@ -703,27 +703,18 @@ export async function executeScheduledPayment(
  * for schedules whose payment the reconciler resolved.
  */
 export async function settleSchedule(deps: EngineDeps, tenantId: string, scheduledId: string): Promise<void> {
-  await deps.db.withTenant(tenantId, async (client) => {
-    const { rows } = await client.query<{ status: string; payment_id: string }>(
+  // No audit entry of its own: the schedule's state is derived from its payment's, and every change of
+  // the payment is audited (an extra entry here would also serialize on the tenant's audit chain).
+  await deps.db.withTenant(tenantId, (client) =>
+    client.query(
       `UPDATE scheduled_payments s
           SET status = CASE WHEN p.status = 'failed' THEN 'failed' ELSE 'executed' END,
               last_error = CASE WHEN p.status = 'failed' THEN p.failure_code ELSE s.last_error END,
               updated_at = now()
          FROM payments p
         WHERE s.id = $1 AND s.status = 'running' AND p.id = s.payment_id
-          AND NOT (p.status = 'processing' AND p.recovery_point = 'started')
-       RETURNING s.status, s.payment_id`,
+          AND NOT (p.status = 'processing' AND p.recovery_point = 'started')`,
       [scheduledId],
-    );
-    if (rows[0]) {
-      await appendAudit(client, {
-        tenantId,
-        actorType: 'system',
-        actorId: 'worker',
-        action: `scheduled_payment.${rows[0].status}`,
-        subjectId: scheduledId,
-        details: { payment_id: rows[0].payment_id },
-      });
-    }
-  });
+    ),
+  );
 }

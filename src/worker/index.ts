@@ -59,6 +59,8 @@ export interface WorkerOptions {
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   /** Rows claimed per claim query. */
   batchSize?: number;
+  /** Scheduled payments of a batch executed at the same time (each in its own transactions); default 4. */
+  concurrency?: number;
   leaseMs?: number;
   pollIntervalMs?: number;
   /** Source of jitter in [0, 1); default Math.random. */
@@ -130,6 +132,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
   const clock = options.clock ?? (() => new Date());
   const sleep = options.sleep ?? realSleep;
   const batchSize = options.batchSize ?? 25;
+  const concurrency = Math.max(1, options.concurrency ?? 4);
   const leaseS = (options.leaseMs ?? DEFAULT_LEASE_MS) / 1000;
   const random = options.random ?? Math.random;
   const { db } = deps;
@@ -256,27 +259,34 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
       if (claimed.length === 0) break;
       crashPoint('after_claim');
       summary.scheduled.claimed += claimed.length;
-      for (const [i, s] of claimed.entries()) {
-        seenSchedules.push(s.id);
-        if (stop()) {
-          await releaseSchedules(claimed.slice(i).map((c) => c.id));
-          break;
+      for (const s of claimed) seenSchedules.push(s.id);
+      const queue = [...claimed];
+      // A few payments at a time: most of a payment's time is the provider's answer, not our CPU.
+      const lane = async () => {
+        for (let s = queue.shift(); s; s = queue.shift()) {
+          if (stop()) {
+            queue.unshift(s);
+            return;
+          }
+          try {
+            const payment = await executeScheduledPayment(deps, s.tenant_id, s.id, {
+              workerId,
+              retryLaterMs: retryDelayMs(1, random),
+            });
+            if (!payment) continue;
+            summary.scheduled.started += 1;
+            if (payment.status === 'succeeded') summary.scheduled.paid += 1;
+            else if (payment.status === 'failed') summary.scheduled.failed += 1;
+            else if (payment.recoveryPoint === 'started') summary.scheduled.deferred += 1;
+            else summary.scheduled.pending += 1;
+          } catch (error) {
+            failed('scheduled payment', s.id, error);
+          }
         }
-        try {
-          const payment = await executeScheduledPayment(deps, s.tenant_id, s.id, {
-            workerId,
-            retryLaterMs: retryDelayMs(1, random),
-          });
-          if (!payment) continue;
-          summary.scheduled.started += 1;
-          if (payment.status === 'succeeded') summary.scheduled.paid += 1;
-          else if (payment.status === 'failed') summary.scheduled.failed += 1;
-          else if (payment.recoveryPoint === 'started') summary.scheduled.deferred += 1;
-          else summary.scheduled.pending += 1;
-        } catch (error) {
-          failed('scheduled payment', s.id, error);
-        }
-      }
+      };
+      await Promise.all(Array.from({ length: Math.min(concurrency, claimed.length) }, lane));
+      // Stopped: give back what was claimed and not started.
+      if (queue.length > 0) await releaseSchedules(queue.map((c) => c.id));
     }
 
     // 2. Payments whose outcome we do not know yet.

@@ -54,7 +54,13 @@ describe('crash harness', () => {
     a = await createFixture({ slug: 'acme' });
     b = await createFixture({ slug: 'globex', t: a.t, sandbox: a.sandbox });
     for (const f of [a, b]) {
-      await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', label: 'Visa', brand: 'visa', last4: '4242' });
+      await f.addMethod({
+        rail: 'stripe',
+        token: 'pm_card_visa',
+        label: 'Visa',
+        brand: 'visa',
+        last4: '4242',
+      });
       await f.addMethod({ rail: 'paypal', token: 'pp_vault_success', label: 'PayPal' });
       agents.set(f, (await f.newAgent({ name: 'scheduler', rateLimitPerMinute: 100_000 })).agentKey);
     }
@@ -78,13 +84,7 @@ describe('crash harness', () => {
         const amountMinor = 100 + Math.floor(random() * 99_900);
         const invoice = `CR-${run}-${i}`;
         await fixture.addInvoice(invoice, amountMinor);
-        await scheduleApproved(
-          fixture,
-          agents.get(fixture)!,
-          invoice,
-          (amountMinor / 100).toFixed(2),
-          rail,
-        );
+        await scheduleApproved(fixture, agents.get(fixture)!, invoice, (amountMinor / 100).toFixed(2), rail);
         planned.push({ fixture, invoice, amountMinor });
       }
       // after_claim happens once per claimed batch; the others once per payment.
@@ -99,7 +99,9 @@ describe('crash harness', () => {
       covered.set(point, (covered.get(point) ?? 0) + 1);
 
       // The restart: a new worker whose clock is past every lease makes one pass.
-      const restart = await createWorker(a.deps, { clock: () => new Date(Date.now() + 10 * 60_000) }).runOnce();
+      const restart = await createWorker(a.deps, {
+        clock: () => new Date(Date.now() + 10 * 60_000),
+      }).runOnce();
       expect(restart.errors, label).toBe(0);
 
       for (const p of planned) {
