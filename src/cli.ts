@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { registerAdminCommands } from './cli/admin.js';
 import { CliContext, type GlobalOptions } from './cli/context.js';
 import { registerDatabaseCommands } from './cli/database.js';
+import { registerSandboxCommands } from './cli/sandbox.js';
 import { registerWorkerCommands } from './cli/worker.js';
 import { ConfigError } from './config.js';
 import { RefusedError, UsageError } from './errors.js';
@@ -65,6 +66,7 @@ export function buildProgram(): Command {
   registerDatabaseCommands(program, run);
   registerAdminCommands(program, run);
   registerWorkerCommands(program, run);
+  registerSandboxCommands(program);
   // Every subcommand inherits the parent's error handling so that usage errors exit 2.
   const inherit = (command: Command) => {
     for (const sub of command.commands) {
