@@ -146,5 +146,5 @@ describe('crash harness', () => {
     process.stdout.write(
       `crash harness: seed ${SEED}, ${RUNS} runs, ${payments} payments, points ${JSON.stringify(Object.fromEntries(covered))}\n`,
     );
-  }, 120_000);
+  }, 300_000);
 });

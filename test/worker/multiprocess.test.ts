@@ -92,5 +92,5 @@ describe('three worker processes', () => {
     for (const charge of charges) expect(charge.amountMinor).toBe(byId.get(charge.paymentId!));
     expect((await verifyAuditLog(a.t.db)).ok).toBe(true);
     process.stdout.write(`multi-process: ${TOTAL} payments, by worker ${JSON.stringify(paidBy)}\n`);
-  }, 180_000);
+  }, 300_000);
 });

@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyAuditLog } from '../../src/audit/verify.js';
+import { nextBusinessDay, todayIn } from '../../src/payments/calendar.js';
 import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { refundPayment } from '../../src/payments/refund.js';
 import { createWorker, retryDelayMs } from '../../src/worker/index.js';
@@ -161,6 +162,66 @@ describe('worker', () => {
       c.query<{ code: string }>('SELECT code FROM alerts WHERE payment_id = $1', [payments[0]!.id]),
     );
     expect(rows.map((r) => r.code)).toEqual(['api_error']);
+  });
+
+  it('reschedules an insufficient-funds failure to the next business day, up to the tenant limit', async () => {
+    const poor = await createFixture({ slug: 'poor-co', t: f.t, sandbox: f.sandbox });
+    try {
+      await poor.addMethod({
+        rail: 'stripe',
+        token: 'pm_card_visa_chargeDeclinedInsufficientFunds',
+        label: 'Low card',
+      });
+      await f.t.db.withSystem((c) =>
+        c.query('UPDATE tenants SET max_insufficient_funds_reschedules = 1 WHERE id = $1', [poor.tenant.id]),
+      );
+      const poorAgent = (await poor.newAgent({ name: 'scheduler', rateLimitPerMinute: 10_000 })).agentKey;
+      await poor.addInvoice('NSF-001', 900_00);
+      const id = await scheduleApproved(poor, poorAgent, 'NSF-001', '900.00', 'stripe');
+
+      const first = await createWorker(f.deps).runOnce();
+      expect(first.scheduled).toMatchObject({ started: 1, failed: 1 });
+      const after1 = await scheduleRow(f, id);
+      expect(after1).toMatchObject({
+        status: 'scheduled',
+        reschedule_count: 1,
+        scheduled_date: nextBusinessDay(todayIn('UTC')),
+        payment_id: null,
+      });
+      // Not due again today.
+      expect((await createWorker(f.deps).runOnce()).scheduled.claimed).toBe(0);
+
+      // On that day it runs again (a new payment under the same approval), fails again, and the limit
+      // (1 reschedule) hands it to a human.
+      const second = await createWorker(f.deps, {
+        clock: () => new Date(`${after1.scheduled_date}T12:00:00Z`),
+      }).runOnce();
+      expect(second.scheduled).toMatchObject({ started: 1, failed: 1 });
+      expect(await scheduleRow(f, id)).toMatchObject({ status: 'failed', reschedule_count: 1 });
+      const payments = await paymentsOf(f, id);
+      expect(payments.map((p) => [p.status, p.failure_code])).toEqual([
+        ['failed', 'insufficient_funds'],
+        ['failed', 'insufficient_funds'],
+      ]);
+      for (const p of payments) expect(f.sandbox.ledger.charges(p.id)).toHaveLength(0);
+      const { rows } = await f.t.db.withSystem((c) =>
+        c.query<{ next_step: string }>(
+          'SELECT next_step FROM alerts WHERE scheduled_payment_id = $1 ORDER BY created_at',
+          [id],
+        ),
+      );
+      expect(rows).toHaveLength(2);
+      expect(rows[1]!.next_step).toContain('needs a human');
+      const { rows: invoice } = await f.t.db.withSystem((c) =>
+        c.query<{ status: string }>('SELECT status FROM invoices WHERE tenant_id = $1 AND number = $2', [
+          poor.tenant.id,
+          'NSF-001',
+        ]),
+      );
+      expect(invoice[0]!.status).toBe('approved');
+    } finally {
+      await poor.close();
+    }
   });
 
   it('resolves a settling ACH payment by asking the provider once its check is due', async () => {
