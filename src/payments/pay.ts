@@ -640,7 +640,13 @@ export async function executeScheduledPayment(
       payment_method_id: string;
       approved_by: string[];
       status: string;
-    }>('SELECT * FROM scheduled_payments WHERE id = $1 FOR UPDATE SKIP LOCKED', [scheduledId]);
+    }>(
+      // Wait for the lock rather than skip: the only other holders are short claim transactions of other
+      // workers (a claim's FOR UPDATE can lock a row it then rejects for its lease), and skipping would
+      // leave this worker's own claimed schedule unstarted until its lease ran out.
+      'SELECT * FROM scheduled_payments WHERE id = $1 FOR UPDATE',
+      [scheduledId],
+    );
     const s = rows[0];
     if (s?.status !== 'scheduled') return false;
     const { rows: pm } = await client.query<{ provider: Payment['provider']; status: string }>(

@@ -363,9 +363,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
   }
 
   function didWork(s: PassSummary): boolean {
-    return (
-      s.scheduled.claimed + s.reconciled.checked + s.schedules_settled + s.refunds.redriven + s.errors > 0
-    );
+    return s.scheduled.claimed + s.reconciled.checked + s.schedules_settled + s.refunds.redriven > 0;
   }
 
   return {
