@@ -21,6 +21,11 @@ export const ANALYSIS_TOOL_NAME = 'record_failure_analysis';
 export const DEFAULT_TIMEOUT_MS = 20_000;
 /** One retry: an overloaded (529) or 5xx answer often succeeds a second later; more would only add cost. */
 export const DEFAULT_MAX_RETRIES = 1;
+/**
+ * The SDK honours a server's Retry-After however long it is; this caps the whole call (attempts and the
+ * wait between them) so a hostile or broken answer cannot hold the analysis open for an hour.
+ */
+const RETRY_ALLOWANCE_MS = 10_000;
 /** Three short fields fit comfortably; the cap bounds the cost of a runaway answer. */
 export const DEFAULT_MAX_TOKENS = 1024;
 
@@ -291,18 +296,21 @@ export async function askClaude(
   const started = performance.now();
   const elapsed = () => Math.max(0, Math.round(performance.now() - started));
   try {
+    const timeout = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const maxRetries = options.maxRetries ?? DEFAULT_MAX_RETRIES;
     const client = new Anthropic({
       apiKey: options.apiKey,
       baseURL: options.baseURL,
-      timeout: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-      maxRetries: options.maxRetries ?? DEFAULT_MAX_RETRIES,
+      timeout,
+      maxRetries,
       logger: sdkLogger(options.logger),
       logLevel: 'warn',
       // No spans: a tracer could otherwise export the request's content somewhere we did not choose.
       openTelemetry: false,
     });
     const request = buildAnalysisRequest(failure, policy, options.model, options.maxTokens);
-    const message = await client.messages.create(request);
+    const deadline = timeout * (maxRetries + 1) + (maxRetries > 0 ? RETRY_ALLOWANCE_MS : 0);
+    const message = await client.messages.create(request, { signal: AbortSignal.timeout(deadline) });
     // The model that answered, which may be a dated snapshot of the alias we asked for.
     const usage = estimateUsage(
       typeof message.model === 'string' && message.model !== '' ? message.model : options.model,

@@ -93,10 +93,15 @@ const PROSE_AFTER_KEY = new Set(
     'supplied given used reused revoked unknown error type format mismatch verification failed'
   ).split(' '),
 );
-const EMAIL = /[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}/g;
+// The local part takes every character RFC 5322 allows unquoted, so no part of an unusual address is left.
+const EMAIL =
+  /[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}/g;
 const OPAQUE = /[A-Za-z0-9+/=_-]{20,}/g;
-/** Error codes and prose identifiers (`card_declined`, `PAYER_ACCOUNT_LOCKED_OR_CLOSED`) are not secrets. */
-const IDENTIFIER = /^[A-Za-z]{1,24}(?:[_-][A-Za-z]{1,24})+$/;
+/**
+ * Error codes, prose identifiers and URL paths made of words (`card_declined`,
+ * `PAYER_ACCOUNT_LOCKED_OR_CLOSED`, `docs/error-codes/card-declined`) are not secrets.
+ */
+const IDENTIFIER = /^[A-Za-z]{1,24}(?:[_/-][A-Za-z]{1,24})+$/;
 const DIGIT_RUN = /\d(?:[ -]?\d){7,}/g;
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}$/;
 
