@@ -1,8 +1,13 @@
 /**
- * One bounded question to Claude: "explain this failure". The answer comes back as the input of a tool
- * Claude is forced to call (tool_choice names it), so it is parsed and validated with zod, never scraped
- * from prose. Every way this can go wrong (timeout, overload, 5xx, a refusal, an answer of the wrong
- * shape) is a value, not an exception: the caller then keeps the deterministic fallback.
+ * One bounded question to Claude: "explain this failure". The answer is structured, so it is parsed and
+ * validated with zod, never scraped from prose. Two ways to get structure, chosen by model:
+ *   - forced_tool: the answer is the input of a tool Claude must call (tool_choice names it). Every
+ *     Claude 3 and 4 model, Sonnet 5 and Fable 5 accept this.
+ *   - json_schema: the answer is a JSON text constrained by `output_config.format`. Newer models (Claude
+ *     Sonnet 5.5, Fable 5.1, ...) answer a forced tool_choice with HTTP 400, and think by default, so they
+ *     get this, with low effort and room in max_tokens for the thinking.
+ * Every way this can go wrong (timeout, overload, 5xx, a refusal, an answer of the wrong shape) is a
+ * value, not an exception: the caller then keeps the deterministic fallback.
  */
 import { Console } from 'node:console';
 import Anthropic, {
@@ -28,6 +33,8 @@ export const DEFAULT_MAX_RETRIES = 1;
 const RETRY_ALLOWANCE_MS = 10_000;
 /** Three short fields fit comfortably; the cap bounds the cost of a runaway answer. */
 export const DEFAULT_MAX_TOKENS = 1024;
+/** Models that think by default spend output tokens on thinking before the answer: leave room for it. */
+export const THINKING_MODEL_MIN_TOKENS = 4096;
 
 const LIMITS = { summary: 300, likely_cause: 800, next_step: 800 } as const;
 
@@ -38,6 +45,38 @@ export const ClaudeAnswerSchema = z.object({
   next_step: z.string().trim().min(1).max(LIMITS.next_step),
   retry_could_help: z.boolean(),
 });
+
+const FIELD_DESCRIPTIONS = {
+  summary: 'One plain sentence: what failed, for a non-engineer.',
+  likely_cause: 'The most likely cause given the codes and history; say so when it is uncertain.',
+  next_step: 'What the human should do next, concretely, consistent with paygate_policy.',
+  retry_could_help: 'Whether trying the same payment again, unchanged, could succeed.',
+} as const;
+
+/**
+ * The answer's JSON schema for `output_config.format`. String length limits are stated in the
+ * descriptions instead of `maxLength`, which constrained decoding does not take; zod enforces them.
+ */
+export const ANSWER_JSON_SCHEMA = {
+  type: 'object',
+  properties: {
+    summary: {
+      type: 'string',
+      description: `${FIELD_DESCRIPTIONS.summary} At most ${LIMITS.summary} characters.`,
+    },
+    likely_cause: {
+      type: 'string',
+      description: `${FIELD_DESCRIPTIONS.likely_cause} At most ${LIMITS.likely_cause} characters.`,
+    },
+    next_step: {
+      type: 'string',
+      description: `${FIELD_DESCRIPTIONS.next_step} At most ${LIMITS.next_step} characters.`,
+    },
+    retry_could_help: { type: 'boolean', description: FIELD_DESCRIPTIONS.retry_could_help },
+  },
+  required: ['summary', 'likely_cause', 'next_step', 'retry_could_help'],
+  additionalProperties: false,
+} as const;
 
 export const ANALYSIS_TOOL: Anthropic.Tool = {
   name: ANALYSIS_TOOL_NAME,
@@ -50,21 +89,21 @@ export const ANALYSIS_TOOL: Anthropic.Tool = {
       summary: {
         type: 'string',
         maxLength: LIMITS.summary,
-        description: 'One plain sentence: what failed, for a non-engineer.',
+        description: FIELD_DESCRIPTIONS.summary,
       },
       likely_cause: {
         type: 'string',
         maxLength: LIMITS.likely_cause,
-        description: 'The most likely cause given the codes and history; say so when it is uncertain.',
+        description: FIELD_DESCRIPTIONS.likely_cause,
       },
       next_step: {
         type: 'string',
         maxLength: LIMITS.next_step,
-        description: 'What the human should do next, concretely, consistent with paygate_policy.',
+        description: FIELD_DESCRIPTIONS.next_step,
       },
       retry_could_help: {
         type: 'boolean',
-        description: 'Whether trying the same payment again, unchanged, could succeed.',
+        description: FIELD_DESCRIPTIONS.retry_could_help,
       },
     },
     required: ['summary', 'likely_cause', 'next_step', 'retry_could_help'],
@@ -72,7 +111,7 @@ export const ANALYSIS_TOOL: Anthropic.Tool = {
   },
 };
 
-export const SYSTEM_PROMPT = [
+const SYSTEM_PROMPT_BODY = [
   'You explain failures in paygate, a system through which AI agents pay invoices over Stripe, PayPal and ACH',
   'once a human has approved each payment. Your reader is a finance team member, not an engineer.',
   'You are given one failure as JSON. Values were removed before it reached you: [redacted] marks a secret,',
@@ -81,8 +120,32 @@ export const SYSTEM_PROMPT = [
   'paygate_policy states what paygate itself does for this error code; your advice must agree with it.',
   'Never suggest bypassing an approval, paying twice, or retrying a payment whose outcome is unknown before',
   'its status has been confirmed with the provider. Do not invent facts that the context does not support.',
-  `Answer only by calling the ${ANALYSIS_TOOL_NAME} tool.`,
 ].join(' ');
+
+export type AnswerMode = 'forced_tool' | 'json_schema';
+
+export function systemPromptFor(mode: AnswerMode): string {
+  return mode === 'forced_tool'
+    ? `${SYSTEM_PROMPT_BODY} Answer only by calling the ${ANALYSIS_TOOL_NAME} tool.`
+    : `${SYSTEM_PROMPT_BODY} Answer only with the JSON object the output format describes.`;
+}
+
+/** The system prompt of the forced-tool request (the default model's). */
+export const SYSTEM_PROMPT = systemPromptFor('forced_tool');
+
+/**
+ * Models known to accept tool_choice {type: 'tool'}; any other (newer) model gets json_schema, which
+ * is the safer guess: the models released after these reject forced tool choice.
+ */
+const FORCED_TOOL_MODELS: ReadonlyArray<RegExp> = [
+  /^claude-3-/,
+  /^claude-(sonnet|opus|haiku)-4(-|$)/,
+  /^claude-(sonnet|fable)-5(-\d{8})?$/,
+];
+
+export function answerModeFor(model: string): AnswerMode {
+  return FORCED_TOOL_MODELS.some((pattern) => pattern.test(model)) ? 'forced_tool' : 'json_schema';
+}
 
 export interface PolicyHint {
   summary: string;
@@ -90,7 +153,7 @@ export interface PolicyHint {
   retry_could_help: boolean;
 }
 
-/** The Messages API request for one failure: model, forced tool, bounded output. Pure: no I/O. */
+/** The Messages API request for one failure: model, structured answer, bounded output. Pure: no I/O. */
 export function buildAnalysisRequest(
   failure: SanitizedFailure,
   policy: PolicyHint,
@@ -98,16 +161,34 @@ export function buildAnalysisRequest(
   maxTokens = DEFAULT_MAX_TOKENS,
 ): Anthropic.MessageCreateParamsNonStreaming {
   const payload = JSON.stringify({ failure, paygate_policy: policy }, null, 2);
-  return {
-    model,
-    max_tokens: maxTokens,
-    system: SYSTEM_PROMPT,
-    tools: [ANALYSIS_TOOL],
-    tool_choice: { type: 'tool', name: ANALYSIS_TOOL_NAME, disable_parallel_tool_use: true },
-    messages: [
-      { role: 'user', content: `Explain this failure.\n\n<failure_context>\n${payload}\n</failure_context>` },
-    ],
-  };
+  const mode = answerModeFor(model);
+  const messages: Anthropic.MessageParam[] = [
+    { role: 'user', content: `Explain this failure.\n\n<failure_context>\n${payload}\n</failure_context>` },
+  ];
+  switch (mode) {
+    case 'forced_tool':
+      return {
+        model,
+        max_tokens: maxTokens,
+        system: systemPromptFor(mode),
+        tools: [ANALYSIS_TOOL],
+        tool_choice: { type: 'tool', name: ANALYSIS_TOOL_NAME, disable_parallel_tool_use: true },
+        messages,
+      };
+    case 'json_schema':
+      return {
+        model,
+        max_tokens: Math.max(maxTokens, THINKING_MODEL_MIN_TOKENS),
+        system: systemPromptFor(mode),
+        // Low effort: a short explanation of one failure needs little thinking, and thinking is billed.
+        output_config: { effort: 'low', format: { type: 'json_schema', schema: { ...ANSWER_JSON_SCHEMA } } },
+        messages,
+      };
+    default: {
+      const unreachable: never = mode;
+      throw new Error(`unknown answer mode ${String(unreachable)}`);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -121,31 +202,54 @@ interface Price {
   cacheRead: number;
 }
 
-const SONNET: Price = { input: 3_000_000, output: 15_000_000, cacheWrite: 3_750_000, cacheRead: 300_000 };
-const OPUS: Price = { input: 5_000_000, output: 25_000_000, cacheWrite: 6_250_000, cacheRead: 500_000 };
+const SONNET_4: Price = { input: 3_000_000, output: 15_000_000, cacheWrite: 3_750_000, cacheRead: 300_000 };
+const SONNET_5: Price = { input: 2_000_000, output: 10_000_000, cacheWrite: 2_500_000, cacheRead: 200_000 };
+const SONNET_5_5: Price = { ...SONNET_5, cacheRead: 100_000 };
 const OPUS_4_0: Price = {
   input: 15_000_000,
   output: 75_000_000,
   cacheWrite: 18_750_000,
   cacheRead: 1_500_000,
 };
-const HAIKU: Price = { input: 1_000_000, output: 5_000_000, cacheWrite: 1_250_000, cacheRead: 100_000 };
+const OPUS_4_5: Price = { input: 5_000_000, output: 25_000_000, cacheWrite: 6_250_000, cacheRead: 500_000 };
+const OPUS_5_5: Price = { input: 4_000_000, output: 20_000_000, cacheWrite: 5_000_000, cacheRead: 400_000 };
+const HAIKU_4_5: Price = { input: 1_000_000, output: 5_000_000, cacheWrite: 1_250_000, cacheRead: 100_000 };
 const HAIKU_3_5: Price = { input: 800_000, output: 4_000_000, cacheWrite: 1_000_000, cacheRead: 80_000 };
+const FABLE_5_1: Price = {
+  input: 10_000_000,
+  output: 50_000_000,
+  cacheWrite: 12_500_000,
+  cacheRead: 1_000_000,
+};
 
-/** Known list prices first; then a family's most recent price as an estimate for models newer than this table. */
+/**
+ * List prices (USD per MTok, Anthropic's pricing pages as of 2026-11), most specific prefix first; then a
+ * family's most recent price as an estimate for models newer than this table.
+ */
 const PRICE_TABLE: ReadonlyArray<{ prefix: string; price: Price; known: boolean }> = [
-  { prefix: 'claude-sonnet-4', price: SONNET, known: true },
-  { prefix: 'claude-3-7-sonnet', price: SONNET, known: true },
-  { prefix: 'claude-opus-4-5', price: OPUS, known: true },
+  { prefix: 'claude-sonnet-5-5', price: SONNET_5_5, known: true },
+  { prefix: 'claude-sonnet-5', price: SONNET_5, known: true },
+  { prefix: 'claude-sonnet-4', price: SONNET_4, known: true },
+  { prefix: 'claude-3-7-sonnet', price: SONNET_4, known: true },
+  { prefix: 'claude-opus-5-5', price: OPUS_5_5, known: true },
+  { prefix: 'claude-opus-5', price: OPUS_4_5, known: true },
+  { prefix: 'claude-opus-4-7', price: OPUS_4_5, known: true },
+  { prefix: 'claude-opus-4-6', price: OPUS_4_5, known: true },
+  { prefix: 'claude-opus-4-5', price: OPUS_4_5, known: true },
   { prefix: 'claude-opus-4-1', price: OPUS_4_0, known: true },
   { prefix: 'claude-opus-4-0', price: OPUS_4_0, known: true },
   { prefix: 'claude-opus-4-2025', price: OPUS_4_0, known: true },
-  { prefix: 'claude-haiku-4-5', price: HAIKU, known: true },
+  { prefix: 'claude-haiku-4-5', price: HAIKU_4_5, known: true },
   { prefix: 'claude-3-5-haiku', price: HAIKU_3_5, known: true },
-  { prefix: 'claude-sonnet-', price: SONNET, known: false },
-  { prefix: 'claude-opus-', price: OPUS, known: false },
-  { prefix: 'claude-haiku-', price: HAIKU, known: false },
+  { prefix: 'claude-fable-5-1', price: FABLE_5_1, known: true },
+  { prefix: 'claude-sonnet-', price: SONNET_5_5, known: false },
+  { prefix: 'claude-opus-', price: OPUS_5_5, known: false },
+  { prefix: 'claude-haiku-', price: HAIKU_4_5, known: false },
+  { prefix: 'claude-fable-', price: FABLE_5_1, known: false },
 ];
+
+/** For a model no row names: Sonnet's current price, flagged as unknown. */
+const DEFAULT_PRICE = SONNET_5_5;
 
 export interface AnalysisUsage {
   model: string;
@@ -173,7 +277,7 @@ export function estimateUsage(
   > = {},
 ): AnalysisUsage {
   const entry = PRICE_TABLE.find((row) => model.startsWith(row.prefix));
-  const price = entry?.price ?? SONNET;
+  const price = entry?.price ?? DEFAULT_PRICE;
   const counted = {
     input_tokens: tokens(usage.input_tokens),
     output_tokens: tokens(usage.output_tokens),
@@ -256,33 +360,52 @@ function classify(error: unknown): { reason: ClaudeFailureReason; detail: string
   };
 }
 
-/** Pull the forced tool's input out of the answer and validate it; anything else is malformed. */
+/** The structured part of an answer: the forced tool's input, or the JSON text of json_schema mode. */
+function structuredPart(
+  content: unknown,
+  mode: AnswerMode,
+): { ok: true; value: unknown } | { ok: false; detail: string } {
+  const blocks = Array.isArray(content) ? (content as Anthropic.ContentBlock[]) : [];
+  switch (mode) {
+    case 'forced_tool': {
+      const block = blocks.find(
+        (b): b is Anthropic.ToolUseBlock => b.type === 'tool_use' && b.name === ANALYSIS_TOOL_NAME,
+      );
+      return block === undefined
+        ? { ok: false, detail: `no ${ANALYSIS_TOOL_NAME} tool_use block in the answer` }
+        : { ok: true, value: block.input };
+    }
+    case 'json_schema': {
+      const text = blocks.find((b): b is Anthropic.TextBlock => b.type === 'text');
+      if (text === undefined) return { ok: false, detail: 'no text block in the answer' };
+      try {
+        return { ok: true, value: JSON.parse(text.text) };
+      } catch {
+        return { ok: false, detail: 'the answer is not JSON' };
+      }
+    }
+    default: {
+      const unreachable: never = mode;
+      throw new Error(`unknown answer mode ${String(unreachable)}`);
+    }
+  }
+}
+
+/** Pull the structured answer out of a response and validate it; anything else is malformed. */
 export function parseAnswer(
   message: Pick<Anthropic.Message, 'content' | 'stop_reason'>,
+  mode: AnswerMode = 'forced_tool',
 ): { ok: true; analysis: Analysis } | { ok: false; reason: 'refused' | 'malformed'; detail: string } {
   if (message.stop_reason === 'refusal')
     return { ok: false, reason: 'refused', detail: 'Claude declined to answer' };
-  const content: unknown = message.content;
-  const block = (Array.isArray(content) ? (content as Anthropic.ContentBlock[]) : []).find(
-    (b): b is Anthropic.ToolUseBlock => b.type === 'tool_use' && b.name === ANALYSIS_TOOL_NAME,
-  );
-  if (block === undefined) {
-    return {
-      ok: false,
-      reason: 'malformed',
-      detail: `no ${ANALYSIS_TOOL_NAME} tool_use block in the answer`,
-    };
-  }
-  const parsed = ClaudeAnswerSchema.safeParse(block.input);
+  const part = structuredPart(message.content, mode);
+  if (!part.ok) return { ok: false, reason: 'malformed', detail: part.detail };
+  const parsed = ClaudeAnswerSchema.safeParse(part.value);
   if (!parsed.success) {
     const problems = parsed.error.issues
       .map((i) => `${i.path.join('.') || 'input'}: ${i.message}`)
       .join('; ');
-    return {
-      ok: false,
-      reason: 'malformed',
-      detail: `tool input of the wrong shape: ${problems}`.slice(0, 300),
-    };
+    return { ok: false, reason: 'malformed', detail: `answer of the wrong shape: ${problems}`.slice(0, 300) };
   }
   return { ok: true, analysis: { ...parsed.data, source: 'claude' } };
 }
@@ -316,7 +439,7 @@ export async function askClaude(
       typeof message.model === 'string' && message.model !== '' ? message.model : options.model,
       message.usage ?? undefined,
     );
-    const answer = parseAnswer(message);
+    const answer = parseAnswer(message, answerModeFor(options.model));
     if (!answer.ok) return { ...answer, usage, durationMs: elapsed() };
     return { ok: true, analysis: answer.analysis, usage, durationMs: elapsed() };
   } catch (error) {

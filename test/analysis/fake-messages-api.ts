@@ -25,8 +25,8 @@ export type FakeAnswer =
   | { kind: 'tool'; input: unknown; name?: string; usage?: FakeUsage; model?: string; stopReason?: string }
   | { kind: 'text'; text: string; usage?: FakeUsage }
   | { kind: 'error'; status: number; type: string; message: string }
-  | { kind: 'slow'; delayMs: number; then: FakeAnswer }
-  | { kind: 'held'; then: FakeAnswer };
+  | { kind: 'slow'; delayMs: number; answer: FakeAnswer }
+  | { kind: 'held'; answer: FakeAnswer };
 
 export interface FakeMessagesApi {
   url: string;
@@ -106,14 +106,14 @@ export async function startFakeMessagesApi(): Promise<FakeMessagesApi> {
       case 'slow': {
         const timer = setTimeout(() => {
           timers.delete(timer);
-          send(res, answer.then, model);
+          send(res, answer.answer, model);
         }, answer.delayMs);
         timers.add(timer);
         res.on('close', () => clearTimeout(timer));
         return;
       }
       case 'held':
-        held.push(() => send(res, answer.then, model));
+        held.push(() => send(res, answer.answer, model));
         return;
       case 'error':
         // retry-after-ms keeps the SDK's one retry quick; x-should-retry is left to the status.
