@@ -29,7 +29,8 @@ import {
 } from './fake-messages-api.js';
 
 const API_KEY = 'sk-ant-api03-test-key-for-the-local-fake';
-const MODEL = 'claude-sonnet-4-5';
+// Not the retiring claude-sonnet-4-5, for which the SDK prints a deprecation warning on every request.
+const MODEL = 'claude-sonnet-4-6';
 const withKey = { anthropic: { apiKey: API_KEY, model: MODEL } };
 
 const context: FailureContext = {
