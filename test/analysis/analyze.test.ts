@@ -373,6 +373,16 @@ describe('analyzeAlert falls back to the deterministic explanation', () => {
         usage: true,
       },
       {
+        name: 'a tool call missing a field',
+        answer: {
+          kind: 'tool',
+          input: { summary: 'Declined.', likely_cause: 'The issuer said no.', retry_could_help: false },
+        },
+        reason: 'malformed',
+        requests: 1,
+        usage: true,
+      },
+      {
         name: 'a call to another tool',
         answer: { kind: 'tool', name: 'something_else', input: DEFAULT_TOOL_INPUT },
         reason: 'malformed',
