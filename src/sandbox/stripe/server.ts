@@ -24,6 +24,7 @@ import type { AddressInfo } from 'node:net';
 import qs from 'qs';
 import { FAULT_HEADER, type Fault, type Faults, sleep } from '../faults.js';
 import type { Ledger } from '../ledger.js';
+import { SANDBOX_STRIPE_SECRET_KEY } from './constants.js';
 import {
   EMULATED_API_VERSION,
   type ErrorFields,
@@ -37,9 +38,7 @@ import {
 import { findTestMethod, type TestMethod } from './test-methods.js';
 
 /** The key the SDK uses when paygate runs without a real Stripe key; any other key gets a 401. */
-export const SANDBOX_STRIPE_SECRET_KEY = 'sk_test_paygate_sandbox';
-
-/** Stripe keeps idempotency results for 24 hours; the emulator keeps them for its lifetime. */
+export { SANDBOX_STRIPE_SECRET_KEY } from './constants.js';
 
 export interface StripeEmulatorOptions {
   ledger: Ledger;
@@ -137,6 +136,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
   const { ledger, faults } = options;
   const secretKey = options.secretKey ?? SANDBOX_STRIPE_SECRET_KEY;
   const intents = new Map<string, StoredIntent>();
+  // Stripe keeps idempotency results for 24 hours; the emulator keeps them for its lifetime.
   const saved = new Map<string, SavedResponse>();
   const inFlight = new Set<string>();
   const deliveries: WebhookDelivery[] = [];
