@@ -107,9 +107,6 @@ interface SavedResponse {
 interface Reply {
   status: number;
   body: JsonObject;
-  /** The request acted (money may have moved): a timeout_after_charge fault applies after this. */
-  acted?: boolean;
-  headers?: Record<string, string>;
 }
 
 class ApiError extends Error {
@@ -453,7 +450,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     });
     emit(isAch ? 'payment_intent.processing' : 'payment_intent.succeeded', intent, request);
     if (isAch && options.achSettleDelayMs !== undefined) scheduleSettle(stored);
-    return { status: 200, body: view(stored, expand), acted: true };
+    return { status: 200, body: view(stored, expand) };
   }
 
   function scheduleSettle(stored: StoredIntent): void {
@@ -575,7 +572,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
       idempotencyKey: request.idempotencyKey,
     });
     emit('charge.refunded', chargeObject(stored), request);
-    return { status: 200, body: structuredClone(refund), acted: true };
+    return { status: 200, body: structuredClone(refund) };
   }
 
   /** GET /v1/refunds?payment_intent=...: how the adapter finds its refund after a timeout. */
@@ -740,8 +737,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     let reply: Reply;
     try {
       if (idempotencyKey !== undefined) inFlight.add(idempotencyKey);
-      const result = route(method, path, params, { id: requestId, idempotencyKey });
-      reply = result;
+      reply = route(method, path, params, { id: requestId, idempotencyKey });
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       reply = { status: error.status, body: errorBody(error.fields, requestId) };
