@@ -42,8 +42,8 @@ export interface PaypalGatewayOptions {
   /** Absent with `sandboxUrl`: the emulator's built-in credentials. Required otherwise. */
   clientId?: string;
   clientSecret?: string;
-  /** Which PayPal: 'sandbox' (api-m.sandbox.paypal.com) or 'production' (api-m.paypal.com). */
-  environment: 'sandbox' | 'production';
+  /** Which PayPal: 'sandbox' (api-m.sandbox.paypal.com) or 'live' (api-m.paypal.com); as config.paypal.environment. */
+  environment: 'sandbox' | 'live';
   /**
    * Base URL of the local emulator (http://127.0.0.1:PORT). When set, every SDK request is sent there
    * instead of PayPal. Only loopback is accepted: credentials must never be redirected elsewhere.
@@ -95,7 +95,7 @@ export function createPaypalGateway(options: PaypalGatewayOptions): PaypalGatewa
   const timeout = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const client = new Client({
     clientCredentialsAuthCredentials: { oAuthClientId: clientId, oAuthClientSecret: clientSecret },
-    environment: options.environment === 'production' ? Environment.Production : Environment.Sandbox,
+    environment: options.environment === 'live' ? Environment.Production : Environment.Sandbox,
     timeout,
     // No SDK retries: a retry of a write must go through our policy, which asks before it repeats.
     httpClientOptions: {
