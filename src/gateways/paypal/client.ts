@@ -142,7 +142,12 @@ export function createPaypalGateway(options: PaypalGatewayOptions): PaypalGatewa
       // With some vaulted sources PayPal completes the order at create; then the capture is there.
       const already = orderToOutcome(order);
       if (already) return already;
-      if (!order.id) throw mapPaypalError(new Error('create order: response has no id'), 'create order');
+      if (!order.id) {
+        // Nothing was captured yet, and the same key replays the same order: safe to retry.
+        throw new GatewayError('api_error', 'PayPal create order answered without an order id', 'paypal', {
+          retryable: true,
+        });
+      }
       const captured = await captureOrder(order.id, request.paymentId);
       const outcome = orderToOutcome(captured);
       if (!outcome) {
