@@ -12,7 +12,7 @@
  * so it runs unmodified there.
  */
 import Stripe from 'stripe';
-import { SANDBOX_STRIPE_SECRET_KEY } from '../../sandbox/stripe/server.js';
+import { SANDBOX_STRIPE_SECRET_KEY } from '../../sandbox/stripe/constants.js';
 import { type RetryOptions, withRetry } from '../retry.js';
 import {
   type Gateway,
