@@ -15,6 +15,7 @@ import {
 import axios, { type AxiosAdapter, type AxiosResponse, type InternalAxiosRequestConfig } from 'axios';
 import type { Gateway, PaymentOutcome, PayRequest, RefundOutcome, RefundRequest } from '../types.js';
 import { GatewayError } from '../types.js';
+import { EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET } from './constants.js';
 import {
   buildLookupOrderRequest,
   buildOrderRequest,
@@ -27,9 +28,7 @@ import {
   refundToOutcome,
 } from './mapping.js';
 
-/** Credentials the local emulator accepts when none are configured (they open nothing real). */
-export const EMULATOR_CLIENT_ID = 'paygate-sandbox-client-id';
-export const EMULATOR_CLIENT_SECRET = 'paygate-sandbox-client-secret';
+export { EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET } from './constants.js';
 
 /**
  * 30 s: PayPal's own guidance for Orders calls is to allow tens of seconds; past that we prefer to
