@@ -234,11 +234,6 @@ export function refundToOutcome(refund: Refund): RefundOutcome {
   };
 }
 
-/** True while the order could still be captured by us (approved through the vaulted source). */
-export function isCapturable(order: Order): boolean {
-  return order.status === OrderStatus.Approved || order.status === OrderStatus.Created;
-}
-
 function missing(field: string): GatewayError {
   return new GatewayError('api_error', `PayPal response has no ${field}`, 'paypal', { retryable: false });
 }
