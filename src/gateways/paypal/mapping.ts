@@ -9,7 +9,6 @@ import {
   CheckoutPaymentIntent,
   type Order,
   type OrderRequest,
-  OrderStatus,
   type OrdersCapture,
   type RefundRequest as PaypalRefundRequest,
   type Refund,
