@@ -1,6 +1,6 @@
 /** The seed's rules per failure kind, through the real SDKs against the sandbox. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { payInvoice, type ApprovalRequired, PaymentFailedError } from '../src/payments/pay.js';
+import { type ApprovalRequired, PaymentFailedError, payInvoice } from '../src/payments/pay.js';
 import { reconcilePayment } from '../src/payments/phases.js';
 import { getPaymentStatus } from '../src/payments/status.js';
 import { createFixture, type Fixture } from './support/fixture.js';
@@ -20,10 +20,35 @@ describe('failures follow the rules', () => {
     await f.addInvoice('INV-F', 42_00);
     const input = { invoice: 'INV-F', amount: '42.00', currency: 'USD', method: 'stripe' };
     const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
-    const result = await payInvoice(f.deps, { agentKey: f.agentKey }, { ...input, approval_token: await f.approveAs(f.admin, ask.approval_id) }).catch((e: unknown) => e);
-    const invoice = await f.t.db.withTenant(f.tenant.id, async (c) => (await c.query<{ status: string }>("SELECT status FROM invoices WHERE number = 'INV-F'")).rows[0]!.status);
-    const alerts = await f.t.db.withTenant(f.tenant.id, async (c) => (await c.query<{ kind: string; code: string; next_step: string }>('SELECT kind, code, next_step FROM alerts')).rows);
-    const scheduled = await f.t.db.withTenant(f.tenant.id, async (c) => (await c.query<{ status: string; reschedule_count: number }>('SELECT status, reschedule_count FROM scheduled_payments')).rows);
+    const result = await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...input, approval_token: await f.approveAs(f.admin, ask.approval_id) },
+    ).catch((e: unknown) => e);
+    const invoice = await f.t.db.withTenant(
+      f.tenant.id,
+      async (c) =>
+        (await c.query<{ status: string }>("SELECT status FROM invoices WHERE number = 'INV-F'")).rows[0]!
+          .status,
+    );
+    const alerts = await f.t.db.withTenant(
+      f.tenant.id,
+      async (c) =>
+        (
+          await c.query<{ kind: string; code: string; next_step: string }>(
+            'SELECT kind, code, next_step FROM alerts',
+          )
+        ).rows,
+    );
+    const scheduled = await f.t.db.withTenant(
+      f.tenant.id,
+      async (c) =>
+        (
+          await c.query<{ status: string; reschedule_count: number }>(
+            'SELECT status, reschedule_count FROM scheduled_payments',
+          )
+        ).rows,
+    );
     return { f, result, invoice, alerts, scheduled };
   }
 
@@ -37,7 +62,9 @@ describe('failures follow the rules', () => {
   });
 
   it('insufficient funds: an alert and a reschedule to the next business day', async () => {
-    const { result, invoice, alerts, scheduled } = await attempt('pm_card_visa_chargeDeclinedInsufficientFunds');
+    const { result, invoice, alerts, scheduled } = await attempt(
+      'pm_card_visa_chargeDeclinedInsufficientFunds',
+    );
     expect((result as PaymentFailedError).code).toBe('insufficient_funds');
     expect(invoice).toBe('scheduled');
     expect(scheduled).toEqual([{ status: 'scheduled', reschedule_count: 1 }]);
@@ -52,17 +79,30 @@ describe('failures follow the rules', () => {
   });
 
   it('API errors are retried with the same idempotency key, then succeed once', async () => {
-    base.sandbox.faults.next('stripe', { kind: 'http_500', times: 2, match: { method: 'POST', path: '/v1/payment_intents' } });
+    base.sandbox.faults.next('stripe', {
+      kind: 'http_500',
+      times: 2,
+      match: { method: 'POST', path: '/v1/payment_intents' },
+    });
     const { result } = await attempt('pm_card_visa');
     const paymentId = (result as { payment_id: string }).payment_id;
     expect(result).toMatchObject({ status: 'paid' });
     expect(base.sandbox.ledger.charges(paymentId)).toHaveLength(1);
-    const keys = base.sandbox.stripe.requests().filter((r) => r.method === 'POST' && r.path === '/v1/payment_intents' && r.idempotencyKey === `pay:${paymentId}`);
+    const keys = base.sandbox.stripe
+      .requests()
+      .filter(
+        (r) =>
+          r.method === 'POST' && r.path === '/v1/payment_intents' && r.idempotencyKey === `pay:${paymentId}`,
+      );
     expect(keys.length).toBe(3);
   });
 
   it('a timeout after the charge took effect: the outcome is asked for, one charge, paid', async () => {
-    base.sandbox.faults.next('stripe', { kind: 'timeout_after_charge', times: 1, match: { method: 'POST', path: '/v1/payment_intents' } });
+    base.sandbox.faults.next('stripe', {
+      kind: 'timeout_after_charge',
+      times: 1,
+      match: { method: 'POST', path: '/v1/payment_intents' },
+    });
     const { f, result } = await attempt('pm_card_visa');
     // Either the retry policy found the charge (paid) or left it processing for the reconciler.
     const paymentId = (result as { payment_id: string }).payment_id;
