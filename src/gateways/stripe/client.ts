@@ -164,6 +164,7 @@ export function createStripeGateway(options: StripeGatewayOptions): Gateway {
         },
         expand: ['payment_method'],
       };
+      if (request.providerCustomerId) params.customer = request.providerCustomerId;
       if (request.payee.stripeAccount) params.transfer_data = { destination: request.payee.stripeAccount };
       const idempotencyKey = payIdempotencyKey(request.paymentId);
 
