@@ -108,7 +108,11 @@ export async function proposeCorrection(
   noc: NocCorrection,
   sourceFile: string,
 ): Promise<{ correctionId: string; notice: FailureNotice | null } | null> {
-  const { rows: vendorRows } = await client.query<{ counterparty_id: string; invoice_number: string; name: string }>(
+  const { rows: vendorRows } = await client.query<{
+    counterparty_id: string;
+    invoice_number: string;
+    name: string;
+  }>(
     `SELECT i.counterparty_id, i.number AS invoice_number, c.name FROM payments p JOIN invoices i ON i.id = p.invoice_id
      JOIN counterparties c ON c.id = i.counterparty_id WHERE p.id = $1`,
     [paymentId],
@@ -119,7 +123,12 @@ export async function proposeCorrection(
   if (v.name !== undefined) other.name = v.name;
   if (v.identificationNumber !== undefined) other.identification_number = v.identificationNumber;
   if (v.transactionCode !== undefined) other.transaction_code = v.transactionCode;
-  if (noc.field === 'receiving_dfi_identification' || noc.field === 'addenda_format' || noc.field === 'sec_code' || noc.field === 'unsupported')
+  if (
+    noc.field === 'receiving_dfi_identification' ||
+    noc.field === 'addenda_format' ||
+    noc.field === 'sec_code' ||
+    noc.field === 'unsupported'
+  )
     other.corrected_data = noc.correctedValue;
   const digest = createHash('sha256').update(`${noc.changeCode}\n${noc.correctedValue}`).digest();
   const { rows } = await client.query<{ id: string }>(
@@ -196,13 +205,17 @@ export async function listCorrections(
 async function lockPending(client: Queryable, correctionId: string): Promise<CorrectionRow> {
   if (!/^[0-9a-f-]{36}$/i.test(correctionId))
     throw new RefusedError('correction_not_found', `no correction ${correctionId}`);
-  const { rows } = await client.query<CorrectionRow>(`${SELECT_CORRECTION} WHERE k.id = $1 FOR UPDATE OF k, c`, [
-    correctionId,
-  ]);
+  const { rows } = await client.query<CorrectionRow>(
+    `${SELECT_CORRECTION} WHERE k.id = $1 FOR UPDATE OF k, c`,
+    [correctionId],
+  );
   const row = rows[0];
   if (!row) throw new RefusedError('correction_not_found', `no correction ${correctionId} in this tenant`);
   if (row.status !== 'pending')
-    throw new RefusedError('correction_already_decided', `correction ${correctionId} was already ${row.status}`);
+    throw new RefusedError(
+      'correction_already_decided',
+      `correction ${correctionId} was already ${row.status}`,
+    );
   return row;
 }
 
@@ -249,7 +262,9 @@ export async function approveCorrection(
       ]);
       applied.push('account_type');
     }
-    const note = applied.length ? `applied: ${applied.join(', ')}` : 'acknowledged; nothing paygate applies itself';
+    const note = applied.length
+      ? `applied: ${applied.join(', ')}`
+      : 'acknowledged; nothing paygate applies itself';
     await client.query(
       `UPDATE ach_corrections SET status = 'approved', decided_by = $2, decided_at = now(), decision_note = $3 WHERE id = $1`,
       [correctionId, admin.email, note],
@@ -271,7 +286,9 @@ export async function approveCorrection(
         account_type: row.corrected_account_type,
       },
     });
-    const { rows } = await client.query<CorrectionRow>(`${SELECT_CORRECTION} WHERE k.id = $1`, [correctionId]);
+    const { rows } = await client.query<CorrectionRow>(`${SELECT_CORRECTION} WHERE k.id = $1`, [
+      correctionId,
+    ]);
     return toView(rows[0]!);
   });
 }
@@ -298,7 +315,9 @@ export async function rejectCorrection(
       subjectId: correctionId,
       details: { vendor_id: row.counterparty_id, change_code: row.change_code, reason: reason ?? null },
     });
-    const { rows } = await client.query<CorrectionRow>(`${SELECT_CORRECTION} WHERE k.id = $1`, [correctionId]);
+    const { rows } = await client.query<CorrectionRow>(`${SELECT_CORRECTION} WHERE k.id = $1`, [
+      correctionId,
+    ]);
     return toView(rows[0]!);
   });
 }

@@ -16,7 +16,11 @@ export interface AchDeps {
 /** Sending files, importing returns and changing bank details are an admin's acts. */
 export function requireAdmin(user: User, tenantId: string): void {
   if (user.tenantId !== tenantId || user.role !== 'admin') {
-    throw new RefusedError('admin_required', `${user.email} is not an admin of this tenant`, "use an admin's token");
+    throw new RefusedError(
+      'admin_required',
+      `${user.email} is not an admin of this tenant`,
+      "use an admin's token",
+    );
   }
 }
 

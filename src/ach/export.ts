@@ -18,8 +18,8 @@ import { readAndValidate } from '../gateways/nacha/validator.js';
 import { NachaWriteError, type WriteEntry, type WriteResult, writeNacha } from '../gateways/nacha/writer.js';
 import type { GatewayFailure } from '../gateways/types.js';
 import type { FailureNotice } from '../payments/context.js';
-import { handleFailure } from '../payments/phases.js';
 import { applyPaymentOutcome } from '../payments/payments.js';
+import { handleFailure } from '../payments/phases.js';
 import type { AchDeps } from './deps.js';
 import { achLockKey, requireAdmin } from './deps.js';
 import { type AchFileView, getAchFile, writeAchFile } from './files.js';
@@ -78,7 +78,11 @@ async function failUnwritable(
     client,
     paymentId,
     { status: 'failed', failure },
-    { actorType: 'user', actorId: actor.email, note: 'ACH export: the payment cannot be written to a NACHA file' },
+    {
+      actorType: 'user',
+      actorId: actor.email,
+      note: 'ACH export: the payment cannot be written to a NACHA file',
+    },
   );
   return applied.changed ? handleFailure(client, applied.payment, failure) : null;
 }
@@ -195,7 +199,11 @@ export async function recordAchExport(
         if (!(error instanceof NachaWriteError) || !error.reference) throw error;
         const bad = entries.find((e) => e.reference === error.reference)!;
         const failure: GatewayFailure = { code: 'payment_method_invalid', message: error.message };
-        excluded.push({ payment_id: bad.reference, invoice_number: bad.invoiceNumber, reason: error.message });
+        excluded.push({
+          payment_id: bad.reference,
+          invoice_number: bad.invoiceNumber,
+          reason: error.message,
+        });
         const notice = await failUnwritable(client, bad.reference, failure, actor);
         if (notice) notices.push(notice);
         entries = entries.filter((e) => e !== bad);
@@ -244,7 +252,8 @@ export async function recordAchExport(
          WHERE id = $1 AND ach_file_id IS NULL AND status = 'processing'`,
         [t.reference, fileId, t.traceNumber],
       );
-      if (updated.rowCount !== 1) throw new Error(`payment ${t.reference} changed while it was being exported`);
+      if (updated.rowCount !== 1)
+        throw new Error(`payment ${t.reference} changed while it was being exported`);
       const e = byId.get(t.reference)!;
       await appendAudit(client, {
         tenantId,

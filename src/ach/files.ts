@@ -90,12 +90,16 @@ export async function listAchFiles(client: Queryable, limit = 200): Promise<AchF
 }
 
 export async function getAchFile(client: Queryable, fileId: string): Promise<AchFileView | null> {
-  const { rows } = await client.query<FileRow>(`SELECT ${FILE_COLUMNS} FROM ach_files WHERE id = $1`, [fileId]);
+  const { rows } = await client.query<FileRow>(`SELECT ${FILE_COLUMNS} FROM ach_files WHERE id = $1`, [
+    fileId,
+  ]);
   return rows[0] ? achFileView(rows[0]) : null;
 }
 
 /** The file's name on disk: its UTC creation minute, file id modifier and id, so names never collide. */
-export function achFileName(file: Pick<AchFileView, 'ach_file_id' | 'created_at' | 'file_id_modifier'>): string {
+export function achFileName(
+  file: Pick<AchFileView, 'ach_file_id' | 'created_at' | 'file_id_modifier'>,
+): string {
   const stamp = file.created_at.slice(0, 16).replace(/[-:]/g, '').replace('T', '-');
   return `ach-${stamp}-${file.file_id_modifier}-${file.ach_file_id.slice(0, 8)}.ach`;
 }
@@ -118,7 +122,10 @@ export async function achFileText(deps: Pick<AchDeps, 'sealer'>, client: Queryab
 async function writeAtomically(target: string, text: string): Promise<void> {
   const dir = path.dirname(target);
   await fs.mkdir(dir, { recursive: true });
-  const temp = path.join(dir, `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const temp = path.join(
+    dir,
+    `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`,
+  );
   // 0600: the file holds vendors' full account numbers.
   const handle = await fs.open(temp, 'wx', 0o600);
   try {

@@ -29,8 +29,8 @@ import { readAndValidate } from '../gateways/nacha/validator.js';
 import { formatAmount } from '../money.js';
 import { createAlert } from '../payments/alerts.js';
 import type { FailureNotice } from '../payments/context.js';
-import { handleFailure } from '../payments/phases.js';
 import { applyPaymentOutcome, getPayment } from '../payments/payments.js';
+import { handleFailure } from '../payments/phases.js';
 import { proposeCorrection } from './corrections.js';
 import type { AchDeps } from './deps.js';
 import { achLockKey, requireAdmin } from './deps.js';
@@ -193,7 +193,11 @@ async function applyReturn(
         client,
         paymentId,
         { status: 'failed', failure: r.failure },
-        { actorType: 'provider', actorId: 'nacha', note: `ACH return ${r.returnCode} in ${source.file}${amountNote}` },
+        {
+          actorType: 'provider',
+          actorId: 'nacha',
+          note: `ACH return ${r.returnCode} in ${source.file}${amountNote}`,
+        },
       );
       if (applied.changed) notices.push(await handleFailure(client, applied.payment, r.failure));
       break;
@@ -276,7 +280,8 @@ export async function importAchReturns(
     await client.query('SELECT pg_advisory_xact_lock($1)', [achLockKey(`returns:${tenantId}`)]);
     const source = { file: input.fileName, sha256 };
     const appliedReturns: ImportedReturn[] = [];
-    for (const r of returns) appliedReturns.push(await applyReturn(client, tenantId, actor, r, source, notices));
+    for (const r of returns)
+      appliedReturns.push(await applyReturn(client, tenantId, actor, r, source, notices));
     const appliedCorrections: ImportedCorrection[] = [];
     for (const c of corrections)
       appliedCorrections.push(await applyCorrection(deps, client, tenantId, c, source, notices));
@@ -288,7 +293,11 @@ export async function importAchReturns(
       details: {
         file: input.fileName,
         content_sha256: sha256.toString('hex'),
-        returns: appliedReturns.map((r) => ({ code: r.return_code, payment_id: r.payment_id, outcome: r.outcome })),
+        returns: appliedReturns.map((r) => ({
+          code: r.return_code,
+          payment_id: r.payment_id,
+          outcome: r.outcome,
+        })),
         corrections: appliedCorrections.map((c) => ({
           code: c.change_code,
           payment_id: c.payment_id,

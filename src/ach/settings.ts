@@ -153,7 +153,11 @@ export async function setAchSettings(
   input: AchSettingsInput,
 ): Promise<StoredAchSettings> {
   if (admin.role !== 'admin' || admin.tenantId !== tenantId)
-    throw new RefusedError('admin_required', `${admin.email} is not an admin of this tenant`, "use an admin's token");
+    throw new RefusedError(
+      'admin_required',
+      `${admin.email} is not an admin of this tenant`,
+      "use an admin's token",
+    );
   // tenants is read-only to the application role: the update runs as the connecting user, scoped by id.
   return db.withSystem(async (client) => {
     const { rows } = await client.query<{ ach_settings: Record<string, unknown> }>(
@@ -205,11 +209,18 @@ export async function setAchSettings(
     const file = nachaSettingsSchema.safeParse({
       ...stored,
       offsetAccount: stored.offsetAccount
-        ? { accountNumber: '0000', accountType: stored.offsetAccount.accountType, name: stored.offsetAccount.name }
+        ? {
+            accountNumber: '0000',
+            accountType: stored.offsetAccount.accountType,
+            name: stored.offsetAccount.name,
+          }
         : undefined,
     });
     if (!file.success) throw new UsageError(`ACH settings: ${issuesText(file.error)}`);
-    await client.query('UPDATE tenants SET ach_settings = $2 WHERE id = $1', [tenantId, JSON.stringify(stored)]);
+    await client.query('UPDATE tenants SET ach_settings = $2 WHERE id = $1', [
+      tenantId,
+      JSON.stringify(stored),
+    ]);
     await appendAudit(client, {
       tenantId,
       actorType: 'user',
@@ -266,8 +277,7 @@ export function fileDates(
   const local = localClock(timeZone, now);
   const [h, m] = settings.cutoff.split(':').map(Number) as [number, number];
   const beforeCutoff = local.minutes < h * 60 + m;
-  const submissionDate =
-    isBusinessDay(local.date) && beforeCutoff ? local.date : nextBusinessDay(local.date);
+  const submissionDate = isBusinessDay(local.date) && beforeCutoff ? local.date : nextBusinessDay(local.date);
   const effectiveDate = nextBusinessDay(submissionDate);
   return {
     submissionDate,
@@ -275,4 +285,3 @@ export function fileDates(
     returnWindowEnds: addBusinessDays(effectiveDate, settings.settlementDays),
   };
 }
-

@@ -25,7 +25,12 @@ export async function settleAchPayments(
   options: { tenantId?: string } = {},
 ): Promise<{ settled: SettledPayment[] }> {
   const due = await db.withSystem(async (client) => {
-    const { rows } = await client.query<{ id: string; tenant_id: string; ach_file_id: string; provider_reference: string | null }>(
+    const { rows } = await client.query<{
+      id: string;
+      tenant_id: string;
+      ach_file_id: string;
+      provider_reference: string | null;
+    }>(
       `SELECT p.id, p.tenant_id, p.ach_file_id, p.provider_reference
        FROM payments p JOIN ach_files f ON f.id = p.ach_file_id JOIN tenants t ON t.id = p.tenant_id
        WHERE p.provider = 'nacha' AND p.status = 'processing'
