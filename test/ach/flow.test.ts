@@ -26,37 +26,14 @@ import { openBankAccount } from '../../src/directory/counterparties.js';
 import { createSealer } from '../../src/directory/encryption.js';
 import { readAndValidate } from '../../src/gateways/nacha/validator.js';
 import { listAlerts } from '../../src/payments/alerts.js';
-import { executeScheduledPayment, type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
+import { executeScheduledPayment } from '../../src/payments/pay.js';
 import { getPayment } from '../../src/payments/payments.js';
 import { refPath } from '../nacha/support.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
+import { odfiSettings, payByAch } from './support.js';
 
 const RETURN_WEB = refPath('test/testdata/return-WEB.ach');
 const COR_EXAMPLE = refPath('test/testdata/cor-example.ach');
-
-export const odfiSettings = {
-  immediateDestination: '091400606',
-  immediateDestinationName: 'FIRST BANK & TRUST',
-  immediateOrigin: '6910001341',
-  immediateOriginName: 'ACME CORP',
-  odfiRouting: '091400606',
-  companyName: 'ACME CORP',
-  companyId: '1234567890',
-  balanced: false,
-  cutoff: '16:00',
-  settlementDays: 2,
-};
-
-/** Pay an invoice by ACH (nacha) the way an agent does: ask, a human approves, pay with the token. */
-export async function payByAch(f: Fixture, invoice: string, amount: string): Promise<string> {
-  const caller = { agentKey: f.agentKey };
-  const input = { invoice, amount, currency: 'USD', method: 'ach' };
-  const ask = (await payInvoice(f.deps, caller, input)) as { approval_id: string };
-  const token = await f.approveAs(f.admin, ask.approval_id);
-  const done = (await payInvoice(f.deps, caller, { ...input, approval_token: token })) as PaymentConfirmation;
-  expect(done).toMatchObject({ success: true, status: 'processing', payment_method: 'ach' });
-  return done.payment_id;
-}
 
 describe('NACHA workflow: export, returns, notifications of change, settlement', () => {
   let f: Fixture;
