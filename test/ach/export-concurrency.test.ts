@@ -16,8 +16,11 @@ import {
   writeAchFile,
 } from '../../src/ach/index.js';
 import { createDb, type Db } from '../../src/db/pool.js';
+import { addVendor } from '../../src/directory/counterparties.js';
 import { createSealer } from '../../src/directory/encryption.js';
 import { readAndValidate } from '../../src/gateways/nacha/validator.js';
+import { listAlerts } from '../../src/payments/alerts.js';
+import { getPayment } from '../../src/payments/payments.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
 import { odfiSettings, payByAch } from './support.js';
 
@@ -116,6 +119,56 @@ describe('ACH export, exactly once', () => {
     );
     expect(rows.length).toBeGreaterThan(0);
     for (const r of rows) expect(r.content_ciphertext.toString('latin1')).not.toContain('000123456789');
+  });
+
+  it('a second tenant on the same ODFI gets traces of its own (one sequence per bank, not per tenant)', async () => {
+    const beta = await createFixture({ slug: 'beta', t: f.t, sandbox: f.sandbox });
+    await beta.addMethod({ rail: 'ach', token: 'nacha:operating', provider: 'nacha' });
+    await setAchSettings(f.t.db, beta.tenant.id, beta.admin, sealer, odfiSettings);
+    await beta.addInvoice('INV-BETA-1', 5_00);
+    const id = await payByAch(beta, 'INV-BETA-1', '5.00');
+    const result = await exportAchFile({ db: f.t.db, sealer }, beta.tenant.id, beta.admin, { outDir });
+    expect(result.file).toMatchObject({ entry_count: 1 });
+    const trace = (await beta.t.db.withTenant(beta.tenant.id, (c) => getPayment(c, id)))!.providerReference!;
+    const acme = await f.t.db.withTenant(f.tenant.id, (c) =>
+      c.query<{ provider_reference: string }>(
+        "SELECT provider_reference FROM payments WHERE provider = 'nacha'",
+      ),
+    );
+    expect(trace.slice(0, 8)).toBe('09140060');
+    expect(acme.rows.map((r) => r.provider_reference)).not.toContain(trace);
+    await beta.close();
+  });
+
+  it('a payment that cannot be written (vendor without bank details) fails with an alert; the rest go out', async () => {
+    await addVendor(f.t.db, f.tenant.id, f.admin, sealer, { name: 'No Bank LLC' });
+    await f.addInvoice('INV-NOBANK', 9_00, 'USD', 'No Bank LLC');
+    await f.addInvoice('INV-WITHBANK', 8_00);
+    const noBank = await payByAch(f, 'INV-NOBANK', '9.00');
+    const withBank = await payByAch(f, 'INV-WITHBANK', '8.00');
+    const result = await exportAchFile(
+      { db: f.t.db, sealer, onAlert: f.deps.onAlert },
+      f.tenant.id,
+      f.admin,
+      {
+        outDir,
+      },
+    );
+    expect(result.excluded).toEqual([
+      {
+        payment_id: noBank,
+        invoice_number: 'INV-NOBANK',
+        reason: 'vendor No Bank LLC has no bank account on file for ACH',
+      },
+    ]);
+    expect(result.file).toMatchObject({ entry_count: 1, total_credit_minor: 8_00 });
+    const failed = (await f.t.db.withTenant(f.tenant.id, (c) => getPayment(c, noBank)))!;
+    expect(failed).toMatchObject({ status: 'failed', failureCode: 'payment_method_invalid' });
+    expect((await f.t.db.withTenant(f.tenant.id, (c) => getPayment(c, withBank)))!.providerReference).toMatch(
+      /^09140060\d{7}$/,
+    );
+    const alerts = await f.t.db.withTenant(f.tenant.id, (c) => listAlerts(c, { paymentId: noBank }));
+    expect(alerts.map((a) => a.kind)).toEqual(['payment_request_payment_method']);
   });
 
   it('only an admin exports', async () => {
