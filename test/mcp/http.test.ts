@@ -3,6 +3,7 @@
  * mounts, on a loopback Express app: tools, the approval protocol, URL elicitation, the refusal table
  * as tool errors, authentication and DNS-rebinding checks, rate limiting, and tenant isolation.
  */
+import { request } from 'node:http';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import {
   type ElicitRequest,
@@ -481,6 +482,30 @@ describe('MCP over Streamable HTTP', () => {
         body: JSON.stringify(body),
       });
 
+    const statusWithHost = (host: string, headers: Record<string, string>) =>
+      new Promise<number>((resolve, reject) => {
+        const body = JSON.stringify(init);
+        const req = request(
+          http.url,
+          {
+            method: 'POST',
+            headers: {
+              host,
+              'content-type': 'application/json',
+              accept: 'application/json, text/event-stream',
+              'content-length': Buffer.byteLength(body),
+              ...headers,
+            },
+          },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+
     it('401 without a key and with an unknown key', async () => {
       const none = await post({});
       expect(none.status).toBe(401);
@@ -505,9 +530,11 @@ describe('MCP over Streamable HTTP', () => {
       const auth = { authorization: `Bearer ${f.agentKeySecret}` };
       expect((await post({ ...auth, origin: 'https://evil.example' })).status).toBe(403);
       expect((await post({ ...auth, origin: 'null' })).status).toBe(403);
-      expect((await post({ ...auth, host: 'evil.example' })).status).toBe(403);
+      // fetch does not let a caller set Host; a DNS-rebinding browser would, so node:http does here.
+      expect(await statusWithHost('evil.example', auth)).toBe(403);
+      expect(await statusWithHost('evil.example:8787', auth)).toBe(403);
       expect((await post({ ...auth, origin: 'http://localhost:3000' })).status).toBe(200);
-      expect((await post({ ...auth, host: 'localhost' })).status).toBe(200);
+      expect(await statusWithHost(`localhost:${new URL(http.url).port}`, auth)).toBe(200);
       const publicHost = await startHttp({ ...f.deps, publicUrl: 'https://pay.example.com' });
       try {
         const res = await fetch(publicHost.url, {
