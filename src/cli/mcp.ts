@@ -4,6 +4,7 @@
  * reason on stderr and exit 1.
  */
 import type { Command } from 'commander';
+import { authenticateAgent } from '../directory/agent-keys.js';
 import { UsageError } from '../errors.js';
 import { DEFAULT_APPROVAL_WAIT_MS } from '../mcp/elicitation.js';
 import { serveStdio } from '../mcp/stdio.js';
@@ -41,6 +42,8 @@ export function registerMcpCommands(program: Command, run: Run, hooks: McpComman
     .action((opts: { approvalWait?: string }) =>
       run(async (ctx) => {
         const approvalWaitMs = waitMsFrom(opts.approvalWait ?? process.env.PAYGATE_MCP_APPROVAL_WAIT_SECONDS);
+        // Fail fast on a bad key, before the sandbox and the pool start: the launcher shows stderr.
+        await authenticateAgent(await ctx.db(), process.env.PAYGATE_AGENT_KEY?.trim());
         const runtime = await startRuntime({
           databaseUrl: ctx.options.databaseUrl,
           dataDir: ctx.options.dataDir,

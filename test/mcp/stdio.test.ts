@@ -1,0 +1,136 @@
+/**
+ * `paygate mcp` as Claude Desktop or Claude Code runs it: the BUILT CLI on stdio, with DATABASE_URL and
+ * PAYGATE_AGENT_KEY in its environment, driven by the SDK's real Client (and once by the MCP Inspector
+ * CLI). Run `npm run build` first (npm test does).
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, REPO_ROOT, runCli } from '../support/cli.js';
+import { createFixture, type Fixture } from '../support/fixture.js';
+import { failed, MONEY_MOVING, ok, TOOL_NAMES } from './helpers.js';
+
+describe('paygate mcp (stdio, built CLI)', () => {
+  let f: Fixture;
+  let dataDir: string;
+  let env: Record<string, string>;
+  const clients: Client[] = [];
+
+  async function connect(agentKey: string): Promise<Client> {
+    const client = new Client({ name: 'paygate-stdio-test', version: '1.0.0' });
+    await client.connect(
+      new StdioClientTransport({
+        command: process.execPath,
+        args: [CLI, 'mcp'],
+        env: { ...env, PAYGATE_AGENT_KEY: agentKey },
+        stderr: 'ignore',
+      }),
+    );
+    clients.push(client);
+    return client;
+  }
+
+  beforeAll(async () => {
+    f = await createFixture();
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', brand: 'visa', last4: '4242' });
+    await f.addInvoice('INV-S-001', 250_00);
+    dataDir = await mkdtemp(path.join(tmpdir(), 'paygate-mcp-'));
+    env = {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '',
+      DATABASE_URL: f.t.url,
+      PAYGATE_DATA_DIR: dataDir,
+      PAYGATE_LOG_LEVEL: 'warn',
+    };
+  });
+  afterAll(async () => {
+    for (const c of clients) await c.close().catch(() => {});
+    await f?.close();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('lists the tools with their annotations', async () => {
+    const client = await connect(f.agentKeySecret);
+    expect(client.getServerVersion()?.name).toBe('paygate');
+    expect(client.getInstructions()).toContain('approval_required');
+    const { tools } = await client.listTools();
+    expect(tools.map((t) => t.name).sort()).toEqual(TOOL_NAMES);
+    for (const name of MONEY_MOVING) {
+      expect(tools.find((t) => t.name === name)?.annotations).toMatchObject({
+        destructiveHint: true,
+        idempotentHint: false,
+        openWorldHint: true,
+      });
+    }
+  });
+
+  it('the full approval flow: ask, the human approves, call again with the token, confirmation', async () => {
+    const client = await connect(f.agentKeySecret);
+    const call = {
+      name: 'pay_invoice',
+      arguments: { invoice: 'INV-S-001', amount: '250.00', currency: 'USD', method: 'stripe' },
+    };
+    const ask = ok<{ status: string; approval_id: string; approve_url: string }>(await client.callTool(call));
+    expect(ask.status).toBe('approval_required');
+    // `paygate approvals approve ID --as EMAIL` is not on main yet: approve() is what it will call.
+    const token = await f.approveAs(f.approver, ask.approval_id);
+    const done = ok(
+      await client.callTool({ ...call, arguments: { ...call.arguments, approval_token: token } }),
+    );
+    expect(done).toMatchObject({
+      success: true,
+      status: 'paid',
+      invoice_number: 'INV-S-001',
+      amount: '250.00',
+      amount_minor: 25000,
+      approved_by: 'jdoe@example.com',
+    });
+    expect(done.gateway_reference).toMatch(/^pi_/);
+    expect(
+      failed(await client.callTool({ ...call, arguments: { ...call.arguments, approval_token: token } }))
+        .code,
+    ).toBe('invoice_already_paid');
+  });
+
+  it('refuses to start without a valid, enabled agent key: stderr says why, exit 1', async () => {
+    const missing = await runCli(['mcp'], env);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('no agent key was presented');
+    expect(missing.stderr).toContain('PAYGATE_AGENT_KEY');
+    const unknown = await runCli(['mcp'], { ...env, PAYGATE_AGENT_KEY: 'pgk_unknown' });
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain('the agent key is not valid');
+    expect(unknown.stderr).not.toContain('pgk_unknown');
+    const { agentKey, key } = await f.newAgent({ name: 'retired' });
+    await f.t.db.withTenant(f.tenant.id, (c) =>
+      c.query('UPDATE agent_keys SET disabled_at = now() WHERE id = $1', [agentKey.id]),
+    );
+    const disabled = await runCli(['mcp'], { ...env, PAYGATE_AGENT_KEY: key });
+    expect(disabled.code).toBe(1);
+    expect(disabled.stderr).toContain('disabled');
+  });
+
+  it('the MCP Inspector CLI lists the tools of paygate mcp, offline', async () => {
+    const inspector = path.join(REPO_ROOT, 'node_modules/@modelcontextprotocol/inspector-cli/build/index.js');
+    const stdout = await new Promise<string>((resolve, reject) => {
+      execFile(
+        process.execPath,
+        [inspector, process.execPath, CLI, 'mcp', '--method', 'tools/list'],
+        // inspector-cli 1.0.3 probes "../package.json" against the working directory but imports it
+        // against its own folder; from dist/ the probe finds the repo's and the import its own.
+        {
+          cwd: path.join(REPO_ROOT, 'dist'),
+          env: { ...env, PAYGATE_AGENT_KEY: f.agentKeySecret },
+          timeout: 60_000,
+        },
+        (error, out, err) => (error ? reject(new Error(`${error.message}\n${err}`)) : resolve(out)),
+      );
+    });
+    const { tools } = JSON.parse(stdout) as { tools: { name: string }[] };
+    expect(tools.map((t) => t.name).sort()).toEqual(TOOL_NAMES);
+  });
+});
