@@ -4,7 +4,7 @@
  * CLI). Run `npm run build` first (npm test does).
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -112,6 +112,52 @@ describe('paygate mcp (stdio, built CLI)', () => {
     const disabled = await runCli(['mcp'], { ...env, PAYGATE_AGENT_KEY: key });
     expect(disabled.code).toBe(1);
     expect(disabled.stderr).toContain('disabled');
+  });
+
+  it('mcp.json works as Claude Code launches it: variables expanded from the environment, cwd the repo', async () => {
+    const config = JSON.parse(await readFile(path.join(REPO_ROOT, 'mcp.json'), 'utf8')) as {
+      mcpServers: { paygate: { command: string; args: string[]; env: Record<string, string> } };
+    };
+    const server = config.mcpServers.paygate;
+    const outer: Record<string, string | undefined> = {
+      PAYGATE_AGENT_KEY: f.agentKeySecret,
+      DATABASE_URL: f.t.url,
+      PAYGATE_DATA_DIR: dataDir,
+    };
+    // Claude Code's two documented forms: ${VAR} and ${VAR:-default}.
+    const expand = (value: string) =>
+      value.replace(/\$\{([A-Z_]+)(?::-([^}]*))?\}/g, (_m, name: string, fallback?: string) =>
+        outer[name] !== undefined ? outer[name]! : (fallback ?? `\${${name}}`),
+      );
+    const client = new Client({ name: 'claude-code-like', version: '1.0.0' });
+    clients.push(client);
+    await client.connect(
+      new StdioClientTransport({
+        command: server.command === 'node' ? process.execPath : server.command,
+        args: server.args,
+        cwd: REPO_ROOT,
+        env: {
+          PATH: env.PATH!,
+          HOME: env.HOME!,
+          ...Object.fromEntries(Object.entries(server.env).map(([k, v]) => [k, expand(v)])),
+        },
+        stderr: 'ignore',
+      }),
+    );
+    const { tools } = await client.listTools();
+    expect(tools.map((t) => t.name).sort()).toEqual(TOOL_NAMES);
+    const status = ok(
+      await client.callTool({ name: 'get_payment_status', arguments: { invoice: 'INV-S-001' } }),
+    );
+    expect(status).toMatchObject({ invoice_number: 'INV-S-001' });
+  });
+
+  it('an unset PAYGATE_AGENT_KEY that reached paygate unexpanded is named as such', async () => {
+    // What Claude Code passes for an unset variable: the placeholder itself.
+    const placeholder = '$' + '{PAYGATE_AGENT_KEY}';
+    const result = await runCli(['mcp'], { ...env, PAYGATE_AGENT_KEY: placeholder });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('unexpanded');
   });
 
   it('the MCP Inspector CLI lists the tools of paygate mcp, offline', async () => {
