@@ -274,6 +274,21 @@ describe('MCP over Streamable HTTP', () => {
       expect(f.sandbox.ledger.charges()).toHaveLength(before);
     });
 
+    it('an approval that expires while the server waits is an isError result', async () => {
+      const c = await urlClient(async (req) => {
+        const id = (req.params as { url: string }).url.split('/').pop()!;
+        setTimeout(
+          () =>
+            void f.t.db.withTenant(f.tenant.id, (db) =>
+              db.query("UPDATE approvals SET expires_at = now() - interval '1 second' WHERE id = $1", [id]),
+            ),
+          50,
+        );
+        return { action: 'accept' };
+      });
+      expect(failed(await c.callTool(pay('INV-H-005', '90.00')))).toMatchObject({ code: 'approval_expired' });
+    });
+
     it("the client's accept (even with content) is never approval: without the human, the wait ends in approval_required", async () => {
       const short = await startHttp(f.deps, { approvalWaitMs: 200, approvalPollMs: 20 });
       try {
@@ -439,6 +454,20 @@ describe('MCP over Streamable HTTP', () => {
       const capped = await connect(key);
       expect(failed(await capped.callTool(pay('INV-H-011', '6000.00'))).code).toBe('agent_cap_exceeded');
     });
+  });
+
+  it('a session that goes quiet is closed; its id then answers 404', async () => {
+    const quick = await startHttp(f.deps, { sessionIdleMs: 50 });
+    try {
+      const c = await httpClient(quick.url, f.agentKeySecret);
+      ok(await c.callTool({ name: 'list_invoices', arguments: {} }));
+      expect(quick.handler.sessionCount()).toBe(1);
+      await expect.poll(() => quick.handler.sessionCount(), { timeout: 10_000 }).toBe(0);
+      await expect(c.callTool({ name: 'list_invoices', arguments: {} })).rejects.toThrow(/404|not found/i);
+      await c.close().catch(() => {});
+    } finally {
+      await quick.close();
+    }
   });
 
   it('rate limiting per agent key is a retryable rate_limited error', async () => {
