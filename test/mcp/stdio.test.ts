@@ -3,7 +3,7 @@
  * PAYGATE_AGENT_KEY in its environment, driven by the SDK's real Client (and once by the MCP Inspector
  * CLI). Run `npm run build` first (npm test does).
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -158,6 +158,26 @@ describe('paygate mcp (stdio, built CLI)', () => {
     const result = await runCli(['mcp'], { ...env, PAYGATE_AGENT_KEY: placeholder });
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('unexpanded');
+  });
+
+  it('exits 0 by itself when the client closes stdin (no process left behind)', async () => {
+    const child = spawn(process.execPath, [CLI, 'mcp'], {
+      env: { ...env, PAYGATE_AGENT_KEY: f.agentKeySecret },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    child.stdin.write(
+      `${JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 't', version: '1' } } })}\n`,
+    );
+    await expect.poll(() => stdout, { timeout: 30_000 }).toContain('"serverInfo"');
+    child.stdin.end();
+    expect(await exited).toBe(0);
+    // stdout carried only protocol messages.
+    for (const line of stdout.trim().split('\n')) expect(JSON.parse(line)).toMatchObject({ jsonrpc: '2.0' });
   });
 
   it('the MCP Inspector CLI lists the tools of paygate mcp, offline', async () => {
