@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, REPO_ROOT, runCli } from '../support/cli.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
@@ -94,6 +95,39 @@ describe('paygate mcp (stdio, built CLI)', () => {
       failed(await client.callTool({ ...call, arguments: { ...call.arguments, approval_token: token } }))
         .code,
     ).toBe('invoice_already_paid');
+  });
+
+  it('URL elicitation through the built CLI: the page is offered, the human approves, the call completes', async () => {
+    await f.addInvoice('INV-S-002', 42_00);
+    const client = new Client(
+      { name: 'paygate-stdio-elicit', version: '1.0.0' },
+      { capabilities: { elicitation: { url: {} } } },
+    );
+    const offered: string[] = [];
+    client.setRequestHandler(ElicitRequestSchema, async (req) => {
+      const url = (req.params as { url: string }).url;
+      offered.push(url);
+      // The human approves (as the page would, through src/approvals) after the client opened it.
+      setTimeout(() => void f.approveAs(f.approver, url.split('/').pop()!), 100);
+      return { action: 'accept' };
+    });
+    await client.connect(
+      new StdioClientTransport({
+        command: process.execPath,
+        args: [CLI, 'mcp'],
+        env: { ...env, PAYGATE_AGENT_KEY: f.agentKeySecret, PAYGATE_PUBLIC_URL: 'http://127.0.0.1:9999' },
+        stderr: 'ignore',
+      }),
+    );
+    clients.push(client);
+    const result = await client.callTool({
+      name: 'pay_invoice',
+      arguments: { invoice: 'INV-S-002', amount: '42.00', currency: 'USD', method: 'stripe' },
+    });
+    expect(ok(result)).toMatchObject({ success: true, status: 'paid', invoice_number: 'INV-S-002' });
+    expect(offered).toHaveLength(1);
+    expect(offered[0]).toMatch(/^http:\/\/127\.0\.0\.1:9999\/approvals\//);
+    expect(JSON.stringify(result)).not.toContain('apt_');
   });
 
   it('refuses to start without a valid, enabled agent key: stderr says why, exit 1', async () => {
