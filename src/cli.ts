@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { registerAdminCommands } from './cli/admin.js';
+import { registerApprovalCommands } from './cli/approvals.js';
 import { CliContext, type GlobalOptions } from './cli/context.js';
 import { registerDatabaseCommands } from './cli/database.js';
 import { registerMcpCommands } from './cli/mcp.js';
@@ -64,6 +65,7 @@ export function buildProgram(): Command {
 
   registerDatabaseCommands(program, run);
   registerAdminCommands(program, run);
+  registerApprovalCommands(program, run);
   registerMcpCommands(program, run);
   // Every subcommand inherits the parent's error handling so that usage errors exit 2.
   const inherit = (command: Command) => {
