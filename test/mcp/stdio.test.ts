@@ -11,7 +11,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, REPO_ROOT, runCli } from '../support/cli.js';
+import { CLI, cliFor, REPO_ROOT, runCli } from '../support/cli.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
 import { failed, MONEY_MOVING, ok, TOOL_NAMES } from './helpers.js';
 
@@ -77,8 +77,14 @@ describe('paygate mcp (stdio, built CLI)', () => {
     };
     const ask = ok<{ status: string; approval_id: string; approve_url: string }>(await client.callTool(call));
     expect(ask.status).toBe('approval_required');
-    // `paygate approvals approve ID --as EMAIL` is not on main yet: approve() is what it will call.
-    const token = await f.approveAs(f.approver, ask.approval_id);
+    // The human approves at their own terminal, with their own personal access token.
+    const approved = await cliFor(f.t.url, dataDir).json<{ status: string; approval_token: string }>(
+      ['approvals', 'approve', ask.approval_id, '--as', 'jdoe@example.com'],
+      { PAYGATE_USER_TOKEN: f.approver.token },
+    );
+    expect(approved.status).toBe('approved');
+    const token = approved.approval_token;
+    expect(token).toMatch(/^apt_/);
     const done = ok(
       await client.callTool({ ...call, arguments: { ...call.arguments, approval_token: token } }),
     );
