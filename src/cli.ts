@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { registerAdminCommands } from './cli/admin.js';
 import { CliContext, type GlobalOptions } from './cli/context.js';
 import { registerDatabaseCommands } from './cli/database.js';
+import { registerServeCommand } from './cli/serve.js';
 import { ConfigError } from './config.js';
 import { RefusedError, UsageError } from './errors.js';
 import { MoneyError } from './money.js';
@@ -63,6 +64,7 @@ export function buildProgram(): Command {
 
   registerDatabaseCommands(program, run);
   registerAdminCommands(program, run);
+  registerServeCommand(program);
   // Every subcommand inherits the parent's error handling so that usage errors exit 2.
   const inherit = (command: Command) => {
     for (const sub of command.commands) {
