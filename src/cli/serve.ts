@@ -80,7 +80,11 @@ export function registerServeCommand(program: Command): void {
     .command('serve')
     .description('run the approval pages, provider webhooks, /healthz and /metrics')
     .option('--port <port>', 'port to listen on', '8787')
-    .option('--host <host>', 'address to listen on (loopback unless you put a TLS proxy in front)', '127.0.0.1')
+    .option(
+      '--host <host>',
+      'address to listen on (loopback unless you put a TLS proxy in front)',
+      '127.0.0.1',
+    )
     .option('--allow-embedded-live', 'allow live provider keys on the embedded database')
     .action(async (opts: { port: string; host: string; allowEmbeddedLive?: boolean }) => {
       const port = Number(opts.port);

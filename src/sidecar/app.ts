@@ -102,8 +102,7 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
   const fetchCertificate =
     options.fetchCertificate ??
     createCertificateFetcher({
-      cacheDir:
-        options.certCacheDir ?? path.join(runtime.config?.dataDir ?? '.paygate', 'paypal-certs'),
+      cacheDir: options.certCacheDir ?? path.join(runtime.config?.dataDir ?? '.paygate', 'paypal-certs'),
       ...(sandboxCertOrigin ? { sandboxCertOrigin } : {}),
     });
 
@@ -254,7 +253,9 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
         const next = APPROVAL_PATH.test(req.path) ? req.path : '/approvals';
         return res.redirect(303, `/login?next=${encodeURIComponent(next)}`);
       }
-      return res.status(401).send(messagePage('Please log in again', 'Your session has ended. Log in and try again.'));
+      return res
+        .status(401)
+        .send(messagePage('Please log in again', 'Your session has ended. Log in and try again.'));
     }
     req.session = session;
     if (req.method === 'POST' && !csrfTokenValid(session.secret, req.body?._csrf)) {
@@ -359,7 +360,11 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
       return res
         .status(404)
         .send(
-          messagePage('Not found', 'There is no such approval request in your organisation.', pageUser(session)),
+          messagePage(
+            'Not found',
+            'There is no such approval request in your organisation.',
+            pageUser(session),
+          ),
         );
     }
     res.status(status).send(detailPage(pageUser(session), view, error));
@@ -392,7 +397,9 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
     const session = req.session!;
     const id = String(req.params.id);
     const reason =
-      typeof req.body?.reason === 'string' && req.body.reason.trim() ? req.body.reason.trim().slice(0, 500) : undefined;
+      typeof req.body?.reason === 'string' && req.body.reason.trim()
+        ? req.body.reason.trim().slice(0, 500)
+        : undefined;
     try {
       const approval = await reject(db, session.tenantId, session.user, id, reason);
       observeDecision(metrics, approval, 'reject');
@@ -426,7 +433,12 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
     res
       .status(500)
       .set('Cache-Control', 'no-store')
-      .send(messagePage('Something went wrong', 'The page could not be shown. Nothing was approved. Please try again.'));
+      .send(
+        messagePage(
+          'Something went wrong',
+          'The page could not be shown. Nothing was approved. Please try again.',
+        ),
+      );
   });
   return app;
 }
@@ -475,7 +487,12 @@ function refusalText(error: RefusedError): string {
   return `${error.message}${error.nextStep ? ` (${error.nextStep})` : ''}.`;
 }
 
-function methodText(m: { label: string | null; brand: string | null; last4: string | null; bankName: string | null }) {
+function methodText(m: {
+  label: string | null;
+  brand: string | null;
+  last4: string | null;
+  bankName: string | null;
+}) {
   const name = m.label ?? m.bankName ?? (m.brand ? m.brand[0]!.toUpperCase() + m.brand.slice(1) : null);
   const last4 = m.last4 ? `ending in ${m.last4}` : null;
   return [name, last4].filter(Boolean).join(', ') || 'the method on file';
@@ -502,7 +519,10 @@ async function describeApproval(
       label: 'Invoice',
       value: `${invoice?.number ?? p.invoice_id}${invoice?.dueDate ? ` (due ${formatDay(invoice.dueDate)})` : ''}`,
     });
-    facts.push({ label: 'Paid with', value: `${RAIL_LABEL[p.method] ?? p.method}: ${method ? methodText(method) : 'no method on file'}` });
+    facts.push({
+      label: 'Paid with',
+      value: `${RAIL_LABEL[p.method] ?? p.method}: ${method ? methodText(method) : 'no method on file'}`,
+    });
     facts.push({
       label: 'When',
       value:
@@ -532,9 +552,14 @@ async function describeApproval(
         brand: string | null;
         last4: string | null;
         bank_name: string | null;
-      }>('SELECT label, brand, last4, bank_name FROM payment_methods WHERE id = $1', [payment.paymentMethodId]);
+      }>('SELECT label, brand, last4, bank_name FROM payment_methods WHERE id = $1', [
+        payment.paymentMethodId,
+      ]);
       const m = rows[0];
-      facts.push({ label: 'Refund of', value: `Payment ${payment.confirmationNumber} to ${payment.vendorName}` });
+      facts.push({
+        label: 'Refund of',
+        value: `Payment ${payment.confirmationNumber} to ${payment.vendorName}`,
+      });
       facts.push({ label: 'Invoice', value: payment.invoiceNumber });
       facts.push({
         label: 'Originally paid',
@@ -556,7 +581,8 @@ async function describeApproval(
     value: agents[0] ? `Agent "${agents[0].name}" (key ${agents[0].key_prefix}…)` : 'an agent',
   });
   facts.push({ label: 'Requested', value: formatDate(approval.createdAt, timeZone) });
-  if (approval.requestedApprover) facts.push({ label: 'Asked to approve', value: approval.requestedApprover });
+  if (approval.requestedApprover)
+    facts.push({ label: 'Asked to approve', value: approval.requestedApprover });
   facts.push({
     label: 'Approvals',
     value: `${approval.approvedBy.length} of ${approval.requiredApprovals} needed${

@@ -96,7 +96,12 @@ export interface Fact {
 export interface FailureView {
   when: string;
   message: string;
-  analysis?: { summary?: string; likely_cause?: string; next_step?: string; retry_could_help?: boolean } | null;
+  analysis?: {
+    summary?: string;
+    likely_cause?: string;
+    next_step?: string;
+    retry_could_help?: boolean;
+  } | null;
 }
 
 export interface DetailView {

@@ -262,7 +262,8 @@ async function applyEvent(
         code: 'payment_reversed',
         severity: 'critical',
         message,
-        nextStep: "review the dispute or reversal in the provider's dashboard; the money may have been taken back",
+        nextStep:
+          "review the dispute or reversal in the provider's dashboard; the money may have been taken back",
         paymentId,
       });
       await appendAudit(client, {
@@ -340,7 +341,8 @@ async function applyRefundEvent(
     }
     return { outcome: 'ignored', note: `refund already ${row.status}` };
   }
-  const failure = to === 'failed' ? (event.failure ?? { code: 'declined', message: 'the refund failed' }) : null;
+  const failure =
+    to === 'failed' ? (event.failure ?? { code: 'declined', message: 'the refund failed' }) : null;
   await client.query(
     `UPDATE refunds SET status = $2, provider_reference = COALESCE(provider_reference, $3), failure_code = $4, failure_message = $5,
             recovery_point = 'finished', refunded_at = CASE WHEN $2 = 'succeeded' THEN now() END, updated_at = now()
