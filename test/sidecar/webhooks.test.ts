@@ -18,7 +18,20 @@ const STRIPE_SECRET = 'whsec_sidecar_test_secret_0123456789';
 const stripeEventsDir = path.join(referenceRoot, 'stripe/events');
 const paypalEventsDir = path.join(referenceRoot, 'paypal/events');
 
-async function stripeReference(file: string): Promise<Record<string, any>> {
+/** The parts of a Stripe event the tests rewrite to aim it at one of our payments. */
+interface StripeEventJson {
+  id: string;
+  data: {
+    object: {
+      id: string;
+      metadata: Record<string, string>;
+      payment_intent?: string | null;
+      refunds: { data: { id: string; amount: number; currency: string }[] };
+    };
+  };
+}
+
+async function stripeReference(file: string): Promise<StripeEventJson> {
   return JSON.parse(await readFile(path.join(stripeEventsDir, file), 'utf8'));
 }
 
@@ -215,9 +228,7 @@ describe('Stripe webhooks', () => {
     event.id = 'evt_s4_refunded';
     event.data.object.payment_intent = paid.gateway_reference;
     event.data.object.metadata = { paygate_payment_id: paid.payment_id };
-    event.data.object.refunds.data[0].id = 're_outside_1';
-    event.data.object.refunds.data[0].amount = 15_00;
-    event.data.object.refunds.data[0].currency = 'usd';
+    Object.assign(event.data.object.refunds.data[0]!, { id: 're_outside_1', amount: 15_00, currency: 'usd' });
     const payload = JSON.stringify(event);
     expect(
       (await postStripe(s, payload, signStripeWebhookForTest(payload, STRIPE_SECRET))).body.outcome,
