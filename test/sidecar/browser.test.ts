@@ -105,7 +105,7 @@ it('a human approves in the browser and the agent’s retry with the token pays'
   // The copy button (a served script; the CSP allows no inline code) puts the token on the clipboard.
   await page.getByRole('button', { name: 'Copy' }).click();
   await expect.poll(() => page.getByRole('button', { name: /Copied|Copy/ }).textContent()).toBe('Copied');
-  expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(token);
+  expect(await page.evaluate('navigator.clipboard.readText()')).toBe(token);
 
   const done = (await payInvoice(f.deps, caller, { ...input, approval_token: token })) as PaymentConfirmation;
   expect(done).toMatchObject({
