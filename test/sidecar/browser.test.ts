@@ -2,7 +2,8 @@
  * End to end in a real browser (Debian's chromium driven by playwright-core): an agent asks to pay, a
  * human follows the approve_url, logs in with their personal access token, reads what will happen,
  * approves, copies the token shown once, and the agent's retry with it pays the invoice.
- * The screenshot of the approval page is kept at docs/approval-page.png.
+ * A screenshot of the approval page is taken on every run; with UPDATE_SCREENSHOTS=1 it replaces
+ * docs/approval-page.png (so an ordinary run never dirties the working tree).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -95,7 +96,10 @@ it('a human approves in the browser and the agent’s retry with the token pays'
   ]) {
     expect(text).toContain(fact);
   }
-  await page.screenshot({ path: path.join(repoRoot, 'docs/approval-page.png'), fullPage: true });
+  const shot = process.env.UPDATE_SCREENSHOTS
+    ? path.join(repoRoot, 'docs/approval-page.png')
+    : path.join(userDataDir, 'approval-page.png');
+  expect((await page.screenshot({ path: shot, fullPage: true })).length).toBeGreaterThan(10_000);
 
   await page.getByRole('button', { name: 'Approve' }).click();
   await page.getByText('shown only this once').waitFor();
