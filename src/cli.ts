@@ -4,7 +4,9 @@
  * by the rules (reason on stderr); 2 bad usage or a malformed value (named on stderr).
  */
 import { Command, CommanderError } from 'commander';
+import { registerAchCommands } from './cli/ach.js';
 import { registerAdminCommands } from './cli/admin.js';
+import { registerApprovalCommands } from './cli/approvals.js';
 import { CliContext, type GlobalOptions } from './cli/context.js';
 import { registerDatabaseCommands } from './cli/database.js';
 import { registerServeCommand } from './cli/serve.js';
@@ -64,6 +66,8 @@ export function buildProgram(): Command {
 
   registerDatabaseCommands(program, run);
   registerAdminCommands(program, run);
+  registerApprovalCommands(program, run);
+  registerAchCommands(program, run);
   registerServeCommand(program);
   // Every subcommand inherits the parent's error handling so that usage errors exit 2.
   const inherit = (command: Command) => {
