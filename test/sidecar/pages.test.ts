@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { analyzeAlert } from '../../src/analysis/index.js';
 import { createDb } from '../../src/db/pool.js';
 import { type ApprovalRequired, type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { createSidecarApp } from '../../src/sidecar/app.js';
@@ -250,6 +251,52 @@ describe('approval pages', () => {
     expect(refused.response.status).toBe(409);
     expect(refused.text).toContain('role="alert"');
     expect(refused.text).not.toContain('apt_');
+  });
+
+  it("shows the last failed attempt's analysis on the retry's approval page", async () => {
+    // A card that declines: the payment fails, an alert is raised, and the analysis (here the
+    // fallback, as without ANTHROPIC_API_KEY) is stored on it after commit.
+    await f.addMethod({
+      rail: 'stripe',
+      token: 'pm_card_visa_chargeDeclined',
+      label: 'Old Visa',
+      last4: '0002',
+    });
+    await f.addInvoice('INV-PG-4', 75_00);
+    const call = { ...input, invoice: 'INV-PG-4', amount: '75.00' };
+    const first = (await payInvoice(f.deps, caller(), call)) as ApprovalRequired;
+    const token = await f.approveAs(f.admin, first.approval_id);
+    await expect(payInvoice(f.deps, caller(), { ...call, approval_token: token })).rejects.toMatchObject({
+      code: 'declined',
+    });
+    const { rows } = await f.t.db.withTenant(f.tenant.id, (c) =>
+      c.query<{ id: string; message: string }>(
+        "SELECT a.id, a.message FROM alerts a JOIN payments p ON p.id = a.payment_id JOIN invoices i ON i.id = p.invoice_id WHERE i.number = 'INV-PG-4'",
+      ),
+    );
+    const analyzed = await analyzeAlert(
+      f.t.db,
+      { anthropic: { model: 'unused-without-a-key' } },
+      { tenantId: f.tenant.id, alertId: rows[0]!.id },
+      { kind: 'payment', code: 'declined', message: rows[0]!.message },
+    );
+    expect(analyzed.status).toBe('fallback');
+    const analysis = (analyzed as { analysis: { summary: string; next_step: string } }).analysis;
+
+    const retry = (await payInvoice(f.deps, caller(), call)) as ApprovalRequired;
+    const c = new Client(s.url);
+    await c.login(f.approver.token);
+    const page = await c.get(`/approvals/${retry.approval_id}`);
+    expect(page.text).toContain('The last attempt to pay this invoice failed');
+    const escape = (x: string) =>
+      x
+        .replaceAll('&', '&amp;')
+        .replaceAll('"', '&quot;')
+        .replaceAll("'", '&#39;')
+        .replaceAll('<', '&lt;')
+        .replaceAll('>', '&gt;');
+    expect(page.text).toContain(escape(analysis.summary));
+    expect(page.text).toContain(escape(analysis.next_step));
   });
 
   it('logout ends the session on the server: the old cookie no longer works', async () => {
