@@ -9,6 +9,7 @@ import { analyzeAlert } from '../../src/analysis/index.js';
 import { createDb } from '../../src/db/pool.js';
 import { type ApprovalRequired, type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { createSidecarApp } from '../../src/sidecar/app.js';
+import { escapeHtml } from '../../src/sidecar/html.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
 import { count, type RunningSidecar, startSidecar } from './support.js';
 
@@ -288,15 +289,8 @@ describe('approval pages', () => {
     await c.login(f.approver.token);
     const page = await c.get(`/approvals/${retry.approval_id}`);
     expect(page.text).toContain('The last attempt to pay this invoice failed');
-    const escape = (x: string) =>
-      x
-        .replaceAll('&', '&amp;')
-        .replaceAll('"', '&quot;')
-        .replaceAll("'", '&#39;')
-        .replaceAll('<', '&lt;')
-        .replaceAll('>', '&gt;');
-    expect(page.text).toContain(escape(analysis.summary));
-    expect(page.text).toContain(escape(analysis.next_step));
+    expect(page.text).toContain(escapeHtml(analysis.summary));
+    expect(page.text).toContain(escapeHtml(analysis.next_step));
   });
 
   it('logout ends the session on the server: the old cookie no longer works', async () => {
