@@ -10,7 +10,7 @@ import { registerApprovalCommands } from './cli/approvals.js';
 import { CliContext, type GlobalOptions } from './cli/context.js';
 import { registerDatabaseCommands } from './cli/database.js';
 import { registerMcpCommands } from './cli/mcp.js';
-import { registerServeCommand } from './cli/serve.js';
+import { registerServeCommand, serveApprovalPageIfFree } from './cli/serve.js';
 import { ConfigError } from './config.js';
 import { RefusedError, UsageError } from './errors.js';
 import { MoneyError } from './money.js';
@@ -69,7 +69,7 @@ export function buildProgram(): Command {
   registerAdminCommands(program, run);
   registerApprovalCommands(program, run);
   registerAchCommands(program, run);
-  registerMcpCommands(program, run);
+  registerMcpCommands(program, run, { serveApprovalPage: serveApprovalPageIfFree });
   registerServeCommand(program);
   // Every subcommand inherits the parent's error handling so that usage errors exit 2.
   const inherit = (command: Command) => {
