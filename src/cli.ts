@@ -9,6 +9,7 @@ import { registerAdminCommands } from './cli/admin.js';
 import { registerApprovalCommands } from './cli/approvals.js';
 import { CliContext, type GlobalOptions } from './cli/context.js';
 import { registerDatabaseCommands } from './cli/database.js';
+import { registerDemoCommand } from './cli/demo.js';
 import { registerMcpCommands } from './cli/mcp.js';
 import { registerServeCommand, serveApprovalPageIfFree } from './cli/serve.js';
 import { ConfigError } from './config.js';
@@ -71,6 +72,7 @@ export function buildProgram(): Command {
   registerAchCommands(program, run);
   registerMcpCommands(program, run, { serveApprovalPage: serveApprovalPageIfFree });
   registerServeCommand(program);
+  registerDemoCommand(program);
   // Every subcommand inherits the parent's error handling so that usage errors exit 2.
   const inherit = (command: Command) => {
     for (const sub of command.commands) {
