@@ -4,10 +4,15 @@
  * by the rules (reason on stderr); 2 bad usage or a malformed value (named on stderr).
  */
 import { Command, CommanderError } from 'commander';
+import { registerAchCommands } from './cli/ach.js';
 import { registerAdminCommands } from './cli/admin.js';
+import { registerApprovalCommands } from './cli/approvals.js';
 import { CliContext, type GlobalOptions } from './cli/context.js';
 import { registerDatabaseCommands } from './cli/database.js';
+import { registerDemoCommand } from './cli/demo.js';
+import { registerMcpCommands } from './cli/mcp.js';
 import { registerSandboxCommands } from './cli/sandbox.js';
+import { registerServeCommand, serveApprovalPageIfFree } from './cli/serve.js';
 import { registerWorkerCommands } from './cli/worker.js';
 import { ConfigError } from './config.js';
 import { RefusedError, UsageError } from './errors.js';
@@ -67,6 +72,11 @@ export function buildProgram(): Command {
   registerAdminCommands(program, run);
   registerWorkerCommands(program, run);
   registerSandboxCommands(program);
+  registerApprovalCommands(program, run);
+  registerAchCommands(program, run);
+  registerMcpCommands(program, run, { serveApprovalPage: serveApprovalPageIfFree });
+  registerServeCommand(program);
+  registerDemoCommand(program);
   // Every subcommand inherits the parent's error handling so that usage errors exit 2.
   const inherit = (command: Command) => {
     for (const sub of command.commands) {

@@ -24,7 +24,7 @@ const EnvSchema = z.object({
   PAYPAL_WEBHOOK_ID: optionalSecret,
   PAYPAL_ENVIRONMENT: z.enum(['sandbox', 'live']).default('sandbox'),
   ANTHROPIC_API_KEY: optionalSecret,
-  ANTHROPIC_MODEL: z.string().trim().min(1).default('claude-sonnet-4-5'),
+  ANTHROPIC_MODEL: z.string().trim().min(1).default('claude-sonnet-5-5'),
   PAYGATE_AGENT_KEY: optionalSecret,
   PAYGATE_PUBLIC_URL: z.string().trim().url().optional(),
   // Encrypts bank account numbers at rest and signs sessions; required once live keys are set.

@@ -4,6 +4,7 @@
  * set), and the engine's dependencies.
  */
 import { randomBytes } from 'node:crypto';
+import { analyzeAlertInBackground, settleAnalyses } from './analysis/index.js';
 import { type Config, ConfigError, createLogger, type Logger, loadConfig } from './config.js';
 import { openDatabase } from './db/connect.js';
 import type { Db } from './db/pool.js';
@@ -95,7 +96,19 @@ export async function startRuntime(options: RuntimeOptions = {}): Promise<Runtim
       'sandbox providers started on loopback',
     );
   }
-  const listeners: ((notice: FailureNotice) => void)[] = [];
+  // Every committed alert gets an explanation for the humans who must act on it: Claude's when
+  // ANTHROPIC_API_KEY is set, the deterministic one otherwise. It runs in the background and never
+  // touches anything but the alert's analysis; the payment flow does not wait for it.
+  const listeners: ((notice: FailureNotice) => void)[] = [
+    (notice) =>
+      analyzeAlertInBackground(
+        db,
+        config,
+        { tenantId: notice.tenantId, alertId: notice.alertId },
+        { kind: notice.refundId ? 'refund' : 'payment', code: notice.code, message: notice.message },
+        { logger },
+      ),
+  ];
   const deps: EngineDeps = {
     db,
     gateway: createGateways(config, {
@@ -121,6 +134,7 @@ export async function startRuntime(options: RuntimeOptions = {}): Promise<Runtim
     webhooks,
     onAlert: (listener) => listeners.push(listener),
     async close() {
+      await settleAnalyses();
       await sandbox?.close();
       await db.close();
     },

@@ -222,7 +222,6 @@ export async function approve(
   approvalId: string,
 ): Promise<DecisionResult> {
   const tenant = await getTenant(db, tenantId);
-  const refusalToAudit: { code: string; message: string }[] = [];
   try {
     return await db.withTenant(tenantId, async (client) => {
       const approval = await loadForDecision(client, approvalId, user);
@@ -240,10 +239,7 @@ export async function approve(
         { actsForUserId: keyRows[0]?.acts_for_user_id ?? null },
         prior.map((r) => r.user_id),
       );
-      if (refusal) {
-        refusalToAudit.push(refusal);
-        throw new RefusedError(refusal.code, refusal.message, 'ask another approver');
-      }
+      if (refusal) throw new RefusedError(refusal.code, refusal.message, 'ask another approver');
       // The threshold may have changed since the request: the stricter of the two applies.
       const needed = Math.max(
         approval.requiredApprovals,
@@ -278,15 +274,16 @@ export async function approve(
       return { approval: (await getApproval(client, approvalId))!, approvalToken };
     });
   } catch (error) {
-    if (refusalToAudit.length) {
+    // Every refused decision is on the record (in its own transaction: the decision's rolled back).
+    if (error instanceof RefusedError) {
       await db.withTenant(tenantId, (client) =>
         appendAudit(client, {
           tenantId,
           actorType: 'user',
           actorId: user.email,
           action: 'approval.decision_refused',
-          subjectId: approvalId,
-          details: { ...refusalToAudit[0] },
+          subjectId: /^[0-9a-f-]{36}$/i.test(approvalId) ? approvalId : null,
+          details: { code: error.code, message: error.message },
         }),
       );
     }

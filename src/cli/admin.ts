@@ -204,6 +204,10 @@ export function registerAdminCommands(program: Command, run: Run): void {
     .option('--brand <brand>')
     .option('--last4 <digits>')
     .option('--bank-name <name>')
+    .option(
+      '--customer <cus>',
+      'Stripe: the Customer the PaymentMethod is attached to (needed off-session in live mode)',
+    )
     .action(
       (o: {
         tenant: string;

@@ -46,6 +46,11 @@ export class CliContext {
     return findTenantBySlug(await this.db(), slug);
   }
 
+  /** A personal access token typed at a terminal prompt (undefined without a terminal). */
+  promptToken(): Promise<string | undefined> {
+    return promptSecret('personal access token: ');
+  }
+
   /**
    * The human running the command, proven by their personal access token (PAYGATE_USER_TOKEN, or a
    * prompt on a terminal). Never by an email address alone: an agent with a shell knows emails.

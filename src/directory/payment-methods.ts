@@ -31,6 +31,8 @@ export interface PaymentMethodInput {
   brand?: string;
   last4?: string;
   bankName?: string;
+  /** Stripe: the Customer (cus_...) the PaymentMethod is attached to, required off-session. */
+  customer?: string;
 }
 
 export function checkRail(rail: string): Rail {
@@ -64,6 +66,9 @@ export function checkPaymentMethodInput(input: PaymentMethodInput): void {
   }
   if (input.last4 !== undefined && !/^[0-9]{4}$/.test(input.last4))
     throw new UsageError('last4 must be exactly 4 digits');
+  if (input.customer !== undefined && !/^cus_[A-Za-z0-9]+$/.test(input.customer)) {
+    throw new UsageError(`"${input.customer}" is not a Stripe customer id: it looks like cus_1A2b3C`);
+  }
 }
 
 interface Row {
@@ -105,8 +110,8 @@ export async function addPaymentMethod(
   try {
     return await db.withTenant(tenantId, async (client) => {
       const { rows } = await client.query<Row>(
-        `INSERT INTO payment_methods (tenant_id, rail, provider, provider_token, label, brand, last4, bank_name)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ${COLUMNS}`,
+        `INSERT INTO payment_methods (tenant_id, rail, provider, provider_token, label, brand, last4, bank_name, provider_customer)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ${COLUMNS}`,
         [
           tenantId,
           input.rail,
@@ -116,6 +121,7 @@ export async function addPaymentMethod(
           input.brand ?? null,
           input.last4 ?? null,
           input.bankName ?? null,
+          input.customer ?? null,
         ],
       );
       const method = toPaymentMethod(rows[0]!);
@@ -160,12 +166,15 @@ export async function activeMethodForRail(
   return r ? { ...toPaymentMethod(r), token: r.provider_token } : null;
 }
 
-export async function getPaymentMethodToken(client: Queryable, id: string): Promise<string | null> {
-  const { rows } = await client.query<{ provider_token: string }>(
-    'SELECT provider_token FROM payment_methods WHERE id = $1',
+export async function getPaymentMethodToken(
+  client: Queryable,
+  id: string,
+): Promise<{ token: string; customer: string | null } | null> {
+  const { rows } = await client.query<{ provider_token: string; provider_customer: string | null }>(
+    'SELECT provider_token, provider_customer FROM payment_methods WHERE id = $1',
     [id],
   );
-  return rows[0]?.provider_token ?? null;
+  return rows[0] ? { token: rows[0].provider_token, customer: rows[0].provider_customer } : null;
 }
 
 export async function removePaymentMethod(db: Db, tenantId: string, admin: User, id: string): Promise<void> {

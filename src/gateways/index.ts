@@ -5,8 +5,24 @@
 import type { Config } from '../config.js';
 import { createNachaGateway } from './nacha/gateway.js';
 import { createPaypalGateway } from './paypal/client.js';
+import { withRetry } from './retry.js';
 import { createStripeGateway } from './stripe/client.js';
 import type { Gateway, Provider } from './types.js';
+
+/** Our retry policy around a gateway whose client makes single attempts: same request, same keys. */
+function withRetryPolicy(gateway: Gateway, sleep?: (ms: number) => Promise<void>): Gateway {
+  return {
+    provider: gateway.provider,
+    pay: (request) =>
+      withRetry(() => gateway.pay(request), {
+        sleep,
+        checkOutcome: () => gateway.retrieve({ paymentId: request.paymentId }),
+      }),
+    retrieve: (lookup) =>
+      withRetry(() => gateway.retrieve(lookup), { sleep, checkOutcome: async () => null }),
+    refund: (request) => withRetry(() => gateway.refund(request), { sleep }),
+  };
+}
 
 export interface SandboxEndpoints {
   stripeUrl?: string;
@@ -42,13 +58,18 @@ export function createGateways(
   if (config.paypal.clientId || options.sandbox?.paypalUrl) {
     gateways.set(
       'paypal',
-      createPaypalGateway({
-        clientId: config.paypal.clientId,
-        clientSecret: config.paypal.clientSecret,
-        environment: config.paypal.environment === 'live' ? 'production' : 'sandbox',
-        sandboxUrl: config.paypal.clientId ? undefined : options.sandbox?.paypalUrl,
-        timeoutMs: options.timeoutMs,
-      }),
+      // The PayPal client makes single attempts; our one retry policy wraps it here, as Stripe's
+      // client applies it inside.
+      withRetryPolicy(
+        createPaypalGateway({
+          clientId: config.paypal.clientId,
+          clientSecret: config.paypal.clientSecret,
+          environment: config.paypal.environment,
+          sandboxUrl: config.paypal.clientId ? undefined : options.sandbox?.paypalUrl,
+          timeoutMs: options.timeoutMs,
+        }),
+        options.sleep,
+      ),
     );
   }
   gateways.set('nacha', createNachaGateway());

@@ -66,6 +66,8 @@ export interface PayRequest {
   rail: Rail;
   /** The stored provider token: a Stripe PaymentMethod id, a PayPal vault token, an ACH token. */
   paymentMethodToken: string;
+  /** The provider's customer the method is attached to (Stripe requires it off-session), if any. */
+  providerCustomerId?: string;
   payee: Payee;
   invoiceNumber: string;
   description: string;

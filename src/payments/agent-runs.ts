@@ -2,6 +2,7 @@
  * One agent_runs row per tool invocation (who, what, outcome, duration), and the per-agent-key rate
  * limit on money-moving tools, counted from those rows so it holds across every paygate process.
  */
+import { appendAudit } from '../audit/log.js';
 import type { Db } from '../db/pool.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { MoneyError } from '../money.js';
@@ -31,6 +32,7 @@ export async function recordRun<T>(
   let outcome = 'ok';
   let errorCode: string | null = null;
   let subjectId: string | null = null;
+  let refusal: { code: string; message: string } | null = null;
   try {
     const result = await fn();
     outcome = outcomeOf(result);
@@ -41,9 +43,11 @@ export async function recordRun<T>(
     if (error instanceof RefusedError) {
       outcome = 'refused';
       errorCode = error.code;
+      refusal = { code: error.code, message: error.message };
     } else if (error instanceof UsageError || error instanceof MoneyError) {
       outcome = 'invalid';
       errorCode = error instanceof UsageError ? error.code : 'invalid_amount';
+      refusal = { code: errorCode, message: error.message };
     } else {
       outcome = 'error';
       errorCode = 'internal_error';
@@ -52,12 +56,22 @@ export async function recordRun<T>(
   } finally {
     const durationMs = Math.round(performance.now() - started);
     await deps.db
-      .withTenant(caller.agentKey.tenantId, (client) =>
-        client.query(
+      .withTenant(caller.agentKey.tenantId, async (client) => {
+        await client.query(
           'INSERT INTO agent_runs (tenant_id, agent_key_id, tool, outcome, error_code, subject_id, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)',
           [caller.agentKey.tenantId, caller.agentKey.id, tool, outcome, errorCode, subjectId, durationMs],
-        ),
-      )
+        );
+        // Every refusal of a money-moving call is on the record, with the reason the agent was given.
+        if (refusal && (MONEY_MOVING_TOOLS as readonly string[]).includes(tool)) {
+          await appendAudit(client, {
+            tenantId: caller.agentKey.tenantId,
+            actorType: 'agent',
+            actorId: caller.agentKey.id,
+            action: `${tool}.refused`,
+            details: refusal,
+          });
+        }
+      })
       .catch(() => {
         // The record of a run must never turn a finished payment into an error.
       });

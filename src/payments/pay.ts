@@ -4,7 +4,12 @@
  * transaction that creates the payment (or the schedule), so one token can start at most one.
  */
 import { randomUUID } from 'node:crypto';
-import { type Approval, consumeApprovalToken, requestApproval } from '../approvals/approvals.js';
+import {
+  type Approval,
+  type ApprovalEvidence,
+  consumeApprovalToken,
+  requestApproval,
+} from '../approvals/approvals.js';
 import {
   type ApprovalAction,
   type PayParams,
@@ -43,6 +48,24 @@ export interface PayInput {
 
 export interface ScheduleInput extends PayInput {
   scheduled_date: string;
+}
+
+/**
+ * Evidence of approval that only the server can present, never a tool argument: the MCP server watched
+ * the human approve this very request through a URL elicitation, so it completes the call with the
+ * approval's id and the agent never holds a token. consumeApprovalToken checks every binding either way.
+ */
+export interface ServerEvidence {
+  approvalId: string;
+}
+
+/** The evidence a call carries: the human's token from the input, or the server's, or none (ask). */
+export function evidenceOf(
+  token: string | undefined,
+  server: ServerEvidence | undefined,
+): ApprovalEvidence | undefined {
+  if (server) return { approvalId: server.approvalId };
+  return token ? { token } : undefined;
 }
 
 export interface ApprovalRequired {
@@ -256,6 +279,33 @@ function summaryOf(action: ApprovalAction, p: Plan, agentName: string, date?: st
   return `${action === 'schedule_payment' ? 'Schedule payment of' : 'Pay'} ${what} ${how}${when}, requested by agent "${agentName}"`;
 }
 
+/** Create (or find the identical) pending request and answer `approval_required`. */
+async function askForApproval(
+  deps: EngineDeps,
+  caller: Caller,
+  tenant: Tenant,
+  action: 'pay_invoice' | 'schedule_payment',
+  params: PayParams | ScheduleParams,
+  p: Plan,
+  summary: string,
+  approver: string | undefined,
+): Promise<ApprovalRequired> {
+  const { approval } = await deps.db.withTenant(tenant.id, (client) =>
+    requestApproval(client, {
+      tenantId: tenant.id,
+      agentKeyId: caller.agentKey.id,
+      action,
+      params,
+      amountMinor: p.amountMinor,
+      currency: p.currency,
+      summary,
+      requestedApprover: approver,
+      requiredApprovals: requiredApprovals(tenant, p.amountMinor, p.currency),
+    }),
+  );
+  return approvalRequiredAnswer(deps, approval);
+}
+
 /** Audit a refused token in its own transaction: the caller's transaction has rolled back. */
 async function auditRefusedToken(
   deps: EngineDeps,
@@ -346,6 +396,7 @@ export async function payInvoice(
   deps: EngineDeps,
   caller: Caller,
   input: PayInput,
+  server?: ServerEvidence,
 ): Promise<ApprovalRequired | PaymentConfirmation> {
   return recordRun(deps, caller, 'pay_invoice', async () => {
     await checkRateLimit(deps.db, caller);
@@ -364,21 +415,18 @@ export async function payInvoice(
       params,
     });
     return withIdempotency(deps, caller, 'pay_invoice', input.idempotency_key, digest, async () => {
-      if (!input.approval_token) {
-        const { approval } = await deps.db.withTenant(tenant.id, (client) =>
-          requestApproval(client, {
-            tenantId: tenant.id,
-            agentKeyId: caller.agentKey.id,
-            action: 'pay_invoice',
-            params,
-            amountMinor: p.amountMinor,
-            currency: p.currency,
-            summary: summaryOf('pay_invoice', p, caller.agentKey.name),
-            requestedApprover: input.approver,
-            requiredApprovals: requiredApprovals(tenant, p.amountMinor, p.currency),
-          }),
+      const evidence = evidenceOf(input.approval_token, server);
+      if (!evidence) {
+        return askForApproval(
+          deps,
+          caller,
+          tenant,
+          'pay_invoice',
+          params,
+          p,
+          summaryOf('pay_invoice', p, caller.agentKey.name),
+          input.approver,
         );
-        return approvalRequiredAnswer(deps, approval);
       }
       const paymentId = randomUUID();
       await phaseOne(
@@ -386,7 +434,7 @@ export async function payInvoice(
         caller,
         'pay_invoice',
         params,
-        input.approval_token,
+        evidence,
         p.invoice.number,
         async (client, approvedBy, approvalId) => {
           const invoice = await findInvoice(client, p.invoice.id, { forUpdate: true });
@@ -442,7 +490,7 @@ async function phaseOne<C>(
   caller: Caller,
   action: ApprovalAction,
   params: PayParams | ScheduleParams,
-  token: string,
+  evidence: ApprovalEvidence,
   subject: string,
   check: (client: Queryable, approvedBy: string[], approvalId: string) => Promise<C>,
   write: (client: Queryable, ctx: C) => Promise<void>,
@@ -455,7 +503,7 @@ async function phaseOne<C>(
         agentKey: caller.agentKey,
         action,
         params,
-        token,
+        ...evidence,
       });
       const ctx = await check(client, consumed.approvedBy, consumed.id);
       await write(client, ctx);
@@ -475,6 +523,7 @@ export async function schedulePayment(
   deps: EngineDeps,
   caller: Caller,
   input: ScheduleInput,
+  server?: ServerEvidence,
 ): Promise<ApprovalRequired | PaymentConfirmation> {
   return recordRun(deps, caller, 'schedule_payment', async () => {
     await checkRateLimit(deps.db, caller);
@@ -508,21 +557,18 @@ export async function schedulePayment(
       params,
     });
     return withIdempotency(deps, caller, 'schedule_payment', input.idempotency_key, digest, async () => {
-      if (!input.approval_token) {
-        const { approval } = await deps.db.withTenant(tenant.id, (client) =>
-          requestApproval(client, {
-            tenantId: tenant.id,
-            agentKeyId: caller.agentKey.id,
-            action: 'schedule_payment',
-            params,
-            amountMinor: p.amountMinor,
-            currency: p.currency,
-            summary: summaryOf('schedule_payment', p, caller.agentKey.name, date),
-            requestedApprover: input.approver,
-            requiredApprovals: requiredApprovals(tenant, p.amountMinor, p.currency),
-          }),
+      const evidence = evidenceOf(input.approval_token, server);
+      if (!evidence) {
+        return askForApproval(
+          deps,
+          caller,
+          tenant,
+          'schedule_payment',
+          params,
+          p,
+          summaryOf('schedule_payment', p, caller.agentKey.name, date),
+          input.approver,
         );
-        return approvalRequiredAnswer(deps, approval);
       }
       const scheduledId = randomUUID();
       let approvers: string[] = [];
@@ -531,7 +577,7 @@ export async function schedulePayment(
         caller,
         'schedule_payment',
         params,
-        input.approval_token,
+        evidence,
         p.invoice.number,
         async (client, approvedBy, approvalId) => {
           const invoice = await findInvoice(client, p.invoice.id, { forUpdate: true });

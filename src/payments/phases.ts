@@ -72,7 +72,8 @@ export async function executePayment(
         amountMinor: payment.amountMinor,
         currency: payment.currency,
         rail: payment.rail,
-        paymentMethodToken: token ?? '',
+        paymentMethodToken: token?.token ?? '',
+        providerCustomerId: token?.customer ?? undefined,
         payee: {
           name: vendor?.name ?? '',
           stripeAccount: vendor?.stripeAccount ?? undefined,

@@ -279,6 +279,43 @@ describe('timeouts and retries', () => {
   });
 });
 
+describe('SDK-level behaviour', () => {
+  it('the SDK does not retry on its own: one 500 on GET is one request and one api_error', async () => {
+    const request = payRequest('pp_vault_success');
+    await gateway.pay(request);
+    const before = emulator.requests().filter((r) => r.method === 'GET').length;
+    faults.next('paypal', { kind: 'http_500', match: { method: 'GET' } });
+    const error = await gatewayError(gateway.retrieve({ paymentId: request.paymentId }));
+    expect(error).toMatchObject({ code: 'api_error' });
+    expect(emulator.requests().filter((r) => r.method === 'GET').length - before).toBe(1);
+  });
+
+  it('added latency below the timeout is only slower', async () => {
+    faults.next('paypal', { kind: 'latency', latencyMs: 50 });
+    expect((await gateway.pay(payRequest('pp_vault_success'))).status).toBe('succeeded');
+    expect(faults.fired('paypal').at(-1)).toMatchObject({ kind: 'latency' });
+  });
+
+  it('withRetry waits at least the Retry-After PayPal asked for, then succeeds with the same keys', async () => {
+    const request = payRequest('pp_vault_success');
+    faults.next('paypal', {
+      kind: 'http_429',
+      retryAfterSeconds: 2,
+      match: { method: 'POST', path: '/v2/checkout/orders' },
+    });
+    const sleeps: number[] = [];
+    const outcome = await withRetry(() => gateway.pay(request), {
+      sleep: async (ms) => {
+        sleeps.push(ms);
+      },
+    });
+    expect(outcome.status).toBe('succeeded');
+    expect(sleeps).toHaveLength(1);
+    expect(sleeps[0]).toBeGreaterThanOrEqual(2_000);
+    expect(ledger.charges(request.paymentId)).toHaveLength(1);
+  });
+});
+
 describe('retrieve', () => {
   it('finds nothing for a payment PayPal never saw, and creates nothing', async () => {
     const paymentId = `pay_${randomUUID()}`;
@@ -345,6 +382,33 @@ describe('refund', () => {
     expect(error).toMatchObject({ code: 'declined' });
     expect(error.details.providerCode).toBe('CAPTURE_FULLY_REFUNDED');
     expect(await gateway.retrieve({ paymentId: request.paymentId })).toMatchObject({ status: 'succeeded' });
+  });
+
+  it('a timeout after the refund took effect, retried with the same key, is one refund', async () => {
+    const request = payRequest('pp_vault_success');
+    const paid = await gateway.pay(request);
+    const refund = {
+      refundId: `ref_${randomUUID()}`,
+      paymentId: request.paymentId,
+      tenantId: 't',
+      paymentProviderReference: paid.providerReference,
+      amountMinor: 10_000,
+      currency: 'USD',
+    };
+    faults.next('paypal', {
+      kind: 'timeout_after_charge',
+      match: { method: 'POST', path: '/v2/payments/captures/' },
+    });
+    const error = await gatewayError(gateway.refund(refund));
+    expect(error).toMatchObject({ code: 'network_timeout', details: { outcomeUnknown: true } });
+    expect(ledger.refunds(request.paymentId)).toHaveLength(1);
+    const retried = await gateway.refund(refund);
+    expect(retried).toEqual({
+      status: 'succeeded',
+      providerReference: ledger.refunds(request.paymentId)[0]!.id,
+    });
+    expect(ledger.refunds(request.paymentId)).toHaveLength(1);
+    expect(ledger.totalRefunded(request.paymentId)).toBe(10_000);
   });
 
   it('more than the capture -> declined REFUND_AMOUNT_EXCEEDED; unknown capture -> api_error', async () => {

@@ -168,6 +168,20 @@ describe('real PayPal event payloads', () => {
       providerReference: 'C',
     });
     expect(paypalWebhookToEvent(body('CHECKOUT.ORDER.APPROVED')).action).toBe('unsupported');
+    const insufficient = {
+      id: 'WH-Y',
+      event_type: 'PAYMENT.CAPTURE.DECLINED',
+      resource: {
+        id: 'C',
+        custom_id: 'p',
+        status: 'DECLINED',
+        processor_response: { response_code: '5120' },
+      },
+    };
+    expect(paypalWebhookToEvent(insufficient).failure).toMatchObject({
+      code: 'insufficient_funds',
+      providerCode: '5120',
+    });
     expect(() => paypalWebhookToEvent({ event_type: 'PAYMENT.CAPTURE.COMPLETED' })).toThrow(/no id/);
   });
 });

@@ -84,6 +84,19 @@ describe('real PayPal deliveries', () => {
         await expect(verifyPaypalWebhook(body, headers, options)).rejects.toThrow(/signature does not match/);
       });
 
+      it('refuses a tampered transmission time, even one second off', async () => {
+        const shifted = new Date(capturedAt(d)().getTime() + 1_000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+        const headers = { ...d.headers, 'paypal-transmission-time': shifted };
+        await expect(verifyPaypalWebhook(body, headers, options)).rejects.toThrow(/signature does not match/);
+      });
+
+      it('refuses a delivery with a signature header missing', async () => {
+        const { 'paypal-transmission-sig': _dropped, ...headers } = d.headers;
+        await expect(verifyPaypalWebhook(body, headers, options)).rejects.toThrow(
+          /missing paypal-transmission-sig/,
+        );
+      });
+
       it('refuses another webhook id', async () => {
         await expect(
           verifyPaypalWebhook(body, d.headers, { ...options, webhookId: 'WH-OTHER' }),

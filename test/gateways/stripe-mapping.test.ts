@@ -32,7 +32,7 @@ function signed(file: string, mutate?: (event: Record<string, unknown>) => void)
 describe('Stripe events (real payloads) -> WebhookEvent', () => {
   it('payment_intent.succeeded', () => {
     const { raw, header, now } = signed('payment_intent.succeeded.json', (e) => {
-      const object = (e['data'] as { object: { metadata?: Record<string, string> } }).object;
+      const object = (e['data'] as { object: { metadata: Record<string, string> } }).object;
       object.metadata = { ...object.metadata, paygate_payment_id: 'pay_42' };
     });
     const event = verifyStripeWebhook(raw, header, secret, { now });

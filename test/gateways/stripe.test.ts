@@ -397,3 +397,53 @@ describe('refund', () => {
     void gw;
   });
 });
+
+describe('refund test methods', () => {
+  const refundOf = async (pm: string, amountMinor: number) => {
+    const { gw } = gateway();
+    const request = payRequest(pm);
+    const paid = await gw.pay(request);
+    const outcome = await gw.refund({
+      refundId: `ref_${randomUUID().replaceAll('-', '')}`,
+      paymentId: request.paymentId,
+      tenantId: request.tenantId,
+      paymentProviderReference: paid.providerReference,
+      amountMinor,
+      currency: 'USD',
+    });
+    return { request, outcome };
+  };
+
+  it('pm_card_pendingRefund: pending, then succeeded with a signed refund.updated', async () => {
+    const { request, outcome } = await refundOf('pm_card_pendingRefund', 5_000);
+    expect(outcome.status).toBe('pending');
+    await sandbox.stripe.settleRefunds();
+    await sandbox.stripe.webhooksIdle();
+    const updated = received.find(
+      (e) => e.type === 'refund.updated' && e.refund?.providerReference === outcome.providerReference,
+    );
+    expect(updated).toMatchObject({
+      action: 'refund_succeeded',
+      paymentId: request.paymentId,
+      refund: { amountMinor: 5_000 },
+    });
+    expect(sandbox.ledger.totalRefunded(request.paymentId)).toBe(5_000);
+  });
+
+  it('pm_card_refundFail: succeeded, then failed with refund.failed; the ledger takes it back', async () => {
+    const { request, outcome } = await refundOf('pm_card_refundFail', 7_000);
+    expect(outcome.status).toBe('succeeded');
+    expect(sandbox.ledger.totalRefunded(request.paymentId)).toBe(7_000);
+    await sandbox.stripe.settleRefunds();
+    await sandbox.stripe.webhooksIdle();
+    const failed = received.find(
+      (e) => e.type === 'refund.failed' && e.refund?.providerReference === outcome.providerReference,
+    );
+    expect(failed).toMatchObject({
+      action: 'refund_failed',
+      paymentId: request.paymentId,
+      failure: { code: 'declined' },
+    });
+    expect(sandbox.ledger.totalRefunded(request.paymentId)).toBe(0);
+  });
+});

@@ -45,7 +45,11 @@ export async function createFixture(
     db: t.db,
     gateway: createGateways(
       { stripe: {}, paypal: { environment: 'sandbox' } },
-      { sandbox: { stripeUrl: sandbox.stripeUrl, paypalUrl: sandbox.paypalUrl }, sleep: instantSleep },
+      {
+        sandbox: { stripeUrl: sandbox.stripeUrl, paypalUrl: sandbox.paypalUrl },
+        sleep: instantSleep,
+        timeoutMs: 2_000,
+      },
     ),
     publicUrl: 'http://127.0.0.1:8787',
     onAlert: (n) => alerts.push({ alertId: n.alertId, code: n.code }),

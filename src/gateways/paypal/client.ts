@@ -15,6 +15,7 @@ import {
 import axios, { type AxiosAdapter, type AxiosResponse, type InternalAxiosRequestConfig } from 'axios';
 import type { Gateway, PaymentOutcome, PayRequest, RefundOutcome, RefundRequest } from '../types.js';
 import { GatewayError } from '../types.js';
+import { EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET } from './constants.js';
 import {
   buildLookupOrderRequest,
   buildOrderRequest,
@@ -27,9 +28,7 @@ import {
   refundToOutcome,
 } from './mapping.js';
 
-/** Credentials the local emulator accepts when none are configured (they open nothing real). */
-export const EMULATOR_CLIENT_ID = 'paygate-sandbox-client-id';
-export const EMULATOR_CLIENT_SECRET = 'paygate-sandbox-client-secret';
+export { EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET } from './constants.js';
 
 /**
  * 30 s: PayPal's own guidance for Orders calls is to allow tens of seconds; past that we prefer to
@@ -42,8 +41,8 @@ export interface PaypalGatewayOptions {
   /** Absent with `sandboxUrl`: the emulator's built-in credentials. Required otherwise. */
   clientId?: string;
   clientSecret?: string;
-  /** Which PayPal: 'sandbox' (api-m.sandbox.paypal.com) or 'production' (api-m.paypal.com). */
-  environment: 'sandbox' | 'production';
+  /** Which PayPal: 'sandbox' (api-m.sandbox.paypal.com) or 'live' (api-m.paypal.com); as config.paypal.environment. */
+  environment: 'sandbox' | 'live';
   /**
    * Base URL of the local emulator (http://127.0.0.1:PORT). When set, every SDK request is sent there
    * instead of PayPal. Only loopback is accepted: credentials must never be redirected elsewhere.
@@ -95,7 +94,7 @@ export function createPaypalGateway(options: PaypalGatewayOptions): PaypalGatewa
   const timeout = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const client = new Client({
     clientCredentialsAuthCredentials: { oAuthClientId: clientId, oAuthClientSecret: clientSecret },
-    environment: options.environment === 'production' ? Environment.Production : Environment.Sandbox,
+    environment: options.environment === 'live' ? Environment.Production : Environment.Sandbox,
     timeout,
     // No SDK retries: a retry of a write must go through our policy, which asks before it repeats.
     httpClientOptions: {
@@ -142,7 +141,12 @@ export function createPaypalGateway(options: PaypalGatewayOptions): PaypalGatewa
       // With some vaulted sources PayPal completes the order at create; then the capture is there.
       const already = orderToOutcome(order);
       if (already) return already;
-      if (!order.id) throw mapPaypalError(new Error('create order: response has no id'), 'create order');
+      if (!order.id) {
+        // Nothing was captured yet, and the same key replays the same order: safe to retry.
+        throw new GatewayError('api_error', 'PayPal create order answered without an order id', 'paypal', {
+          retryable: true,
+        });
+      }
       const captured = await captureOrder(order.id, request.paymentId);
       const outcome = orderToOutcome(captured);
       if (!outcome) {

@@ -9,7 +9,6 @@ import {
   CheckoutPaymentIntent,
   type Order,
   type OrderRequest,
-  OrderStatus,
   type OrdersCapture,
   type RefundRequest as PaypalRefundRequest,
   type Refund,
@@ -234,11 +233,6 @@ export function refundToOutcome(refund: Refund): RefundOutcome {
   };
 }
 
-/** True while the order could still be captured by us (approved through the vaulted source). */
-export function isCapturable(order: Order): boolean {
-  return order.status === OrderStatus.Approved || order.status === OrderStatus.Created;
-}
-
 function missing(field: string): GatewayError {
   return new GatewayError('api_error', `PayPal response has no ${field}`, 'paypal', { retryable: false });
 }
@@ -420,6 +414,7 @@ interface PaypalWebhookBody {
     amount?: { currency_code?: string; value?: string };
     links?: { href?: string; rel?: string }[];
     supplementary_data?: { related_ids?: { order_id?: string } };
+    processor_response?: { response_code?: string };
   };
 }
 
@@ -464,6 +459,23 @@ function capturedIdFromLinks(links: { href?: string; rel?: string }[] | undefine
   return match?.[1];
 }
 
+/** A failed capture event, read the same way as a capture we got back from the API. */
+function webhookFailure(type: string, resource: NonNullable<PaypalWebhookBody['resource']>): GatewayFailure {
+  const processorCode = resource.processor_response?.response_code;
+  if (processorCode && INSUFFICIENT_FUNDS_PROCESSOR_CODES.has(processorCode)) {
+    return {
+      code: 'insufficient_funds',
+      providerCode: processorCode,
+      message: `PayPal ${type}: insufficient funds`,
+    };
+  }
+  return {
+    code: 'declined',
+    providerCode: processorCode ?? resource.status ?? type,
+    message: `PayPal ${type}`,
+  };
+}
+
 /** A verified PayPal webhook body reduced to a WebhookEvent. Throws only on a body with no id/type. */
 export function paypalWebhookToEvent(payload: unknown): WebhookEvent {
   const body = (payload ?? {}) as PaypalWebhookBody;
@@ -503,14 +515,6 @@ export function paypalWebhookToEvent(payload: unknown): WebhookEvent {
     action,
     ...(paymentId ? { paymentId } : {}),
     ...(resource.id ? { providerReference: resource.id } : {}),
-    ...(action === 'payment_failed'
-      ? {
-          failure: {
-            code: 'declined',
-            providerCode: resource.status ?? type,
-            message: `PayPal ${type}`,
-          },
-        }
-      : {}),
+    ...(action === 'payment_failed' ? { failure: webhookFailure(type, resource) } : {}),
   };
 }

@@ -12,7 +12,7 @@
  * so it runs unmodified there.
  */
 import Stripe from 'stripe';
-import { SANDBOX_STRIPE_SECRET_KEY } from '../../sandbox/stripe/server.js';
+import { SANDBOX_STRIPE_SECRET_KEY } from '../../sandbox/stripe/constants.js';
 import { type RetryOptions, withRetry } from '../retry.js';
 import {
   type Gateway,
@@ -164,6 +164,7 @@ export function createStripeGateway(options: StripeGatewayOptions): Gateway {
         },
         expand: ['payment_method'],
       };
+      if (request.providerCustomerId) params.customer = request.providerCustomerId;
       if (request.payee.stripeAccount) params.transfer_data = { destination: request.payee.stripeAccount };
       const idempotencyKey = payIdempotencyKey(request.paymentId);
 

@@ -21,7 +21,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET } from '../../gateways/paypal/client.js';
+import { EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET } from '../../gateways/paypal/constants.js';
 import { signPaypalWebhook } from '../../gateways/paypal/webhook.js';
 import { formatAmount, isKnownCurrency, MoneyError, parseAmount } from '../../money.js';
 import { FAULT_HEADER, type Fault, type Faults, sleep } from '../faults.js';

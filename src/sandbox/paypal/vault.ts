@@ -1,6 +1,6 @@
 /**
  * The sandbox's vaulted PayPal payment tokens (what `paygate payment-method add --rail paypal --token`
- * stores). Each behaves as documented here and in docs/paypal-sandbox.md; any other token is "not in
+ * stores). Each behaves as documented here and in docs/paypal.md; any other token is "not in
  * the vault" and refused as an unusable payment source.
  *
  * | token                          | at create | at capture                                                  | our result            |

@@ -24,6 +24,7 @@ import type { AddressInfo } from 'node:net';
 import qs from 'qs';
 import { FAULT_HEADER, type Fault, type Faults, sleep } from '../faults.js';
 import type { Ledger } from '../ledger.js';
+import { SANDBOX_STRIPE_SECRET_KEY } from './constants.js';
 import {
   EMULATED_API_VERSION,
   type ErrorFields,
@@ -37,9 +38,7 @@ import {
 import { findTestMethod, type TestMethod } from './test-methods.js';
 
 /** The key the SDK uses when paygate runs without a real Stripe key; any other key gets a 401. */
-export const SANDBOX_STRIPE_SECRET_KEY = 'sk_test_paygate_sandbox';
-
-/** Stripe keeps idempotency results for 24 hours; the emulator keeps them for its lifetime. */
+export { SANDBOX_STRIPE_SECRET_KEY } from './constants.js';
 
 export interface StripeEmulatorOptions {
   ledger: Ledger;
@@ -108,9 +107,6 @@ interface SavedResponse {
 interface Reply {
   status: number;
   body: JsonObject;
-  /** The request acted (money may have moved): a timeout_after_charge fault applies after this. */
-  acted?: boolean;
-  headers?: Record<string, string>;
 }
 
 class ApiError extends Error {
@@ -137,6 +133,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
   const { ledger, faults } = options;
   const secretKey = options.secretKey ?? SANDBOX_STRIPE_SECRET_KEY;
   const intents = new Map<string, StoredIntent>();
+  // Stripe keeps idempotency results for 24 hours; the emulator keeps them for its lifetime.
   const saved = new Map<string, SavedResponse>();
   const inFlight = new Set<string>();
   const deliveries: WebhookDelivery[] = [];
@@ -453,7 +450,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     });
     emit(isAch ? 'payment_intent.processing' : 'payment_intent.succeeded', intent, request);
     if (isAch && options.achSettleDelayMs !== undefined) scheduleSettle(stored);
-    return { status: 200, body: view(stored, expand), acted: true };
+    return { status: 200, body: view(stored, expand) };
   }
 
   function scheduleSettle(stored: StoredIntent): void {
@@ -575,7 +572,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
       idempotencyKey: request.idempotencyKey,
     });
     emit('charge.refunded', chargeObject(stored), request);
-    return { status: 200, body: structuredClone(refund), acted: true };
+    return { status: 200, body: structuredClone(refund) };
   }
 
   /** GET /v1/refunds?payment_intent=...: how the adapter finds its refund after a timeout. */
@@ -740,8 +737,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     let reply: Reply;
     try {
       if (idempotencyKey !== undefined) inFlight.add(idempotencyKey);
-      const result = route(method, path, params, { id: requestId, idempotencyKey });
-      reply = result;
+      reply = route(method, path, params, { id: requestId, idempotencyKey });
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       reply = { status: error.status, body: errorBody(error.fields, requestId) };

@@ -1,0 +1,189 @@
+/** Humans at the terminal: approving and rejecting, and looking at payments and alerts. */
+import type { Command } from 'commander';
+import { type ApprovalStatus, approvalJson, approve, listApprovals, reject } from '../approvals/approvals.js';
+import { findUserByToken, type User } from '../directory/users.js';
+import { RefusedError, UsageError } from '../errors.js';
+import { listAlerts } from '../payments/alerts.js';
+import { findPayment, listPayments, paymentJson } from '../payments/payments.js';
+import { refundsOf } from '../payments/refund.js';
+import { type CliContext, table } from './context.js';
+
+type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
+
+const STATUSES: readonly ApprovalStatus[] = ['pending', 'approved', 'rejected', 'expired', 'consumed'];
+
+/**
+ * The human behind `--as`, proven by their personal access token. An agent with a shell can type any
+ * email address, so the email only has to agree with the token; it never stands alone.
+ */
+async function provenHuman(ctx: CliContext, email: string): Promise<User> {
+  const token = process.env.PAYGATE_USER_TOKEN?.trim() || (await ctx.promptToken());
+  if (!token) {
+    throw new RefusedError(
+      'user_token_required',
+      `--as ${email} is not enough: approving needs ${email}'s personal access token`,
+      'set PAYGATE_USER_TOKEN or run on a terminal to be prompted',
+    );
+  }
+  const user = await findUserByToken(await ctx.db(), token);
+  if (!user)
+    throw new RefusedError(
+      'invalid_user_token',
+      'that personal access token is not valid',
+      'use your own token',
+    );
+  if (user.email.toLowerCase() !== email.toLowerCase()) {
+    throw new RefusedError(
+      'token_not_yours',
+      `the personal access token given is not ${email}'s`,
+      `use ${email}'s own token`,
+    );
+  }
+  return user;
+}
+
+export function registerApprovalCommands(program: Command, run: Run): void {
+  const approvals = program.command('approvals').description('approve or reject what agents asked to do');
+  approvals
+    .command('list')
+    .requiredOption('--tenant <slug>')
+    .option('--status <status>', STATUSES.join('|'))
+    .action((o: { tenant: string; status?: string }) =>
+      run(async (ctx) => {
+        if (o.status && !(STATUSES as readonly string[]).includes(o.status))
+          throw new UsageError(`--status "${o.status}" is not one of ${STATUSES.join(', ')}`);
+        const t = await ctx.tenant(o.tenant);
+        await ctx.human(t);
+        const rows = (
+          await (
+            await ctx.db()
+          ).withTenant(t.id, (c) => listApprovals(c, { status: o.status as ApprovalStatus | undefined }))
+        ).map(approvalJson);
+        ctx.print(rows, () =>
+          table(rows, ['approval_id', 'status', 'amount', 'currency', 'expires_at', 'summary']),
+        );
+      }),
+    );
+  approvals
+    .command('approve <approvalId>')
+    .description('approve as yourself; prints the approval token once when fully approved')
+    .requiredOption('--as <email>', 'your email (your personal access token must match it)')
+    .action((approvalId: string, o: { as: string }) =>
+      run(async (ctx) => {
+        const user = await provenHuman(ctx, o.as);
+        const { approval, approvalToken } = await approve(await ctx.db(), user.tenantId, user, approvalId);
+        ctx.print(
+          {
+            approval_id: approval.id,
+            status: approval.status,
+            approval_token: approvalToken ?? null,
+            approved_by: approval.approvedBy,
+            required_approvals: approval.requiredApprovals,
+          },
+          approvalToken
+            ? `approved: ${approval.summary}\napproval token (shown once; give it to the agent):\n${approvalToken}`
+            : `recorded your approval (${approval.approvedBy.length} of ${approval.requiredApprovals}); a second approver is needed`,
+        );
+      }),
+    );
+  approvals
+    .command('reject <approvalId>')
+    .requiredOption('--as <email>')
+    .option('--reason <text>')
+    .action((approvalId: string, o: { as: string; reason?: string }) =>
+      run(async (ctx) => {
+        const user = await provenHuman(ctx, o.as);
+        const approval = await reject(await ctx.db(), user.tenantId, user, approvalId, o.reason);
+        ctx.print({ approval_id: approval.id, status: approval.status }, `rejected: ${approval.summary}`);
+      }),
+    );
+
+  const payments = program.command('payments').description('payments made through paygate');
+  payments
+    .command('list')
+    .requiredOption('--tenant <slug>')
+    .action((o: { tenant: string }) =>
+      run(async (ctx) => {
+        const t = await ctx.tenant(o.tenant);
+        await ctx.human(t);
+        const rows = (await (await ctx.db()).withTenant(t.id, (c) => listPayments(c))).map(paymentJson);
+        ctx.print(rows, () =>
+          table(rows, [
+            'payment_id',
+            'invoice_number',
+            'amount',
+            'currency',
+            'status',
+            'payment_method',
+            'confirmation_number',
+            'approved_by',
+          ]),
+        );
+      }),
+    );
+  payments
+    .command('show <payment>')
+    .description('one payment by id, provider reference or confirmation number')
+    .requiredOption('--tenant <slug>')
+    .action((ref: string, o: { tenant: string }) =>
+      run(async (ctx) => {
+        const t = await ctx.tenant(o.tenant);
+        await ctx.human(t);
+        const out = await (await ctx.db()).withTenant(t.id, async (c) => {
+          const payment = await findPayment(c, ref);
+          if (!payment)
+            throw new RefusedError('payment_not_found', `no payment "${ref}" in tenant ${t.slug}`);
+          return {
+            ...paymentJson(payment),
+            refunds: await refundsOf(c, payment.id),
+            alerts: await listAlerts(c, { paymentId: payment.id }),
+          };
+        });
+        ctx.print(out, () =>
+          Object.entries(out)
+            .map(
+              ([k, v]) =>
+                `${k.padEnd(20)} ${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`,
+            )
+            .join('\n'),
+        );
+      }),
+    );
+
+  program
+    .command('alerts')
+    .description('what needs a human')
+    .command('list')
+    .requiredOption('--tenant <slug>')
+    .option('--status <status>', 'open|resolved')
+    .action((o: { tenant: string; status?: string }) =>
+      run(async (ctx) => {
+        const t = await ctx.tenant(o.tenant);
+        await ctx.human(t);
+        const rows = await (await ctx.db()).withTenant(t.id, (c) => listAlerts(c, { status: o.status }));
+        ctx.print(rows, () =>
+          rows.length === 0
+            ? '(no alerts)'
+            : rows
+                .map((a) => {
+                  const analysis = a.analysis as {
+                    summary?: string;
+                    next_step?: string;
+                    source?: string;
+                  } | null;
+                  return [
+                    `${a.created_at}  ${a.severity.toUpperCase()}  ${a.kind}  ${a.code ?? ''}`,
+                    `  ${a.message}`,
+                    `  next: ${a.next_step ?? ''}`,
+                    analysis?.summary
+                      ? `  analysis (${analysis.source}): ${analysis.summary} — ${analysis.next_step ?? ''}`
+                      : null,
+                  ]
+                    .filter(Boolean)
+                    .join('\n');
+                })
+                .join('\n\n'),
+        );
+      }),
+    );
+}

@@ -1,0 +1,116 @@
+/** The seed's rules per failure kind, through the real SDKs against the sandbox. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ApprovalRequired, PaymentFailedError, payInvoice } from '../src/payments/pay.js';
+import { reconcilePayment } from '../src/payments/phases.js';
+import { getPaymentStatus } from '../src/payments/status.js';
+import { createFixture, type Fixture } from './support/fixture.js';
+
+describe('failures follow the rules', () => {
+  let base: Fixture;
+  let n = 0;
+  beforeAll(async () => {
+    base = await createFixture({ slug: 'base' });
+  });
+  afterAll(async () => base.close());
+
+  /** A fresh tenant whose stripe rail is `token`, and one approved attempt to pay 42.00 USD. */
+  async function attempt(token: string) {
+    const f = await createFixture({ slug: `fail-${++n}`, t: base.t, sandbox: base.sandbox });
+    await f.addMethod({ rail: 'stripe', token });
+    await f.addInvoice('INV-F', 42_00);
+    const input = { invoice: 'INV-F', amount: '42.00', currency: 'USD', method: 'stripe' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+    const result = await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...input, approval_token: await f.approveAs(f.admin, ask.approval_id) },
+    ).catch((e: unknown) => e);
+    const invoice = await f.t.db.withTenant(
+      f.tenant.id,
+      async (c) =>
+        (await c.query<{ status: string }>("SELECT status FROM invoices WHERE number = 'INV-F'")).rows[0]!
+          .status,
+    );
+    const alerts = await f.t.db.withTenant(
+      f.tenant.id,
+      async (c) =>
+        (
+          await c.query<{ kind: string; code: string; next_step: string }>(
+            'SELECT kind, code, next_step FROM alerts',
+          )
+        ).rows,
+    );
+    const scheduled = await f.t.db.withTenant(
+      f.tenant.id,
+      async (c) =>
+        (
+          await c.query<{ status: string; reschedule_count: number }>(
+            'SELECT status, reschedule_count FROM scheduled_payments',
+          )
+        ).rows,
+    );
+    return { f, result, invoice, alerts, scheduled };
+  }
+
+  it('declined: failed, not paid, an alert for manual review', async () => {
+    const { result, invoice, alerts } = await attempt('pm_card_visa_chargeDeclined');
+    expect(result).toBeInstanceOf(PaymentFailedError);
+    expect((result as PaymentFailedError).code).toBe('declined');
+    expect((result as PaymentFailedError).payment.status).toBe('failed');
+    expect(invoice).toBe('approved');
+    expect(alerts).toEqual([expect.objectContaining({ kind: 'payment_manual_review', code: 'declined' })]);
+  });
+
+  it('insufficient funds: an alert and a reschedule to the next business day', async () => {
+    const { result, invoice, alerts, scheduled } = await attempt(
+      'pm_card_visa_chargeDeclinedInsufficientFunds',
+    );
+    expect((result as PaymentFailedError).code).toBe('insufficient_funds');
+    expect(invoice).toBe('scheduled');
+    expect(scheduled).toEqual([{ status: 'scheduled', reschedule_count: 1 }]);
+    expect(alerts[0]).toMatchObject({ kind: 'payment_reschedule', code: 'insufficient_funds' });
+  });
+
+  it('invalid payment method: an alert asking for an updated method', async () => {
+    const { result, alerts } = await attempt('pm_card_chargeDeclinedExpiredCard');
+    expect((result as PaymentFailedError).code).toBe('payment_method_invalid');
+    expect(alerts[0]).toMatchObject({ kind: 'payment_request_payment_method' });
+    expect(alerts[0]!.next_step).toMatch(/updated payment method/);
+  });
+
+  it('API errors are retried with the same idempotency key, then succeed once', async () => {
+    base.sandbox.faults.next('stripe', {
+      kind: 'http_500',
+      times: 2,
+      match: { method: 'POST', path: '/v1/payment_intents' },
+    });
+    const { result } = await attempt('pm_card_visa');
+    const paymentId = (result as { payment_id: string }).payment_id;
+    expect(result).toMatchObject({ status: 'paid' });
+    expect(base.sandbox.ledger.charges(paymentId)).toHaveLength(1);
+    const keys = base.sandbox.stripe
+      .requests()
+      .filter(
+        (r) =>
+          r.method === 'POST' && r.path === '/v1/payment_intents' && r.idempotencyKey === `pay:${paymentId}`,
+      );
+    expect(keys.length).toBe(3);
+  });
+
+  it('a timeout after the charge took effect: the outcome is asked for, one charge, paid', async () => {
+    base.sandbox.faults.next('stripe', {
+      kind: 'timeout_after_charge',
+      times: 1,
+      match: { method: 'POST', path: '/v1/payment_intents' },
+    });
+    const { f, result } = await attempt('pm_card_visa');
+    // Either the retry policy found the charge (paid) or left it processing for the reconciler.
+    const paymentId = (result as { payment_id: string }).payment_id;
+    expect(base.sandbox.ledger.charges(paymentId)).toHaveLength(1);
+    const final = await reconcilePayment(f.deps, f.tenant.id, paymentId);
+    expect(final.status).toBe('succeeded');
+    expect(base.sandbox.ledger.charges(paymentId)).toHaveLength(1);
+    const status = await getPaymentStatus(f.deps, { agentKey: f.agentKey }, { payment: paymentId });
+    expect(status).toMatchObject({ status: 'paid' });
+  });
+});
