@@ -16,7 +16,8 @@
  *    idempotency key) up to MAX_SUBMIT_ATTEMPTS times; checks widen (nextCheckDelaySeconds).
  * 3. `running` schedules whose payment is resolved are marked executed or failed.
  * 4. `pending` refunds untouched for a while are re-driven by `executeRefund` (same refund id, same key).
- * 5. stale approvals expire; idempotency keys past their retention are pruned.
+ * 5. NACHA payments past their return window settle (src/ach/settlement.ts); stale approvals expire;
+ *    idempotency keys past their retention are pruned.
  *
  * Retries: the gateways retry a retryable error at once (3 attempts, backoff with jitter, same key);
  * when the provider is still failing, the worker defers the payment (still `processing`, same id) by
@@ -27,6 +28,7 @@
  * The clock, the sleep between idle passes and the jitter are injectable, so no test waits for real time.
  */
 import { hostname } from 'node:os';
+import { settleAchPayments } from '../ach/settlement.js';
 import { expireStaleApprovals } from '../approvals/approvals.js';
 import type { Logger } from '../config.js';
 import type { EngineDeps } from '../payments/context.js';
@@ -81,6 +83,8 @@ export interface PassSummary {
   reconciled: { checked: number; succeeded: number; failed: number; still_processing: number };
   schedules_settled: number;
   refunds: { redriven: number; succeeded: number; failed: number; pending: number };
+  /** NACHA payments whose return window ended without a return: succeeded (settleAchPayments). */
+  ach_settled: number;
   approvals_expired: number;
   idempotency_keys_pruned: number;
   errors: number;
@@ -237,6 +241,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
       reconciled: { checked: 0, succeeded: 0, failed: 0, still_processing: 0 },
       schedules_settled: 0,
       refunds: { redriven: 0, succeeded: 0, failed: 0, pending: 0 },
+      ach_settled: 0,
       approvals_expired: 0,
       idempotency_keys_pruned: 0,
       errors: 0,
@@ -353,6 +358,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
     // 5. Housekeeping.
     if (!stop()) {
       try {
+        summary.ach_settled = (await settleAchPayments(db, clock())).settled.length;
         summary.approvals_expired = await expireStaleApprovals(db);
         summary.idempotency_keys_pruned = await pruneIdempotencyKeys(db, clock());
       } catch (error) {
