@@ -1,7 +1,8 @@
 /**
  * Approval requests and their lifecycle: pending -> approved (token minted) -> consumed, or pending ->
- * rejected | expired. The token is shown once and stored only as a hash; consuming it is one UPDATE
- * that succeeds for exactly one caller, inside the transaction that starts the payment.
+ * rejected | expired, or approved -> rejected (revoked before the token was used). The token is shown
+ * once and stored only as a hash; consuming it is one UPDATE that succeeds for exactly one caller,
+ * inside the transaction that starts the payment.
  */
 import { appendAudit } from '../audit/log.js';
 import type { Db, Queryable } from '../db/pool.js';
@@ -190,7 +191,12 @@ export interface DecisionResult {
   approvalToken?: string;
 }
 
-async function loadForDecision(client: Queryable, approvalId: string, user: User): Promise<Approval> {
+async function loadForDecision(
+  client: Queryable,
+  approvalId: string,
+  user: User,
+  decidable: readonly ApprovalStatus[] = ['pending'],
+): Promise<Approval> {
   const { rows } = await client.query<ApprovalRow>(`${SELECT_APPROVAL} WHERE a.id = $1 FOR UPDATE OF a`, [
     approvalId,
   ]);
@@ -208,7 +214,7 @@ async function loadForDecision(client: Queryable, approvalId: string, user: User
       'the agent must ask again',
     );
   }
-  if (approval.status !== 'pending') {
+  if (!decidable.includes(approval.status)) {
     throw new RefusedError('approval_not_pending', `approval ${approvalId} is already ${approval.status}`);
   }
   return approval;
@@ -305,22 +311,34 @@ export async function reject(
     );
   }
   return db.withTenant(tenantId, async (client) => {
-    await loadForDecision(client, approvalId, user);
+    // An approved request whose token nobody has used yet can still be taken back (a human changed
+    // their mind, or suspects the token leaked): the row lock taken here makes a concurrent consume
+    // wait, and its `status = 'approved'` re-check then fails.
+    const before = await loadForDecision(client, approvalId, user, ['pending', 'approved']);
+    const revoking = before.status === 'approved';
+    // A revocation keeps the approvals that were given (they are history); a pending rejection
+    // replaces this person's earlier partial approval, as before.
     await client.query(
       `INSERT INTO approval_decisions (approval_id, tenant_id, user_id, decision, reason) VALUES ($1, $2, $3, 'reject', $4)
-       ON CONFLICT (approval_id, user_id) DO UPDATE SET decision = 'reject', reason = EXCLUDED.reason, decided_at = now()`,
+       ON CONFLICT (approval_id, user_id) DO ${
+         revoking ? 'NOTHING' : "UPDATE SET decision = 'reject', reason = EXCLUDED.reason, decided_at = now()"
+       }`,
       [approvalId, tenantId, user.id, reason ?? null],
     );
-    await client.query("UPDATE approvals SET status = 'rejected', decided_at = now() WHERE id = $1", [
-      approvalId,
-    ]);
+    // Clearing token_hash is what makes the token stop working (consumeApprovalToken finds it by hash).
+    await client.query(
+      "UPDATE approvals SET status = 'rejected', token_hash = NULL, decided_at = now() WHERE id = $1",
+      [approvalId],
+    );
     await appendAudit(client, {
       tenantId,
       actorType: 'user',
       actorId: user.email,
-      action: 'approval.rejected',
+      action: revoking ? 'approval.revoked' : 'approval.rejected',
       subjectId: approvalId,
-      details: { reason: reason ?? null },
+      details: revoking
+        ? { reason: reason ?? null, approved_by: before.approvedBy }
+        : { reason: reason ?? null },
     });
     return (await getApproval(client, approvalId))!;
   });

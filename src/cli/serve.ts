@@ -4,15 +4,17 @@
  * before the runtime starts so that the sandbox, when it serves, knows where to deliver its signed
  * webhooks. `npm start` is `serve --seed-demo`.
  */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Command } from 'commander';
 import express from 'express';
 import { readDemoCredentials, seedDemo } from '../demo/seed.js';
-import { UsageError } from '../errors.js';
+import { resolveSecret } from '../directory/encryption.js';
+import { RefusedError, UsageError } from '../errors.js';
 import { createMcpHttpHandler, type McpHttpHandler } from '../mcp/http.js';
 import { type Runtime, startRuntime } from '../runtime.js';
-import { createSidecarApp, type SidecarApp } from '../sidecar/app.js';
+import { createSidecarApp, healthProof, type SidecarApp } from '../sidecar/app.js';
 import { createWorker } from '../worker/index.js';
 import type { GlobalOptions } from './context.js';
 
@@ -168,28 +170,63 @@ async function demoBanner(handle: ServeHandle): Promise<string> {
 
 /**
  * For `paygate mcp` (stdio): serve the approval pages on PAYGATE_PUBLIC_URL's loopback port so a Claude
- * Desktop user has a page to approve on, unless another process (a `paygate serve`, another `paygate
+ * Desktop user has a page to approve on, unless another paygate (a `paygate serve`, another `paygate
  * mcp`) already listens there: then that one serves the page for the same database. Returns a closer,
- * or null when the port is taken or the public URL is not a loopback address.
+ * or null when another paygate serves the page or the public URL is not a loopback address.
+ *
+ * "Another paygate" must be proven, not assumed: whatever holds the port receives the human's personal
+ * access token when they approve, so an agent that binds it first would collect it. The listener must
+ * answer a fresh challenge with an HMAC under this installation's secret; otherwise this refuses, and
+ * `paygate mcp` exits rather than hand out approve links to a stranger's port.
  */
 export async function serveApprovalPageIfFree(runtime: Runtime): Promise<(() => Promise<void>) | null> {
   const publicUrl = new URL(runtime.deps.publicUrl);
   if (!['127.0.0.1', 'localhost', '[::1]'].includes(publicUrl.hostname)) return null;
-  const app = createSidecarApp(runtime, { instrumentGateways: false });
+  const secret = await resolveSecret(runtime.config);
+  const app = createSidecarApp(runtime, { instrumentGateways: false, healthProofSecret: secret });
   const server = http.createServer(app);
+  const port = Number(publicUrl.port || 80);
+  const host = publicUrl.hostname === 'localhost' ? '127.0.0.1' : publicUrl.hostname.replace(/[[\]]/g, '');
   const listening = await new Promise<boolean>((resolve) => {
     server.once('error', () => resolve(false));
-    server.listen(
-      Number(publicUrl.port || 80),
-      publicUrl.hostname === 'localhost' ? '127.0.0.1' : publicUrl.hostname.replace(/[[\]]/g, ''),
-      () => resolve(true),
-    );
+    server.listen(port, host, () => resolve(true));
   });
-  if (!listening) return null;
+  if (!listening) {
+    if (await listenerIsPaygate(host, port, secret)) {
+      runtime.logger.info({ url: publicUrl.origin }, 'another paygate serves the approval page');
+      return null;
+    }
+    throw new RefusedError(
+      'approval_page_port_taken',
+      "PAYGATE_PUBLIC_URL's port is held by something that is not paygate: approve links would go there",
+      `stop whatever listens on ${host}:${port}, or set PAYGATE_PUBLIC_URL to a free loopback port`,
+    );
+  }
   runtime.logger.info({ url: publicUrl.origin }, 'serving the approval page for this MCP session');
   return () =>
     new Promise<void>((resolve) => {
       server.close(() => resolve());
       server.closeAllConnections();
     });
+}
+
+/** Whether the process on host:port answers /healthz's challenge with our secret (see healthProof). */
+async function listenerIsPaygate(host: string, port: number, secret: string): Promise<boolean> {
+  const challenge = randomBytes(32).toString('hex');
+  const origin = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  try {
+    const res = await fetch(`${origin}/healthz?challenge=${challenge}`, {
+      redirect: 'error',
+      signal: AbortSignal.timeout(5000),
+    });
+    if (!res.ok) return false;
+    const body = (await res.json()) as { proof?: unknown };
+    if (typeof body.proof !== 'string') return false;
+    const expected = Buffer.from(healthProof(secret, port, challenge));
+    const given = Buffer.from(body.proof);
+    return expected.length === given.length && timingSafeEqual(expected, given);
+  } catch {
+    // Not HTTP, not JSON, no answer in time: not a paygate we can trust with the human's token.
+    return false;
+  }
 }

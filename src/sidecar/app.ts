@@ -6,6 +6,7 @@
  *   const app = createSidecarApp(runtime);
  *   http.createServer(app).listen(8787, '127.0.0.1');
  */
+import { createHmac } from 'node:crypto';
 import path from 'node:path';
 import cookieParser from 'cookie-parser';
 import express, { type NextFunction, type Request, type Response } from 'express';
@@ -13,7 +14,10 @@ import { rateLimit } from 'express-rate-limit';
 import helmet from 'helmet';
 import { type Approval, approve, getApproval, listApprovals, reject } from '../approvals/approvals.js';
 import type { ActionParams, PayParams, RefundParams, ScheduleParams } from '../approvals/canonical.js';
+import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
+import { hashesEqual, hashSecret } from '../directory/credentials.js';
+import { resolveSecret } from '../directory/encryption.js';
 import { activeMethodForRail } from '../directory/payment-methods.js';
 import { getTenant } from '../directory/tenants.js';
 import { findUserByToken } from '../directory/users.js';
@@ -56,7 +60,7 @@ export interface SidecarRuntime {
   deps: EngineDeps;
   webhooks: { stripeSecret?: string; paypalWebhookId?: string };
   sandbox?: { paypalUrl: string };
-  config?: { dataDir: string };
+  config?: { dataDir: string; secret?: string };
   logger?: {
     info(obj: object, msg?: string): void;
     warn(obj: object, msg?: string): void;
@@ -73,7 +77,15 @@ export interface SidecarOptions {
   certCacheDir?: string;
   /** The sandbox's loopback origin whose certificate is accepted; default runtime.sandbox.paypalUrl. */
   paypalSandboxCertOrigin?: string;
-  /** Login attempts per client address and window; default 10 per 15 minutes. */
+  /**
+   * The key /healthz?challenge= proves possession of; default resolveSecret(runtime.config) (the
+   * PAYGATE_SECRET, or the data directory's). Without either, /healthz answers without a proof.
+   */
+  healthProofSecret?: string;
+  /**
+   * Failed logins and failed approval step-ups (a wrong personal access token) per client address and
+   * window; default 10 per 15 minutes.
+   */
   loginRateLimit?: { limit: number; windowMs: number };
   /** Mark cookies Secure even when the request looks like plain HTTP (e.g. behind a TLS proxy). */
   secureCookies?: boolean;
@@ -193,9 +205,27 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
 
   // --- health and metrics ---------------------------------------------------------------------------
 
-  app.get('/healthz', async (_req, res) => {
+  // `paygate mcp` asks with a fresh challenge before it hands out approve links for a port someone
+  // else already listens on: only a process that holds this installation's secret can answer.
+  let proofKey: Promise<string | null> | undefined;
+  const healthProofKey = () => {
+    proofKey ??=
+      options.healthProofSecret !== undefined
+        ? Promise.resolve(options.healthProofSecret)
+        : runtime.config
+          ? resolveSecret(runtime.config)
+          : Promise.resolve(null);
+    return proofKey;
+  };
+
+  app.get('/healthz', async (req, res) => {
     try {
       await db.pool.query('SELECT 1');
+      const challenge = req.query.challenge;
+      if (typeof challenge === 'string' && HEALTH_CHALLENGE.test(challenge)) {
+        const key = await healthProofKey();
+        if (key) return res.json({ ok: true, proof: healthProof(key, req.socket.localPort ?? 0, challenge) });
+      }
       res.json({ ok: true });
     } catch {
       res.status(503).json({ ok: false, error: 'database unreachable' });
@@ -297,24 +327,29 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
   });
 
   const limit = options.loginRateLimit ?? { limit: 10, windowMs: 15 * 60 * 1000 };
-  const loginLimiter = rateLimit({
+  // One budget for every guess at a personal access token, at login and at an approval's step-up.
+  // Only guesses count: a login that succeeds, or an approval whose token was right (even if the
+  // engine then refuses the approval for another reason), gives its attempt back.
+  const tokenGuessLimiter = rateLimit({
     windowMs: limit.windowMs,
     limit: limit.limit,
     standardHeaders: 'draft-8',
     legacyHeaders: false,
+    skipSuccessfulRequests: true,
+    requestWasSuccessful: (_req, res) => res.statusCode < 400 || res.locals.tokenAccepted === true,
     handler: (_req, res) => {
       res
         .status(429)
         .send(
           messagePage(
             'Too many attempts',
-            'Too many login attempts from this address. Wait a few minutes, then try again.',
+            'Too many attempts with a wrong personal access token from this address. Wait a few minutes, then try again. Nothing was approved.',
           ),
         );
     },
   });
 
-  pages.post('/login', loginLimiter, async (req, res) => {
+  pages.post('/login', tokenGuessLimiter, async (req, res) => {
     if (!csrfTokenValid(req.cookies?.[loginCookie(req)], req.body?._csrf)) {
       return loginForm(req, res, 403, 'The login form was out of date. Please try again.');
     }
@@ -336,6 +371,25 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
     res.redirect(303, '/login');
   });
 
+  /**
+   * Step-up for approving. A session cookie is not enough to approve: browsers do not keep cookies
+   * apart by port, so any page the human opens on another 127.0.0.1 port (a dev server an agent
+   * started) receives it, and with it the CSRF token derived from it. The personal access token is
+   * typed for every approval and never stored in the browser, so holding the cookie lets one look
+   * and reject, never approve.
+   */
+  const tokenIsSessionUsers = async (session: Session, presented: unknown): Promise<boolean> => {
+    const given = hashSecret(typeof presented === 'string' ? presented.trim() : '');
+    const { rows } = await db.withTenant(session.tenantId, (client) =>
+      client.query<{ token_hash: Buffer }>(
+        'SELECT token_hash FROM users WHERE id = $1 AND disabled_at IS NULL',
+        [session.user.id],
+      ),
+    );
+    // Compare hashes of equal length in constant time; a missing user compares against nothing.
+    return rows[0] ? hashesEqual(given, rows[0].token_hash) : false;
+  };
+
   pages.get('/approvals', requireSession, async (req: Authed, res) => {
     const session = req.session!;
     const tenant = await getTenant(db, session.tenantId);
@@ -353,7 +407,9 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
     const notice =
       req.query.done === 'rejected'
         ? 'The request was rejected. The agent will be told it cannot go ahead.'
-        : undefined;
+        : req.query.done === 'revoked'
+          ? 'The approval was revoked. Its approval code no longer works and no money moves.'
+          : undefined;
     res.send(listPage(pageUser(session), items, notice));
   });
 
@@ -377,9 +433,34 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
 
   pages.get('/approvals/:id', requireSession, (req: Authed, res) => showDetail(req, res, 200));
 
-  pages.post('/approvals/:id/approve', requireSession, async (req: Authed, res) => {
+  pages.post('/approvals/:id/approve', requireSession, tokenGuessLimiter, async (req: Authed, res) => {
     const session = req.session!;
     const id = String(req.params.id);
+    if (!(await tokenIsSessionUsers(session, req.body?.token))) {
+      logger.warn({ ip: req.ip, approvalId: id }, 'approval refused: personal access token did not match');
+      await db.withTenant(session.tenantId, (client) =>
+        appendAudit(client, {
+          tenantId: session.tenantId,
+          actorType: 'user',
+          actorId: session.user.email,
+          action: 'approval.decision_refused',
+          subjectId: id,
+          details: {
+            code: 'step_up_token_mismatch',
+            message: 'the personal access token typed to approve is not the logged-in user’s',
+            channel: 'approval_page',
+            ip: req.ip ?? null,
+          },
+        }),
+      );
+      return showDetail(
+        req,
+        res,
+        401,
+        `Nothing was approved: that is not your personal access token (${session.user.email}). Type your own token, the one you log in with, and approve again.`,
+      );
+    }
+    res.locals.tokenAccepted = true;
     try {
       const result = await approve(db, session.tenantId, session.user, id);
       // Dual control: this approval is recorded and the page now says another person must approve.
@@ -406,9 +487,11 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
         ? req.body.reason.trim().slice(0, 500)
         : undefined;
     try {
+      // Rejecting an approved request revokes it (its token stops working); the notice says which.
+      const before = await db.withTenant(session.tenantId, (client) => getApproval(client, id));
       const approval = await reject(db, session.tenantId, session.user, id, reason);
       observeDecision(metrics, approval, 'reject');
-      res.redirect(303, '/approvals?done=rejected');
+      res.redirect(303, `/approvals?done=${before?.status === 'approved' ? 'revoked' : 'rejected'}`);
     } catch (error) {
       if (error instanceof RefusedError) return showDetail(req, res, 409, refusalText(error));
       throw error;
@@ -446,6 +529,17 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
       );
   });
   return app;
+}
+
+const HEALTH_CHALLENGE = /^[0-9a-f]{32,128}$/;
+
+/**
+ * The answer to /healthz?challenge=: HMAC-SHA256 under the installation's secret, over a fixed label,
+ * the port the request arrived on and the challenge. The port keeps a squatter from relaying the
+ * challenge to a real paygate listening elsewhere and passing its answer off as its own.
+ */
+export function healthProof(secret: string, port: number, challenge: string): string {
+  return createHmac('sha256', secret).update(`paygate healthz proof v1\n${port}\n${challenge}`).digest('hex');
 }
 
 const ACTION_LABEL: Record<Approval['action'], string> = {
@@ -600,9 +694,12 @@ async function describeApproval(
   facts.push({ label: 'Expires', value: formatDate(approval.expiresAt, timeZone) });
 
   const user = session.user;
+  const canRevoke = approval.status === 'approved' && (user.role === 'approver' || user.role === 'admin');
   let canDecide = approval.status === 'pending';
   let cannotDecideReason: string | undefined;
-  if (approval.status !== 'pending') {
+  if (canRevoke) {
+    canDecide = false;
+  } else if (approval.status !== 'pending') {
     canDecide = false;
     cannotDecideReason = `This request is ${STATUS_LABEL[approval.status].toLowerCase()}; there is nothing left to decide.`;
   } else if (user.role === 'viewer') {
@@ -625,6 +722,7 @@ async function describeApproval(
     lead,
     facts,
     canDecide,
+    canRevoke,
     ...(cannotDecideReason ? { cannotDecideReason } : {}),
     ...(lastFailure ? { lastFailure } : {}),
   };

@@ -44,6 +44,8 @@ dl.facts dd { margin: 0; font-weight: 500; overflow-wrap: anywhere; }
 .pill.rejected, .pill.expired { background: var(--bad-bg); border-color: #f3b8b2; color: var(--bad); }
 .actions { display: flex; flex-wrap: wrap; gap: 10px; margin-top: 18px; }
 .actions form { margin: 0; flex: 1 1 200px; }
+.actions > button { flex: 1 1 200px; width: auto; }
+.step-up { margin-top: 18px; padding-top: 4px; border-top: 1px solid var(--line); }
 button, .button {
   display: inline-block; width: 100%; min-height: 48px; padding: 12px 18px; border-radius: 10px;
   border: 1px solid transparent; font: inherit; font-weight: 600; cursor: pointer; text-align: center; text-decoration: none;

@@ -114,6 +114,8 @@ export interface DetailView {
   lead: string;
   facts: Fact[];
   canDecide: boolean;
+  /** Approved, token not used yet, and this user may approve: they can take the approval back. */
+  canRevoke?: boolean;
   cannotDecideReason?: string;
   lastFailure?: FailureView;
 }
@@ -130,13 +132,24 @@ ${error ? html`<p class="notice error" role="alert">${error}</p>` : ''}
   <dl class="facts">${view.facts.map((f) => html`<dt>${f.label}</dt><dd>${f.value}</dd>`)}</dl>
   ${
     view.canDecide
-      ? html`<div class="actions">
-    <form method="post" action="/approvals/${view.id}/approve"><input type="hidden" name="_csrf" value="${user.csrf}"><button class="approve" type="submit">Approve</button></form>
+      ? html`<form method="post" action="/approvals/${view.id}/approve" autocomplete="off" id="approve-form" class="step-up">
+    <input type="hidden" name="_csrf" value="${user.csrf}">
+    <label for="approve-token">To approve, type your personal access token</label>
+    <input id="approve-token" name="token" type="password" required spellcheck="false" autocapitalize="off" autocomplete="off">
+    <p class="hint">paygate asks for your token again for every approval so that nobody else on this computer can approve in your name. Rejecting does not need it.</p>
+  </form>
+  <div class="actions">
+    <button class="approve" type="submit" form="approve-form">Approve</button>
     <form method="post" action="/approvals/${view.id}/reject"><input type="hidden" name="_csrf" value="${user.csrf}"><button class="reject" type="submit">Reject</button></form>
   </div>`
-      : view.cannotDecideReason
-        ? html`<p class="notice warn">${view.cannotDecideReason}</p>`
-        : ''
+      : view.canRevoke
+        ? html`<p class="notice warn">This request is approved, but the agent has not used its approval code yet. If you revoke it, the code stops working and no money moves.</p>
+  <div class="actions">
+    <form method="post" action="/approvals/${view.id}/reject"><input type="hidden" name="_csrf" value="${user.csrf}"><button class="reject" type="submit">Revoke approval</button></form>
+  </div>`
+        : view.cannotDecideReason
+          ? html`<p class="notice warn">${view.cannotDecideReason}</p>`
+          : ''
   }
 </div>
 ${view.lastFailure ? failureCard(view.lastFailure) : ''}
@@ -172,6 +185,7 @@ export function tokenPage(user: PageUser, view: { id: string; summary: string; t
   <p>This is the approval code for the agent. <b>It is shown only this once.</b></p>
   <div class="token"><code id="approval-token">${view.token}</code><button class="primary" type="button" data-copy="approval-token">Copy</button></div>
   <p class="hint">Paste it into the conversation with the agent if it asks for it. The agent may also notice the approval and finish by itself. The code works only for exactly this payment, once, and only for the agent that asked.</p>
+  <p class="hint">Changed your mind? Until the agent uses the code you can <a href="/approvals/${view.id}">revoke this approval</a>.</p>
 </div>
 <p><a href="/approvals">← All requests waiting for approval</a></p>`,
     user,
