@@ -1,9 +1,10 @@
 /**
  * The approval pages over real HTTP: login with a personal access token, the session cookie's
- * attributes, CSRF on every change, rate-limited login, helmet's headers, tenant isolation, and an
- * approval token that is shown once and then pays.
+ * attributes, CSRF on every change, rate-limited login, helmet's headers, tenant isolation, an
+ * approval that needs the human's own token typed again (a stolen cookie cannot approve), an
+ * approval token that is shown once and then pays, and revoking an approval the agent has not used.
  */
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { analyzeAlert } from '../../src/analysis/index.js';
 import { createDb } from '../../src/db/pool.js';
@@ -175,7 +176,13 @@ describe('approval pages', () => {
       ]),
     ).toBe(1);
 
-    const approved = await c.post(`/approvals/${ask.approval_id}/approve`, { _csrf: Client.csrf(page.text) });
+    expect(page.text).toContain(
+      'paygate asks for your token again for every approval so that nobody else on this computer can approve in your name',
+    );
+    const approved = await c.post(`/approvals/${ask.approval_id}/approve`, {
+      _csrf: Client.csrf(page.text),
+      token: f.approver.token,
+    });
     expect(approved.response.status).toBe(200);
     expect(approved.response.headers.get('cache-control')).toBe('no-store');
     const token = /<code id="approval-token">(apt_[A-Za-z0-9_-]+)<\/code>/.exec(approved.text)?.[1];
@@ -186,7 +193,9 @@ describe('approval pages', () => {
     // Shown once: the page for the approval no longer has it, and the token pays the invoice once.
     const after = await c.get(`/approvals/${ask.approval_id}`);
     expect(after.text).not.toContain(token!);
-    expect(after.text).toContain('nothing left to decide');
+    // Approved but not used yet: the one thing left to do is take it back.
+    expect(after.text).toContain('Revoke approval');
+    expect(after.text).not.toContain('approve-token');
     const done = (await payInvoice(f.deps, caller(), {
       ...input,
       approval_token: token,
@@ -195,6 +204,217 @@ describe('approval pages', () => {
 
     const metrics = await (await fetch(`${s.url}/metrics`)).text();
     expect(metrics).toMatch(/paygate_approval_decision_seconds_count\{decision="approve"\} 1/);
+  });
+
+  it('approving needs the logged-in human’s own personal access token; a wrong one approves nothing and is audited', async () => {
+    await f.addInvoice('INV-PG-STEP', 20_00);
+    const request = (await payInvoice(f.deps, caller(), {
+      ...input,
+      invoice: 'INV-PG-STEP',
+      amount: '20.00',
+    })) as ApprovalRequired;
+    const c = new Client(s.url);
+    await c.login(f.approver.token);
+    const page = await c.get(`/approvals/${request.approval_id}`);
+    const csrf = Client.csrf(page.text);
+    // No token, someone else's valid token (the admin's), a made-up one: all refused the same way.
+    for (const token of [undefined, f.admin.token, 'pgu_made_up_000000000000000000000000000000000000']) {
+      const refused = await c.post(`/approvals/${request.approval_id}/approve`, {
+        _csrf: csrf,
+        ...((token ? { token } : {}) as Record<string, string>),
+      });
+      expect(refused.response.status).toBe(401);
+      expect(refused.text).toContain('Nothing was approved: that is not your personal access token');
+      expect(refused.text).not.toMatch(/apt_[A-Za-z0-9_-]{43}/);
+    }
+    expect(
+      await count(f, "SELECT count(*) AS n FROM approvals WHERE id = $1 AND status = 'pending'", [
+        request.approval_id,
+      ]),
+    ).toBe(1);
+    expect(
+      await count(f, 'SELECT count(*) AS n FROM approval_decisions WHERE approval_id = $1', [
+        request.approval_id,
+      ]),
+    ).toBe(0);
+    expect(
+      await count(
+        f,
+        "SELECT count(*) AS n FROM audit_log WHERE action = 'approval.decision_refused' AND subject_id = $1 AND actor_id = 'jdoe@example.com' AND content LIKE '%step_up_token_mismatch%'",
+        [request.approval_id],
+      ),
+    ).toBe(3);
+    // The right token still works afterwards.
+    const approved = await c.post(`/approvals/${request.approval_id}/approve`, {
+      _csrf: csrf,
+      token: f.approver.token,
+    });
+    expect(approved.response.status).toBe(200);
+    expect(approved.text).toMatch(/<code id="approval-token">apt_[A-Za-z0-9_-]{43}<\/code>/);
+  });
+
+  it('a stolen session cookie with the CSRF token computed from it cannot approve (review: cookie-port)', async () => {
+    await f.addInvoice('INV-PG-STOLEN', 30_00);
+    const call = { ...input, invoice: 'INV-PG-STOLEN', amount: '30.00' };
+    const request = (await payInvoice(f.deps, caller(), call)) as ApprovalRequired;
+    // The human logs in; an agent-run server on another loopback port receives the cookie (browsers
+    // do not keep cookies apart by port). From here on only the cookie value is used.
+    const human = new Client(s.url);
+    await human.login(f.approver.token);
+    const secret = human.cookies.get('paygate_session')!;
+    const csrf = createHmac('sha256', secret).update('paygate-csrf').digest('base64url');
+    const agent = async (form: Record<string, string>) => {
+      const res = await fetch(`${s.url}/approvals/${request.approval_id}/approve`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: {
+          cookie: `paygate_session=${secret}`,
+          'content-type': 'application/x-www-form-urlencoded',
+        },
+        body: new URLSearchParams({ _csrf: csrf, ...form }).toString(),
+      });
+      return { status: res.status, text: await res.text() };
+    };
+    // The agent holds its own credential, the agent key, and no human's personal access token.
+    const forms: Record<string, string>[] = [{}, { token: f.agentKeySecret }, { token: '' }];
+    for (const form of forms) {
+      const res = await agent(form);
+      expect(res.status).toBe(401);
+      expect(res.text).not.toMatch(/apt_[A-Za-z0-9_-]{43}/);
+    }
+    expect(
+      await count(f, "SELECT count(*) AS n FROM approvals WHERE id = $1 AND status = 'pending'", [
+        request.approval_id,
+      ]),
+    ).toBe(1);
+    await expect(payInvoice(f.deps, caller(), call)).resolves.toMatchObject({
+      status: 'approval_required',
+      approval_id: request.approval_id,
+    });
+  });
+
+  it('a wrong token at the approval step counts against the same limit as logins', async () => {
+    const limited = await startSidecar(
+      f,
+      {},
+      { loginRateLimit: { limit: 3, windowMs: 60_000 }, instrumentGateways: false },
+    );
+    try {
+      await f.addInvoice('INV-PG-GUESS', 40_00);
+      const request = (await payInvoice(f.deps, caller(), {
+        ...input,
+        invoice: 'INV-PG-GUESS',
+        amount: '40.00',
+      })) as ApprovalRequired;
+      const c = new Client(limited.url);
+      // A successful login gives its attempt back.
+      expect((await c.login(f.approver.token)).response.status).toBe(303);
+      const page = await c.get(`/approvals/${request.approval_id}`);
+      const guess = () =>
+        c.post(`/approvals/${request.approval_id}/approve`, {
+          _csrf: Client.csrf(page.text),
+          token: 'pgu_guess_000000000000000000000000000000000000000',
+        });
+      const statuses = [];
+      for (let i = 0; i < 4; i++) statuses.push((await guess()).response.status);
+      expect(statuses).toEqual([401, 401, 401, 429]);
+      // The budget is shared: a login from the same address now waits too, and so does the right token.
+      expect((await new Client(limited.url).login(f.approver.token)).response.status).toBe(429);
+      const right = await c.post(`/approvals/${request.approval_id}/approve`, {
+        _csrf: Client.csrf(page.text),
+        token: f.approver.token,
+      });
+      expect(right.response.status).toBe(429);
+      expect(
+        await count(f, "SELECT count(*) AS n FROM approvals WHERE id = $1 AND status = 'pending'", [
+          request.approval_id,
+        ]),
+      ).toBe(1);
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it('revokes an approval the agent has not used: the token stops working and nothing moves', async () => {
+    await f.addInvoice('INV-PG-REVOKE', 60_00);
+    const call = { ...input, invoice: 'INV-PG-REVOKE', amount: '60.00' };
+    const request = (await payInvoice(f.deps, caller(), call)) as ApprovalRequired;
+    const c = new Client(s.url);
+    await c.login(f.approver.token);
+    const page = await c.get(`/approvals/${request.approval_id}`);
+    const approved = await c.post(`/approvals/${request.approval_id}/approve`, {
+      _csrf: Client.csrf(page.text),
+      token: f.approver.token,
+    });
+    const token = /<code id="approval-token">(apt_[A-Za-z0-9_-]+)<\/code>/.exec(approved.text)![1]!;
+    expect(approved.text).toContain(`href="/approvals/${request.approval_id}">revoke this approval`);
+
+    // The approver who approved (or any approver or admin) sees a Revoke button while the token is unused.
+    const after = await c.get(`/approvals/${request.approval_id}`);
+    expect(after.text).toContain('Revoke approval');
+    expect(after.text).toContain('the code stops working and no money moves');
+    const revoked = await c.post(`/approvals/${request.approval_id}/reject`, {
+      _csrf: Client.csrf(after.text),
+      reason: 'wrong bank details on the invoice',
+    });
+    expect(revoked.response.status).toBe(303);
+    expect(revoked.response.headers.get('location')).toBe('/approvals?done=revoked');
+    expect((await c.get('/approvals?done=revoked')).text).toContain('The approval was revoked');
+    expect(
+      await count(
+        f,
+        "SELECT count(*) AS n FROM approvals WHERE id = $1 AND status = 'rejected' AND token_hash IS NULL",
+        [request.approval_id],
+      ),
+    ).toBe(1);
+    expect(
+      await count(
+        f,
+        "SELECT count(*) AS n FROM audit_log WHERE action = 'approval.revoked' AND subject_id = $1 AND actor_id = 'jdoe@example.com'",
+        [request.approval_id],
+      ),
+    ).toBe(1);
+
+    const charges = f.sandbox.ledger.charges().length;
+    await expect(payInvoice(f.deps, caller(), { ...call, approval_token: token })).rejects.toMatchObject({
+      code: 'invalid_approval_token',
+    });
+    expect(f.sandbox.ledger.charges()).toHaveLength(charges);
+    expect(
+      await count(
+        f,
+        "SELECT count(*) AS n FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.number = 'INV-PG-REVOKE'",
+      ),
+    ).toBe(0);
+    // Nothing left to revoke: the page says so and a second revoke is refused.
+    const gone = await c.get(`/approvals/${request.approval_id}`);
+    expect(gone.text).not.toContain('Revoke approval');
+    expect(
+      (await c.post(`/approvals/${request.approval_id}/reject`, { _csrf: Client.csrf(gone.text) })).response
+        .status,
+    ).toBe(409);
+  });
+
+  it('an approval whose token was used cannot be revoked', async () => {
+    await f.addInvoice('INV-PG-USED', 70_00);
+    const call = { ...input, invoice: 'INV-PG-USED', amount: '70.00' };
+    const request = (await payInvoice(f.deps, caller(), call)) as ApprovalRequired;
+    const token = await f.approveAs(f.approver, request.approval_id);
+    await payInvoice(f.deps, caller(), { ...call, approval_token: token });
+    const c = new Client(s.url);
+    await c.login(f.admin.token);
+    const page = await c.get(`/approvals/${request.approval_id}`);
+    expect(page.text).not.toContain('Revoke approval');
+    expect(page.text).toContain('nothing left to decide');
+    const refused = await c.post(`/approvals/${request.approval_id}/reject`, {
+      _csrf: Client.csrf(page.text),
+    });
+    expect(refused.response.status).toBe(409);
+    expect(
+      await count(f, "SELECT count(*) AS n FROM approvals WHERE id = $1 AND status = 'consumed'", [
+        request.approval_id,
+      ]),
+    ).toBe(1);
   });
 
   it('rejects with CSRF, closing the request', async () => {
@@ -227,7 +447,10 @@ describe('approval pages', () => {
     await c.login(f.admin.token);
     expect((await c.get(`/approvals/${theirs.approval_id}`)).response.status).toBe(404);
     const list = await c.get('/approvals');
-    const page = await c.post(`/approvals/${theirs.approval_id}/approve`, { _csrf: Client.csrf(list.text) });
+    const page = await c.post(`/approvals/${theirs.approval_id}/approve`, {
+      _csrf: Client.csrf(list.text),
+      token: f.admin.token,
+    });
     expect(page.response.status).toBe(404);
     expect(
       await count(f, "SELECT count(*) AS n FROM approvals WHERE id = $1 AND status = 'pending'", [
@@ -248,6 +471,7 @@ describe('approval pages', () => {
     const page = await c.get(`/approvals/${request.approval_id}`);
     const refused = await c.post(`/approvals/${request.approval_id}/approve`, {
       _csrf: Client.csrf(page.text),
+      token: f.approver.token,
     });
     expect(refused.response.status).toBe(409);
     expect(refused.text).toContain('role="alert"');
