@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { consumeApprovalToken } from '../src/approvals/approvals.js';
 import { type ApprovalRequired, payInvoice } from '../src/payments/pay.js';
 import { cliFor } from './support/cli.js';
 import { createFixture, type Fixture } from './support/fixture.js';
@@ -85,5 +86,65 @@ describe('paygate approvals on the command line', () => {
       PAYGATE_USER_TOKEN: f.approver.token,
     });
     expect(alerts.code).toBe(0);
+  });
+
+  it('an approved request the agent has not used yet can be revoked: its token stops working, nothing moves', async () => {
+    await f.addInvoice('INV-2025-002', 42_00);
+    const call = { ...input, invoice: 'INV-2025-002', amount: '42.00' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, call)) as ApprovalRequired;
+    const approved = await cli.json<{ approval_token: string }>(
+      ['approvals', 'approve', ask.approval_id, '--as', 'jdoe@example.com'],
+      { PAYGATE_USER_TOKEN: f.approver.token },
+    );
+    // Another approver (here the admin) may take it back, not only the one who approved.
+    const revoked = await cli.json<{ status: string }>(
+      ['approvals', 'reject', ask.approval_id, '--as', 'admin@example.com', '--reason', 'duplicate invoice'],
+      { PAYGATE_USER_TOKEN: f.admin.token },
+    );
+    expect(revoked.status).toBe('rejected');
+
+    const charges = f.sandbox.ledger.charges().length;
+    // The token itself is gone (its hash was cleared)...
+    await expect(
+      payInvoice(f.deps, { agentKey: f.agentKey }, { ...call, approval_token: approved.approval_token }),
+    ).rejects.toMatchObject({ code: 'invalid_approval_token' });
+    // ...and the approval, presented by id as URL elicitation does, is no longer approved.
+    await expect(
+      f.t.db.withTenant(f.tenant.id, (client) =>
+        consumeApprovalToken(client, {
+          tenantId: f.tenant.id,
+          agentKey: f.agentKey,
+          action: 'pay_invoice',
+          params: {} as never,
+          approvalId: ask.approval_id,
+        }),
+      ),
+    ).rejects.toMatchObject({ code: 'approval_token_invalid_state' });
+    expect(f.sandbox.ledger.charges()).toHaveLength(charges);
+    const { rows } = await f.t.db.withTenant(f.tenant.id, (c) =>
+      c.query<{ status: string; token_hash: Buffer | null; actions: string[] }>(
+        `SELECT a.status, a.token_hash,
+           (SELECT array_agg(l.action ORDER BY l.seq) FROM audit_log l WHERE l.subject_id = a.id::text) AS actions
+         FROM approvals a WHERE a.id = $1`,
+        [ask.approval_id],
+      ),
+    );
+    expect(rows[0]).toMatchObject({ status: 'rejected', token_hash: null });
+    expect(rows[0]!.actions).toContain('approval.revoked');
+    expect(
+      (
+        await f.t.db.withTenant(f.tenant.id, (c) =>
+          c.query(
+            "SELECT 1 FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.number = 'INV-2025-002'",
+          ),
+        )
+      ).rowCount,
+    ).toBe(0);
+
+    // Revoked is final: neither approving again nor revoking again.
+    const again = await cli.cli(['approvals', 'approve', ask.approval_id, '--as', 'jdoe@example.com'], {
+      PAYGATE_USER_TOKEN: f.approver.token,
+    });
+    expect(again.code).toBe(1);
   });
 });
