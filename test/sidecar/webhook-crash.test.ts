@@ -152,9 +152,11 @@ describe('crash inside webhook handling (paygate serve, built CLI)', () => {
     ).toBe(1);
     // One transition to succeeded in the audit trail: applied once, never twice, never lost.
     expect(
-      await count(f, "SELECT count(*) AS n FROM audit_log WHERE action = 'payment.succeeded' AND subject_id = $1", [
-        paymentId,
-      ]),
+      await count(
+        f,
+        "SELECT count(*) AS n FROM audit_log WHERE action = 'payment.succeeded' AND subject_id = $1",
+        [paymentId],
+      ),
     ).toBe(1);
     const { rows } = await f.t.db.withSystem((c) =>
       c.query<{ outcome: string; processed: boolean; tenant_id: string }>(
@@ -182,7 +184,11 @@ describe('crash inside webhook handling (paygate serve, built CLI)', () => {
     it(title, async () => {
       const invoice = `INV-HC-${n}`;
       const eventId = `evt_hookcrash_${n}`;
-      const paid = await payThroughEngine(f, f.agentKey, { invoice, amountMinor: 1_000_00 + n, method: 'ach' });
+      const paid = await payThroughEngine(f, f.agentKey, {
+        invoice,
+        amountMinor: 1_000_00 + n,
+        method: 'ach',
+      });
       expect(paid.status).toBe('processing');
       // The bank settles at the emulator; the webhook is how we hear of it.
       await f.sandbox.stripe.settleAch();
@@ -199,9 +205,11 @@ describe('crash inside webhook handling (paygate serve, built CLI)', () => {
         point === 'after_webhook_apply' ? 'succeeded' : 'processing',
       );
       expect(
-        await count(f, 'SELECT count(*) AS n FROM webhook_events WHERE event_id = $1 AND processed_at IS NULL', [
-          eventId,
-        ]),
+        await count(
+          f,
+          'SELECT count(*) AS n FROM webhook_events WHERE event_id = $1 AND processed_at IS NULL',
+          [eventId],
+        ),
       ).toBe(point === 'after_webhook_apply' ? 0 : 1);
 
       if (racingRetry) {
@@ -211,7 +219,9 @@ describe('crash inside webhook handling (paygate serve, built CLI)', () => {
         await Promise.all([stop(one), stop(two)]);
       } else {
         const restarted = await startServe();
-        expect(await outcome(restarted, payload)).toBe(point === 'after_webhook_apply' ? 'duplicate' : 'applied');
+        expect(await outcome(restarted, payload)).toBe(
+          point === 'after_webhook_apply' ? 'duplicate' : 'applied',
+        );
         // Stripe may deliver it yet again; still nothing changes.
         expect(await outcome(restarted, payload)).toBe('duplicate');
         await stop(restarted);
