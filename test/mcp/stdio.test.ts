@@ -5,6 +5,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -46,6 +47,9 @@ describe('paygate mcp (stdio, built CLI)', () => {
       DATABASE_URL: f.t.url,
       PAYGATE_DATA_DIR: dataDir,
       PAYGATE_LOG_LEVEL: 'warn',
+      // A port of its own for the approval page: 8787 may be held by another installation's paygate
+      // (another test file, another checkout), and `paygate mcp` refuses a port held by a stranger.
+      PAYGATE_PUBLIC_URL: `http://127.0.0.1:${await freePort()}`,
     };
   });
   afterAll(async () => {
@@ -163,6 +167,7 @@ describe('paygate mcp (stdio, built CLI)', () => {
       PAYGATE_AGENT_KEY: f.agentKeySecret,
       DATABASE_URL: f.t.url,
       PAYGATE_DATA_DIR: dataDir,
+      PAYGATE_PUBLIC_URL: env.PAYGATE_PUBLIC_URL,
     };
     // Claude Code's two documented forms: ${VAR} and ${VAR:-default}.
     const expand = (value: string) =>
@@ -251,3 +256,11 @@ describe('paygate mcp (stdio, built CLI)', () => {
     expect(tools.map((t) => t.name).sort()).toEqual(TOOL_NAMES);
   });
 });
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
