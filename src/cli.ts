@@ -8,6 +8,7 @@ import { registerAdminCommands } from './cli/admin.js';
 import { registerApprovalCommands } from './cli/approvals.js';
 import { CliContext, type GlobalOptions } from './cli/context.js';
 import { registerDatabaseCommands } from './cli/database.js';
+import { registerMcpCommands } from './cli/mcp.js';
 import { ConfigError } from './config.js';
 import { RefusedError, UsageError } from './errors.js';
 import { MoneyError } from './money.js';
@@ -65,6 +66,7 @@ export function buildProgram(): Command {
   registerDatabaseCommands(program, run);
   registerAdminCommands(program, run);
   registerApprovalCommands(program, run);
+  registerMcpCommands(program, run);
   // Every subcommand inherits the parent's error handling so that usage errors exit 2.
   const inherit = (command: Command) => {
     for (const sub of command.commands) {

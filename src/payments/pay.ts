@@ -4,7 +4,12 @@
  * transaction that creates the payment (or the schedule), so one token can start at most one.
  */
 import { randomUUID } from 'node:crypto';
-import { type Approval, consumeApprovalToken, requestApproval } from '../approvals/approvals.js';
+import {
+  type Approval,
+  type ApprovalEvidence,
+  consumeApprovalToken,
+  requestApproval,
+} from '../approvals/approvals.js';
 import {
   type ApprovalAction,
   type PayParams,
@@ -42,6 +47,24 @@ export interface PayInput {
 
 export interface ScheduleInput extends PayInput {
   scheduled_date: string;
+}
+
+/**
+ * Evidence of approval that only the server can present, never a tool argument: the MCP server watched
+ * the human approve this very request through a URL elicitation, so it completes the call with the
+ * approval's id and the agent never holds a token. consumeApprovalToken checks every binding either way.
+ */
+export interface ServerEvidence {
+  approvalId: string;
+}
+
+/** The evidence a call carries: the human's token from the input, or the server's, or none (ask). */
+export function evidenceOf(
+  token: string | undefined,
+  server: ServerEvidence | undefined,
+): ApprovalEvidence | undefined {
+  if (server) return { approvalId: server.approvalId };
+  return token ? { token } : undefined;
 }
 
 export interface ApprovalRequired {
@@ -345,6 +368,7 @@ export async function payInvoice(
   deps: EngineDeps,
   caller: Caller,
   input: PayInput,
+  server?: ServerEvidence,
 ): Promise<ApprovalRequired | PaymentConfirmation> {
   return recordRun(deps, caller, 'pay_invoice', async () => {
     await checkRateLimit(deps.db, caller);
@@ -363,7 +387,8 @@ export async function payInvoice(
       params,
     });
     return withIdempotency(deps, caller, 'pay_invoice', input.idempotency_key, digest, async () => {
-      if (!input.approval_token) {
+      const evidence = evidenceOf(input.approval_token, server);
+      if (!evidence) {
         const { approval } = await deps.db.withTenant(tenant.id, (client) =>
           requestApproval(client, {
             tenantId: tenant.id,
@@ -385,7 +410,7 @@ export async function payInvoice(
         caller,
         'pay_invoice',
         params,
-        input.approval_token,
+        evidence,
         p.invoice.number,
         async (client, approvedBy, approvalId) => {
           const invoice = await findInvoice(client, p.invoice.id, { forUpdate: true });
@@ -441,7 +466,7 @@ async function phaseOne<C>(
   caller: Caller,
   action: ApprovalAction,
   params: PayParams | ScheduleParams,
-  token: string,
+  evidence: ApprovalEvidence,
   subject: string,
   check: (client: Queryable, approvedBy: string[], approvalId: string) => Promise<C>,
   write: (client: Queryable, ctx: C) => Promise<void>,
@@ -454,7 +479,7 @@ async function phaseOne<C>(
         agentKey: caller.agentKey,
         action,
         params,
-        token,
+        ...evidence,
       });
       const ctx = await check(client, consumed.approvedBy, consumed.id);
       await write(client, ctx);
@@ -474,6 +499,7 @@ export async function schedulePayment(
   deps: EngineDeps,
   caller: Caller,
   input: ScheduleInput,
+  server?: ServerEvidence,
 ): Promise<ApprovalRequired | PaymentConfirmation> {
   return recordRun(deps, caller, 'schedule_payment', async () => {
     await checkRateLimit(deps.db, caller);
@@ -507,7 +533,8 @@ export async function schedulePayment(
       params,
     });
     return withIdempotency(deps, caller, 'schedule_payment', input.idempotency_key, digest, async () => {
-      if (!input.approval_token) {
+      const evidence = evidenceOf(input.approval_token, server);
+      if (!evidence) {
         const { approval } = await deps.db.withTenant(tenant.id, (client) =>
           requestApproval(client, {
             tenantId: tenant.id,
@@ -530,7 +557,7 @@ export async function schedulePayment(
         caller,
         'schedule_payment',
         params,
-        input.approval_token,
+        evidence,
         p.invoice.number,
         async (client, approvedBy, approvalId) => {
           const invoice = await findInvoice(client, p.invoice.id, { forUpdate: true });

@@ -18,7 +18,13 @@ import { formatAmount, formatMoney, MoneyError, parseAmount } from '../money.js'
 import { checkRateLimit, recordRun } from './agent-runs.js';
 import { createAlert, ruleFor } from './alerts.js';
 import type { Caller, EngineDeps, FailureNotice } from './context.js';
-import { type ApprovalRequired, approvalRequiredAnswer, withIdempotency } from './pay.js';
+import {
+  type ApprovalRequired,
+  approvalRequiredAnswer,
+  evidenceOf,
+  type ServerEvidence,
+  withIdempotency,
+} from './pay.js';
 import { findPayment, getPayment, type Payment, paymentJson } from './payments.js';
 
 export interface RefundInput {
@@ -98,6 +104,7 @@ export async function refundPayment(
   deps: EngineDeps,
   caller: Caller,
   input: RefundInput,
+  server?: ServerEvidence,
 ): Promise<ApprovalRequired | Record<string, unknown>> {
   return recordRun(deps, caller, 'refund_payment', async () => {
     await checkRateLimit(deps.db, caller);
@@ -136,7 +143,8 @@ export async function refundPayment(
       params,
     });
     const run = async () => {
-      if (!input.approval_token) {
+      const evidence = evidenceOf(input.approval_token, server);
+      if (!evidence) {
         const summary = `Refund ${formatMoney(amountMinor, payment.currency)} of payment ${payment.confirmationNumber} (invoice ${payment.invoiceNumber}, ${payment.vendorName}, by ${payment.rail})${input.reason ? `: ${input.reason}` : ''}`;
         const { approval } = await deps.db.withTenant(tenant.id, (client) =>
           requestApproval(client, {
@@ -160,7 +168,7 @@ export async function refundPayment(
             agentKey: caller.agentKey,
             action: 'refund_payment',
             params,
-            token: input.approval_token!,
+            ...evidence,
           });
           const locked = (await getPayment(client, payment.id, { forUpdate: true }))!;
           checkRefundable(locked, amountMinor);

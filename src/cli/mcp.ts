@@ -1,0 +1,59 @@
+/**
+ * `paygate mcp`: the MCP server on stdio for one agent (Claude Desktop, Claude Code). The agent key
+ * comes from PAYGATE_AGENT_KEY; a missing, unknown or disabled key ends the process at launch with the
+ * reason on stderr and exit 1.
+ */
+import type { Command } from 'commander';
+import { UsageError } from '../errors.js';
+import { DEFAULT_APPROVAL_WAIT_MS } from '../mcp/elicitation.js';
+import { serveStdio } from '../mcp/stdio.js';
+import { type Runtime, startRuntime } from '../runtime.js';
+import type { CliContext } from './context.js';
+
+type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
+
+/**
+ * Serves the approval page on loopback for the duration of `paygate mcp` when no other paygate process
+ * does (so approve_url works with stdio alone). Returns a closer, or null when another process already
+ * serves it. The sidecar owns the page; the lead wires its factory here.
+ */
+export type ApprovalPageHook = (runtime: Runtime) => Promise<(() => Promise<void>) | null>;
+
+export interface McpCommandHooks {
+  serveApprovalPage?: ApprovalPageHook;
+}
+
+function waitMsFrom(value: string | undefined): number {
+  if (value === undefined || value === '') return DEFAULT_APPROVAL_WAIT_MS;
+  if (!/^\d{1,6}$/.test(value))
+    throw new UsageError(`approval wait "${value}" must be a whole number of seconds`, 'invalid_input');
+  return Number(value) * 1000;
+}
+
+export function registerMcpCommands(program: Command, run: Run, hooks: McpCommandHooks = {}): void {
+  program
+    .command('mcp')
+    .description('serve the MCP tools on stdio for the agent whose key is in PAYGATE_AGENT_KEY')
+    .option(
+      '--approval-wait <seconds>',
+      'how long a call waits for the human after opening the approval page through URL elicitation (or PAYGATE_MCP_APPROVAL_WAIT_SECONDS; default 600)',
+    )
+    .action((opts: { approvalWait?: string }) =>
+      run(async (ctx) => {
+        const approvalWaitMs = waitMsFrom(opts.approvalWait ?? process.env.PAYGATE_MCP_APPROVAL_WAIT_SECONDS);
+        const runtime = await startRuntime({
+          databaseUrl: ctx.options.databaseUrl,
+          dataDir: ctx.options.dataDir,
+          applicationName: 'paygate-mcp',
+        });
+        let closePage: (() => Promise<void>) | null = null;
+        try {
+          closePage = (await hooks.serveApprovalPage?.(runtime)) ?? null;
+          await serveStdio(runtime, process.env.PAYGATE_AGENT_KEY, { approvalWaitMs });
+        } finally {
+          await closePage?.();
+          await runtime.close();
+        }
+      }),
+    );
+}

@@ -1,0 +1,182 @@
+/**
+ * The McpServer for one authenticated agent: every tool from tools/, the approval protocol, and URL
+ * elicitation where the client declares it. Transports (stdio, Streamable HTTP) build one per session.
+ */
+import { randomUUID } from 'node:crypto';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
+import type { CallToolResult, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
+import { type PaygateTool, TOOLS, type ToolContext } from '../../tools/index.js';
+import type { Logger } from '../config.js';
+import { RefusedError } from '../errors.js';
+import type { Caller, EngineDeps } from '../payments/context.js';
+import type { ApprovalRequired } from '../payments/pay.js';
+import {
+  DEFAULT_APPROVAL_POLL_MS,
+  DEFAULT_APPROVAL_WAIT_MS,
+  type Decision,
+  waitForDecision,
+} from './elicitation.js';
+import { errorResult, toolResult } from './results.js';
+
+export const SERVER_NAME = 'paygate';
+export const SERVER_VERSION = '0.1.0';
+
+/** What the server needs from a Runtime (tests pass their own engine deps). */
+export interface McpRuntime {
+  deps: EngineDeps;
+  logger: Logger;
+}
+
+export interface McpServerOptions {
+  /** How long a money-moving call waits for the human after a URL elicitation. */
+  approvalWaitMs?: number;
+  /** How often the approval is re-read while waiting. */
+  approvalPollMs?: number;
+}
+
+const INSTRUCTIONS = `paygate pays, schedules and refunds invoices for your tenant. No money moves until a human approves the exact action.
+Money-moving tools (pay_invoice, schedule_payment, refund_payment) first answer status "approval_required" with approve_url: ask the human to approve there, then call again with the same arguments and the approval_token they give you. Never invent a token. If your client supports URL elicitation, the server opens the page itself and finishes the call after the human approves.
+Amounts are decimal strings ("500.00") with an ISO currency, exactly as list_invoices shows them. Errors come back with error.code, error.next_step and error.retryable.`;
+
+function isApprovalRequired(value: object): value is ApprovalRequired {
+  return (value as { status?: unknown }).status === 'approval_required';
+}
+
+/** The caller object is shared with the transport, which may refresh its agent key between requests. */
+export function createMcpServer(
+  runtime: McpRuntime,
+  caller: Caller,
+  options: McpServerOptions = {},
+): McpServer {
+  const server = new McpServer(
+    { name: SERVER_NAME, version: SERVER_VERSION },
+    { capabilities: { tools: {} }, instructions: INSTRUCTIONS },
+  );
+  for (const tool of TOOLS) register(server, runtime, caller, tool, options);
+  return server;
+}
+
+type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
+
+function register(
+  server: McpServer,
+  runtime: McpRuntime,
+  caller: Caller,
+  tool: PaygateTool,
+  options: McpServerOptions,
+): void {
+  server.registerTool(tool.name, tool.config, (async (args: Record<string, unknown>, extra: Extra) => {
+    const ctx: ToolContext = { deps: runtime.deps, caller };
+    try {
+      const answer = await tool.handler(ctx, args as never);
+      if (
+        tool.movesMoney &&
+        isApprovalRequired(answer) &&
+        server.server.getClientCapabilities()?.elicitation?.url
+      ) {
+        return await approveThroughPage(server, runtime, ctx, tool, args, answer, extra, options);
+      }
+      return toolResult(answer);
+    } catch (error) {
+      return errorResult(error, runtime.logger, tool.name);
+    }
+  }) as never);
+}
+
+/**
+ * URL elicitation: open the approval page on the human's side, wait for their decision in the
+ * database, and on approval complete the call with the approval id as server-held evidence.
+ */
+async function approveThroughPage(
+  server: McpServer,
+  runtime: McpRuntime,
+  ctx: ToolContext,
+  tool: PaygateTool,
+  args: Record<string, unknown>,
+  ask: ApprovalRequired,
+  extra: Extra,
+  options: McpServerOptions,
+): Promise<CallToolResult> {
+  const timeoutMs = options.approvalWaitMs ?? DEFAULT_APPROVAL_WAIT_MS;
+  const elicitationId = randomUUID();
+  let opened: boolean;
+  try {
+    const answer = await server.server.elicitInput(
+      {
+        mode: 'url',
+        elicitationId,
+        url: ask.approve_url,
+        message: `Approval needed: ${ask.summary}. Open the page, sign in as yourself and approve or reject.`,
+      },
+      { signal: extra.signal, timeout: timeoutMs },
+    );
+    // accept means "the user agreed to open the page", nothing more; content is ignored.
+    opened = answer.action === 'accept';
+  } catch (error) {
+    runtime.logger.warn(
+      { err: error, tool: tool.name },
+      'url elicitation failed; answering approval_required',
+    );
+    opened = false;
+  }
+  if (!opened) return toolResult(ask);
+
+  const progressToken = extra._meta?.progressToken;
+  const decision: Decision = await waitForDecision(
+    runtime.deps.db,
+    ctx.caller.agentKey.tenantId,
+    ask.approval_id,
+    {
+      timeoutMs,
+      pollMs: options.approvalPollMs ?? DEFAULT_APPROVAL_POLL_MS,
+      signal: extra.signal,
+      // Progress keeps a client that resets its request timeout on progress from giving up on us.
+      onTick: async (tick) => {
+        if (progressToken === undefined) return;
+        await extra
+          .sendNotification({
+            method: 'notifications/progress',
+            params: { progressToken, progress: tick, message: 'waiting for the human to approve' },
+          })
+          .catch(() => {});
+      },
+    },
+  );
+  const complete = server.server.createElicitationCompletionNotifier(elicitationId);
+  try {
+    switch (decision) {
+      case 'approved': {
+        const done = await tool.handler({ ...ctx, server: { approvalId: ask.approval_id } }, args as never);
+        return toolResult(done);
+      }
+      case 'rejected':
+        throw new RefusedError(
+          'approval_rejected',
+          `the human rejected approval ${ask.approval_id}`,
+          'do not retry; ask the human what they want instead',
+        );
+      case 'expired':
+        throw new RefusedError(
+          'approval_expired',
+          `approval ${ask.approval_id} expired before a human approved it`,
+          'call again to request a new approval',
+        );
+      case 'consumed':
+        throw new RefusedError(
+          'approval_token_used',
+          `approval ${ask.approval_id} was already used by another call`,
+          'call get_payment_status for the invoice',
+        );
+      case 'timeout':
+        // The human may still approve on the page; the ordinary protocol takes over from here.
+        return toolResult(ask);
+      default: {
+        const unreachable: never = decision;
+        throw new Error(`unknown decision ${String(unreachable)}`);
+      }
+    }
+  } finally {
+    if (decision !== 'timeout') await complete().catch(() => {});
+  }
+}

@@ -1,0 +1,29 @@
+/**
+ * `paygate mcp`: one agent over stdin/stdout. The agent key comes from PAYGATE_AGENT_KEY and is
+ * authenticated before the transport starts, so a bad key fails at launch with a clear message rather
+ * than on the first tool call. Logs go to stderr (stdout is the protocol).
+ */
+import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import { authenticateAgent } from '../directory/agent-keys.js';
+import type { Caller } from '../payments/context.js';
+import { createMcpServer, type McpRuntime, type McpServerOptions } from './server.js';
+
+/** Serve until stdin closes. Throws the authentication refusal (agent_key_required, invalid_agent_key, ...). */
+export async function serveStdio(
+  runtime: McpRuntime,
+  agentKeySecret: string | undefined,
+  options: McpServerOptions = {},
+): Promise<void> {
+  const caller: Caller = { agentKey: await authenticateAgent(runtime.deps.db, agentKeySecret?.trim()) };
+  const server = createMcpServer(runtime, caller, options);
+  const transport = new StdioServerTransport();
+  const closed = new Promise<void>((resolve) => {
+    process.stdin.once('end', resolve);
+    process.stdin.once('close', resolve);
+    transport.onclose = () => resolve();
+  });
+  await server.connect(transport);
+  runtime.logger.info({ agent: caller.agentKey.name, key_prefix: caller.agentKey.keyPrefix }, 'mcp on stdio');
+  await closed;
+  await server.close();
+}
