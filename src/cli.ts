@@ -9,6 +9,7 @@ import { registerApprovalCommands } from './cli/approvals.js';
 import { CliContext, type GlobalOptions } from './cli/context.js';
 import { registerDatabaseCommands } from './cli/database.js';
 import { registerMcpCommands } from './cli/mcp.js';
+import { registerServeCommand } from './cli/serve.js';
 import { ConfigError } from './config.js';
 import { RefusedError, UsageError } from './errors.js';
 import { MoneyError } from './money.js';
@@ -67,6 +68,7 @@ export function buildProgram(): Command {
   registerAdminCommands(program, run);
   registerApprovalCommands(program, run);
   registerMcpCommands(program, run);
+  registerServeCommand(program);
   // Every subcommand inherits the parent's error handling so that usage errors exit 2.
   const inherit = (command: Command) => {
     for (const sub of command.commands) {

@@ -1,0 +1,623 @@
+/**
+ * The sidecar: one Express 5 app with the provider webhooks, the human approval pages, /healthz and
+ * /metrics. `paygate serve` mounts the MCP endpoint beside it and runs the worker in the same process.
+ *
+ *   const runtime = await startRuntime({ webhookBaseUrl });
+ *   const app = createSidecarApp(runtime);
+ *   http.createServer(app).listen(8787, '127.0.0.1');
+ */
+import path from 'node:path';
+import cookieParser from 'cookie-parser';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { rateLimit } from 'express-rate-limit';
+import helmet from 'helmet';
+import { type Approval, approve, getApproval, listApprovals, reject } from '../approvals/approvals.js';
+import type { ActionParams, PayParams, RefundParams, ScheduleParams } from '../approvals/canonical.js';
+import type { Queryable } from '../db/pool.js';
+import { activeMethodForRail } from '../directory/payment-methods.js';
+import { getTenant } from '../directory/tenants.js';
+import { findUserByToken } from '../directory/users.js';
+import { RefusedError } from '../errors.js';
+import { createCertificateFetcher, verifyPaypalWebhook } from '../gateways/paypal/webhook.js';
+import { verifyStripeWebhook } from '../gateways/stripe/webhook.js';
+import { type WebhookEvent, WebhookVerificationError } from '../gateways/types.js';
+import { formatAmount } from '../money.js';
+import { listAlerts } from '../payments/alerts.js';
+import type { EngineDeps } from '../payments/context.js';
+import { getInvoice } from '../payments/invoices.js';
+import { getPayment, paymentsOfInvoice } from '../payments/payments.js';
+import { COPY_SCRIPT, STYLESHEET } from './assets.js';
+import { createSidecarMetrics, instrumentGateways, type SidecarMetrics } from './metrics.js';
+import {
+  createSession,
+  csrfTokenFor,
+  csrfTokenValid,
+  endSession,
+  findSession,
+  SESSION_MAX_AGE_MS,
+  type Session,
+} from './sessions.js';
+import {
+  type DetailView,
+  detailPage,
+  type Fact,
+  type ListItem,
+  listPage,
+  loginPage,
+  messagePage,
+  type PageUser,
+  tokenPage,
+} from './views.js';
+import { processWebhookEvent } from './webhooks.js';
+
+/** What the sidecar needs of a Runtime (src/runtime.ts); a Runtime satisfies it as is. */
+export interface SidecarRuntime {
+  db: EngineDeps['db'];
+  deps: EngineDeps;
+  webhooks: { stripeSecret?: string; paypalWebhookId?: string };
+  sandbox?: { paypalUrl: string };
+  config?: { dataDir: string };
+  logger?: {
+    info(obj: object, msg?: string): void;
+    warn(obj: object, msg?: string): void;
+    error(obj: object, msg?: string): void;
+  };
+}
+
+export interface SidecarOptions {
+  /** The clock webhooks are verified against (tolerance, certificate validity); default the real one. */
+  now?: () => Date;
+  /** Where PayPal certificates come from; default: fetched from PayPal's hosts, cached under the data dir. */
+  fetchCertificate?: (url: string) => Promise<string>;
+  /** Cache directory for PayPal certificates; default `<dataDir>/paypal-certs`. */
+  certCacheDir?: string;
+  /** The sandbox's loopback origin whose certificate is accepted; default runtime.sandbox.paypalUrl. */
+  paypalSandboxCertOrigin?: string;
+  /** Login attempts per client address and window; default 10 per 15 minutes. */
+  loginRateLimit?: { limit: number; windowMs: number };
+  /** Mark cookies Secure even when the request looks like plain HTTP (e.g. behind a TLS proxy). */
+  secureCookies?: boolean;
+  /** Express's `trust proxy` setting, for X-Forwarded-* behind a reverse proxy; default off. */
+  trustProxy?: boolean | number | string;
+  /** Share a metrics registry; default a new one. */
+  metrics?: SidecarMetrics;
+  /** Time every provider call the engine makes (wraps runtime.deps.gateway in place); default true. */
+  instrumentGateways?: boolean;
+}
+
+const SILENT = { info() {}, warn() {}, error() {} };
+const APPROVAL_PATH = /^\/approvals(\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$/;
+
+export interface SidecarApp extends express.Express {
+  metrics: SidecarMetrics;
+}
+
+export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOptions = {}): SidecarApp {
+  const { db, deps } = runtime;
+  const logger = runtime.logger ?? SILENT;
+  const now = options.now ?? (() => new Date());
+  const metrics = options.metrics ?? createSidecarMetrics(db);
+  if (options.instrumentGateways !== false) instrumentGateways(deps, metrics);
+  const sandboxCertOrigin = options.paypalSandboxCertOrigin ?? runtime.sandbox?.paypalUrl;
+  const fetchCertificate =
+    options.fetchCertificate ??
+    createCertificateFetcher({
+      cacheDir: options.certCacheDir ?? path.join(runtime.config?.dataDir ?? '.paygate', 'paypal-certs'),
+      ...(sandboxCertOrigin ? { sandboxCertOrigin } : {}),
+    });
+
+  const app = express() as SidecarApp;
+  app.metrics = metrics;
+  app.disable('x-powered-by');
+  if (options.trustProxy !== undefined) app.set('trust proxy', options.trustProxy);
+  const secureRequest = (req: Request) => req.secure || options.secureCookies === true;
+
+  app.use((req, res, next) =>
+    helmet({
+      contentSecurityPolicy: {
+        useDefaults: true,
+        directives: {
+          'default-src': ["'self'"],
+          'script-src': ["'self'"],
+          'style-src': ["'self'"],
+          'img-src': ["'self'"],
+          'form-action': ["'self'"],
+          'frame-ancestors': ["'none'"],
+          // Upgrading subresources to https would break the page served over plain http on loopback.
+          'upgrade-insecure-requests': secureRequest(req) ? [] : null,
+        },
+      },
+    })(req, res, next),
+  );
+
+  // --- webhooks: raw bytes in, verified before anything is parsed ---------------------------------
+
+  const raw = express.raw({ type: () => true, limit: '1mb' });
+
+  async function handleVerified(event: WebhookEvent, res: Response) {
+    try {
+      const result = await processWebhookEvent(deps, event);
+      metrics.webhookEvents.inc({ provider: event.provider, type: event.type, outcome: result.outcome });
+      if (result.outcome === 'unmatched') {
+        logger.warn(
+          { provider: event.provider, eventId: event.eventId, type: event.type },
+          'webhook for an unknown payment kept and alerted',
+        );
+      }
+      res.status(200).json({ received: true, outcome: result.outcome });
+    } catch (error) {
+      metrics.webhookEvents.inc({ provider: event.provider, type: event.type, outcome: 'failed' });
+      logger.error(
+        { provider: event.provider, eventId: event.eventId, err: error },
+        'webhook stored but not applied; the provider will retry',
+      );
+      res.status(500).json({ received: true, applied: false });
+    }
+  }
+
+  function refuse(provider: 'stripe' | 'paypal', res: Response, error: unknown) {
+    metrics.webhookEvents.inc({ provider, type: 'unverified', outcome: 'rejected' });
+    const reason = error instanceof WebhookVerificationError ? error.message : 'verification failed';
+    logger.warn({ provider, reason }, 'webhook refused: not verified');
+    res.status(400).json({ error: 'webhook_not_verified', message: reason });
+  }
+
+  app.post('/webhooks/stripe', raw, async (req, res) => {
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    let event: WebhookEvent;
+    try {
+      event = verifyStripeWebhook(body, req.get('stripe-signature'), runtime.webhooks.stripeSecret ?? '', {
+        now: now(),
+      });
+    } catch (error) {
+      return refuse('stripe', res, error);
+    }
+    await handleVerified(event, res);
+  });
+
+  app.post('/webhooks/paypal', raw, async (req, res) => {
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    let event: WebhookEvent;
+    try {
+      event = await verifyPaypalWebhook(body, req.headers, {
+        webhookId: runtime.webhooks.paypalWebhookId ?? '',
+        fetchCertificate,
+        now,
+        ...(sandboxCertOrigin ? { sandboxCertOrigin } : {}),
+      });
+    } catch (error) {
+      return refuse('paypal', res, error);
+    }
+    await handleVerified(event, res);
+  });
+
+  // --- health and metrics ---------------------------------------------------------------------------
+
+  app.get('/healthz', async (_req, res) => {
+    try {
+      await db.pool.query('SELECT 1');
+      res.json({ ok: true });
+    } catch {
+      res.status(503).json({ ok: false, error: 'database unreachable' });
+    }
+  });
+
+  app.get('/metrics', async (_req, res) => {
+    try {
+      res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    } catch (error) {
+      logger.error({ err: error }, 'metrics collection failed');
+      res.status(503).type('text/plain').send('metrics unavailable\n');
+    }
+  });
+
+  // --- approval pages -------------------------------------------------------------------------------
+
+  app.get('/assets/approvals.css', (_req, res) => {
+    res.type('text/css').set('Cache-Control', 'public, max-age=3600').send(STYLESHEET);
+  });
+  app.get('/assets/approvals.js', (_req, res) => {
+    res.type('text/javascript').set('Cache-Control', 'public, max-age=3600').send(COPY_SCRIPT);
+  });
+
+  const pages = express.Router();
+  pages.use(cookieParser());
+  pages.use(express.urlencoded({ extended: false, limit: '16kb' }));
+  pages.use((_req, res, next) => {
+    // Pages show payment details and, once, an approval token: never cache them anywhere.
+    res.set('Cache-Control', 'no-store');
+    next();
+  });
+
+  const sessionCookie = (req: Request) => (secureRequest(req) ? '__Host-paygate_session' : 'paygate_session');
+  const loginCookie = (req: Request) => (secureRequest(req) ? '__Host-paygate_login' : 'paygate_login');
+  const cookieOptions = (req: Request, maxAge: number) => ({
+    httpOnly: true,
+    secure: secureRequest(req),
+    sameSite: 'strict' as const,
+    path: '/',
+    maxAge,
+  });
+
+  const pageUser = (session: Session): PageUser => ({
+    email: session.user.email,
+    role: session.user.role,
+    csrf: csrfTokenFor(session.secret),
+  });
+
+  type Authed = Request & { session?: Session };
+  const requireSession = async (req: Authed, res: Response, next: NextFunction) => {
+    const session = await findSession(db, req.cookies?.[sessionCookie(req)]);
+    if (!session) {
+      if (req.method === 'GET') {
+        const next = APPROVAL_PATH.test(req.path) ? req.path : '/approvals';
+        return res.redirect(303, `/login?next=${encodeURIComponent(next)}`);
+      }
+      return res
+        .status(401)
+        .send(messagePage('Please log in again', 'Your session has ended. Log in and try again.'));
+    }
+    req.session = session;
+    if (req.method === 'POST' && !csrfTokenValid(session.secret, req.body?._csrf)) {
+      return res
+        .status(403)
+        .send(
+          messagePage(
+            'That did not work',
+            'The form was out of date or did not come from this page. Go back, reload the page, and try again.',
+            pageUser(session),
+          ),
+        );
+    }
+    next();
+  };
+
+  const safeNext = (value: unknown) =>
+    typeof value === 'string' && APPROVAL_PATH.test(value) ? value : '/approvals';
+
+  const loginForm = (req: Request, res: Response, status: number, error?: string) => {
+    let secret = req.cookies?.[loginCookie(req)] as string | undefined;
+    if (!secret || !/^[A-Za-z0-9_-]{43}$/.test(secret)) {
+      secret = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64url');
+      res.cookie(loginCookie(req), secret, cookieOptions(req, 60 * 60 * 1000));
+    }
+    const next = safeNext(req.query.next ?? req.body?.next);
+    res.status(status).send(loginPage(csrfTokenFor(secret), next, error));
+  };
+
+  pages.get('/login', async (req, res) => {
+    const session = await findSession(db, req.cookies?.[sessionCookie(req)]);
+    if (session) return res.redirect(303, safeNext(req.query.next));
+    loginForm(req, res, 200);
+  });
+
+  const limit = options.loginRateLimit ?? { limit: 10, windowMs: 15 * 60 * 1000 };
+  const loginLimiter = rateLimit({
+    windowMs: limit.windowMs,
+    limit: limit.limit,
+    standardHeaders: 'draft-8',
+    legacyHeaders: false,
+    handler: (_req, res) => {
+      res
+        .status(429)
+        .send(
+          messagePage(
+            'Too many attempts',
+            'Too many login attempts from this address. Wait a few minutes, then try again.',
+          ),
+        );
+    },
+  });
+
+  pages.post('/login', loginLimiter, async (req, res) => {
+    if (!csrfTokenValid(req.cookies?.[loginCookie(req)], req.body?._csrf)) {
+      return loginForm(req, res, 403, 'The login form was out of date. Please try again.');
+    }
+    const token = typeof req.body?.token === 'string' ? req.body.token.trim() : '';
+    const user = token ? await findUserByToken(db, token) : null;
+    if (!user) {
+      logger.warn({ ip: req.ip }, 'approval page login refused');
+      return loginForm(req, res, 401, 'That token was not accepted. Check it and try again.');
+    }
+    const session = await createSession(db, user, { ip: req.ip });
+    res.clearCookie(loginCookie(req), { path: '/' });
+    res.cookie(sessionCookie(req), session.secret, cookieOptions(req, SESSION_MAX_AGE_MS));
+    res.redirect(303, safeNext(req.body?.next));
+  });
+
+  pages.post('/logout', requireSession, async (req: Authed, res) => {
+    await endSession(db, req.session!);
+    res.clearCookie(sessionCookie(req), { path: '/' });
+    res.redirect(303, '/login');
+  });
+
+  pages.get('/approvals', requireSession, async (req: Authed, res) => {
+    const session = req.session!;
+    const tenant = await getTenant(db, session.tenantId);
+    const pending = await db.withTenant(session.tenantId, (client) =>
+      listApprovals(client, { status: 'pending' }),
+    );
+    const items: ListItem[] = pending.map((a) => ({
+      id: a.id,
+      amount: `${formatAmount(a.amountMinor, a.currency)} ${a.currency}`,
+      action: ACTION_LABEL[a.action],
+      summary: a.summary,
+      expires: formatDate(a.expiresAt, tenant.timezone),
+      progress: `${a.approvedBy.length} of ${a.requiredApprovals} approval${a.requiredApprovals > 1 ? 's' : ''}`,
+    }));
+    const notice =
+      req.query.done === 'rejected'
+        ? 'The request was rejected. The agent will be told it cannot go ahead.'
+        : undefined;
+    res.send(listPage(pageUser(session), items, notice));
+  });
+
+  const showDetail = async (req: Authed, res: Response, status: number, error?: string) => {
+    const session = req.session!;
+    const id = String(req.params.id);
+    const view = await describe(session, id);
+    if (!view) {
+      return res
+        .status(404)
+        .send(
+          messagePage(
+            'Not found',
+            'There is no such approval request in your organisation.',
+            pageUser(session),
+          ),
+        );
+    }
+    res.status(status).send(detailPage(pageUser(session), view, error));
+  };
+
+  pages.get('/approvals/:id', requireSession, (req: Authed, res) => showDetail(req, res, 200));
+
+  pages.post('/approvals/:id/approve', requireSession, async (req: Authed, res) => {
+    const session = req.session!;
+    const id = String(req.params.id);
+    try {
+      const result = await approve(db, session.tenantId, session.user, id);
+      // Dual control: this approval is recorded and the page now says another person must approve.
+      if (!result.approvalToken) return showDetail(req, res, 200);
+      observeDecision(metrics, result.approval, 'approve');
+      res.send(
+        tokenPage(pageUser(session), {
+          id,
+          summary: result.approval.summary,
+          token: result.approvalToken,
+        }),
+      );
+    } catch (error) {
+      if (error instanceof RefusedError) return showDetail(req, res, 409, refusalText(error));
+      throw error;
+    }
+  });
+
+  pages.post('/approvals/:id/reject', requireSession, async (req: Authed, res) => {
+    const session = req.session!;
+    const id = String(req.params.id);
+    const reason =
+      typeof req.body?.reason === 'string' && req.body.reason.trim()
+        ? req.body.reason.trim().slice(0, 500)
+        : undefined;
+    try {
+      const approval = await reject(db, session.tenantId, session.user, id, reason);
+      observeDecision(metrics, approval, 'reject');
+      res.redirect(303, '/approvals?done=rejected');
+    } catch (error) {
+      if (error instanceof RefusedError) return showDetail(req, res, 409, refusalText(error));
+      throw error;
+    }
+  });
+
+  pages.get('/', (_req, res) => res.redirect(303, '/approvals'));
+
+  async function describe(session: Session, id: string): Promise<DetailView | null> {
+    const tenant = await getTenant(db, session.tenantId);
+    return db.withTenant(session.tenantId, async (client) => {
+      const approval = await getApproval(client, id);
+      if (!approval) return null;
+      return describeApproval(client, approval, session, tenant.timezone);
+    });
+  }
+
+  app.use(pages);
+
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    logger.error({ err, path: req.path }, 'sidecar request failed');
+    if (res.headersSent) return;
+    if (req.path.startsWith('/webhooks/')) {
+      res.status(500).json({ error: 'internal_error' });
+      return;
+    }
+    res
+      .status(500)
+      .set('Cache-Control', 'no-store')
+      .send(
+        messagePage(
+          'Something went wrong',
+          'The page could not be shown. Nothing was approved. Please try again.',
+        ),
+      );
+  });
+  return app;
+}
+
+const ACTION_LABEL: Record<Approval['action'], string> = {
+  pay_invoice: 'Payment',
+  schedule_payment: 'Scheduled payment',
+  refund_payment: 'Refund',
+};
+
+const RAIL_LABEL: Record<string, string> = {
+  stripe: 'Card (Stripe)',
+  paypal: 'PayPal',
+  ach: 'Bank transfer (ACH)',
+};
+
+const STATUS_LABEL: Record<Approval['status'], string> = {
+  pending: 'Waiting for approval',
+  approved: 'Approved',
+  consumed: 'Approved and used',
+  rejected: 'Rejected',
+  expired: 'Expired',
+};
+
+function formatDate(date: Date, timeZone: string): string {
+  return new Intl.DateTimeFormat('en-US', {
+    timeZone,
+    dateStyle: 'medium',
+    timeStyle: 'short',
+    timeZoneName: 'short',
+  }).format(date);
+}
+
+function formatDay(day: string): string {
+  return new Intl.DateTimeFormat('en-US', { timeZone: 'UTC', dateStyle: 'full' }).format(
+    new Date(`${day}T00:00:00Z`),
+  );
+}
+
+function observeDecision(metrics: SidecarMetrics, approval: Approval, decision: 'approve' | 'reject') {
+  const seconds = (Date.now() - approval.createdAt.getTime()) / 1000;
+  metrics.approvalDecision.observe({ decision }, Math.max(0, seconds));
+}
+
+function refusalText(error: RefusedError): string {
+  return `${error.message}${error.nextStep ? ` (${error.nextStep})` : ''}.`;
+}
+
+function methodText(m: {
+  label: string | null;
+  brand: string | null;
+  last4: string | null;
+  bankName: string | null;
+}) {
+  const name = m.label ?? m.bankName ?? (m.brand ? m.brand[0]!.toUpperCase() + m.brand.slice(1) : null);
+  const last4 = m.last4 ? `ending in ${m.last4}` : null;
+  return [name, last4].filter(Boolean).join(', ') || 'the method on file';
+}
+
+/** Everything a human needs to decide, in their words. */
+async function describeApproval(
+  client: Queryable,
+  approval: Approval,
+  session: Session,
+  timeZone: string,
+): Promise<DetailView> {
+  const facts: Fact[] = [];
+  const params: ActionParams = approval.params;
+  let lead = approval.summary;
+  let lastFailure: DetailView['lastFailure'];
+  if (approval.action === 'pay_invoice' || approval.action === 'schedule_payment') {
+    const p = params as PayParams | ScheduleParams;
+    const invoice = await getInvoice(client, p.invoice_id);
+    const method = await activeMethodForRail(client, p.method as 'stripe' | 'paypal' | 'ach');
+    lead = `${approval.action === 'schedule_payment' ? 'Schedule a payment to' : 'Pay'} ${invoice?.vendorName ?? 'the vendor'} for invoice ${invoice?.number ?? ''}.`;
+    facts.push({ label: 'Pay to', value: invoice?.vendorName ?? 'unknown vendor' });
+    facts.push({
+      label: 'Invoice',
+      value: `${invoice?.number ?? p.invoice_id}${invoice?.dueDate ? ` (due ${formatDay(invoice.dueDate)})` : ''}`,
+    });
+    facts.push({
+      label: 'Paid with',
+      value: `${RAIL_LABEL[p.method] ?? p.method}: ${method ? methodText(method) : 'no method on file'}`,
+    });
+    facts.push({
+      label: 'When',
+      value:
+        'scheduled_date' in p && approval.action === 'schedule_payment'
+          ? formatDay(p.scheduled_date)
+          : 'As soon as the agent goes ahead after approval',
+    });
+    const failed = (await paymentsOfInvoice(client, p.invoice_id)).find((x) => x.status === 'failed');
+    if (failed) {
+      const alerts = await listAlerts(client, { paymentId: failed.id });
+      const analysis = alerts.find((a) => a.analysis)?.analysis as
+        | NonNullable<DetailView['lastFailure']>['analysis']
+        | undefined;
+      lastFailure = {
+        when: formatDate(failed.createdAt, timeZone),
+        message: failed.failureMessage ?? failed.failureCode ?? 'the payment failed',
+        analysis: analysis ?? null,
+      };
+    }
+  } else {
+    const p = params as RefundParams;
+    const payment = await getPayment(client, p.payment_id);
+    lead = `Give back money from payment ${payment?.confirmationNumber ?? p.payment_id} to ${payment?.vendorName ?? 'the payer'}.`;
+    if (payment) {
+      const { rows } = await client.query<{
+        label: string | null;
+        brand: string | null;
+        last4: string | null;
+        bank_name: string | null;
+      }>('SELECT label, brand, last4, bank_name FROM payment_methods WHERE id = $1', [
+        payment.paymentMethodId,
+      ]);
+      const m = rows[0];
+      facts.push({
+        label: 'Refund of',
+        value: `Payment ${payment.confirmationNumber} to ${payment.vendorName}`,
+      });
+      facts.push({ label: 'Invoice', value: payment.invoiceNumber });
+      facts.push({
+        label: 'Originally paid',
+        value: `${formatAmount(payment.amountMinor, payment.currency)} ${payment.currency}${payment.paidAt ? ` on ${formatDate(payment.paidAt, timeZone)}` : ''}`,
+      });
+      facts.push({
+        label: 'Returned through',
+        value: `${RAIL_LABEL[payment.rail] ?? payment.rail}${m ? `: ${methodText({ ...m, bankName: m.bank_name })}` : ''}`,
+      });
+    }
+    facts.push({ label: 'Reason', value: p.reason ?? 'none given' });
+  }
+  const { rows: agents } = await client.query<{ name: string; key_prefix: string }>(
+    'SELECT name, key_prefix FROM agent_keys WHERE id = $1',
+    [approval.agentKeyId],
+  );
+  facts.push({
+    label: 'Requested by',
+    value: agents[0] ? `Agent "${agents[0].name}" (key ${agents[0].key_prefix}…)` : 'an agent',
+  });
+  facts.push({ label: 'Requested', value: formatDate(approval.createdAt, timeZone) });
+  if (approval.requestedApprover)
+    facts.push({ label: 'Asked to approve', value: approval.requestedApprover });
+  facts.push({
+    label: 'Approvals',
+    value: `${approval.approvedBy.length} of ${approval.requiredApprovals} needed${
+      approval.approvedBy.length ? `: ${approval.approvedBy.join(', ')}` : ' (nobody has approved yet)'
+    }`,
+  });
+  facts.push({ label: 'Expires', value: formatDate(approval.expiresAt, timeZone) });
+
+  const user = session.user;
+  let canDecide = approval.status === 'pending';
+  let cannotDecideReason: string | undefined;
+  if (approval.status !== 'pending') {
+    canDecide = false;
+    cannotDecideReason = `This request is ${STATUS_LABEL[approval.status].toLowerCase()}; there is nothing left to decide.`;
+  } else if (user.role === 'viewer') {
+    canDecide = false;
+    cannotDecideReason = 'You can see this request, but only approvers and admins can decide on it.';
+  } else if (approval.approvedBy.includes(user.email)) {
+    canDecide = false;
+    cannotDecideReason = `You have approved this. It needs ${approval.requiredApprovals - approval.approvedBy.length} more approval from someone else.`;
+  }
+  return {
+    id: approval.id,
+    heading:
+      approval.status === 'pending'
+        ? `${ACTION_LABEL[approval.action]} waiting for approval`
+        : ACTION_LABEL[approval.action],
+    amount: formatAmount(approval.amountMinor, approval.currency),
+    currency: approval.currency,
+    status: approval.status,
+    statusLabel: STATUS_LABEL[approval.status],
+    lead,
+    facts,
+    canDecide,
+    ...(cannotDecideReason ? { cannotDecideReason } : {}),
+    ...(lastFailure ? { lastFailure } : {}),
+  };
+}

@@ -1,0 +1,58 @@
+/**
+ * The sidecar on a real loopback port over a fixture's database and engine, and the engine calls a
+ * test needs to put payments into a known state (through payInvoice, as an agent would).
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { AgentKey } from '../../src/directory/agent-keys.js';
+import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
+import { createSidecarApp, type SidecarApp, type SidecarOptions } from '../../src/sidecar/app.js';
+import type { Fixture } from '../support/fixture.js';
+
+export interface RunningSidecar {
+  url: string;
+  app: SidecarApp;
+  close(): Promise<void>;
+}
+
+export async function startSidecar(
+  f: Fixture,
+  webhooks: { stripeSecret?: string; paypalWebhookId?: string },
+  options: SidecarOptions = {},
+): Promise<RunningSidecar> {
+  const app = createSidecarApp(
+    { db: f.t.db, deps: f.deps, webhooks, sandbox: { paypalUrl: f.sandbox.paypalUrl } },
+    options,
+  );
+  const server = http.createServer(app);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    app,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+/** Invoice, approval by the fixture's admin, and the agent's paid call: the engine's own path. */
+export async function payThroughEngine(
+  f: Fixture,
+  agentKey: AgentKey,
+  input: { invoice: string; amountMinor: number; method: 'stripe' | 'paypal' | 'ach' },
+): Promise<PaymentConfirmation> {
+  await f.addInvoice(input.invoice, input.amountMinor);
+  const amount = (input.amountMinor / 100).toFixed(2);
+  const call = { invoice: input.invoice, amount, currency: 'USD', method: input.method };
+  const ask = (await payInvoice(f.deps, { agentKey }, call)) as { approval_id: string };
+  const token = await f.approveAs(f.admin, ask.approval_id);
+  return (await payInvoice(f.deps, { agentKey }, { ...call, approval_token: token })) as PaymentConfirmation;
+}
+
+export async function count(f: Fixture, sql: string, params: unknown[] = []): Promise<number> {
+  const { rows } = await f.t.db.withSystem((c) => c.query<{ n: number }>(sql, params));
+  return Number(rows[0]!.n);
+}
