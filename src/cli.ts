@@ -10,6 +10,7 @@ import { CliContext, type GlobalOptions } from './cli/context.js';
 import { registerDatabaseCommands } from './cli/database.js';
 import { registerMcpCommands } from './cli/mcp.js';
 import { registerServeCommand } from './cli/serve.js';
+import { registerWorkerCommands } from './cli/worker.js';
 import { ConfigError } from './config.js';
 import { RefusedError, UsageError } from './errors.js';
 import { MoneyError } from './money.js';
@@ -69,6 +70,7 @@ export function buildProgram(): Command {
   registerApprovalCommands(program, run);
   registerMcpCommands(program, run);
   registerServeCommand(program);
+  registerWorkerCommands(program, run);
   // Every subcommand inherits the parent's error handling so that usage errors exit 2.
   const inherit = (command: Command) => {
     for (const sub of command.commands) {

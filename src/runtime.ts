@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { analyzeAlertInBackground, settleAnalyses } from './analysis/index.js';
-import { type Config, createLogger, type Logger, loadConfig } from './config.js';
+import { type Config, ConfigError, createLogger, type Logger, loadConfig } from './config.js';
 import { openDatabase } from './db/connect.js';
 import type { Db } from './db/pool.js';
 import { RefusedError } from './errors.js';
@@ -67,7 +67,19 @@ export async function startRuntime(options: RuntimeOptions = {}): Promise<Runtim
     paypalWebhookId: config.paypal.webhookId ?? (config.sandbox ? SANDBOX_PAYPAL_WEBHOOK_ID : undefined),
   };
   let sandbox: Sandbox | undefined;
-  if (config.sandbox) {
+  // Several processes sharing one sandbox (the worker tests, a demo with separate processes): point them
+  // at a running `paygate sandbox` (or a test's) instead of each starting its own, whose ledger no one
+  // else could see. Only without provider keys; the URLs must be loopback emulators.
+  const env = options.env ?? process.env;
+  const shared =
+    config.sandbox && env.PAYGATE_SANDBOX_STRIPE_URL && env.PAYGATE_SANDBOX_PAYPAL_URL
+      ? { stripeUrl: env.PAYGATE_SANDBOX_STRIPE_URL, paypalUrl: env.PAYGATE_SANDBOX_PAYPAL_URL }
+      : undefined;
+  for (const url of shared ? [shared.stripeUrl, shared.paypalUrl] : []) {
+    if (!['127.0.0.1', 'localhost', '[::1]'].includes(new URL(url).hostname))
+      throw new ConfigError(`PAYGATE_SANDBOX_*_URL must be a loopback address, not ${url}`);
+  }
+  if (config.sandbox && !shared) {
     const base = options.webhookBaseUrl?.replace(/\/$/, '');
     sandbox = await startSandbox({
       stripe: base
@@ -100,7 +112,7 @@ export async function startRuntime(options: RuntimeOptions = {}): Promise<Runtim
   const deps: EngineDeps = {
     db,
     gateway: createGateways(config, {
-      sandbox: sandbox ? { stripeUrl: sandbox.stripeUrl, paypalUrl: sandbox.paypalUrl } : undefined,
+      sandbox: sandbox ? { stripeUrl: sandbox.stripeUrl, paypalUrl: sandbox.paypalUrl } : shared,
     }),
     publicUrl: options.publicUrl ?? config.publicUrl ?? 'http://127.0.0.1:8787',
     onAlert: (notice) => {

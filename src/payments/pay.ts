@@ -27,6 +27,7 @@ import { formatAmount, formatMoney, MoneyError, parseMoney } from '../money.js';
 import { checkRateLimit, recordRun } from './agent-runs.js';
 import { addDays, todayIn } from './calendar.js';
 import type { Caller, EngineDeps } from './context.js';
+import { crashPoint } from './crash-points.js';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from './idempotency.js';
 import { checkDate, findInvoice, type Invoice, transitionInvoice } from './invoices.js';
 import { getPayment, insertPayment, type Payment, paymentJson } from './payments.js';
@@ -625,14 +626,34 @@ export async function schedulePayment(
   });
 }
 
+/** How long a payment started by the worker is left alone before the reconciler looks at it. */
+export const SCHEDULED_PAYMENT_LEASE_MS = 5 * 60_000;
+
+export interface ScheduledExecution {
+  /** Who runs it (worker id), for the audit log. */
+  workerId?: string;
+  /** See ExecuteOptions.retryLaterMs: defer a retryable failure instead of recording it. */
+  retryLaterMs?: number;
+  /** How long the started payment is protected from the reconciler (a crash shows up after this). */
+  leaseMs?: number;
+}
+
 /**
  * The worker's phase 1 for a due scheduled payment it has claimed: create the payment from the schedule
  * (the human approved this schedule; the token was consumed when it was made), then phases 2 and 3.
+ *
+ * Exactly once: the payment row is inserted in the same transaction that moves the schedule from
+ * `scheduled` to `running` (under a row lock), so a schedule gets at most one payment per run; a
+ * schedule already `running` is never started again here, its payment is resolved by reconciliation
+ * (`reconcilePayment`), which asks the provider and at most re-sends the same payment id. The payment
+ * starts with `next_check_at` one lease ahead: if this process dies, the reconciler finds it then.
+ * Returns null when the schedule was not (or no longer) `scheduled`.
  */
 export async function executeScheduledPayment(
   deps: EngineDeps,
   tenantId: string,
   scheduledId: string,
+  options: ScheduledExecution = {},
 ): Promise<Payment | null> {
   const paymentId = randomUUID();
   const started = await deps.db.withTenant(tenantId, async (client) => {
@@ -668,14 +689,19 @@ export async function executeScheduledPayment(
       approvedBy: s.approved_by,
     });
     await client.query(
-      "UPDATE scheduled_payments SET status = 'running', payment_id = $2, attempts = attempts + 1, updated_at = now() WHERE id = $1",
+      `UPDATE payments SET submit_attempts = 1, next_check_at = now() + make_interval(secs => $2) WHERE id = $1`,
+      [paymentId, (options.leaseMs ?? SCHEDULED_PAYMENT_LEASE_MS) / 1000],
+    );
+    await client.query(
+      `UPDATE scheduled_payments SET status = 'running', payment_id = $2, attempts = attempts + 1, locked_until = NULL,
+              locked_by = NULL, updated_at = now() WHERE id = $1`,
       [scheduledId, paymentId],
     );
     await transitionInvoice(client, s.invoice_id, 'scheduled', 'processing');
     await appendAudit(client, {
       tenantId,
       actorType: 'system',
-      actorId: 'worker',
+      actorId: options.workerId ?? 'worker',
       action: 'payment.started',
       subjectId: paymentId,
       details: {
@@ -689,20 +715,42 @@ export async function executeScheduledPayment(
     return true;
   });
   if (!started) return null;
-  const payment = await executePayment(deps, tenantId, paymentId);
-  await deps.db.withTenant(tenantId, (client) =>
-    client.query(
-      `UPDATE scheduled_payments SET status = CASE WHEN $2 = 'failed' THEN status ELSE 'executed' END, updated_at = now()
-       WHERE id = $1 AND status = 'running'`,
-      [scheduledId, payment.status],
-    ),
-  );
-  // A failure the rules did not reschedule leaves the schedule failed.
-  await deps.db.withTenant(tenantId, (client) =>
-    client.query(
-      "UPDATE scheduled_payments SET status = 'failed', updated_at = now() WHERE id = $1 AND status = 'running'",
-      [scheduledId],
-    ),
-  );
+  crashPoint('after_phase1');
+  await executePayment(deps, tenantId, paymentId, { retryLaterMs: options.retryLaterMs });
+  crashPoint('after_phase3');
+  await settleSchedule(deps, tenantId, scheduledId);
   return (await deps.db.withTenant(tenantId, (client) => getPayment(client, paymentId)))!;
+}
+
+/**
+ * A `running` schedule follows its payment: executed once the provider has it (paid, or accepted and
+ * settling), failed when the payment failed and the rules did not reschedule it (handleFailure already
+ * moved an insufficient-funds failure back to `scheduled`). A payment still waiting to be submitted
+ * (a deferred retry, or a crash before phase 2) leaves it running. Idempotent; the worker also calls it
+ * for schedules whose payment the reconciler resolved.
+ */
+export async function settleSchedule(deps: EngineDeps, tenantId: string, scheduledId: string): Promise<void> {
+  await deps.db.withTenant(tenantId, async (client) => {
+    const { rows } = await client.query<{ status: string; payment_id: string }>(
+      `UPDATE scheduled_payments s
+          SET status = CASE WHEN p.status = 'failed' THEN 'failed' ELSE 'executed' END,
+              last_error = CASE WHEN p.status = 'failed' THEN p.failure_code ELSE s.last_error END,
+              updated_at = now()
+         FROM payments p
+        WHERE s.id = $1 AND s.status = 'running' AND p.id = s.payment_id
+          AND NOT (p.status = 'processing' AND p.recovery_point = 'started')
+       RETURNING s.status, s.payment_id`,
+      [scheduledId],
+    );
+    if (rows[0]) {
+      await appendAudit(client, {
+        tenantId,
+        actorType: 'system',
+        actorId: 'worker',
+        action: `scheduled_payment.${rows[0].status}`,
+        subjectId: scheduledId,
+        details: { payment_id: rows[0].payment_id },
+      });
+    }
+  });
 }

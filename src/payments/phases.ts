@@ -12,6 +12,7 @@ import { type Gateway, GatewayError, type GatewayFailure, type PaymentOutcome } 
 import { createAlert, ruleFor } from './alerts.js';
 import { nextBusinessDay, todayIn } from './calendar.js';
 import type { EngineDeps, FailureNotice } from './context.js';
+import { crashPoint } from './crash-points.js';
 import { transitionInvoice } from './invoices.js';
 import { applyPaymentOutcome, getPayment, type Payment } from './payments.js';
 
@@ -33,10 +34,22 @@ function gatewayFor(deps: EngineDeps, payment: Pick<Payment, 'provider'>): Gatew
  * Phase 2 and 3 for a payment phase 1 left at recovery point `started`. Returns the payment as
  * recorded. Never throws for a provider failure: that is recorded (failed, or processing when unknown).
  */
+export interface ExecuteOptions {
+  /**
+   * The worker's deferral of a retryable failure (api_error, rate_limited) that outlasted the gateway's
+   * own quick retries and that the provider confirms it has no record of: instead of recording the
+   * payment failed, leave it `processing` at recovery point `started` and due for another submission,
+   * with the SAME payment id (so the same idempotency key), in this many milliseconds. Absent (pay now,
+   * or the last attempt): the failure is recorded.
+   */
+  retryLaterMs?: number;
+}
+
 export async function executePayment(
   deps: EngineDeps,
   tenantId: string,
   paymentId: string,
+  options: ExecuteOptions = {},
 ): Promise<Payment> {
   const { payment, request } = await deps.db.withTenant(tenantId, async (client) => {
     const payment = await getPayment(client, paymentId);
@@ -97,7 +110,44 @@ export async function executePayment(
       }
     }
   }
+  crashPoint('after_provider_call');
+  if (
+    !outcome &&
+    failure &&
+    options.retryLaterMs !== undefined &&
+    (failure.code === 'api_error' || failure.code === 'rate_limited')
+  ) {
+    return deferRetry(deps, tenantId, paymentId, failure, options.retryLaterMs);
+  }
   return recordOutcome(deps, tenantId, paymentId, outcome, failure);
+}
+
+/** Leave a payment the provider never accepted due for another submission with the same key. */
+async function deferRetry(
+  deps: EngineDeps,
+  tenantId: string,
+  paymentId: string,
+  failure: GatewayError,
+  delayMs: number,
+): Promise<Payment> {
+  return deps.db.withTenant(tenantId, async (client) => {
+    const { rowCount } = await client.query(
+      `UPDATE payments SET next_check_at = now() + make_interval(secs => $2), updated_at = now()
+       WHERE id = $1 AND status = 'processing' AND recovery_point = 'started'`,
+      [paymentId, delayMs / 1000],
+    );
+    if (rowCount) {
+      await appendAudit(client, {
+        tenantId,
+        actorType: 'system',
+        actorId: 'worker',
+        action: 'payment.retry_scheduled',
+        subjectId: paymentId,
+        details: { failure: { code: failure.code, message: failure.message }, retry_in_ms: delayMs },
+      });
+    }
+    return (await getPayment(client, paymentId))!;
+  });
 }
 
 /** Phase 3: record what we learned, in one transaction, with alerts and the failure rules. */
@@ -301,17 +351,35 @@ export async function handleFailure(
   );
 }
 
+export interface ReconcileOptions {
+  /** A `started` payment the provider has no record of is failed as not_submitted after this long. */
+  notSubmittedAfterMs?: number;
+  /** The worker's clock (tests move it); default the real one. */
+  now?: Date;
+  /**
+   * The worker's recovery of a payment the provider has no record of and that never got past phase 2
+   * (its process died first, or the worker deferred a retryable failure): send phase 2 again with the
+   * SAME payment id, so the same idempotency key, and the provider cannot act twice. Only while the
+   * payment is younger than `withinMs` (well inside the providers' idempotency-key retention, so a
+   * request that did arrive but is not yet searchable is still deduplicated) and at most `maxAttempts`
+   * submissions in all. Absent (status refresh): only ask.
+   */
+  resubmit?: { maxAttempts: number; withinMs: number; retryLaterMs?: (submission: number) => number };
+}
+
 /**
  * Resolve a payment whose outcome we do not know: ask the provider, never pay again. A payment that
- * phase 1 started but never reached the provider (no record there, long enough ago) is failed as
- * `not_submitted`: a human approves again rather than us guessing.
+ * phase 1 started but never reached the provider (no record there) is, with `resubmit`, submitted again
+ * under its own idempotency key; otherwise, long enough ago, it is failed as `not_submitted`: a human
+ * approves again rather than us guessing.
  */
 export async function reconcilePayment(
   deps: EngineDeps,
   tenantId: string,
   paymentId: string,
-  options: { notSubmittedAfterMs?: number } = {},
+  options: ReconcileOptions = {},
 ): Promise<Payment> {
+  const now = options.now ?? new Date();
   const payment = await deps.db.withTenant(tenantId, (client) => getPayment(client, paymentId));
   if (payment?.status !== 'processing') return payment!;
   let outcome: PaymentOutcome | null;
@@ -325,10 +393,44 @@ export async function reconcilePayment(
     await deps.db.withTenant(tenantId, (client) =>
       client.query(
         'UPDATE payments SET attempts = attempts + 1, next_check_at = now() + make_interval(secs => $2) WHERE id = $1',
-        [paymentId, nextCheckDelaySeconds(payment)],
+        [paymentId, nextCheckDelaySeconds(payment, now.getTime())],
       ),
     );
     return payment;
+  }
+  const resubmit = options.resubmit;
+  if (
+    !outcome &&
+    resubmit &&
+    payment.recoveryPoint === 'started' &&
+    now.getTime() - payment.createdAt.getTime() < resubmit.withinMs
+  ) {
+    const submission = await deps.db.withTenant(tenantId, async (client) => {
+      const { rows } = await client.query<{ submit_attempts: number }>(
+        `UPDATE payments SET submit_attempts = submit_attempts + 1, updated_at = now()
+         WHERE id = $1 AND status = 'processing' AND recovery_point = 'started' AND submit_attempts < $2
+         RETURNING submit_attempts`,
+        [paymentId, resubmit.maxAttempts],
+      );
+      if (!rows[0]) return null;
+      await appendAudit(client, {
+        tenantId,
+        actorType: 'system',
+        actorId: 'reconciler',
+        action: 'payment.resubmitted',
+        subjectId: paymentId,
+        details: { submission: rows[0].submit_attempts, note: 'the provider had no record of it' },
+      });
+      return rows[0].submit_attempts;
+    });
+    if (submission !== null) {
+      return executePayment(deps, tenantId, paymentId, {
+        retryLaterMs:
+          submission < resubmit.maxAttempts && resubmit.retryLaterMs
+            ? resubmit.retryLaterMs(submission)
+            : undefined,
+      });
+    }
   }
   const notices: FailureNotice[] = [];
   const result = await deps.db.withTenant(tenantId, async (client) => {
@@ -347,7 +449,7 @@ export async function reconcilePayment(
         );
       return applied.payment;
     }
-    const age = Date.now() - payment.createdAt.getTime();
+    const age = now.getTime() - payment.createdAt.getTime();
     if (
       !outcome &&
       payment.recoveryPoint === 'started' &&
@@ -385,7 +487,7 @@ export async function reconcilePayment(
     await client.query(
       `UPDATE payments SET attempts = attempts + 1, provider_reference = COALESCE(provider_reference, $3),
               next_check_at = now() + make_interval(secs => $2), updated_at = now() WHERE id = $1`,
-      [paymentId, nextCheckDelaySeconds(payment), outcome?.providerReference ?? null],
+      [paymentId, nextCheckDelaySeconds(payment, now.getTime()), outcome?.providerReference ?? null],
     );
     return (await getPayment(client, paymentId))!;
   });

@@ -1,0 +1,74 @@
+/**
+ * `paygate worker`: the background jobs (src/worker/) in a loop until SIGTERM or SIGINT, or one pass
+ * with `--once` (for cron and tests). Any number of these may run against one PostgreSQL.
+ *
+ * Shutdown: the signal stops new claims; the payment in flight finishes its phases (a provider call is
+ * never cut in half by us), schedules claimed but not started are released, then the process exits 0.
+ * A second signal, or SIGKILL, is a crash, and a crash is safe too: leases expire and the reconciler
+ * resolves what was in flight.
+ */
+import type { Command } from 'commander';
+import { startRuntime } from '../runtime.js';
+import { createWorker, type PassSummary } from '../worker/index.js';
+import type { CliContext } from './context.js';
+
+type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
+
+function describe(s: PassSummary): string {
+  return [
+    `worker ${s.worker_id}:`,
+    `scheduled ${s.scheduled.started} started (${s.scheduled.paid} paid, ${s.scheduled.pending} pending, ${s.scheduled.deferred} deferred, ${s.scheduled.failed} failed);`,
+    `reconciled ${s.reconciled.checked} (${s.reconciled.succeeded} succeeded, ${s.reconciled.failed} failed, ${s.reconciled.still_processing} still processing);`,
+    `schedules settled ${s.schedules_settled};`,
+    `refunds re-driven ${s.refunds.redriven};`,
+    `approvals expired ${s.approvals_expired};`,
+    `idempotency keys pruned ${s.idempotency_keys_pruned};`,
+    `errors ${s.errors}`,
+  ].join(' ');
+}
+
+export function registerWorkerCommands(program: Command, run: Run): void {
+  program
+    .command('worker')
+    .description('run scheduled payments, retries, reconciliation and housekeeping (until SIGTERM)')
+    .option('--once', 'one pass over everything due now, print a summary, exit')
+    .option('--worker-id <id>', 'name in leases and the audit log (default host:pid)')
+    .option('--batch-size <n>', 'rows claimed per claim', (v) => Number.parseInt(v, 10))
+    .action((o: { once?: boolean; workerId?: string; batchSize?: number }) =>
+      run(async (ctx) => {
+        const runtime = await startRuntime({
+          databaseUrl: ctx.options.databaseUrl,
+          dataDir: ctx.options.dataDir,
+          applicationName: 'paygate-worker',
+        });
+        try {
+          const worker = createWorker(runtime, { workerId: o.workerId, batchSize: o.batchSize });
+          if (o.once) {
+            const summary = await worker.runOnce();
+            ctx.print(summary, describe(summary));
+            if (summary.errors > 0) process.exitCode = 1;
+            return;
+          }
+          const controller = new AbortController();
+          const stop = () => {
+            if (controller.signal.aborted) {
+              // A second signal: the operator insists. Leases make this as safe as a crash.
+              process.exit(130);
+            }
+            runtime.logger.info('worker: finishing the item in flight, then stopping');
+            controller.abort();
+          };
+          process.on('SIGTERM', stop);
+          process.on('SIGINT', stop);
+          try {
+            await worker.run({ signal: controller.signal });
+          } finally {
+            process.off('SIGTERM', stop);
+            process.off('SIGINT', stop);
+          }
+        } finally {
+          await runtime.close();
+        }
+      }),
+    );
+}

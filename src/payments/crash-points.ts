@@ -1,0 +1,29 @@
+/**
+ * TEST-ONLY crash injection. `PAYGATE_CRASH_AT=<point>[:<n>]` makes this process SIGKILL itself the n-th
+ * time (default the first) it reaches `<point>`, so the crash harness (test/worker/crash.test.ts) can
+ * stop a real process at the exact places where money is in flight and prove that recovery neither
+ * loses an approved payment nor pays one twice. Unset (always, outside that harness) it does nothing.
+ *
+ * Points: `after_claim` (worker: schedules leased, phase 1 not started), `after_phase1` (payment row
+ * committed `processing`, provider not called), `after_provider_call` (the provider answered, phase 3
+ * not committed), `after_phase3` (payment recorded, the schedule not yet marked), and
+ * `in_webhook` (reserved for the sidecar's webhook handler: after verification, before applying).
+ * SIGKILL, not an exception: nothing runs after it, no `finally`, no rollback hook, like a power cut.
+ */
+export type CrashPoint =
+  | 'after_claim'
+  | 'after_phase1'
+  | 'after_provider_call'
+  | 'after_phase3'
+  | 'in_webhook';
+
+let reached = 0;
+
+export function crashPoint(point: CrashPoint): void {
+  const spec = process.env.PAYGATE_CRASH_AT;
+  if (!spec) return;
+  const [name, nth = '1'] = spec.split(':');
+  if (name !== point) return;
+  reached += 1;
+  if (reached === Number(nth)) process.kill(process.pid, 'SIGKILL');
+}

@@ -1,0 +1,381 @@
+/**
+ * The worker: the engine's background jobs, safe to run in any number of processes against one
+ * PostgreSQL.
+ *
+ * Each pass, in order:
+ * 1. due scheduled payments (`scheduled_date <= today in the tenant's time zone`): claimed across
+ *    tenants in one short system transaction (`FOR UPDATE SKIP LOCKED`, so workers never wait on or
+ *    take each other's rows) that stamps a lease (`locked_until`); then each is executed within its
+ *    tenant by `executeScheduledPayment`, whose phase 1 re-checks the row under a lock and creates the
+ *    payment in the same transaction that moves the schedule to `running`. A worker that dies after the
+ *    claim leaves only a lease, which runs out; one that dies after phase 1 leaves a `processing`
+ *    payment whose `next_check_at` is the lease, found by step 2. Nothing is ever started twice.
+ * 2. `processing` payments whose `next_check_at` is due (a crash between phases, a timeout, ACH
+ *    settling, a deferred retry): claimed the same way, each resolved by `reconcilePayment`, which asks
+ *    the provider and, only when the provider has no record of it, re-sends the same payment id (same
+ *    idempotency key) up to MAX_SUBMIT_ATTEMPTS times; checks widen (nextCheckDelaySeconds).
+ * 3. `running` schedules whose payment is resolved are marked executed or failed.
+ * 4. `pending` refunds untouched for a while are re-driven by `executeRefund` (same refund id, same key).
+ * 5. stale approvals expire; idempotency keys past their retention are pruned.
+ *
+ * Retries: the gateways retry a retryable error at once (3 attempts, backoff with jitter, same key);
+ * when the provider is still failing, the worker defers the payment (still `processing`, same id) by
+ * `retryDelayMs` (exponential with jitter) and submits it again on a later pass, at most
+ * MAX_SUBMIT_ATTEMPTS submissions before the failure is recorded with an alert. Insufficient funds are
+ * rescheduled to the next business day by `handleFailure`, up to the tenant's limit.
+ *
+ * The clock, the sleep between idle passes and the jitter are injectable, so no test waits for real time.
+ */
+import { hostname } from 'node:os';
+import { expireStaleApprovals } from '../approvals/approvals.js';
+import type { Logger } from '../config.js';
+import type { EngineDeps } from '../payments/context.js';
+import { crashPoint } from '../payments/crash-points.js';
+import { pruneIdempotencyKeys } from '../payments/idempotency.js';
+import { executeScheduledPayment, settleSchedule } from '../payments/pay.js';
+import { reconcilePayment } from '../payments/phases.js';
+import { executeRefund } from '../payments/refund.js';
+import type { Runtime } from '../runtime.js';
+
+/** Submissions of one payment to its provider, first one included, all with the same idempotency key. */
+export const MAX_SUBMIT_ATTEMPTS = 3;
+/** A payment older than this is never re-sent: only asked about (provider keys are kept 24 h or more). */
+export const RESUBMIT_WINDOW_MS = 60 * 60_000;
+/** How long a claim keeps other workers off a row; a crashed worker's rows come back after it. */
+export const DEFAULT_LEASE_MS = 2 * 60_000;
+/** First deferral of a payment the provider keeps failing; doubles per submission, with jitter. */
+export const RETRY_BASE_DELAY_MS = 30_000;
+/** A pending refund is re-driven only when nobody has touched it for this long (its caller may still be on it). */
+export const REFUND_GRACE_MS = 60_000;
+/** Idle time between passes of `run` when a pass found nothing to do. */
+export const DEFAULT_POLL_INTERVAL_MS = 5_000;
+
+export interface WorkerOptions {
+  /** Names this process in leases and the audit log; default `host:pid`. */
+  workerId?: string;
+  /** The worker's notion of now (due dates, leases, checks); default the real clock. */
+  clock?: () => Date;
+  /** Waits between idle passes of `run`; must resolve early when the signal aborts. */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  /** Rows claimed per claim query. */
+  batchSize?: number;
+  leaseMs?: number;
+  pollIntervalMs?: number;
+  /** Source of jitter in [0, 1); default Math.random. */
+  random?: () => number;
+  logger?: Pick<Logger, 'info' | 'warn' | 'error'>;
+}
+
+export interface PassSummary {
+  worker_id: string;
+  scheduled: {
+    claimed: number;
+    started: number;
+    paid: number;
+    pending: number;
+    deferred: number;
+    failed: number;
+  };
+  reconciled: { checked: number; succeeded: number; failed: number; still_processing: number };
+  schedules_settled: number;
+  refunds: { redriven: number; succeeded: number; failed: number; pending: number };
+  approvals_expired: number;
+  idempotency_keys_pruned: number;
+  errors: number;
+  /** True when `run`'s signal stopped the pass early (claimed rows not started were released). */
+  aborted: boolean;
+}
+
+export interface Worker {
+  readonly workerId: string;
+  /** One pass over everything due now; returns what it did. */
+  runOnce(options?: { signal?: AbortSignal }): Promise<PassSummary>;
+  /** Passes until `signal` aborts; the item in flight finishes, claimed ones not started are released. */
+  run(options: { signal: AbortSignal }): Promise<void>;
+}
+
+/** Exponential backoff with jitter for the worker's deferral after the n-th failed submission. */
+export function retryDelayMs(submission: number, random: () => number = Math.random): number {
+  const ceiling = RETRY_BASE_DELAY_MS * 2 ** Math.max(0, submission - 1);
+  // "Equal jitter": at least half the ceiling, so a retry never comes back immediately, and the rest
+  // random, so a fleet of workers that failed together does not retry together.
+  return Math.round(ceiling / 2 + random() * (ceiling / 2));
+}
+
+const realSleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+
+function isRuntime(x: Runtime | EngineDeps): x is Runtime {
+  return 'deps' in x && 'config' in x;
+}
+
+interface Claimed {
+  id: string;
+  tenant_id: string;
+}
+
+export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: WorkerOptions = {}): Worker {
+  const deps = isRuntime(runtimeOrDeps) ? runtimeOrDeps.deps : runtimeOrDeps;
+  const logger = options.logger ?? (isRuntime(runtimeOrDeps) ? runtimeOrDeps.logger : undefined);
+  const workerId = options.workerId ?? `${hostname()}:${process.pid}`;
+  const clock = options.clock ?? (() => new Date());
+  const sleep = options.sleep ?? realSleep;
+  const batchSize = options.batchSize ?? 25;
+  const leaseS = (options.leaseMs ?? DEFAULT_LEASE_MS) / 1000;
+  const random = options.random ?? Math.random;
+  const { db } = deps;
+
+  /** Due schedules not leased by a live worker, leased to this one. */
+  function claimSchedules(now: Date, exclude: string[]): Promise<Claimed[]> {
+    return db.withSystem(async (client) => {
+      const { rows } = await client.query<Claimed>(
+        `WITH due AS (
+           SELECT s.id FROM scheduled_payments s JOIN tenants t ON t.id = s.tenant_id
+            WHERE s.status = 'scheduled'
+              AND s.scheduled_date <= ($1::timestamptz AT TIME ZONE t.timezone)::date
+              AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= $1)
+              AND (s.locked_until IS NULL OR s.locked_until <= $1)
+              AND NOT (s.id = ANY($5::uuid[]))
+            ORDER BY s.scheduled_date, s.created_at
+            LIMIT $2
+              FOR UPDATE OF s SKIP LOCKED)
+         UPDATE scheduled_payments s SET locked_until = $1::timestamptz + make_interval(secs => $3), locked_by = $4
+           FROM due WHERE s.id = due.id
+         RETURNING s.id, s.tenant_id`,
+        [now, batchSize, leaseS, workerId, exclude],
+      );
+      return rows;
+    });
+  }
+
+  /** Give back claimed schedules this worker will not start (shutdown): no one waits for the lease. */
+  async function releaseSchedules(ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await db.withSystem((client) =>
+      client.query(
+        `UPDATE scheduled_payments SET locked_until = NULL, locked_by = NULL
+          WHERE id = ANY($1::uuid[]) AND status = 'scheduled' AND locked_by = $2`,
+        [ids, workerId],
+      ),
+    );
+  }
+
+  /** Processing payments due a check (or, with no check set, untouched for a lease: a pay-now crash). */
+  function claimPayments(
+    now: Date,
+    exclude: string[],
+  ): Promise<(Claimed & { scheduled_payment_id: string | null })[]> {
+    return db.withSystem(async (client) => {
+      const { rows } = await client.query<Claimed & { scheduled_payment_id: string | null }>(
+        `WITH due AS (
+           SELECT id FROM payments
+            WHERE status = 'processing'
+              AND (next_check_at <= $1
+                   OR (next_check_at IS NULL AND updated_at <= $1::timestamptz - make_interval(secs => $3)))
+              AND NOT (id = ANY($4::uuid[]))
+            ORDER BY next_check_at NULLS FIRST
+            LIMIT $2
+              FOR UPDATE SKIP LOCKED)
+         UPDATE payments p SET next_check_at = $1::timestamptz + make_interval(secs => $3)
+           FROM due WHERE p.id = due.id
+         RETURNING p.id, p.tenant_id, p.scheduled_payment_id`,
+        [now, batchSize, leaseS, exclude],
+      );
+      return rows;
+    });
+  }
+
+  function claimRefunds(now: Date, exclude: string[]): Promise<Claimed[]> {
+    return db.withSystem(async (client) => {
+      const { rows } = await client.query<Claimed>(
+        `WITH due AS (
+           SELECT id FROM refunds
+            WHERE status = 'pending' AND updated_at <= $1::timestamptz - make_interval(secs => $5)
+              AND (locked_until IS NULL OR locked_until <= $1)
+              AND NOT (id = ANY($4::uuid[]))
+            ORDER BY updated_at
+            LIMIT $2
+              FOR UPDATE SKIP LOCKED)
+         UPDATE refunds r SET locked_until = $1::timestamptz + make_interval(secs => $3)
+           FROM due WHERE r.id = due.id
+         RETURNING r.id, r.tenant_id`,
+        [now, batchSize, leaseS, exclude, REFUND_GRACE_MS / 1000],
+      );
+      return rows;
+    });
+  }
+
+  /** Running schedules whose payment is no longer waiting for a submission. */
+  function settleableSchedules(): Promise<Claimed[]> {
+    return db.withSystem(async (client) => {
+      const { rows } = await client.query<Claimed>(
+        `SELECT s.id, s.tenant_id FROM scheduled_payments s JOIN payments p ON p.id = s.payment_id
+          WHERE s.status = 'running' AND NOT (p.status = 'processing' AND p.recovery_point = 'started')
+          LIMIT 1000`,
+      );
+      return rows;
+    });
+  }
+
+  async function runOnce(runOptions: { signal?: AbortSignal } = {}): Promise<PassSummary> {
+    const signal = runOptions.signal;
+    const summary: PassSummary = {
+      worker_id: workerId,
+      scheduled: { claimed: 0, started: 0, paid: 0, pending: 0, deferred: 0, failed: 0 },
+      reconciled: { checked: 0, succeeded: 0, failed: 0, still_processing: 0 },
+      schedules_settled: 0,
+      refunds: { redriven: 0, succeeded: 0, failed: 0, pending: 0 },
+      approvals_expired: 0,
+      idempotency_keys_pruned: 0,
+      errors: 0,
+      aborted: false,
+    };
+    const stop = () => {
+      if (signal?.aborted) summary.aborted = true;
+      return summary.aborted;
+    };
+    const failed = (what: string, id: string, error: unknown) => {
+      summary.errors += 1;
+      logger?.error({ err: error, id, worker: workerId }, `worker: ${what} failed; it will be retried`);
+    };
+
+    // 1. Due scheduled payments.
+    const seenSchedules: string[] = [];
+    for (;;) {
+      if (stop()) break;
+      const claimed = await claimSchedules(clock(), seenSchedules);
+      if (claimed.length === 0) break;
+      crashPoint('after_claim');
+      summary.scheduled.claimed += claimed.length;
+      for (const [i, s] of claimed.entries()) {
+        seenSchedules.push(s.id);
+        if (stop()) {
+          await releaseSchedules(claimed.slice(i).map((c) => c.id));
+          break;
+        }
+        try {
+          const payment = await executeScheduledPayment(deps, s.tenant_id, s.id, {
+            workerId,
+            retryLaterMs: retryDelayMs(1, random),
+          });
+          if (!payment) continue;
+          summary.scheduled.started += 1;
+          if (payment.status === 'succeeded') summary.scheduled.paid += 1;
+          else if (payment.status === 'failed') summary.scheduled.failed += 1;
+          else if (payment.recoveryPoint === 'started') summary.scheduled.deferred += 1;
+          else summary.scheduled.pending += 1;
+        } catch (error) {
+          failed('scheduled payment', s.id, error);
+        }
+      }
+    }
+
+    // 2. Payments whose outcome we do not know yet.
+    const seenPayments: string[] = [];
+    for (;;) {
+      if (stop()) break;
+      const claimed = await claimPayments(clock(), seenPayments);
+      if (claimed.length === 0) break;
+      for (const p of claimed) {
+        seenPayments.push(p.id);
+        // A claimed payment not checked now keeps its lease as next_check_at: it is looked at later.
+        if (stop()) break;
+        try {
+          const payment = await reconcilePayment(deps, p.tenant_id, p.id, {
+            now: clock(),
+            resubmit: {
+              maxAttempts: MAX_SUBMIT_ATTEMPTS,
+              withinMs: RESUBMIT_WINDOW_MS,
+              retryLaterMs: (n) => retryDelayMs(n, random),
+            },
+          });
+          summary.reconciled.checked += 1;
+          if (payment.status === 'succeeded') summary.reconciled.succeeded += 1;
+          else if (payment.status === 'failed') summary.reconciled.failed += 1;
+          else summary.reconciled.still_processing += 1;
+          if (p.scheduled_payment_id) await settleSchedule(deps, p.tenant_id, p.scheduled_payment_id);
+        } catch (error) {
+          failed('reconciliation', p.id, error);
+        }
+      }
+    }
+
+    // 3. Schedules whose payment was resolved elsewhere (a webhook, or a crash after phase 3).
+    if (!stop()) {
+      for (const s of await settleableSchedules()) {
+        try {
+          await settleSchedule(deps, s.tenant_id, s.id);
+          summary.schedules_settled += 1;
+        } catch (error) {
+          failed('schedule settlement', s.id, error);
+        }
+      }
+    }
+
+    // 4. Pending refunds.
+    const seenRefunds: string[] = [];
+    for (;;) {
+      if (stop()) break;
+      const claimed = await claimRefunds(clock(), seenRefunds);
+      if (claimed.length === 0) break;
+      for (const r of claimed) {
+        seenRefunds.push(r.id);
+        if (stop()) break;
+        try {
+          const outcome = await executeRefund(deps, r.tenant_id, r.id);
+          summary.refunds.redriven += 1;
+          summary.refunds[outcome.status] += 1;
+        } catch (error) {
+          failed('refund', r.id, error);
+        }
+      }
+    }
+
+    // 5. Housekeeping.
+    if (!stop()) {
+      try {
+        summary.approvals_expired = await expireStaleApprovals(db);
+        summary.idempotency_keys_pruned = await pruneIdempotencyKeys(db, clock());
+      } catch (error) {
+        failed('housekeeping', workerId, error);
+      }
+    }
+    return summary;
+  }
+
+  function didWork(s: PassSummary): boolean {
+    return (
+      s.scheduled.claimed + s.reconciled.checked + s.schedules_settled + s.refunds.redriven + s.errors > 0
+    );
+  }
+
+  return {
+    workerId,
+    runOnce,
+    async run({ signal }) {
+      logger?.info({ worker: workerId }, 'worker started');
+      while (!signal.aborted) {
+        let summary: PassSummary | undefined;
+        try {
+          summary = await runOnce({ signal });
+        } catch (error) {
+          // The database went away mid-pass, say: the leases protect the rows; try again after a pause.
+          logger?.error({ err: error, worker: workerId }, 'worker pass failed');
+        }
+        if (summary && didWork(summary)) logger?.info({ summary }, 'worker pass');
+        if (!summary || !didWork(summary))
+          await sleep(options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS, signal);
+      }
+      logger?.info({ worker: workerId }, 'worker stopped');
+    },
+  };
+}

@@ -1,0 +1,318 @@
+/**
+ * The worker in-process against a real database and the sandbox emulators: what is due (in the tenant's
+ * time zone), deferred retries with the same payment id, insufficient-funds reschedules, reconciliation
+ * of settling payments, refunds re-driven, housekeeping, and a graceful stop. The clock is injected, so
+ * nothing here waits for a backoff or a lease.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyAuditLog } from '../../src/audit/verify.js';
+import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
+import { refundPayment } from '../../src/payments/refund.js';
+import { createWorker, retryDelayMs } from '../../src/worker/index.js';
+import { createFixture, type Fixture } from '../support/fixture.js';
+import { envFor, runPaygate, scheduleApproved } from './support.js';
+
+const MINUTE = 60_000;
+const later = (ms: number) => () => new Date(Date.now() + ms);
+
+async function scheduleRow(f: Fixture, id: string) {
+  const { rows } = await f.t.db.withSystem((c) =>
+    c.query<{
+      status: string;
+      payment_id: string | null;
+      scheduled_date: string;
+      reschedule_count: number;
+      locked_until: Date | null;
+    }>(
+      `SELECT status, payment_id, to_char(scheduled_date, 'YYYY-MM-DD') AS scheduled_date, reschedule_count, locked_until
+         FROM scheduled_payments WHERE id = $1`,
+      [id],
+    ),
+  );
+  return rows[0]!;
+}
+
+async function paymentsOf(f: Fixture, scheduledId: string) {
+  const { rows } = await f.t.db.withSystem((c) =>
+    c.query<{
+      id: string;
+      status: string;
+      recovery_point: string;
+      submit_attempts: number;
+      failure_code: string | null;
+    }>(
+      'SELECT id, status, recovery_point, submit_attempts, failure_code FROM payments WHERE scheduled_payment_id = $1 ORDER BY created_at',
+      [scheduledId],
+    ),
+  );
+  return rows;
+}
+
+async function auditActions(f: Fixture, subjectId: string): Promise<string[]> {
+  const { rows } = await f.t.db.withSystem((c) =>
+    c.query<{ action: string }>(
+      'SELECT action FROM audit_log WHERE subject_id = $1 ORDER BY tenant_id, seq',
+      [subjectId],
+    ),
+  );
+  return rows.map((r) => r.action);
+}
+
+describe('worker', () => {
+  let f: Fixture;
+  let agent: Fixture['agentKey'];
+  beforeAll(async () => {
+    f = await createFixture();
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', label: 'Visa', brand: 'visa', last4: '4242' });
+    await f.addMethod({ rail: 'ach', token: 'pm_usBankAccount_success', label: 'Operating account' });
+    agent = (await f.newAgent({ name: 'scheduler', rateLimitPerMinute: 10_000 })).agentKey;
+  });
+  afterAll(async () => f.close());
+
+  it('runs a schedule only once its date has come in the tenant time zone, and exactly once', async () => {
+    // Pago Pago is UTC-11: at 05:00 UTC on 2 January it is still 1 January there.
+    await f.t.db.withSystem((c) =>
+      c.query("UPDATE tenants SET timezone = 'Pacific/Pago_Pago' WHERE id = $1", [f.tenant.id]),
+    );
+    f.tenant.timezone = 'Pacific/Pago_Pago';
+    const year = new Date().getUTCFullYear() + 1;
+    await f.addInvoice('TZ-001', 120_00);
+    const id = await scheduleApproved(f, agent, 'TZ-001', '120.00', 'stripe', `${year}-01-02`);
+
+    const before = createWorker(f.deps, { clock: () => new Date(`${year}-01-02T05:00:00Z`) });
+    expect((await before.runOnce()).scheduled.claimed).toBe(0);
+    expect((await scheduleRow(f, id)).status).toBe('scheduled');
+
+    // 11:00 UTC is midnight in Pago Pago: due.
+    const due = createWorker(f.deps, { clock: () => new Date(`${year}-01-02T11:00:00Z`) });
+    const summary = await due.runOnce();
+    expect(summary.scheduled).toMatchObject({ claimed: 1, started: 1, paid: 1 });
+    const row = await scheduleRow(f, id);
+    expect(row.status).toBe('executed');
+    expect(f.sandbox.ledger.charges(row.payment_id!)).toHaveLength(1);
+
+    // Another pass (another worker) finds nothing to do: no second payment, no second charge.
+    expect((await due.runOnce()).scheduled.claimed).toBe(0);
+    expect(await paymentsOf(f, id)).toHaveLength(1);
+    expect(f.sandbox.ledger.charges(row.payment_id!)).toHaveLength(1);
+    await f.t.db.withSystem((c) =>
+      c.query("UPDATE tenants SET timezone = 'UTC' WHERE id = $1", [f.tenant.id]),
+    );
+    f.tenant.timezone = 'UTC';
+  });
+
+  it('defers a payment the provider keeps failing and sends the SAME payment again later', async () => {
+    await f.addInvoice('RETRY-001', 75_00);
+    const id = await scheduleApproved(f, agent, 'RETRY-001', '75.00', 'stripe');
+    // Three 500s: the gateway's own three attempts all fail, and the provider has no record of it.
+    f.sandbox.faults.next('stripe', {
+      kind: 'http_500',
+      times: 3,
+      match: { method: 'POST', path: '/v1/payment_intents' },
+    });
+    const first = await createWorker(f.deps, { random: () => 0 }).runOnce();
+    expect(first.scheduled).toMatchObject({ started: 1, deferred: 1, paid: 0 });
+    expect(f.sandbox.faults.pending('stripe')).toBe(0);
+    const [deferred] = await paymentsOf(f, id);
+    expect(deferred).toMatchObject({ status: 'processing', recovery_point: 'started', submit_attempts: 1 });
+    expect(f.sandbox.ledger.charges(deferred!.id)).toHaveLength(0);
+    expect((await scheduleRow(f, id)).status).toBe('running');
+
+    // Not yet due: a pass on the real clock leaves it alone.
+    expect((await createWorker(f.deps).runOnce()).reconciled.checked).toBe(0);
+
+    const second = await createWorker(f.deps, { clock: later(retryDelayMs(1, () => 1) + 1000) }).runOnce();
+    expect(second.reconciled).toMatchObject({ checked: 1, succeeded: 1 });
+    const payments = await paymentsOf(f, id);
+    expect(payments).toHaveLength(1);
+    expect(payments[0]).toMatchObject({ id: deferred!.id, status: 'succeeded', submit_attempts: 2 });
+    const charges = f.sandbox.ledger.charges(deferred!.id);
+    expect(charges).toHaveLength(1);
+    expect((await scheduleRow(f, id)).status).toBe('executed');
+    expect(await auditActions(f, deferred!.id)).toEqual([
+      'payment.started',
+      'payment.retry_scheduled',
+      'payment.resubmitted',
+      'payment.succeeded',
+    ]);
+  });
+
+  it('after three submissions records the failure with an alert, and nothing was charged', async () => {
+    await f.addInvoice('RETRY-002', 80_00);
+    const id = await scheduleApproved(f, agent, 'RETRY-002', '80.00', 'stripe');
+    f.sandbox.faults.next('stripe', {
+      kind: 'http_500',
+      times: 9,
+      match: { method: 'POST', path: '/v1/payment_intents' },
+    });
+    await createWorker(f.deps).runOnce();
+    await createWorker(f.deps, { clock: later(2 * MINUTE) }).runOnce();
+    const [mid] = await paymentsOf(f, id);
+    expect(mid).toMatchObject({ status: 'processing', submit_attempts: 2 });
+    const third = await createWorker(f.deps, { clock: later(5 * MINUTE) }).runOnce();
+    expect(third.reconciled).toMatchObject({ checked: 1, failed: 1 });
+    expect(f.sandbox.faults.pending('stripe')).toBe(0);
+    const payments = await paymentsOf(f, id);
+    expect(payments).toHaveLength(1);
+    expect(payments[0]).toMatchObject({ status: 'failed', failure_code: 'api_error', submit_attempts: 3 });
+    expect(f.sandbox.ledger.charges(payments[0]!.id)).toHaveLength(0);
+    expect(await scheduleRow(f, id)).toMatchObject({ status: 'failed' });
+    const { rows } = await f.t.db.withSystem((c) =>
+      c.query<{ code: string }>('SELECT code FROM alerts WHERE payment_id = $1', [payments[0]!.id]),
+    );
+    expect(rows.map((r) => r.code)).toEqual(['api_error']);
+  });
+
+  it('resolves a settling ACH payment by asking the provider once its check is due', async () => {
+    await f.addInvoice('ACH-001', 2_500_00);
+    const id = await scheduleApproved(f, agent, 'ACH-001', '2500.00', 'ach');
+    const first = await createWorker(f.deps).runOnce();
+    expect(first.scheduled).toMatchObject({ started: 1, pending: 1 });
+    const [payment] = await paymentsOf(f, id);
+    expect(payment).toMatchObject({ status: 'processing', recovery_point: 'provider_called' });
+    // Accepted by the provider: the schedule has done its job.
+    expect((await scheduleRow(f, id)).status).toBe('executed');
+
+    // Still settling at the first check: asked, and asked again later (the widening schedule).
+    const early = await createWorker(f.deps, { clock: later(2 * MINUTE) }).runOnce();
+    expect(early.reconciled).toMatchObject({ checked: 1, still_processing: 1 });
+    const { rows } = await f.t.db.withSystem((c) =>
+      c.query<{ in_s: number }>(
+        'SELECT extract(epoch FROM next_check_at - now())::int AS in_s FROM payments WHERE id = $1',
+        [payment!.id],
+      ),
+    );
+    expect(rows[0]!.in_s).toBeGreaterThan(4 * 60);
+
+    await f.sandbox.stripe.settleAch();
+    const settled = await createWorker(f.deps, { clock: later(10 * MINUTE) }).runOnce();
+    expect(settled.reconciled).toMatchObject({ checked: 1, succeeded: 1 });
+    expect((await paymentsOf(f, id))[0]).toMatchObject({ status: 'succeeded' });
+    expect(f.sandbox.ledger.charges(payment!.id)).toHaveLength(1);
+  });
+
+  it('re-drives a pending refund with the same refund id', async () => {
+    await f.addInvoice('REF-001', 40_00);
+    const caller = { agentKey: f.agentKey };
+    const pay = { invoice: 'REF-001', amount: '40.00', currency: 'USD', method: 'stripe' };
+    const ask = (await payInvoice(f.deps, caller, pay)) as { approval_id: string };
+    const paid = (await payInvoice(f.deps, caller, {
+      ...pay,
+      approval_token: await f.approveAs(f.admin, ask.approval_id),
+    })) as PaymentConfirmation;
+    const refundAsk = (await refundPayment(f.deps, caller, { payment: paid.payment_id })) as {
+      approval_id: string;
+    };
+    f.sandbox.faults.next('stripe', {
+      kind: 'http_500',
+      times: 3,
+      match: { method: 'POST', path: '/v1/refunds' },
+    });
+    const pending = (await refundPayment(f.deps, caller, {
+      payment: paid.payment_id,
+      approval_token: await f.approveAs(f.admin, refundAsk.approval_id),
+    })) as { refund_id: string; refund_status: string };
+    expect(pending.refund_status).toBe('pending');
+    expect(f.sandbox.ledger.refunds(paid.payment_id)).toHaveLength(0);
+
+    // Within the grace period its caller may still be on it: left alone.
+    expect((await createWorker(f.deps).runOnce()).refunds.redriven).toBe(0);
+    const pass = await createWorker(f.deps, { clock: later(2 * MINUTE) }).runOnce();
+    expect(pass.refunds).toMatchObject({ redriven: 1, succeeded: 1 });
+    expect(f.sandbox.ledger.refunds(paid.payment_id)).toHaveLength(1);
+    const { rows } = await f.t.db.withSystem((c) =>
+      c.query<{ id: string; status: string }>('SELECT id, status FROM refunds WHERE payment_id = $1', [
+        paid.payment_id,
+      ]),
+    );
+    expect(rows).toEqual([{ id: pending.refund_id, status: 'succeeded' }]);
+  });
+
+  it('expires stale approvals and prunes old idempotency keys', async () => {
+    await f.addInvoice('STALE-001', 10_00);
+    const ask = (await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { invoice: 'STALE-001', amount: '10.00', currency: 'USD', method: 'stripe' },
+    )) as { approval_id: string };
+    await f.t.db.withSystem(async (c) => {
+      await c.query("UPDATE approvals SET expires_at = now() - interval '1 minute' WHERE id = $1", [
+        ask.approval_id,
+      ]);
+      await c.query(
+        `INSERT INTO idempotency_keys (tenant_id, agent_key_id, key, action, request_digest, created_at)
+         VALUES ($1, $2, 'old-key', 'pay_invoice', '\\x00', now() - interval '8 days'),
+                ($1, $2, 'new-key', 'pay_invoice', '\\x00', now())`,
+        [f.tenant.id, f.agentKey.id],
+      );
+    });
+    const pass = await createWorker(f.deps).runOnce();
+    expect(pass.approvals_expired).toBe(1);
+    expect(pass.idempotency_keys_pruned).toBe(1);
+    const { rows } = await f.t.db.withSystem((c) =>
+      c.query<{ key: string }>('SELECT key FROM idempotency_keys WHERE tenant_id = $1 ORDER BY key', [
+        f.tenant.id,
+      ]),
+    );
+    expect(rows.map((r) => r.key)).toContain('new-key');
+    expect(rows.map((r) => r.key)).not.toContain('old-key');
+    expect(await auditActions(f, ask.approval_id)).toContain('approval.expired');
+  });
+
+  it('stops on its signal: finishes the payment in flight, releases the ones it claimed but did not start', async () => {
+    for (const n of [1, 2, 3]) await f.addInvoice(`STOP-00${n}`, 10_00 + n);
+    const ids = [
+      await scheduleApproved(f, agent, 'STOP-001', '10.01', 'stripe'),
+      await scheduleApproved(f, agent, 'STOP-002', '10.02', 'stripe'),
+      await scheduleApproved(f, agent, 'STOP-003', '10.03', 'stripe'),
+    ];
+    const controller = new AbortController();
+    let sleeps = 0;
+    // The jitter source is consulted just before each payment starts: the stop arrives mid-batch.
+    const worker = createWorker(f.deps, {
+      batchSize: 10,
+      random: () => {
+        controller.abort();
+        return 0.5;
+      },
+      sleep: async () => {
+        sleeps += 1;
+      },
+    });
+    await worker.run({ signal: controller.signal });
+    expect(sleeps).toBe(0);
+    const rows = await Promise.all(ids.map((id) => scheduleRow(f, id)));
+    expect(rows.filter((r) => r.status === 'executed')).toHaveLength(1);
+    const left = rows.filter((r) => r.status === 'scheduled');
+    expect(left).toHaveLength(2);
+    for (const r of left) expect(r.locked_until).toBeNull();
+    // The next worker takes them at once: nobody waits for a lease.
+    expect((await createWorker(f.deps).runOnce()).scheduled.paid).toBe(2);
+    expect((await verifyAuditLog(f.t.db)).ok).toBe(true);
+  });
+
+  it('paygate worker exits 0 on SIGTERM', async () => {
+    let pid = 0;
+    let started: () => void;
+    const ready = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    const done = runPaygate(
+      ['worker'],
+      { ...envFor(f), PAYGATE_LOG_LEVEL: 'info' },
+      {
+        onSpawn: (p) => {
+          pid = p;
+        },
+        onStderr: (chunk) => {
+          if (chunk.includes('worker started')) started();
+        },
+      },
+    );
+    await ready;
+    process.kill(pid, 'SIGTERM');
+    const result = await done;
+    expect(result.code).toBe(0);
+    expect(result.stderr).toContain('worker stopped');
+  });
+});
