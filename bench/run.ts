@@ -1,0 +1,41 @@
+/**
+ * `npm run bench`: every bench against one PostgreSQL (DATABASE_URL, default the local superuser; the
+ * embedded server when none answers), each in a fresh database dropped afterwards. Prints a table and
+ * writes the raw numbers to bench-results.json. `node dist/bench/run.js pay webhooks` runs a subset.
+ */
+import { writeFileSync } from 'node:fs';
+import { benchNacha } from './nacha.js';
+import { benchPay } from './pay.js';
+import { openBenchServer } from './support/database.js';
+import { round } from './support/stats.js';
+
+const only = new Set(process.argv.slice(2));
+const wanted = (name: string) => only.size === 0 || only.has(name);
+
+const server = await openBenchServer();
+const results: Record<string, unknown> = { postgres: { kind: server.kind, version: server.version } };
+const lines: string[] = [];
+try {
+  if (wanted('pay')) {
+    const r = await benchPay(server);
+    results.pay = r;
+    lines.push(
+      `pay_invoice over MCP, ${r.agents} agents: ${round(r.mcp.perSecond)} payments/s, p50 ${round(r.mcp.p50Ms)} ms, p99 ${round(r.mcp.p99Ms)} ms`,
+      `  engine direct: ${round(r.engine.perSecond)}/s, p50 ${round(r.engine.p50Ms)} ms, p99 ${round(r.engine.p99Ms)} ms`,
+      `  bare SQL (${r.sqlPerPayment.statements} statements in ${r.sqlPerPayment.transactions} transactions): ${round(r.baseline.perSecond)}/s, p50 ${round(r.baseline.p50Ms)} ms, p99 ${round(r.baseline.p99Ms)} ms`,
+      `  ratio mcp/bare ${round(r.mcp.perSecond / r.baseline.perSecond, 2)} (target >= 0.5, p99 < 25 ms); engine/bare ${round(r.engine.perSecond / r.baseline.perSecond, 2)}`,
+      `  peak RSS of the server (${r.server.kind}): ${round(r.server.peakRssMb)} MB (target < 250 MB)`,
+    );
+  }
+  if (wanted('nacha')) {
+    const r = await benchNacha();
+    results.nacha = r;
+    lines.push(
+      `NACHA 10,000 records: read+validate ${round(r.readValidateMBps)} MB/s, write ${round(r.writeMBps)} MB/s`,
+    );
+  }
+} finally {
+  await server.close();
+}
+console.log(lines.join('\n'));
+writeFileSync('bench-results.json', `${JSON.stringify(results, null, 2)}\n`);

@@ -1,0 +1,90 @@
+/**
+ * The server under test as a child process: the built `paygate serve` when it answers on /mcp, otherwise
+ * bench/serve-mcp.ts (the same runtime, sidecar and MCP handler in one process). Its peak RSS is read
+ * from /proc (VmHWM: the high-water mark over the process's whole life).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { benchEnv } from './env.js';
+
+const distRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface ServerChild {
+  url: string;
+  /** 'paygate serve' or 'bench/serve-mcp' */
+  kind: string;
+  pid: number;
+  /** Peak resident set size so far, in MB. */
+  peakRssMb(): number;
+  stop(): Promise<void>;
+}
+
+function readStatusKb(pid: number, field: string): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+  return match ? Number(match[1]) : Number.NaN;
+}
+
+function start(args: string[], kind: string): Promise<{ child: ChildProcess; url: string; kind: string }> {
+  const child = spawn(process.execPath, args, { env: benchEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      const match = /^(?:mcp: |listening )(http:\/\/127\.0\.0\.1:\d+)/m.exec(out);
+      if (match) resolve({ child, url: match[1]!, kind });
+    });
+    child.once('exit', (code) =>
+      reject(new Error(`${kind} exited with ${code} before listening: ${stderr}`)),
+    );
+  });
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+/** Does POST /mcp answer as an MCP endpoint (401 without a key), rather than 404? */
+async function servesMcp(url: string): Promise<boolean> {
+  const res = await fetch(`${url}/mcp`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: '{}',
+  });
+  await res.arrayBuffer();
+  return res.status === 401;
+}
+
+export async function startServer(databaseUrl: string): Promise<ServerChild> {
+  let started = await start(
+    [path.join(distRoot, 'src/cli.js'), '--database-url', databaseUrl, 'serve', '--port', '0'],
+    'paygate serve',
+  );
+  if (!(await servesMcp(started.url))) {
+    await stopChild(started.child);
+    started = await start([path.join(distRoot, 'bench/serve-mcp.js'), databaseUrl], 'bench/serve-mcp');
+  }
+  const { child, url, kind } = started;
+  const pid = child.pid!;
+  return {
+    url,
+    kind,
+    pid,
+    peakRssMb: () => readStatusKb(pid, 'VmHWM') / 1024,
+    stop: () => stopChild(child),
+  };
+}
