@@ -20,7 +20,7 @@ import { startRuntime } from '../src/runtime.js';
 import { capturePool } from './support/capture.js';
 import type { BenchServer } from './support/database.js';
 import { benchEnv } from './support/env.js';
-import { describeTemplate, type PaymentIdentity, replayPayment } from './support/replay.js';
+import { describeTemplate, type PaymentIdentity, paymentIdentity, replay } from './support/replay.js';
 import { type BenchAgent, mintPayJobs, type PayJob, payInput, seedTenant } from './support/seed.js';
 import { type ServerChild, startServer } from './support/server.js';
 import { type RunResult, runConcurrent, summarize, type Timed } from './support/stats.js';
@@ -159,8 +159,13 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
       providerReference: captured.gateway_reference!,
     };
     const bare = createDb(database.url, { max: 10, applicationName: 'paygate-bench-baseline' });
-    const replay = (job: PayJob) =>
-      replayPayment(bare.pool, template, from, { ...ids.get(job.approvalId)!, ...freshPayment() });
+    const replayOne = (job: PayJob) =>
+      replay(
+        bare.pool,
+        template,
+        paymentIdentity(from),
+        paymentIdentity({ ...ids.get(job.approvalId)!, ...freshPayment() }),
+      );
 
     child = await startServer(database.url);
     const clients = await Promise.all(tenant.agents.map((agent) => connectAgent(child!.url, agent)));
@@ -177,12 +182,12 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
     };
 
     // Interleaved rounds, so a change in the machine's load during the run falls on all three alike.
-    await runConcurrent(baselineJobs.warm, replay);
+    await runConcurrent(baselineJobs.warm, replayOne);
     await runConcurrent(engineJobs.warm, payDirect);
     await runConcurrent(mcpJobs.warm, payMcp);
     const parts: Record<'baseline' | 'engine' | 'mcp', Timed[]> = { baseline: [], engine: [], mcp: [] };
     for (let r = 0; r < rounds; r++) {
-      parts.baseline.push(await runConcurrent(baselineJobs.rounds[r]!, replay));
+      parts.baseline.push(await runConcurrent(baselineJobs.rounds[r]!, replayOne));
       parts.engine.push(await runConcurrent(engineJobs.rounds[r]!, payDirect));
       parts.mcp.push(await runConcurrent(mcpJobs.rounds[r]!, payMcp));
     }

@@ -8,6 +8,7 @@ import { benchNacha } from './nacha.js';
 import { benchPay } from './pay.js';
 import { openBenchServer } from './support/database.js';
 import { round } from './support/stats.js';
+import { benchWebhooks } from './webhooks.js';
 
 const only = new Set(process.argv.slice(2));
 const wanted = (name: string) => only.size === 0 || only.has(name);
@@ -25,6 +26,15 @@ try {
       `  bare SQL (${r.sqlPerPayment.statements} statements in ${r.sqlPerPayment.transactions} transactions): ${round(r.baseline.perSecond)}/s, p50 ${round(r.baseline.p50Ms)} ms, p99 ${round(r.baseline.p99Ms)} ms`,
       `  ratio mcp/bare ${round(r.mcp.perSecond / r.baseline.perSecond, 2)} (target >= 0.5, p99 < 25 ms); engine/bare ${round(r.engine.perSecond / r.baseline.perSecond, 2)}`,
       `  peak RSS of the server (${r.server.kind}): ${round(r.server.peakRssMb)} MB (target < 250 MB)`,
+    );
+  }
+  if (wanted('webhooks')) {
+    const r = await benchWebhooks(server);
+    results.webhooks = r;
+    lines.push(
+      `webhooks, ${r.senders} senders: ${round(r.http.perSecond)} verified events/s, p50 ${round(r.http.p50Ms)} ms, p99 ${round(r.http.p99Ms)} ms`,
+      `  bare SQL (${r.sqlPerEvent.statements} statements in ${r.sqlPerEvent.transactions} transactions): ${round(r.baseline.perSecond)}/s`,
+      `  ratio ${round(r.http.perSecond / r.baseline.perSecond, 2)} (target >= 0.6)`,
     );
   }
   if (wanted('nacha')) {

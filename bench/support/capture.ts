@@ -8,6 +8,8 @@ import type pg from 'pg';
 export interface Captured {
   text: string;
   values: unknown[];
+  /** The `id` the statement returned (INSERT ... RETURNING id), so a replay can map it to its own. */
+  returnedId?: string;
 }
 
 export interface Capture {
@@ -32,7 +34,14 @@ export function capturePool(pool: pg.Pool): Capture {
           typeof first === 'string'
             ? ((second as unknown[] | undefined) ?? [])
             : ((first as { values?: unknown[] }).values ?? []);
-        statements.push({ text, values });
+        const entry: Captured = { text, values };
+        statements.push(entry);
+        const result = original(...args) as Promise<{ rows?: { id?: unknown }[] }>;
+        return result.then((r) => {
+          const id = r?.rows?.[0]?.id;
+          if (typeof id === 'string' && /^INSERT/i.test(text.trim())) entry.returnedId = id;
+          return r;
+        });
       }
       return original(...args);
     };

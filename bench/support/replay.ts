@@ -10,6 +10,12 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import type { Captured } from './capture.js';
 
+/** The values that tell one replayed unit of work (a payment, an event) from another. */
+export interface Identity {
+  strings: Record<string, string>;
+  buffers?: Record<string, Buffer>;
+}
+
 export interface PaymentIdentity {
   invoiceId: string;
   invoiceNumber: string;
@@ -20,39 +26,47 @@ export interface PaymentIdentity {
   providerReference: string;
 }
 
+export function paymentIdentity(p: PaymentIdentity): Identity {
+  return {
+    strings: {
+      invoiceId: p.invoiceId,
+      invoiceNumber: p.invoiceNumber,
+      approvalId: p.approvalId,
+      paymentId: p.paymentId,
+      confirmationNumber: p.confirmationNumber,
+      providerReference: p.providerReference,
+    },
+    buffers: { tokenHash: p.tokenHash },
+  };
+}
+
 const AUDIT_TAIL = 'SELECT seq, hash FROM audit_log';
 const AUDIT_INSERT = 'INSERT INTO audit_log';
 
-function substituter(from: PaymentIdentity, to: PaymentIdentity) {
-  const pairs: [string, string][] = [
-    [from.invoiceId, to.invoiceId],
-    [from.invoiceNumber, to.invoiceNumber],
-    [from.approvalId, to.approvalId],
-    [from.paymentId, to.paymentId],
-    [from.confirmationNumber, to.confirmationNumber],
-    [from.providerReference, to.providerReference],
-  ];
+function substituter(from: Identity, to: Identity) {
+  const pairs: [string, string][] = Object.entries(from.strings).map(([k, v]) => [v, to.strings[k]!]);
+  const buffers = Object.entries(from.buffers ?? {}).map(([k, v]) => [v, to.buffers![k]!] as const);
   const swap = (value: unknown): unknown => {
     if (typeof value === 'string') {
       let out = value;
       for (const [a, b] of pairs) if (out.includes(a)) out = out.replaceAll(a, b);
       return out;
     }
-    if (Buffer.isBuffer(value)) return value.equals(from.tokenHash) ? to.tokenHash : value;
+    if (Buffer.isBuffer(value)) return buffers.find(([a]) => a.equals(value))?.[1] ?? value;
     if (Array.isArray(value)) return value.map(swap);
     return value;
   };
-  return swap;
+  return { swap, pairs };
 }
 
-/** Replay `template` (captured for `from`) as the payment `to`. */
-export async function replayPayment(
+/** Replay `template` (captured for `from`) as `to`. */
+export async function replay(
   pool: pg.Pool,
   template: readonly Captured[],
-  from: PaymentIdentity,
-  to: PaymentIdentity,
+  from: Identity,
+  to: Identity,
 ): Promise<void> {
-  const swap = substituter(from, to);
+  const { swap, pairs } = substituter(from, to);
   let client: pg.PoolClient | undefined;
   let tail: { seq: number; hash: Buffer } | undefined;
   try {
@@ -67,6 +81,9 @@ export async function replayPayment(
       }
       const result = await client.query(statement.text, values);
       if (statement.text.startsWith(AUDIT_TAIL)) tail = result.rows[0] as typeof tail;
+      // A row id the database made (INSERT ... RETURNING id) is used by later statements: map it too.
+      const returned = (result.rows[0] as { id?: unknown } | undefined)?.id;
+      if (statement.returnedId && typeof returned === 'string') pairs.push([statement.returnedId, returned]);
       if (statement.text === 'COMMIT') {
         client.release();
         client = undefined;
@@ -81,7 +98,7 @@ export async function replayPayment(
   }
 }
 
-/** Check the replayed statements did the work: each UPDATE that moved a row in the capture moves one here. */
+/** Statements and transactions in a captured unit of work. */
 export function describeTemplate(template: readonly Captured[]): {
   statements: number;
   transactions: number;

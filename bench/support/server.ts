@@ -27,8 +27,15 @@ function readStatusKb(pid: number, field: string): number {
   return match ? Number(match[1]) : Number.NaN;
 }
 
-function start(args: string[], kind: string): Promise<{ child: ChildProcess; url: string; kind: string }> {
-  const child = spawn(process.execPath, args, { env: benchEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+function start(
+  args: string[],
+  kind: string,
+  env: NodeJS.ProcessEnv,
+): Promise<{ child: ChildProcess; url: string; kind: string }> {
+  const child = spawn(process.execPath, args, {
+    env: { ...benchEnv(), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => {
     stderr += d.toString();
@@ -69,14 +76,15 @@ async function servesMcp(url: string): Promise<boolean> {
   return res.status === 401;
 }
 
-export async function startServer(databaseUrl: string): Promise<ServerChild> {
+export async function startServer(databaseUrl: string, env: NodeJS.ProcessEnv = {}): Promise<ServerChild> {
   let started = await start(
     [path.join(distRoot, 'src/cli.js'), '--database-url', databaseUrl, 'serve', '--port', '0'],
     'paygate serve',
+    env,
   );
   if (!(await servesMcp(started.url))) {
     await stopChild(started.child);
-    started = await start([path.join(distRoot, 'bench/serve-mcp.js'), databaseUrl], 'bench/serve-mcp');
+    started = await start([path.join(distRoot, 'bench/serve-mcp.js'), databaseUrl], 'bench/serve-mcp', env);
   }
   const { child, url, kind } = started;
   const pid = child.pid!;
