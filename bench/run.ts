@@ -9,6 +9,7 @@ import { benchPay } from './pay.js';
 import { openBenchServer } from './support/database.js';
 import { round } from './support/stats.js';
 import { benchWebhooks } from './webhooks.js';
+import { benchWorker } from './worker.js';
 
 const only = new Set(process.argv.slice(2));
 const wanted = (name: string) => only.size === 0 || only.has(name);
@@ -35,6 +36,15 @@ try {
       `webhooks, ${r.senders} senders: ${round(r.http.perSecond)} verified events/s, p50 ${round(r.http.p50Ms)} ms, p99 ${round(r.http.p99Ms)} ms`,
       `  bare SQL (${r.sqlPerEvent.statements} statements in ${r.sqlPerEvent.transactions} transactions): ${round(r.baseline.perSecond)}/s`,
       `  ratio ${round(r.http.perSecond / r.baseline.perSecond, 2)} (target >= 0.6)`,
+    );
+  }
+  if (wanted('worker')) {
+    const r = await benchWorker(server);
+    results.worker = r;
+    lines.push(
+      `worker, ${r.workers} processes: ${r.payments} due payments in ${round(r.seconds, 2)} s (${round(r.perSecond)}/s; target 10,000 in < 15 s)`,
+      `  bare SQL (${r.sqlPerPayment.statements} statements in ${r.sqlPerPayment.transactions} transactions per payment, claims in batches): ${round(r.baselineSeconds, 2)} s (${round(r.baselinePerSecond)}/s)`,
+      `  ratio ${round(r.perSecond / r.baselinePerSecond, 2)}`,
     );
   }
   if (wanted('nacha')) {
