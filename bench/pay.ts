@@ -34,10 +34,15 @@ export interface PayBenchOptions {
   warmup?: number;
   /** The timed payments are run in this many interleaved rounds of baseline, engine, MCP. */
   rounds?: number;
+  /** 'one' (default): 8 agent keys of one tenant; 'per-agent': 8 tenants, one key each. */
+  tenants?: 'one' | 'per-agent';
 }
 
 export interface PayBenchResult {
   agents: number;
+  tenants: number;
+  /** What the sandbox's webhooks to the server did during the run (event type and outcome: count). */
+  serverWebhooks: Record<string, number>;
   mcp: RunResult;
   engine: RunResult;
   baseline: RunResult;
@@ -105,17 +110,27 @@ async function connectAgent(url: string, agent: BenchAgent): Promise<Client> {
 }
 
 export async function benchPay(server: BenchServer, options: PayBenchOptions = {}): Promise<PayBenchResult> {
-  const perAgent = options.perAgent ?? 40;
-  const warmup = options.warmup ?? 3;
-  const rounds = options.rounds ?? 4;
+  const perAgent = options.perAgent ?? 24;
+  const warmup = options.warmup ?? 2;
+  const rounds = options.rounds ?? 3;
   const database = await server.createDatabase('pay');
   const runtime = await startRuntime({ databaseUrl: database.url, env: benchEnv() });
   let child: ServerChild | undefined;
   try {
     const { deps } = runtime;
-    const tenant = await seedTenant(runtime.db, AGENTS);
+    // One tenant with 8 agent keys (the realistic case: one finance team's agents), or 8 tenants with
+    // one key each (to show what the per-tenant audit chain costs).
+    const tenants =
+      options.tenants === 'per-agent'
+        ? await Promise.all(Array.from({ length: AGENTS }, (_, i) => seedTenant(runtime.db, 1, `bench${i}`)))
+        : [await seedTenant(runtime.db, AGENTS)];
+    const tenant = { ...tenants[0]!, agents: tenants.flatMap((t) => t.agents) };
     const mint = async (prefix: string) =>
-      split(await mintPayJobs(deps, tenant, warmup + perAgent, prefix), warmup, rounds);
+      split(
+        (await Promise.all(tenants.map((t) => mintPayJobs(deps, t, warmup + perAgent, prefix)))).flat(),
+        warmup,
+        rounds,
+      );
     const captureJobs = await mintPayJobs(deps, { ...tenant, agents: tenant.agents.slice(0, 1) }, 2, 'CAP');
     const engineJobs = await mint('ENG');
     const baselineJobs = await mint('SQL');
@@ -206,8 +221,16 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
       throw new Error(
         `bench pay: the baseline paid ${check[0]!.n} invoices, not ${AGENTS * (warmup + perAgent)}`,
       );
+    const { rows: hooks } = await runtime.db.withSystem((client) =>
+      client.query<{ k: string; n: number }>(
+        `SELECT event_type || ' ' || coalesce(outcome, 'unprocessed') AS k, count(*)::int AS n
+         FROM webhook_events GROUP BY 1 ORDER BY 1`,
+      ),
+    );
     return {
       agents: AGENTS,
+      tenants: tenants.length,
+      serverWebhooks: Object.fromEntries(hooks.map((h) => [h.k, h.n])),
       mcp: summarize(parts.mcp),
       engine: summarize(parts.engine),
       baseline: summarize(parts.baseline),

@@ -18,11 +18,13 @@ const server = await openBenchServer();
 const results: Record<string, unknown> = { postgres: { kind: server.kind, version: server.version } };
 const lines: string[] = [];
 try {
-  if (wanted('pay')) {
-    const r = await benchPay(server);
-    results.pay = r;
+  for (const tenants of ['one', 'per-agent'] as const) {
+    const name = tenants === 'one' ? 'pay' : 'pay-tenants';
+    if (!wanted(name)) continue;
+    const r = await benchPay(server, { tenants });
+    results[name] = r;
     lines.push(
-      `pay_invoice over MCP, ${r.agents} agents: ${round(r.mcp.perSecond)} payments/s, p50 ${round(r.mcp.p50Ms)} ms, p99 ${round(r.mcp.p99Ms)} ms`,
+      `pay_invoice over MCP, ${r.agents} agents in ${r.tenants} tenant(s): ${round(r.mcp.perSecond)} payments/s, p50 ${round(r.mcp.p50Ms)} ms, p99 ${round(r.mcp.p99Ms)} ms`,
       `  engine direct: ${round(r.engine.perSecond)}/s, p50 ${round(r.engine.p50Ms)} ms, p99 ${round(r.engine.p99Ms)} ms`,
       `  bare SQL (${r.sqlPerPayment.statements} statements in ${r.sqlPerPayment.transactions} transactions): ${round(r.baseline.perSecond)}/s, p50 ${round(r.baseline.p50Ms)} ms, p99 ${round(r.baseline.p99Ms)} ms`,
       `  ratio mcp/bare ${round(r.mcp.perSecond / r.baseline.perSecond, 2)} (target >= 0.5, p99 < 25 ms); engine/bare ${round(r.engine.perSecond / r.baseline.perSecond, 2)}`,

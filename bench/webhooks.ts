@@ -79,7 +79,7 @@ function identity(e: SignedEvent): Identity {
 /** Split `items` round-robin into `n` queues. */
 function deal<T>(items: T[], n: number): T[][] {
   const queues: T[][] = Array.from({ length: n }, () => []);
-  items.forEach((item, i) => queues[i % n]!.push(item));
+  for (const [i, item] of items.entries()) queues[i % n]!.push(item);
   return queues;
 }
 
@@ -87,7 +87,7 @@ export async function benchWebhooks(
   server: BenchServer,
   options: { perSender?: number; rounds?: number } = {},
 ): Promise<WebhookBenchResult> {
-  const perSender = options.perSender ?? 150;
+  const perSender = options.perSender ?? 90;
   const rounds = options.rounds ?? 3;
   const warm = 5;
   const secret = `whsec_${randomBytes(24).toString('hex')}`;

@@ -37,8 +37,8 @@ export interface PayJob {
   approvalId: string;
 }
 
-export async function seedTenant(db: Db, agentCount: number): Promise<BenchTenant> {
-  const tenant = await createTenant(db, { slug: 'bench', name: 'Bench Corp' });
+export async function seedTenant(db: Db, agentCount: number, slug = 'bench'): Promise<BenchTenant> {
+  const tenant = await createTenant(db, { slug, name: `Bench Corp (${slug})` });
   const { user: admin } = await addUser(db, tenant.id, null, { email: 'admin@example.com', role: 'admin' });
   await addVendor(db, tenant.id, admin, createSealer('bench-secret'), {
     name: 'Acme Supplies',

@@ -27,12 +27,18 @@ function readStatusKb(pid: number, field: string): number {
   return match ? Number(match[1]) : Number.NaN;
 }
 
+/** BENCH_PROFILE_DIR=/some/dir: the server writes a V8 CPU profile there when it stops (node --cpu-prof). */
+function profileFlags(): string[] {
+  const dir = process.env.BENCH_PROFILE_DIR;
+  return dir ? ['--cpu-prof', '--cpu-prof-dir', dir] : [];
+}
+
 function start(
   args: string[],
   kind: string,
   env: NodeJS.ProcessEnv,
 ): Promise<{ child: ChildProcess; url: string; kind: string }> {
-  const child = spawn(process.execPath, args, {
+  const child = spawn(process.execPath, [...profileFlags(), ...args], {
     env: { ...benchEnv(), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
