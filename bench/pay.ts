@@ -62,13 +62,23 @@ function split<T>(queues: T[][], warm: number, rounds: number): { warm: T[][]; r
   };
 }
 
-async function identities(
-  deps: EngineDeps,
-  jobs: PayJob[],
-): Promise<Map<string, Omit<PaymentIdentity, 'paymentId' | 'confirmationNumber' | 'providerReference'>>> {
+type StoredIdentity = Omit<PaymentIdentity, 'paymentId' | 'confirmationNumber' | 'providerReference'>;
+
+async function identities(deps: EngineDeps, jobs: PayJob[]): Promise<Map<string, StoredIdentity>> {
   const { rows } = await deps.db.withSystem((client) =>
-    client.query<{ approval_id: string; token_hash: Buffer; invoice_id: string; number: string }>(
-      `SELECT a.id AS approval_id, a.token_hash, i.id AS invoice_id, i.number
+    client.query<{
+      approval_id: string;
+      token_hash: Buffer;
+      invoice_id: string;
+      number: string;
+      tenant_id: string;
+      agent_key_id: string;
+      payment_method_id: string;
+      counterparty_id: string;
+    }>(
+      `SELECT a.id AS approval_id, a.token_hash, i.id AS invoice_id, i.number, a.tenant_id, a.agent_key_id,
+              i.counterparty_id,
+              (SELECT id FROM payment_methods m WHERE m.tenant_id = a.tenant_id AND m.rail = 'stripe' LIMIT 1) AS payment_method_id
        FROM approvals a JOIN invoices i ON i.id = (a.params->>'invoice_id')::uuid WHERE a.id = ANY($1)`,
       [jobs.map((j) => j.approvalId)],
     ),
@@ -81,6 +91,10 @@ async function identities(
         tokenHash: r.token_hash,
         invoiceId: r.invoice_id,
         invoiceNumber: r.number,
+        tenantId: r.tenant_id,
+        agentKeyId: r.agent_key_id,
+        paymentMethodId: r.payment_method_id,
+        counterpartyId: r.counterparty_id,
       },
     ]),
   );

@@ -32,14 +32,32 @@ try {
   const template = capture.stop();
   const idOf = async (approvalId: string) => {
     const { rows } = await runtime.db.withSystem((client) =>
-      client.query<{ token_hash: Buffer; invoice_id: string; number: string }>(
-        `SELECT a.token_hash, i.id AS invoice_id, i.number FROM approvals a
-         JOIN invoices i ON i.id = (a.params->>'invoice_id')::uuid WHERE a.id = $1`,
+      client.query<{
+        token_hash: Buffer;
+        invoice_id: string;
+        number: string;
+        tenant_id: string;
+        agent_key_id: string;
+        counterparty_id: string;
+        payment_method_id: string;
+      }>(
+        `SELECT a.token_hash, i.id AS invoice_id, i.number, a.tenant_id, a.agent_key_id, i.counterparty_id,
+                (SELECT id FROM payment_methods m WHERE m.tenant_id = a.tenant_id LIMIT 1) AS payment_method_id
+         FROM approvals a JOIN invoices i ON i.id = (a.params->>'invoice_id')::uuid WHERE a.id = $1`,
         [approvalId],
       ),
     );
     const r = rows[0]!;
-    return { approvalId, tokenHash: r.token_hash, invoiceId: r.invoice_id, invoiceNumber: r.number };
+    return {
+      approvalId,
+      tokenHash: r.token_hash,
+      invoiceId: r.invoice_id,
+      invoiceNumber: r.number,
+      tenantId: r.tenant_id,
+      agentKeyId: r.agent_key_id,
+      counterpartyId: r.counterparty_id,
+      paymentMethodId: r.payment_method_id,
+    };
   };
   const from = paymentIdentity({
     ...(await idOf(c.approvalId)),

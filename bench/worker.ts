@@ -1,5 +1,6 @@
 /**
- * The worker: N due scheduled payments (10,000 by default; BENCH_WORKER_PAYMENTS to change) executed by
+ * The worker: N due scheduled payments (BENCH_WORKER_PAYMENTS; 1,000 by default so that `npm run bench`
+ * stays within minutes on 2 cores: 10,000 takes ~6 minutes here, see BENCHMARKS.md) executed by
  * 2 `paygate worker --once` processes started together against the same database; wall time until both
  * exit (process start, migrations check and sandbox start included) and payments/s.
  *
@@ -21,6 +22,7 @@ import type { BenchServer } from './support/database.js';
 import { benchEnv } from './support/env.js';
 import { describeTemplate, type Identity, replay } from './support/replay.js';
 import { seedTenant } from './support/seed.js';
+import { profileFlags } from './support/server.js';
 
 export const WORKERS = 2;
 const BATCH_SIZE = 25;
@@ -51,6 +53,7 @@ function runWorkerProcess(databaseUrl: string, id: string): Promise<void> {
     const child = spawn(
       process.execPath,
       [
+        ...profileFlags(),
         path.join(distRoot, 'src/cli.js'),
         '--database-url',
         databaseUrl,
@@ -90,7 +93,7 @@ export async function benchWorker(
   server: BenchServer,
   options: { payments?: number } = {},
 ): Promise<WorkerBenchResult> {
-  const payments = options.payments ?? Number(process.env.BENCH_WORKER_PAYMENTS ?? 10_000);
+  const payments = options.payments ?? Number(process.env.BENCH_WORKER_PAYMENTS ?? 1_000);
   const database = await server.createDatabase('worker');
   const runtime = await startRuntime({ databaseUrl: database.url, env: benchEnv() });
   try {

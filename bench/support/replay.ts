@@ -24,11 +24,26 @@ export interface PaymentIdentity {
   paymentId: string;
   confirmationNumber: string;
   providerReference: string;
+  /** The tenant's rows (needed when the replayed payment is in another tenant than the captured one). */
+  tenantId: string;
+  agentKeyId: string;
+  paymentMethodId: string;
+  counterpartyId: string;
+}
+
+/** appendAudit's advisory lock key for a tenant's chain (src/audit/log.ts chainLockKey), as pg receives it. */
+export function auditLockKey(tenantId: string): string {
+  return createHash('sha256').update(`audit:${tenantId}`).digest().readBigInt64BE(0).toString();
 }
 
 export function paymentIdentity(p: PaymentIdentity): Identity {
   return {
     strings: {
+      tenantId: p.tenantId,
+      agentKeyId: p.agentKeyId,
+      paymentMethodId: p.paymentMethodId,
+      counterpartyId: p.counterpartyId,
+      auditLockKey: auditLockKey(p.tenantId),
       invoiceId: p.invoiceId,
       invoiceNumber: p.invoiceNumber,
       approvalId: p.approvalId,

@@ -28,7 +28,7 @@ function readStatusKb(pid: number, field: string): number {
 }
 
 /** BENCH_PROFILE_DIR=/some/dir: the server writes a V8 CPU profile there when it stops (node --cpu-prof). */
-function profileFlags(): string[] {
+export function profileFlags(): string[] {
   const dir = process.env.BENCH_PROFILE_DIR;
   return dir ? ['--cpu-prof', '--cpu-prof-dir', dir] : [];
 }
