@@ -1,12 +1,14 @@
 /**
  * `npm run bench`: every bench against one PostgreSQL (DATABASE_URL, default the local superuser; the
  * embedded server when none answers), each in a fresh database dropped afterwards. Prints a table and
- * writes the raw numbers to bench-results.json. `node dist/bench/run.js pay webhooks` runs a subset.
+ * writes the raw numbers to dist/bench-results.json. `node dist/bench/run.js pay webhooks` runs a subset.
  */
 import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { benchNacha } from './nacha.js';
 import { benchPay } from './pay.js';
 import { openBenchServer } from './support/database.js';
+import { repoRoot } from './support/paths.js';
 import { round } from './support/stats.js';
 import { benchWebhooks } from './webhooks.js';
 import { benchWorker } from './worker.js';
@@ -46,7 +48,7 @@ try {
     lines.push(
       `worker, ${r.workers} processes: ${r.payments} due payments in ${round(r.seconds, 2)} s (${round(r.perSecond)}/s; target 10,000 in < 15 s)`,
       `  bare SQL (${r.sqlPerPayment.statements} statements in ${r.sqlPerPayment.transactions} transactions per payment, claims in batches): ${round(r.baselineSeconds, 2)} s (${round(r.baselinePerSecond)}/s)`,
-      `  ratio ${round(r.perSecond / r.baselinePerSecond, 2)}`,
+      `  ratio ${round(r.perSecond / r.baselinePerSecond, 2)}; outcomes ${JSON.stringify(r.outcomes)}`,
     );
   }
   if (wanted('nacha')) {
@@ -60,4 +62,4 @@ try {
   await server.close();
 }
 console.log(lines.join('\n'));
-writeFileSync('bench-results.json', `${JSON.stringify(results, null, 2)}\n`);
+writeFileSync(path.join(repoRoot(), 'dist/bench-results.json'), `${JSON.stringify(results, null, 2)}\n`);
