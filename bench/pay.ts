@@ -48,7 +48,12 @@ export interface PayBenchResult {
   baseline: RunResult;
   /** The captured payment: statements (without BEGIN/COMMIT) and transactions. */
   sqlPerPayment: { statements: number; transactions: number };
-  server: { kind: string; peakRssMb: number };
+  server: {
+    kind: string;
+    peakRssMb: number;
+    /** SQL the server ran per MCP payment (webhooks and key checks included), when it reports it. */
+    sqlPerPayment?: { statements: number; transactions: number };
+  };
 }
 
 /** Per agent: `warm` untimed jobs, then `rounds` equal chunks of timed ones. */
@@ -223,6 +228,8 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
     await Promise.all(clients.map((c) => c.close()));
     await bare.close();
     const peakRssMb = child.peakRssMb();
+    const serverSql = await child.stop();
+    const mcpPayments = AGENTS * (warmup + perAgent);
 
     // The replay did the work: every baseline invoice is paid and its approval consumed.
     const { rows: check } = await runtime.db.withSystem((client) =>
@@ -249,7 +256,18 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
       engine: summarize(parts.engine),
       baseline: summarize(parts.baseline),
       sqlPerPayment: describeTemplate(template),
-      server: { kind: child.kind, peakRssMb },
+      server: {
+        kind: child.kind,
+        peakRssMb,
+        ...(serverSql
+          ? {
+              sqlPerPayment: {
+                statements: serverSql.statements / mcpPayments,
+                transactions: serverSql.transactions / mcpPayments,
+              },
+            }
+          : {}),
+      },
     };
   } finally {
     await child?.stop();

@@ -31,6 +31,12 @@ try {
       `  bare SQL (${r.sqlPerPayment.statements} statements in ${r.sqlPerPayment.transactions} transactions): ${round(r.baseline.perSecond)}/s, p50 ${round(r.baseline.p50Ms)} ms, p99 ${round(r.baseline.p99Ms)} ms`,
       `  ratio mcp/bare ${round(r.mcp.perSecond / r.baseline.perSecond, 2)} (target >= 0.5, p99 < 25 ms); engine/bare ${round(r.engine.perSecond / r.baseline.perSecond, 2)}`,
       `  peak RSS of the server (${r.server.kind}): ${round(r.server.peakRssMb)} MB (target < 250 MB)`,
+      ...(r.server.sqlPerPayment
+        ? [
+            `  SQL the server ran per MCP payment: ${round(r.server.sqlPerPayment.statements)} statements in ${round(r.server.sqlPerPayment.transactions)} transactions (webhooks, key checks and session setup included)`,
+          ]
+        : []),
+      `  sandbox webhooks the server received: ${JSON.stringify(r.serverWebhooks)}`,
     );
   }
   if (wanted('webhooks')) {

@@ -29,6 +29,21 @@ const runtime = await startRuntime({
   publicUrl: url,
   applicationName: 'paygate-serve',
 });
+// Count the SQL this server runs (statements and transactions), printed when it stops, so the bench can
+// say how much SQL one payment costs the server beyond the engine's own (webhooks, key checks).
+const sql = { statements: 0, transactions: 0 };
+runtime.db.pool.on('acquire', (client) => {
+  const marked = client as unknown as { benchCounted?: boolean; query: (...args: unknown[]) => unknown };
+  if (marked.benchCounted) return;
+  marked.benchCounted = true;
+  const original = client.query.bind(client) as (...args: unknown[]) => unknown;
+  marked.query = (...args: unknown[]) => {
+    const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text?: string }).text;
+    if (text === 'BEGIN') sql.transactions++;
+    else if (text !== 'COMMIT' && text !== 'ROLLBACK') sql.statements++;
+    return original(...args);
+  };
+});
 const mcp = createMcpHttpHandler(runtime);
 const app = express();
 app.use(mcp.router);
@@ -41,5 +56,6 @@ process.once('SIGTERM', async () => {
   server.close();
   await mcp.close();
   await runtime.close();
+  process.stdout.write(`sql statements=${sql.statements} transactions=${sql.transactions}\n`);
   process.exit(0);
 });

@@ -18,7 +18,8 @@ export interface ServerChild {
   pid: number;
   /** Peak resident set size so far, in MB. */
   peakRssMb(): number;
-  stop(): Promise<void>;
+  /** Stop it; resolves with what bench/serve-mcp reports of its SQL (undefined for paygate serve). */
+  stop(): Promise<{ statements: number; transactions: number } | undefined>;
 }
 
 function readStatusKb(pid: number, field: string): number {
@@ -33,11 +34,14 @@ export function profileFlags(): string[] {
   return dir ? ['--cpu-prof', '--cpu-prof-dir', dir] : [];
 }
 
-function start(
-  args: string[],
-  kind: string,
-  env: NodeJS.ProcessEnv,
-): Promise<{ child: ChildProcess; url: string; kind: string }> {
+interface Started {
+  child: ChildProcess;
+  url: string;
+  kind: string;
+  output(): string;
+}
+
+function start(args: string[], kind: string, env: NodeJS.ProcessEnv): Promise<Started> {
   const child = spawn(process.execPath, [...profileFlags(), ...args], {
     env: { ...benchEnv(), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -51,7 +55,7 @@ function start(
     child.stdout?.on('data', (d: Buffer) => {
       out += d.toString();
       const match = /^(?:mcp: |listening )(http:\/\/127\.0\.0\.1:\d+)/m.exec(out);
-      if (match) resolve({ child, url: match[1]!, kind });
+      if (match) resolve({ child, url: match[1]!, kind, output: () => out });
     });
     child.once('exit', (code) =>
       reject(new Error(`${kind} exited with ${code} before listening: ${stderr}`)),
@@ -93,12 +97,17 @@ export async function startServer(databaseUrl: string, env: NodeJS.ProcessEnv = 
     started = await start([path.join(distRoot, 'bench/serve-mcp.js'), databaseUrl], 'bench/serve-mcp', env);
   }
   const { child, url, kind } = started;
+  const startedRef = started;
   const pid = child.pid!;
   return {
     url,
     kind,
     pid,
     peakRssMb: () => readStatusKb(pid, 'VmHWM') / 1024,
-    stop: () => stopChild(child),
+    async stop() {
+      await stopChild(child);
+      const m = /^sql statements=(\d+) transactions=(\d+)/m.exec(startedRef.output());
+      return m ? { statements: Number(m[1]), transactions: Number(m[2]) } : undefined;
+    },
   };
 }
