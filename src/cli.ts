@@ -4,12 +4,14 @@
  * by the rules (reason on stderr); 2 bad usage or a malformed value (named on stderr).
  */
 import { Command, CommanderError } from 'commander';
+import { registerAchCommands } from './cli/ach.js';
 import { registerAdminCommands } from './cli/admin.js';
 import { registerApprovalCommands } from './cli/approvals.js';
 import { CliContext, type GlobalOptions } from './cli/context.js';
 import { registerDatabaseCommands } from './cli/database.js';
+import { registerDemoCommand } from './cli/demo.js';
 import { registerMcpCommands } from './cli/mcp.js';
-import { registerServeCommand } from './cli/serve.js';
+import { registerServeCommand, serveApprovalPageIfFree } from './cli/serve.js';
 import { registerWorkerCommands } from './cli/worker.js';
 import { ConfigError } from './config.js';
 import { RefusedError, UsageError } from './errors.js';
@@ -68,8 +70,10 @@ export function buildProgram(): Command {
   registerDatabaseCommands(program, run);
   registerAdminCommands(program, run);
   registerApprovalCommands(program, run);
-  registerMcpCommands(program, run);
+  registerAchCommands(program, run);
+  registerMcpCommands(program, run, { serveApprovalPage: serveApprovalPageIfFree });
   registerServeCommand(program);
+  registerDemoCommand(program);
   registerWorkerCommands(program, run);
   // Every subcommand inherits the parent's error handling so that usage errors exit 2.
   const inherit = (command: Command) => {

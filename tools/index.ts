@@ -11,6 +11,8 @@ import type { PaygateTool } from './types.js';
 
 export type { PaygateTool, ToolContext } from './types.js';
 
+// Each tool's handler is typed by its own input schema; the list erases that (the SDK validates the
+// arguments against the same schema before a handler runs), hence the one cast below.
 export const TOOLS: readonly PaygateTool[] = [
   payInvoiceTool,
   schedulePaymentTool,

@@ -4,7 +4,8 @@
  * reason on stderr and exit 1.
  */
 import type { Command } from 'commander';
-import { UsageError } from '../errors.js';
+import { authenticateAgent } from '../directory/agent-keys.js';
+import { RefusedError, UsageError } from '../errors.js';
 import { DEFAULT_APPROVAL_WAIT_MS } from '../mcp/elicitation.js';
 import { serveStdio } from '../mcp/stdio.js';
 import { type Runtime, startRuntime } from '../runtime.js';
@@ -41,6 +42,17 @@ export function registerMcpCommands(program: Command, run: Run, hooks: McpComman
     .action((opts: { approvalWait?: string }) =>
       run(async (ctx) => {
         const approvalWaitMs = waitMsFrom(opts.approvalWait ?? process.env.PAYGATE_MCP_APPROVAL_WAIT_SECONDS);
+        const key = process.env.PAYGATE_AGENT_KEY?.trim();
+        // Claude Code passes an unset ${VAR} through literally; say so rather than "not valid".
+        if (key?.startsWith('${')) {
+          throw new RefusedError(
+            'agent_key_required',
+            `PAYGATE_AGENT_KEY reached paygate unexpanded (${key.slice(0, 40)})`,
+            'export PAYGATE_AGENT_KEY before starting the MCP client, or write the key into the env of mcp.json',
+          );
+        }
+        // Fail fast on a bad key, before the sandbox and the pool start: the launcher shows stderr.
+        await authenticateAgent(await ctx.db(), key);
         const runtime = await startRuntime({
           databaseUrl: ctx.options.databaseUrl,
           dataDir: ctx.options.dataDir,

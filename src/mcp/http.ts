@@ -17,7 +17,12 @@ export const MCP_PATH = '/mcp';
 export interface McpHttpOptions extends McpServerOptions {
   /** Extra host names (without port) allowed in Host and Origin, besides loopback and the public URL's. */
   allowedHosts?: string[];
+  /** A session with no request for this long is closed (clients that vanish never send DELETE). */
+  sessionIdleMs?: number;
 }
+
+/** Longer than the approval wait, so a session waiting on a human is never swept. */
+export const DEFAULT_SESSION_IDLE_MS = 30 * 60 * 1000;
 
 export interface McpHttpHandler {
   /** Mount with `app.use(handler.router)`: it answers POST, GET and DELETE on /mcp. */
@@ -31,6 +36,7 @@ export interface McpHttpHandler {
 interface Session {
   transport: StreamableHTTPServerTransport;
   caller: Caller;
+  lastSeen: number;
   close(): Promise<void>;
 }
 
@@ -117,6 +123,7 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
         return;
       }
       session.caller.agentKey = agentKey;
+      session.lastSeen = Date.now();
       await session.transport.handleRequest(req, res, req.body);
       return;
     }
@@ -132,6 +139,7 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
         sessions.set(id, {
           transport,
           caller,
+          lastSeen: Date.now(),
           close: async () => {
             await transport.close();
             await server.close();
@@ -145,6 +153,22 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
     await server.connect(transport);
     await transport.handleRequest(req, res, req.body);
   }
+
+  const idleMs = options.sessionIdleMs ?? DEFAULT_SESSION_IDLE_MS;
+  const sweeper = setInterval(
+    () => {
+      const now = Date.now();
+      for (const [id, session] of sessions) {
+        if (now - session.lastSeen < idleMs) continue;
+        sessions.delete(id);
+        session
+          .close()
+          .catch((error) => runtime.logger.warn({ err: error }, 'closing an idle mcp session failed'));
+      }
+    },
+    Math.min(idleMs, 60_000),
+  );
+  sweeper.unref();
 
   const router = express.Router();
   router.use(MCP_PATH, express.json({ limit: '1mb' }));
@@ -161,6 +185,7 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
     router,
     sessionCount: () => sessions.size,
     async close() {
+      clearInterval(sweeper);
       const all = [...sessions.values()];
       sessions.clear();
       await Promise.allSettled(all.map((s) => s.close()));

@@ -98,7 +98,8 @@ async function approveThroughPage(
   extra: Extra,
   options: McpServerOptions,
 ): Promise<CallToolResult> {
-  const timeoutMs = options.approvalWaitMs ?? DEFAULT_APPROVAL_WAIT_MS;
+  // One budget for the whole wait: the user's consent to open the page and the human's decision.
+  const deadline = Date.now() + (options.approvalWaitMs ?? DEFAULT_APPROVAL_WAIT_MS);
   const elicitationId = randomUUID();
   let opened: boolean;
   try {
@@ -109,7 +110,7 @@ async function approveThroughPage(
         url: ask.approve_url,
         message: `Approval needed: ${ask.summary}. Open the page, sign in as yourself and approve or reject.`,
       },
-      { signal: extra.signal, timeout: timeoutMs },
+      { signal: extra.signal, timeout: Math.max(1, deadline - Date.now()) },
     );
     // accept means "the user agreed to open the page", nothing more; content is ignored.
     opened = answer.action === 'accept';
@@ -128,7 +129,7 @@ async function approveThroughPage(
     ctx.caller.agentKey.tenantId,
     ask.approval_id,
     {
-      timeoutMs,
+      timeoutMs: Math.max(0, deadline - Date.now()),
       pollMs: options.approvalPollMs ?? DEFAULT_APPROVAL_POLL_MS,
       signal: extra.signal,
       // Progress keeps a client that resets its request timeout on progress from giving up on us.

@@ -279,6 +279,33 @@ function summaryOf(action: ApprovalAction, p: Plan, agentName: string, date?: st
   return `${action === 'schedule_payment' ? 'Schedule payment of' : 'Pay'} ${what} ${how}${when}, requested by agent "${agentName}"`;
 }
 
+/** Create (or find the identical) pending request and answer `approval_required`. */
+async function askForApproval(
+  deps: EngineDeps,
+  caller: Caller,
+  tenant: Tenant,
+  action: 'pay_invoice' | 'schedule_payment',
+  params: PayParams | ScheduleParams,
+  p: Plan,
+  summary: string,
+  approver: string | undefined,
+): Promise<ApprovalRequired> {
+  const { approval } = await deps.db.withTenant(tenant.id, (client) =>
+    requestApproval(client, {
+      tenantId: tenant.id,
+      agentKeyId: caller.agentKey.id,
+      action,
+      params,
+      amountMinor: p.amountMinor,
+      currency: p.currency,
+      summary,
+      requestedApprover: approver,
+      requiredApprovals: requiredApprovals(tenant, p.amountMinor, p.currency),
+    }),
+  );
+  return approvalRequiredAnswer(deps, approval);
+}
+
 /** Audit a refused token in its own transaction: the caller's transaction has rolled back. */
 async function auditRefusedToken(
   deps: EngineDeps,
@@ -390,20 +417,16 @@ export async function payInvoice(
     return withIdempotency(deps, caller, 'pay_invoice', input.idempotency_key, digest, async () => {
       const evidence = evidenceOf(input.approval_token, server);
       if (!evidence) {
-        const { approval } = await deps.db.withTenant(tenant.id, (client) =>
-          requestApproval(client, {
-            tenantId: tenant.id,
-            agentKeyId: caller.agentKey.id,
-            action: 'pay_invoice',
-            params,
-            amountMinor: p.amountMinor,
-            currency: p.currency,
-            summary: summaryOf('pay_invoice', p, caller.agentKey.name),
-            requestedApprover: input.approver,
-            requiredApprovals: requiredApprovals(tenant, p.amountMinor, p.currency),
-          }),
+        return askForApproval(
+          deps,
+          caller,
+          tenant,
+          'pay_invoice',
+          params,
+          p,
+          summaryOf('pay_invoice', p, caller.agentKey.name),
+          input.approver,
         );
-        return approvalRequiredAnswer(deps, approval);
       }
       const paymentId = randomUUID();
       await phaseOne(
@@ -536,20 +559,16 @@ export async function schedulePayment(
     return withIdempotency(deps, caller, 'schedule_payment', input.idempotency_key, digest, async () => {
       const evidence = evidenceOf(input.approval_token, server);
       if (!evidence) {
-        const { approval } = await deps.db.withTenant(tenant.id, (client) =>
-          requestApproval(client, {
-            tenantId: tenant.id,
-            agentKeyId: caller.agentKey.id,
-            action: 'schedule_payment',
-            params,
-            amountMinor: p.amountMinor,
-            currency: p.currency,
-            summary: summaryOf('schedule_payment', p, caller.agentKey.name, date),
-            requestedApprover: input.approver,
-            requiredApprovals: requiredApprovals(tenant, p.amountMinor, p.currency),
-          }),
+        return askForApproval(
+          deps,
+          caller,
+          tenant,
+          'schedule_payment',
+          params,
+          p,
+          summaryOf('schedule_payment', p, caller.agentKey.name, date),
+          input.approver,
         );
-        return approvalRequiredAnswer(deps, approval);
       }
       const scheduledId = randomUUID();
       let approvers: string[] = [];

@@ -220,6 +220,11 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
     res.type('text/javascript').set('Cache-Control', 'public, max-age=3600').send(COPY_SCRIPT);
   });
 
+  // Browsers ask for it on every page; an empty answer keeps a 404 out of every console.
+  app.get('/favicon.ico', (_req, res) => {
+    res.set('Cache-Control', 'public, max-age=86400').status(204).end();
+  });
+
   const pages = express.Router();
   pages.use(cookieParser());
   pages.use(express.urlencoded({ extended: false, limit: '16kb' }));
@@ -466,8 +471,11 @@ const STATUS_LABEL: Record<Approval['status'], string> = {
 function formatDate(date: Date, timeZone: string): string {
   return new Intl.DateTimeFormat('en-US', {
     timeZone,
-    dateStyle: 'medium',
-    timeStyle: 'short',
+    year: 'numeric',
+    month: 'short',
+    day: 'numeric',
+    hour: 'numeric',
+    minute: '2-digit',
     timeZoneName: 'short',
   }).format(date);
 }
@@ -528,7 +536,7 @@ async function describeApproval(
       value:
         'scheduled_date' in p && approval.action === 'schedule_payment'
           ? formatDay(p.scheduled_date)
-          : 'As soon as the agent goes ahead after approval',
+          : 'Right after approval, when the agent continues',
     });
     const failed = (await paymentsOfInvoice(client, p.invoice_id)).find((x) => x.status === 'failed');
     if (failed) {

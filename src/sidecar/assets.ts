@@ -20,9 +20,13 @@ header.top {
   display: flex; align-items: center; justify-content: space-between; gap: 12px;
   padding: 12px 20px; background: var(--card); border-bottom: 1px solid var(--line);
 }
-header.top .brand { font-weight: 700; color: var(--ink); text-decoration: none; letter-spacing: .2px; }
+header.top .brand { font-weight: 700; color: var(--ink); text-decoration: none; letter-spacing: .2px; white-space: nowrap; }
+header.top .brand small { font-weight: 500; color: var(--muted); margin-left: 6px; }
 header.top .brand span { color: var(--brand); }
-header.top .who { display: flex; align-items: center; gap: 10px; color: var(--muted); font-size: 14px; }
+header.top .who { display: flex; align-items: center; gap: 10px; color: var(--muted); font-size: 14px; min-width: 0; }
+header.top .who span { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+a { color: var(--brand); }
+main > p > a { text-decoration: none; font-weight: 500; }
 header.top form { margin: 0; }
 main { max-width: 640px; margin: 0 auto; padding: 20px 16px 48px; }
 h1 { font-size: 22px; margin: 8px 0 16px; }
@@ -47,7 +51,7 @@ button, .button {
 button.approve { background: var(--ok); color: #fff; }
 button.reject { background: var(--card); color: var(--bad); border-color: #f3b8b2; }
 button.primary { background: var(--brand); color: #fff; }
-button.link { width: auto; min-height: 0; padding: 6px 10px; background: none; border: 1px solid var(--line); color: var(--ink); font-weight: 500; font-size: 14px; }
+button.link { white-space: nowrap; width: auto; min-height: 0; padding: 6px 10px; background: none; border: 1px solid var(--line); color: var(--ink); font-weight: 500; font-size: 14px; }
 label { display: block; font-weight: 600; margin: 12px 0 6px; }
 input[type=password], input[type=text] {
   width: 100%; min-height: 48px; padding: 10px 12px; font: inherit; border: 1px solid #c9d0db; border-radius: 10px; background: #fff;

@@ -24,7 +24,7 @@ export function layout(title: string, body: Html, user?: PageUser): string {
 </head>
 <body>
 <header class="top">
-  <a class="brand" href="/approvals">pay<span>gate</span> approvals</a>
+  <a class="brand" href="/approvals">pay<span>gate</span><small>Approvals</small></a>
   ${
     user
       ? html`<div class="who"><span>${user.email}</span>

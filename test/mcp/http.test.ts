@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reject } from '../../src/approvals/approvals.js';
 import { createLogger } from '../../src/config.js';
 import { errorResult } from '../../src/mcp/results.js';
+import { cliFor } from '../support/cli.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
 import { failed, type HttpServer, httpClient, MONEY_MOVING, ok, startHttp, TOOL_NAMES } from './helpers.js';
 
@@ -124,8 +125,12 @@ describe('MCP over Streamable HTTP', () => {
     );
     expect(pending.approvals.map((a) => a.approval_id)).toContain(ask.approval_id);
 
-    // `paygate approvals approve` is not on main yet: the human approves through src/approvals directly.
-    const token = await f.approveAs(f.approver, ask.approval_id);
+    // The human approves at their terminal through the built CLI, with their own token.
+    const approved = await cliFor(f.t.url).json<{ approval_token: string }>(
+      ['approvals', 'approve', ask.approval_id, '--as', 'jdoe@example.com'],
+      { PAYGATE_USER_TOKEN: f.approver.token },
+    );
+    const token = approved.approval_token;
     expect(token).toMatch(/^apt_/);
     const done = ok(await client.callTool(pay('INV-H-001', '500.00', { approval_token: token })));
     expect(done).toMatchObject({
@@ -274,6 +279,21 @@ describe('MCP over Streamable HTTP', () => {
       expect(f.sandbox.ledger.charges()).toHaveLength(before);
     });
 
+    it('an approval that expires while the server waits is an isError result', async () => {
+      const c = await urlClient(async (req) => {
+        const id = (req.params as { url: string }).url.split('/').pop()!;
+        setTimeout(
+          () =>
+            void f.t.db.withTenant(f.tenant.id, (db) =>
+              db.query("UPDATE approvals SET expires_at = now() - interval '1 second' WHERE id = $1", [id]),
+            ),
+          50,
+        );
+        return { action: 'accept' };
+      });
+      expect(failed(await c.callTool(pay('INV-H-005', '90.00')))).toMatchObject({ code: 'approval_expired' });
+    });
+
     it("the client's accept (even with content) is never approval: without the human, the wait ends in approval_required", async () => {
       const short = await startHttp(f.deps, { approvalWaitMs: 200, approvalPollMs: 20 });
       try {
@@ -391,6 +411,59 @@ describe('MCP over Streamable HTTP', () => {
       expect(error.next_step.length).toBeGreaterThan(0);
     });
 
+    it('expired, used and other-invoice tokens; the daily cap', async () => {
+      for (const [n, amount] of [
+        ['INV-H-020', 40_00],
+        ['INV-H-021', 70_00],
+        ['INV-H-022', 20_00],
+      ] as const)
+        await f.addInvoice(n, amount);
+      const { key } = await f.newAgent({ name: 'daily', maxPerDayMinor: 100_00, capsCurrency: 'USD' });
+      const daily = await connect(key);
+
+      // Expired: approved, then its time ran out before the agent came back.
+      const late = ok<Ask>(await daily.callTool(pay('INV-H-020', '40.00')));
+      const lateToken = await f.approveAs(f.approver, late.approval_id);
+      await f.t.db.withTenant(f.tenant.id, (db) =>
+        db.query("UPDATE approvals SET expires_at = now() - interval '1 second' WHERE id = $1", [
+          late.approval_id,
+        ]),
+      );
+      expect(
+        failed(await daily.callTool(pay('INV-H-020', '40.00', { approval_token: lateToken }))).code,
+      ).toBe('approval_token_expired');
+
+      // Used: a token consumed by a schedule cannot be presented again once the schedule is cancelled.
+      const tomorrow = new Date(Date.now() + 2 * 86_400_000).toISOString().slice(0, 10);
+      const sched = {
+        name: 'schedule_payment',
+        arguments: { ...pay('INV-H-022', '20.00').arguments, scheduled_date: tomorrow },
+      };
+      const sAsk = ok<Ask>(await daily.callTool(sched));
+      const sToken = await f.approveAs(f.approver, sAsk.approval_id);
+      ok(await daily.callTool({ ...sched, arguments: { ...sched.arguments, approval_token: sToken } }));
+      ok(await daily.callTool({ name: 'cancel_scheduled_payment', arguments: { invoice: 'INV-H-022' } }));
+      expect(
+        failed(await daily.callTool({ ...sched, arguments: { ...sched.arguments, approval_token: sToken } }))
+          .code,
+      ).toBe('approval_token_used');
+
+      // Another invoice: a token for INV-H-020 does not pay INV-H-021.
+      const ask = ok<Ask>(await daily.callTool(pay('INV-H-020', '40.00')));
+      const token = await f.approveAs(f.approver, ask.approval_id);
+      const other = ok<Ask>(await daily.callTool(pay('INV-H-021', '70.00')));
+      expect(failed(await daily.callTool(pay('INV-H-021', '70.00', { approval_token: token }))).code).toBe(
+        'approval_token_mismatch',
+      );
+
+      // Daily cap: 40.00 paid today, then 70.00 would make 110.00 over the 100.00 cap.
+      ok(await daily.callTool(pay('INV-H-020', '40.00', { approval_token: token })));
+      const otherToken = await f.approveAs(f.approver, other.approval_id);
+      expect(
+        failed(await daily.callTool(pay('INV-H-021', '70.00', { approval_token: otherToken }))).code,
+      ).toBe('agent_daily_cap_exceeded');
+    });
+
     it('a token approved for other parameters, an over-limit refund, a too-long reason, an agent cap', async () => {
       const ask = ok<Ask>(await agent.callTool(pay('INV-H-010', '40.00')));
       const token = await f.approveAs(f.approver, ask.approval_id);
@@ -439,6 +512,20 @@ describe('MCP over Streamable HTTP', () => {
       const capped = await connect(key);
       expect(failed(await capped.callTool(pay('INV-H-011', '6000.00'))).code).toBe('agent_cap_exceeded');
     });
+  });
+
+  it('a session that goes quiet is closed; its id then answers 404', async () => {
+    const quick = await startHttp(f.deps, { sessionIdleMs: 50 });
+    try {
+      const c = await httpClient(quick.url, f.agentKeySecret);
+      ok(await c.callTool({ name: 'list_invoices', arguments: {} }));
+      expect(quick.handler.sessionCount()).toBe(1);
+      await expect.poll(() => quick.handler.sessionCount(), { timeout: 10_000 }).toBe(0);
+      await expect(c.callTool({ name: 'list_invoices', arguments: {} })).rejects.toThrow(/404|not found/i);
+      await c.close().catch(() => {});
+    } finally {
+      await quick.close();
+    }
   });
 
   it('rate limiting per agent key is a retryable rate_limited error', async () => {

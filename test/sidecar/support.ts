@@ -21,7 +21,14 @@ export async function startSidecar(
   options: SidecarOptions = {},
 ): Promise<RunningSidecar> {
   const app = createSidecarApp(
-    { db: f.t.db, deps: f.deps, webhooks, sandbox: { paypalUrl: f.sandbox.paypalUrl } },
+    {
+      db: f.t.db,
+      deps: f.deps,
+      webhooks,
+      sandbox: { paypalUrl: f.sandbox.paypalUrl },
+      // Errors surface in the test output; the rest of the log is noise here.
+      logger: { info() {}, warn() {}, error: (obj, msg) => console.error(msg, obj) },
+    },
     options,
   );
   const server = http.createServer(app);

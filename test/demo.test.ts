@@ -1,0 +1,30 @@
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { embeddedStatus } from '../src/db/embedded.js';
+import { CLI } from './support/cli.js';
+
+const exec = promisify(execFile);
+
+describe('paygate demo', () => {
+  it('runs the three seed requests through MCP with CLI approvals, and leaves nothing running', async () => {
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'paygate-demo-test-'));
+    try {
+      const { stdout } = await exec(process.execPath, [CLI, '--data-dir', dataDir, 'demo'], {
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, PAYGATE_LOG_LEVEL: 'warn' },
+        timeout: 120_000,
+      });
+      expect(stdout).toMatch(/✓ paid: confirmation PG-\w+, Stripe pi_\w+, approved by admin@example.com/);
+      expect(stdout).toMatch(/✓ scheduled for \d{4}-\d{2}-\d{2}, approved by jdoe@example.com/);
+      expect(stdout).toMatch(/✓ refunded: 320.00 USD back through PayPal, approved by jdoe@example.com/);
+      expect(stdout).toMatch(/--as admin@example.com` with their own token/);
+      // The embedded server it started is stopped again.
+      expect((await embeddedStatus(dataDir)).running).toBe(false);
+    } finally {
+      await fs.rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
