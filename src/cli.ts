@@ -11,6 +11,7 @@ import { CliContext, type GlobalOptions } from './cli/context.js';
 import { registerDatabaseCommands } from './cli/database.js';
 import { registerDemoCommand } from './cli/demo.js';
 import { registerMcpCommands } from './cli/mcp.js';
+import { registerSandboxCommands } from './cli/sandbox.js';
 import { registerServeCommand, serveApprovalPageIfFree } from './cli/serve.js';
 import { registerWorkerCommands } from './cli/worker.js';
 import { ConfigError } from './config.js';
@@ -69,12 +70,13 @@ export function buildProgram(): Command {
 
   registerDatabaseCommands(program, run);
   registerAdminCommands(program, run);
+  registerWorkerCommands(program, run);
+  registerSandboxCommands(program);
   registerApprovalCommands(program, run);
   registerAchCommands(program, run);
   registerMcpCommands(program, run, { serveApprovalPage: serveApprovalPageIfFree });
   registerServeCommand(program);
   registerDemoCommand(program);
-  registerWorkerCommands(program, run);
   // Every subcommand inherits the parent's error handling so that usage errors exit 2.
   const inherit = (command: Command) => {
     for (const sub of command.commands) {

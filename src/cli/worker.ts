@@ -21,6 +21,7 @@ function describe(s: PassSummary): string {
     `reconciled ${s.reconciled.checked} (${s.reconciled.succeeded} succeeded, ${s.reconciled.failed} failed, ${s.reconciled.still_processing} still processing);`,
     `schedules settled ${s.schedules_settled};`,
     `refunds re-driven ${s.refunds.redriven};`,
+    `ACH settled ${s.ach_settled};`,
     `approvals expired ${s.approvals_expired};`,
     `idempotency keys pruned ${s.idempotency_keys_pruned};`,
     `errors ${s.errors}`,

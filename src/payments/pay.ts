@@ -686,7 +686,13 @@ export async function executeScheduledPayment(
       payment_method_id: string;
       approved_by: string[];
       status: string;
-    }>('SELECT * FROM scheduled_payments WHERE id = $1 FOR UPDATE SKIP LOCKED', [scheduledId]);
+    }>(
+      // Wait for the lock rather than skip: the only other holders are short claim transactions of other
+      // workers (a claim's FOR UPDATE can lock a row it then rejects for its lease), and skipping would
+      // leave this worker's own claimed schedule unstarted until its lease ran out.
+      'SELECT * FROM scheduled_payments WHERE id = $1 FOR UPDATE',
+      [scheduledId],
+    );
     const s = rows[0];
     if (s?.status !== 'scheduled') return false;
     const { rows: pm } = await client.query<{ provider: Payment['provider']; status: string }>(
@@ -749,27 +755,18 @@ export async function executeScheduledPayment(
  * for schedules whose payment the reconciler resolved.
  */
 export async function settleSchedule(deps: EngineDeps, tenantId: string, scheduledId: string): Promise<void> {
-  await deps.db.withTenant(tenantId, async (client) => {
-    const { rows } = await client.query<{ status: string; payment_id: string }>(
+  // No audit entry of its own: the schedule's state is derived from its payment's, and every change of
+  // the payment is audited (an extra entry here would also serialize on the tenant's audit chain).
+  await deps.db.withTenant(tenantId, (client) =>
+    client.query(
       `UPDATE scheduled_payments s
           SET status = CASE WHEN p.status = 'failed' THEN 'failed' ELSE 'executed' END,
               last_error = CASE WHEN p.status = 'failed' THEN p.failure_code ELSE s.last_error END,
               updated_at = now()
          FROM payments p
         WHERE s.id = $1 AND s.status = 'running' AND p.id = s.payment_id
-          AND NOT (p.status = 'processing' AND p.recovery_point = 'started')
-       RETURNING s.status, s.payment_id`,
+          AND NOT (p.status = 'processing' AND p.recovery_point = 'started')`,
       [scheduledId],
-    );
-    if (rows[0]) {
-      await appendAudit(client, {
-        tenantId,
-        actorType: 'system',
-        actorId: 'worker',
-        action: `scheduled_payment.${rows[0].status}`,
-        subjectId: scheduledId,
-        details: { payment_id: rows[0].payment_id },
-      });
-    }
-  });
+    ),
+  );
 }

@@ -16,7 +16,8 @@
  *    idempotency key) up to MAX_SUBMIT_ATTEMPTS times; checks widen (nextCheckDelaySeconds).
  * 3. `running` schedules whose payment is resolved are marked executed or failed.
  * 4. `pending` refunds untouched for a while are re-driven by `executeRefund` (same refund id, same key).
- * 5. stale approvals expire; idempotency keys past their retention are pruned.
+ * 5. NACHA payments past their return window settle (src/ach/settlement.ts); stale approvals expire;
+ *    idempotency keys past their retention are pruned.
  *
  * Retries: the gateways retry a retryable error at once (3 attempts, backoff with jitter, same key);
  * when the provider is still failing, the worker defers the payment (still `processing`, same id) by
@@ -27,6 +28,7 @@
  * The clock, the sleep between idle passes and the jitter are injectable, so no test waits for real time.
  */
 import { hostname } from 'node:os';
+import { settleAchPayments } from '../ach/settlement.js';
 import { expireStaleApprovals } from '../approvals/approvals.js';
 import type { Logger } from '../config.js';
 import type { EngineDeps } from '../payments/context.js';
@@ -59,6 +61,8 @@ export interface WorkerOptions {
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   /** Rows claimed per claim query. */
   batchSize?: number;
+  /** Scheduled payments of a batch executed at the same time (each in its own transactions); default 4. */
+  concurrency?: number;
   leaseMs?: number;
   pollIntervalMs?: number;
   /** Source of jitter in [0, 1); default Math.random. */
@@ -79,6 +83,8 @@ export interface PassSummary {
   reconciled: { checked: number; succeeded: number; failed: number; still_processing: number };
   schedules_settled: number;
   refunds: { redriven: number; succeeded: number; failed: number; pending: number };
+  /** NACHA payments whose return window ended without a return: succeeded (settleAchPayments). */
+  ach_settled: number;
   approvals_expired: number;
   idempotency_keys_pruned: number;
   errors: number;
@@ -130,6 +136,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
   const clock = options.clock ?? (() => new Date());
   const sleep = options.sleep ?? realSleep;
   const batchSize = options.batchSize ?? 25;
+  const concurrency = Math.max(1, options.concurrency ?? 4);
   const leaseS = (options.leaseMs ?? DEFAULT_LEASE_MS) / 1000;
   const random = options.random ?? Math.random;
   const { db } = deps;
@@ -234,6 +241,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
       reconciled: { checked: 0, succeeded: 0, failed: 0, still_processing: 0 },
       schedules_settled: 0,
       refunds: { redriven: 0, succeeded: 0, failed: 0, pending: 0 },
+      ach_settled: 0,
       approvals_expired: 0,
       idempotency_keys_pruned: 0,
       errors: 0,
@@ -256,27 +264,34 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
       if (claimed.length === 0) break;
       crashPoint('after_claim');
       summary.scheduled.claimed += claimed.length;
-      for (const [i, s] of claimed.entries()) {
-        seenSchedules.push(s.id);
-        if (stop()) {
-          await releaseSchedules(claimed.slice(i).map((c) => c.id));
-          break;
+      for (const s of claimed) seenSchedules.push(s.id);
+      const queue = [...claimed];
+      // A few payments at a time: most of a payment's time is the provider's answer, not our CPU.
+      const lane = async () => {
+        for (let s = queue.shift(); s; s = queue.shift()) {
+          if (stop()) {
+            queue.unshift(s);
+            return;
+          }
+          try {
+            const payment = await executeScheduledPayment(deps, s.tenant_id, s.id, {
+              workerId,
+              retryLaterMs: retryDelayMs(1, random),
+            });
+            if (!payment) continue;
+            summary.scheduled.started += 1;
+            if (payment.status === 'succeeded') summary.scheduled.paid += 1;
+            else if (payment.status === 'failed') summary.scheduled.failed += 1;
+            else if (payment.recoveryPoint === 'started') summary.scheduled.deferred += 1;
+            else summary.scheduled.pending += 1;
+          } catch (error) {
+            failed('scheduled payment', s.id, error);
+          }
         }
-        try {
-          const payment = await executeScheduledPayment(deps, s.tenant_id, s.id, {
-            workerId,
-            retryLaterMs: retryDelayMs(1, random),
-          });
-          if (!payment) continue;
-          summary.scheduled.started += 1;
-          if (payment.status === 'succeeded') summary.scheduled.paid += 1;
-          else if (payment.status === 'failed') summary.scheduled.failed += 1;
-          else if (payment.recoveryPoint === 'started') summary.scheduled.deferred += 1;
-          else summary.scheduled.pending += 1;
-        } catch (error) {
-          failed('scheduled payment', s.id, error);
-        }
-      }
+      };
+      await Promise.all(Array.from({ length: Math.min(concurrency, claimed.length) }, lane));
+      // Stopped: give back what was claimed and not started.
+      if (queue.length > 0) await releaseSchedules(queue.map((c) => c.id));
     }
 
     // 2. Payments whose outcome we do not know yet.
@@ -343,6 +358,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
     // 5. Housekeeping.
     if (!stop()) {
       try {
+        summary.ach_settled = (await settleAchPayments(db, clock())).settled.length;
         summary.approvals_expired = await expireStaleApprovals(db);
         summary.idempotency_keys_pruned = await pruneIdempotencyKeys(db, clock());
       } catch (error) {
@@ -353,9 +369,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
   }
 
   function didWork(s: PassSummary): boolean {
-    return (
-      s.scheduled.claimed + s.reconciled.checked + s.schedules_settled + s.refunds.redriven + s.errors > 0
-    );
+    return s.scheduled.claimed + s.reconciled.checked + s.schedules_settled + s.refunds.redriven > 0;
   }
 
   return {

@@ -11,13 +11,16 @@
  * our own tables, is the judge: every approved payment charged exactly once, none charged twice, none
  * marked anything but paid, no invoice paid twice, none lost, and the audit chain intact.
  *
+ * Half the runs crash a second process during recovery (after its first provider call), and every sixth
+ * run also has the provider fail with 500s so deferred payments are crashed too.
+ *
  * The seed is fixed for reproducibility; PAYGATE_CRASH_SEED picks another, PAYGATE_CRASH_RUNS more runs.
  * (in_webhook is reserved for the sidecar's webhook handler, tested where that handler lives.)
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyAuditLog } from '../../src/audit/verify.js';
 import type { CrashPoint } from '../../src/payments/crash-points.js';
-import { createWorker } from '../../src/worker/index.js';
+import { createWorker, MAX_SUBMIT_ATTEMPTS } from '../../src/worker/index.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
 import { envFor, runPaygate, scheduleApproved } from './support.js';
 
@@ -37,6 +40,24 @@ function prng(seed: number): () => number {
   };
 }
 
+/**
+ * A killed process's database sessions end when PostgreSQL notices the closed socket, which can take a
+ * moment; until then its open transaction still holds row locks, and SKIP LOCKED rightly passes those
+ * rows by. A restart comes after the dead process is gone, so wait for its sessions to go first.
+ */
+async function waitForSessionsToEnd(f: Fixture): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const { rows } = await f.t.db.withSystem((c) =>
+      c.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'paygate-worker' AND datname = current_database()",
+      ),
+    );
+    if (rows[0]!.n === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error('the killed worker still has database sessions');
+}
+
 interface Planned {
   fixture: Fixture;
   invoice: string;
@@ -49,12 +70,21 @@ describe('crash harness', () => {
   const agents = new Map<Fixture, Fixture['agentKey']>();
   const covered = new Map<CrashPoint, number>();
   let payments = 0;
+  let recoveryCrashes = 0;
+  let faultyRuns = 0;
+  let extraPasses = 0;
 
   beforeAll(async () => {
     a = await createFixture({ slug: 'acme' });
     b = await createFixture({ slug: 'globex', t: a.t, sandbox: a.sandbox });
     for (const f of [a, b]) {
-      await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', label: 'Visa', brand: 'visa', last4: '4242' });
+      await f.addMethod({
+        rail: 'stripe',
+        token: 'pm_card_visa',
+        label: 'Visa',
+        brand: 'visa',
+        last4: '4242',
+      });
       await f.addMethod({ rail: 'paypal', token: 'pp_vault_success', label: 'PayPal' });
       agents.set(f, (await f.newAgent({ name: 'scheduler', rateLimitPerMinute: 100_000 })).agentKey);
     }
@@ -78,17 +108,21 @@ describe('crash harness', () => {
         const amountMinor = 100 + Math.floor(random() * 99_900);
         const invoice = `CR-${run}-${i}`;
         await fixture.addInvoice(invoice, amountMinor);
-        await scheduleApproved(
-          fixture,
-          agents.get(fixture)!,
-          invoice,
-          (amountMinor / 100).toFixed(2),
-          rail,
-        );
+        await scheduleApproved(fixture, agents.get(fixture)!, invoice, (amountMinor / 100).toFixed(2), rail);
         planned.push({ fixture, invoice, amountMinor });
       }
       // after_claim happens once per claimed batch; the others once per payment.
       const nth = point === 'after_claim' ? 1 : 1 + Math.floor(random() * size);
+      // Every sixth run the provider also fails: Stripe answers 500 to three payment requests, so a
+      // payment is deferred (same id) before or around the crash.
+      if (run % 6 === 5) {
+        a.sandbox.faults.next('stripe', {
+          kind: 'http_500',
+          times: 3,
+          match: { method: 'POST', path: '/v1/payment_intents' },
+        });
+        faultyRuns += 1;
+      }
       const label = `seed ${SEED} run ${run}: ${point}:${nth} of ${size}`;
 
       const crashed = await runPaygate(['worker', '--once', '--batch-size', '10'], {
@@ -97,10 +131,48 @@ describe('crash harness', () => {
       });
       expect(crashed.signal, `${label}: ${crashed.stderr}`).toBe('SIGKILL');
       covered.set(point, (covered.get(point) ?? 0) + 1);
+      await waitForSessionsToEnd(a);
+
+      // Half the runs crash again during recovery: another process, its leases made due as if the
+      // lease time had passed, killed right after its first provider call (a resubmission, or a
+      // schedule the first one never reached). It may also finish without reaching that point.
+      if (random() < 0.5) {
+        await a.t.db.withSystem(async (c) => {
+          await c.query(
+            "UPDATE scheduled_payments SET locked_until = now() - interval '1 second' WHERE locked_until IS NOT NULL",
+          );
+          await c.query(
+            "UPDATE payments SET next_check_at = now() - interval '1 second' WHERE status = 'processing'",
+          );
+        });
+        const again = await runPaygate(['worker', '--once', '--batch-size', '10'], {
+          ...envFor(a),
+          PAYGATE_CRASH_AT: 'after_provider_call:1',
+        });
+        if (again.signal === 'SIGKILL') recoveryCrashes += 1;
+        else expect(again.code, `${label} (second process): ${again.stderr}`).toBe(0);
+        await waitForSessionsToEnd(a);
+      }
 
       // The restart: a new worker whose clock is past every lease makes one pass.
-      const restart = await createWorker(a.deps, { clock: () => new Date(Date.now() + 10 * 60_000) }).runOnce();
+      const restart = await createWorker(a.deps, {
+        clock: () => new Date(Date.now() + 10 * 60_000),
+      }).runOnce();
       expect(restart.errors, label).toBe(0);
+      // One pass resolves everything, unless the provider was failing: then a payment may be deferred
+      // (still processing, same id, nothing charged yet) and later passes send it again.
+      for (let pass = 2; pass <= 1 + MAX_SUBMIT_ATTEMPTS; pass++) {
+        const { rows } = await a.t.db.withSystem((c) =>
+          c.query<{ id: string }>("SELECT id FROM payments WHERE status = 'processing'"),
+        );
+        if (rows.length === 0) break;
+        expect(run % 6, `${label}: still processing after one pass without provider faults`).toBe(5);
+        for (const r of rows) expect(a.sandbox.ledger.charges(r.id), label).toHaveLength(0);
+        extraPasses += 1;
+        const clock = () => new Date(Date.now() + pass * 10 * 60_000);
+        expect((await createWorker(a.deps, { clock }).runOnce()).errors, label).toBe(0);
+      }
+      a.sandbox.faults.clear();
 
       for (const p of planned) {
         const { rows } = await a.t.db.withSystem((c) =>
@@ -142,7 +214,8 @@ describe('crash harness', () => {
     expect(audit.ok, JSON.stringify(audit)).toBe(true);
     for (const point of POINTS) expect(covered.get(point) ?? 0).toBeGreaterThan(0);
     process.stdout.write(
-      `crash harness: seed ${SEED}, ${RUNS} runs, ${payments} payments, points ${JSON.stringify(Object.fromEntries(covered))}\n`,
+      `crash harness: seed ${SEED}, ${RUNS} runs, ${payments} payments, points ${JSON.stringify(Object.fromEntries(covered))}, ` +
+        `${recoveryCrashes} second crashes during recovery, ${faultyRuns} runs with provider 500s (${extraPasses} extra passes for deferred payments)\n`,
     );
-  }, 120_000);
+  }, 300_000);
 });

@@ -98,7 +98,11 @@ export interface ProcessResult {
 export function runPaygate(
   args: string[],
   env: Record<string, string | undefined>,
-  options: { onStderr?: (chunk: string) => void; onSpawn?: (pid: number) => void } = {},
+  options: {
+    onStdout?: (chunk: string) => void;
+    onStderr?: (chunk: string) => void;
+    onSpawn?: (pid: number) => void;
+  } = {},
 ): Promise<ProcessResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], {
@@ -109,6 +113,7 @@ export function runPaygate(
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => {
       stdout += d.toString();
+      options.onStdout?.(d.toString());
     });
     child.stderr.on('data', (d: Buffer) => {
       stderr += d.toString();

@@ -4,9 +4,13 @@
  * of settling payments, refunds re-driven, housekeeping, and a graceful stop. The clock is injected, so
  * nothing here waits for a backoff or a lease.
  */
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyAuditLog } from '../../src/audit/verify.js';
+import { nextBusinessDay, todayIn } from '../../src/payments/calendar.js';
+import { transitionInvoice } from '../../src/payments/invoices.js';
 import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
+import { insertPayment } from '../../src/payments/payments.js';
 import { refundPayment } from '../../src/payments/refund.js';
 import { createWorker, retryDelayMs } from '../../src/worker/index.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
@@ -163,6 +167,66 @@ describe('worker', () => {
     expect(rows.map((r) => r.code)).toEqual(['api_error']);
   });
 
+  it('reschedules an insufficient-funds failure to the next business day, up to the tenant limit', async () => {
+    const poor = await createFixture({ slug: 'poor-co', t: f.t, sandbox: f.sandbox });
+    try {
+      await poor.addMethod({
+        rail: 'stripe',
+        token: 'pm_card_visa_chargeDeclinedInsufficientFunds',
+        label: 'Low card',
+      });
+      await f.t.db.withSystem((c) =>
+        c.query('UPDATE tenants SET max_insufficient_funds_reschedules = 1 WHERE id = $1', [poor.tenant.id]),
+      );
+      const poorAgent = (await poor.newAgent({ name: 'scheduler', rateLimitPerMinute: 10_000 })).agentKey;
+      await poor.addInvoice('NSF-001', 900_00);
+      const id = await scheduleApproved(poor, poorAgent, 'NSF-001', '900.00', 'stripe');
+
+      const first = await createWorker(f.deps).runOnce();
+      expect(first.scheduled).toMatchObject({ started: 1, failed: 1 });
+      const after1 = await scheduleRow(f, id);
+      expect(after1).toMatchObject({
+        status: 'scheduled',
+        reschedule_count: 1,
+        scheduled_date: nextBusinessDay(todayIn('UTC')),
+        payment_id: null,
+      });
+      // Not due again today.
+      expect((await createWorker(f.deps).runOnce()).scheduled.claimed).toBe(0);
+
+      // On that day it runs again (a new payment under the same approval), fails again, and the limit
+      // (1 reschedule) hands it to a human.
+      const second = await createWorker(f.deps, {
+        clock: () => new Date(`${after1.scheduled_date}T12:00:00Z`),
+      }).runOnce();
+      expect(second.scheduled).toMatchObject({ started: 1, failed: 1 });
+      expect(await scheduleRow(f, id)).toMatchObject({ status: 'failed', reschedule_count: 1 });
+      const payments = await paymentsOf(f, id);
+      expect(payments.map((p) => [p.status, p.failure_code])).toEqual([
+        ['failed', 'insufficient_funds'],
+        ['failed', 'insufficient_funds'],
+      ]);
+      for (const p of payments) expect(f.sandbox.ledger.charges(p.id)).toHaveLength(0);
+      const { rows } = await f.t.db.withSystem((c) =>
+        c.query<{ next_step: string }>(
+          'SELECT next_step FROM alerts WHERE scheduled_payment_id = $1 ORDER BY created_at',
+          [id],
+        ),
+      );
+      expect(rows).toHaveLength(2);
+      expect(rows[1]!.next_step).toContain('needs a human');
+      const { rows: invoice } = await f.t.db.withSystem((c) =>
+        c.query<{ status: string }>('SELECT status FROM invoices WHERE tenant_id = $1 AND number = $2', [
+          poor.tenant.id,
+          'NSF-001',
+        ]),
+      );
+      expect(invoice[0]!.status).toBe('approved');
+    } finally {
+      await poor.close();
+    }
+  });
+
   it('resolves a settling ACH payment by asking the provider once its check is due', async () => {
     await f.addInvoice('ACH-001', 2_500_00);
     const id = await scheduleApproved(f, agent, 'ACH-001', '2500.00', 'ach');
@@ -189,6 +253,54 @@ describe('worker', () => {
     expect(settled.reconciled).toMatchObject({ checked: 1, succeeded: 1 });
     expect((await paymentsOf(f, id))[0]).toMatchObject({ status: 'succeeded' });
     expect(f.sandbox.ledger.charges(payment!.id)).toHaveLength(1);
+  });
+
+  it('finds a pay-now payment whose process died after phase 1 and sends it once, under its own id', async () => {
+    await f.addInvoice('NOW-001', 55_00);
+    const ask = (await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { invoice: 'NOW-001', amount: '55.00', currency: 'USD', method: 'stripe' },
+    )) as { approval_id: string };
+    await f.approveAs(f.admin, ask.approval_id);
+    // What pay_invoice's phase 1 commits before the provider is called (a pay-now payment has no
+    // next_check_at), left as a process killed right after it would leave it, three minutes ago.
+    const paymentId = randomUUID();
+    await f.t.db.withTenant(f.tenant.id, async (c) => {
+      const { rows } = await c.query<{ id: string; method: string }>(
+        `SELECT i.id, (SELECT id FROM payment_methods WHERE rail = 'stripe' AND status = 'active') AS method
+           FROM invoices i WHERE number = 'NOW-001'`,
+      );
+      await insertPayment(c, {
+        id: paymentId,
+        tenantId: f.tenant.id,
+        invoiceId: rows[0]!.id,
+        agentKeyId: f.agentKey.id,
+        approvalId: ask.approval_id,
+        amountMinor: 55_00,
+        currency: 'USD',
+        rail: 'stripe',
+        provider: 'stripe',
+        paymentMethodId: rows[0]!.method,
+        approvedBy: ['admin@example.com'],
+      });
+      await transitionInvoice(c, rows[0]!.id, 'approved', 'processing');
+    });
+    // Its process may still be working on it: left alone for a lease.
+    expect((await createWorker(f.deps).runOnce()).reconciled.checked).toBe(0);
+    await f.t.db.withSystem((c) =>
+      c.query("UPDATE payments SET updated_at = now() - interval '3 minutes' WHERE id = $1", [paymentId]),
+    );
+    const pass = await createWorker(f.deps).runOnce();
+    expect(pass.reconciled).toMatchObject({ checked: 1, succeeded: 1 });
+    expect(f.sandbox.ledger.charges(paymentId)).toHaveLength(1);
+    expect(f.sandbox.ledger.charges(paymentId)[0]!.idempotencyKey).toContain(paymentId);
+    const { rows } = await f.t.db.withSystem((c) =>
+      c.query<{ status: string }>("SELECT status FROM invoices WHERE tenant_id = $1 AND number = 'NOW-001'", [
+        f.tenant.id,
+      ]),
+    );
+    expect(rows[0]!.status).toBe('paid');
   });
 
   it('re-drives a pending refund with the same refund id', async () => {

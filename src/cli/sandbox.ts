@@ -1,0 +1,51 @@
+/**
+ * `paygate sandbox`: the Stripe and PayPal emulators as a process of their own, so several paygate
+ * processes (workers, serve) can share one sandbox and one ledger: start them with
+ * PAYGATE_SANDBOX_STRIPE_URL and PAYGATE_SANDBOX_PAYPAL_URL set to the printed URLs.
+ *
+ * Prints, one per line, `stripe: URL`, `paypal: URL` and `ledger: URL`; the last answers GET with the
+ * sandbox ledger as JSON (`{entries: [...]}`, LedgerEntry fields), for tests that judge from outside
+ * what the emulators really charged. Everything listens on loopback only. Runs until SIGTERM/SIGINT.
+ * Webhook delivery is not wired here (a shared sandbox has no single sidecar to sign for).
+ */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Command } from 'commander';
+import { startSandbox } from '../sandbox/index.js';
+
+const port = (v: string) => Number.parseInt(v, 10);
+
+export function registerSandboxCommands(program: Command): void {
+  program
+    .command('sandbox')
+    .description('run the Stripe and PayPal emulators on loopback until SIGTERM (for several processes)')
+    .option('--stripe-port <n>', 'fixed port for the Stripe emulator', port)
+    .option('--paypal-port <n>', 'fixed port for the PayPal emulator', port)
+    .option('--ledger-port <n>', 'fixed port for the ledger endpoint', port)
+    .action(async (o: { stripePort?: number; paypalPort?: number; ledgerPort?: number }) => {
+      const sandbox = await startSandbox({
+        stripe: { port: o.stripePort, achSettleDelayMs: 5_000 },
+        paypal: { port: o.paypalPort },
+      });
+      const ledger = createServer((req, res) => {
+        if (req.method !== 'GET' || !req.url?.startsWith('/ledger')) {
+          res.writeHead(404).end();
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ entries: sandbox.ledger.entries() }));
+      });
+      await new Promise<void>((resolve) => ledger.listen(o.ledgerPort ?? 0, '127.0.0.1', resolve));
+      const ledgerUrl = `http://127.0.0.1:${(ledger.address() as AddressInfo).port}/ledger`;
+      process.stdout.write(
+        `stripe: ${sandbox.stripeUrl}\npaypal: ${sandbox.paypalUrl}\nledger: ${ledgerUrl}\n`,
+      );
+      await new Promise<void>((resolve) => {
+        process.once('SIGTERM', resolve);
+        process.once('SIGINT', resolve);
+      });
+      ledger.closeAllConnections();
+      await new Promise<void>((resolve) => ledger.close(() => resolve()));
+      await sandbox.close();
+    });
+}
