@@ -1,6 +1,7 @@
 /**
  * The server under test as a child process: the built `paygate serve` when it answers on /mcp, otherwise
- * bench/serve-mcp.ts (the same runtime, sidecar and MCP handler in one process). Its peak RSS is read
+ * (or with BENCH_SERVER=serve-mcp) bench/serve-mcp.ts (the same runtime, sidecar and MCP handler in one
+ * process, counting its SQL). Its peak RSS is read
  * from /proc (VmHWM: the high-water mark over the process's whole life).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -87,14 +88,20 @@ async function servesMcp(url: string): Promise<boolean> {
 }
 
 export async function startServer(databaseUrl: string, env: NodeJS.ProcessEnv = {}): Promise<ServerChild> {
-  let started = await start(
-    [path.join(distRoot, 'src/cli.js'), '--database-url', databaseUrl, 'serve', '--port', '0'],
-    'paygate serve',
-    env,
-  );
+  const serveMcp = () =>
+    start([path.join(distRoot, 'bench/serve-mcp.js'), databaseUrl], 'bench/serve-mcp', env);
+  // BENCH_SERVER=serve-mcp: serve's composition that also counts its SQL (see bench/serve-mcp.ts).
+  let started =
+    process.env.BENCH_SERVER === 'serve-mcp'
+      ? await serveMcp()
+      : await start(
+          [path.join(distRoot, 'src/cli.js'), '--database-url', databaseUrl, 'serve', '--port', '0'],
+          'paygate serve',
+          env,
+        );
   if (!(await servesMcp(started.url))) {
     await stopChild(started.child);
-    started = await start([path.join(distRoot, 'bench/serve-mcp.js'), databaseUrl], 'bench/serve-mcp', env);
+    started = await serveMcp();
   }
   const { child, url, kind } = started;
   const startedRef = started;
