@@ -13,6 +13,13 @@ import { paymentIdentity, replay } from './support/replay.js';
 import { mintPayJobs, payInput, seedTenant } from './support/seed.js';
 import { runConcurrent } from './support/stats.js';
 
+interface PlanNode {
+  'Node Type': string;
+  'Relation Name'?: string;
+  'Index Name'?: string;
+  Plans?: PlanNode[];
+}
+
 const server = await openBenchServer();
 const database = await server.createDatabase('profile');
 const runtime = await startRuntime({ databaseUrl: database.url, env: benchEnv() });
@@ -106,6 +113,45 @@ try {
     );
     for (const [text, t] of [...timings].sort((a, b) => b[1].ms - a[1].ms).slice(0, 12))
       console.log(`${(t.ms / t.n).toFixed(2).padStart(8)} ms avg  x${t.n}  ${text}`);
+  }
+  // EXPLAIN ANALYZE of every distinct statement of the payment, with the captured parameters, inside a
+  // transaction that is rolled back (as paygate_app with the tenant set, like the engine).
+  console.log('\nplans (EXPLAIN ANALYZE, rolled back): statement, execution ms, scans');
+  const client = await bare.pool.connect();
+  try {
+    const seen = new Set<string>();
+    for (const statement of template) {
+      if (/^(BEGIN|COMMIT|SELECT set_config|SELECT pg_advisory)/.test(statement.text)) continue;
+      if (seen.has(statement.text)) continue;
+      seen.add(statement.text);
+      await client.query('BEGIN');
+      try {
+        await client.query("SELECT set_config('app.tenant_id', $1, true)", [tenant.tenant.id]);
+        const { rows } = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode; 'Execution Time': number }] }>(
+          `EXPLAIN (ANALYZE, FORMAT JSON) ${statement.text}`,
+          statement.values,
+        );
+        const plan = rows[0]!['QUERY PLAN'][0];
+        const scans: string[] = [];
+        const walk = (node: PlanNode) => {
+          if (/Scan/.test(node['Node Type']))
+            scans.push(
+              `${node['Node Type']}${node['Index Name'] ? ` ${node['Index Name']}` : ''} on ${node['Relation Name'] ?? '?'}`,
+            );
+          for (const child of node.Plans ?? []) walk(child);
+        };
+        walk(plan.Plan);
+        console.log(
+          `${plan['Execution Time'].toFixed(3).padStart(8)} ms  ${statement.text.replace(/\s+/g, ' ').slice(0, 70)}  [${scans.join('; ')}]`,
+        );
+      } catch (error) {
+        console.log(`   (not explained: ${(error as Error).message})  ${statement.text.slice(0, 60)}`);
+      } finally {
+        await client.query('ROLLBACK');
+      }
+    }
+  } finally {
+    client.release();
   }
   await bare.close();
 } finally {
