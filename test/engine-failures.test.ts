@@ -1,6 +1,7 @@
 /** The seed's rules per failure kind, through the real SDKs against the sandbox. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApprovalRequired, PaymentFailedError, payInvoice } from '../src/payments/pay.js';
+import { applyPaymentOutcome } from '../src/payments/payments.js';
 import { reconcilePayment } from '../src/payments/phases.js';
 import { getPaymentStatus } from '../src/payments/status.js';
 import { createFixture, type Fixture } from './support/fixture.js';
@@ -112,5 +113,64 @@ describe('failures follow the rules', () => {
     expect(base.sandbox.ledger.charges(paymentId)).toHaveLength(1);
     const status = await getPaymentStatus(f.deps, { agentKey: f.agentKey }, { payment: paymentId });
     expect(status).toMatchObject({ status: 'paid' });
+  });
+
+  it('a success the provider reports after we recorded a failure is never ignored', async () => {
+    const { f, result } = await attempt('pm_card_visa_chargeDeclined');
+    const paymentId = (result as PaymentFailedError).payment.payment_id;
+    const applied = await f.t.db.withTenant(f.tenant.id, (c) =>
+      applyPaymentOutcome(
+        c,
+        paymentId,
+        { status: 'succeeded', providerReference: 'pi_late' },
+        { actorType: 'provider', actorId: 'stripe' },
+      ),
+    );
+    expect(applied.payment.status).toBe('succeeded');
+    const state = await f.t.db.withTenant(f.tenant.id, async (c) => ({
+      invoice: (await c.query<{ status: string }>("SELECT status FROM invoices WHERE number = 'INV-F'"))
+        .rows[0]!.status,
+      alerts: (
+        await c.query<{ kind: string; severity: string }>(
+          "SELECT kind, severity FROM alerts WHERE code = 'late_success'",
+        )
+      ).rows,
+    }));
+    expect(state.invoice).toBe('paid');
+    expect(state.alerts).toEqual([{ kind: 'payment_succeeded_after_failure', severity: 'critical' }]);
+    // Nothing can pay it again now.
+    await expect(
+      payInvoice(
+        f.deps,
+        { agentKey: f.agentKey },
+        { invoice: 'INV-F', amount: '42.00', currency: 'USD', method: 'stripe' },
+      ),
+    ).rejects.toMatchObject({
+      code: 'invoice_already_paid',
+    });
+  });
+
+  it('a late success while another payment of the invoice is live raises a paid-twice alert', async () => {
+    const { f, result } = await attempt('pm_card_visa_chargeDeclined');
+    const failedId = (result as PaymentFailedError).payment.payment_id;
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_visa' });
+    const input = { invoice: 'INV-F', amount: '42.00', currency: 'USD', method: 'stripe' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+    const paid = (await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...input, approval_token: await f.approveAs(f.admin, ask.approval_id) },
+    )) as { status: string };
+    expect(paid.status).toBe('paid');
+    const applied = await f.t.db.withTenant(f.tenant.id, (c) =>
+      applyPaymentOutcome(c, failedId, { status: 'succeeded' }, { actorType: 'provider', actorId: 'stripe' }),
+    );
+    expect(applied.payment.status).toBe('failed');
+    const alerts = await f.t.db.withTenant(
+      f.tenant.id,
+      async (c) =>
+        (await c.query<{ kind: string }>("SELECT kind FROM alerts WHERE code = 'late_success'")).rows,
+    );
+    expect(alerts).toEqual([{ kind: 'invoice_paid_twice' }]);
   });
 });

@@ -13,6 +13,7 @@ import { UsageError } from '../errors.js';
 import { createMcpHttpHandler, type McpHttpHandler } from '../mcp/http.js';
 import { type Runtime, startRuntime } from '../runtime.js';
 import { createSidecarApp, type SidecarApp } from '../sidecar/app.js';
+import { createWorker } from '../worker/index.js';
 import type { GlobalOptions } from './context.js';
 
 export interface ServeOptions {
@@ -23,6 +24,8 @@ export interface ServeOptions {
   allowEmbeddedLive?: boolean;
   /** Seed the demo tenant on first start (sandbox only). */
   seedDemo?: boolean;
+  /** Run the worker in this process (default true; several serve processes share the work). */
+  worker?: boolean;
 }
 
 export interface ServeHandle {
@@ -74,6 +77,15 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
   root.use(mcp.router);
   root.use(app);
   handler = root;
+  // The worker shares this process's runtime; claims are leased in the database, so any number of
+  // serve and worker processes can run against one PostgreSQL.
+  const stopWorker = new AbortController();
+  const workerDone =
+    options.worker === false
+      ? Promise.resolve()
+      : createWorker(runtime)
+          .run({ signal: stopWorker.signal })
+          .catch((error: unknown) => runtime.logger.error({ err: error }, 'worker stopped'));
   return {
     url,
     runtime,
@@ -81,6 +93,8 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     mcp,
     server,
     async close() {
+      stopWorker.abort();
+      await workerDone;
       await mcp.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -7,7 +7,10 @@
  * Points: `after_claim` (worker: schedules leased, phase 1 not started), `after_phase1` (payment row
  * committed `processing`, provider not called), `after_provider_call` (the provider answered, phase 3
  * not committed), `after_phase3` (payment recorded, the schedule not yet marked), and
- * `in_webhook` (reserved for the sidecar's webhook handler: after verification, before applying).
+ * `in_webhook` (sidecar: the verified event row committed, not yet applied: the retry must still apply
+ * it), `in_webhook_apply` (inside the applying transaction, the payment changed but not committed: the
+ * rollback must leave it unapplied and unlocked) and `after_webhook_apply` (applied and committed, the
+ * provider not yet answered: its retry must change nothing).
  * SIGKILL, not an exception: nothing runs after it, no `finally`, no rollback hook, like a power cut.
  */
 export type CrashPoint =
@@ -15,7 +18,9 @@ export type CrashPoint =
   | 'after_phase1'
   | 'after_provider_call'
   | 'after_phase3'
-  | 'in_webhook';
+  | 'in_webhook'
+  | 'in_webhook_apply'
+  | 'after_webhook_apply';
 
 let reached = 0;
 

@@ -7,6 +7,7 @@ import { type ActorType, appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
 import type { GatewayFailure, PaymentOutcome, Provider, Rail } from '../gateways/types.js';
 import { formatAmount } from '../money.js';
+import { createAlert } from './alerts.js';
 import { transitionInvoice } from './invoices.js';
 
 export type PaymentStatus = 'processing' | 'succeeded' | 'failed';
@@ -15,7 +16,9 @@ export type RecoveryPoint = 'started' | 'provider_called' | 'finished';
 export const PAYMENT_TRANSITIONS: Readonly<Record<PaymentStatus, readonly PaymentStatus[]>> = {
   processing: ['succeeded', 'failed'],
   succeeded: [],
-  failed: [],
+  // The provider's authoritative word that money moved after all (a late success after we recorded a
+  // failure, e.g. a search that lagged behind a charge): see applyLateSuccess.
+  failed: ['succeeded'],
 };
 
 export interface Payment {
@@ -241,6 +244,9 @@ export async function applyPaymentOutcome(
     }
     return { payment: (await getPayment(client, paymentId))!, changed: false };
   }
+  if (to === 'succeeded' && payment.status === 'failed') {
+    return applyLateSuccess(client, payment, outcome.providerReference, source);
+  }
   if (to === 'succeeded') {
     await client.query(
       `UPDATE payments SET status = 'succeeded', recovery_point = 'finished', paid_at = now(), next_check_at = NULL, updated_at = now()
@@ -311,4 +317,66 @@ export function paymentJson(p: Payment) {
     refunded_amount: formatAmount(refunded, p.currency),
     created_at: p.createdAt.toISOString(),
   };
+}
+
+/**
+ * The provider says a payment we recorded as failed succeeded: the money moved. Never ignore that.
+ * When nothing else is paying the invoice, the payment becomes succeeded and the invoice paid (a
+ * waiting reschedule is cancelled). When another payment of the invoice is live, the invoice may be
+ * paid twice: the status stays, and a critical alert asks a human to refund one.
+ */
+async function applyLateSuccess(
+  client: Queryable,
+  payment: Payment,
+  providerReference: string | undefined,
+  source: OutcomeSource,
+): Promise<AppliedOutcome> {
+  const { rows: live } = await client.query<{ id: string }>(
+    "SELECT id FROM payments WHERE invoice_id = $1 AND id <> $2 AND status IN ('processing', 'succeeded')",
+    [payment.invoiceId, payment.id],
+  );
+  const reference = providerReference ?? payment.providerReference;
+  if (live.length === 0) {
+    await client.query(
+      `UPDATE payments SET status = 'succeeded', recovery_point = 'finished', paid_at = now(), next_check_at = NULL,
+              updated_at = now() WHERE id = $1`,
+      [payment.id],
+    );
+    await client.query(
+      "UPDATE scheduled_payments SET status = 'cancelled', updated_at = now() WHERE invoice_id = $1 AND status = 'scheduled'",
+      [payment.invoiceId],
+    );
+    await client.query(
+      "UPDATE invoices SET status = 'paid', updated_at = now() WHERE id = $1 AND status IN ('approved', 'scheduled')",
+      [payment.invoiceId],
+    );
+  }
+  await appendAudit(client, {
+    tenantId: payment.tenantId,
+    actorType: source.actorType,
+    actorId: source.actorId,
+    action: live.length === 0 ? 'payment.succeeded_after_failure' : 'payment.paid_twice',
+    subjectId: payment.id,
+    details: {
+      invoice_number: payment.invoiceNumber,
+      provider_reference: reference,
+      other_live_payments: live.map((r) => r.id),
+    },
+  });
+  await createAlert(client, {
+    tenantId: payment.tenantId,
+    kind: live.length === 0 ? 'payment_succeeded_after_failure' : 'invoice_paid_twice',
+    code: 'late_success',
+    severity: 'critical',
+    paymentId: payment.id,
+    message:
+      live.length === 0
+        ? `The provider reports payment ${payment.confirmationNumber} of invoice ${payment.invoiceNumber} succeeded after paygate recorded it failed (${reference ?? 'no reference'}); the invoice is now paid.`
+        : `The provider reports payment ${payment.confirmationNumber} of invoice ${payment.invoiceNumber} succeeded after paygate recorded it failed, and another payment of the invoice is live: the vendor may be paid twice.`,
+    nextStep:
+      live.length === 0
+        ? 'check with the provider; no further payment of this invoice is needed'
+        : 'refund one of the two payments (refund_payment, approved by a human) after checking with the provider',
+  });
+  return { payment: (await getPayment(client, payment.id))!, changed: true };
 }

@@ -16,6 +16,9 @@ import { crashPoint } from './crash-points.js';
 import { transitionInvoice } from './invoices.js';
 import { applyPaymentOutcome, getPayment, type Payment } from './payments.js';
 
+/** How soon a retryable failure of a pay-now call is sent again by the worker (same key). */
+const DEFAULT_RETRY_LATER_MS = 30_000;
+
 /** How soon the reconciler first asks about a payment whose outcome we do not know yet. */
 export const FIRST_CHECK_DELAY_S = 60;
 
@@ -39,10 +42,11 @@ export interface ExecuteOptions {
    * The worker's deferral of a retryable failure (api_error, rate_limited) that outlasted the gateway's
    * own quick retries and that the provider confirms it has no record of: instead of recording the
    * payment failed, leave it `processing` at recovery point `started` and due for another submission,
-   * with the SAME payment id (so the same idempotency key), in this many milliseconds. Absent (pay now,
-   * or the last attempt): the failure is recorded.
+   * with the SAME payment id (so the same idempotency key), in this many milliseconds. Absent: a
+   * default delay (a pay-now call; the worker sends it again). null (the worker's last attempt): the
+   * failure is recorded.
    */
-  retryLaterMs?: number;
+  retryLaterMs?: number | null;
 }
 
 export async function executePayment(
@@ -111,13 +115,16 @@ export async function executePayment(
     }
   }
   crashPoint('after_provider_call');
+  // A retryable failure with no record at the provider is not a final "failed": the provider's search
+  // can lag behind a charge that did happen. The payment stays processing and the worker sends it again
+  // later under the same idempotency key (the provider acts at most once), asking first.
   if (
+    options.retryLaterMs !== null &&
     !outcome &&
     failure &&
-    options.retryLaterMs !== undefined &&
     (failure.code === 'api_error' || failure.code === 'rate_limited')
   ) {
-    return deferRetry(deps, tenantId, paymentId, failure, options.retryLaterMs);
+    return deferRetry(deps, tenantId, paymentId, failure, options.retryLaterMs ?? DEFAULT_RETRY_LATER_MS);
   }
   return recordOutcome(deps, tenantId, paymentId, outcome, failure);
 }
@@ -428,7 +435,7 @@ export async function reconcilePayment(
         retryLaterMs:
           submission < resubmit.maxAttempts && resubmit.retryLaterMs
             ? resubmit.retryLaterMs(submission)
-            : undefined,
+            : null,
       });
     }
   }

@@ -28,6 +28,7 @@ import type { GatewayFailure, WebhookEvent } from '../gateways/types.js';
 import { formatMoney } from '../money.js';
 import { createAlert } from '../payments/alerts.js';
 import type { EngineDeps, FailureNotice } from '../payments/context.js';
+import { crashPoint } from '../payments/crash-points.js';
 import { applyPaymentOutcome, getPayment, type Payment } from '../payments/payments.js';
 import { handleFailure } from '../payments/phases.js';
 
@@ -175,6 +176,8 @@ export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent)
   if ('unmatched' in stored) return { outcome: 'unmatched', note: stored.note };
 
   const { id, match } = stored;
+  // Stored, not applied: a crash here must not make the retry look like a duplicate.
+  crashPoint('in_webhook');
   const notices: FailureNotice[] = [];
   let result: ProcessedWebhook;
   try {
@@ -185,6 +188,8 @@ export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent)
       );
       if (rows[0]?.processed_at) return { outcome: 'duplicate' as const };
       const applied = await applyEvent(client, event, match.paymentId, notices);
+      // Applied but uncommitted, the event row locked: a crash must roll both back together.
+      crashPoint('in_webhook_apply');
       await client.query(
         'UPDATE webhook_events SET outcome = $2, note = $3, processed_at = now() WHERE id = $1',
         [id, applied.outcome, applied.note],
@@ -202,6 +207,8 @@ export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent)
     );
     throw error;
   }
+  // Committed, the provider not yet answered: its retry of this event must change nothing.
+  crashPoint('after_webhook_apply');
   for (const notice of notices) deps.onAlert?.(notice);
   return result;
 }

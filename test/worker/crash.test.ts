@@ -15,7 +15,7 @@
  * run also has the provider fail with 500s so deferred payments are crashed too.
  *
  * The seed is fixed for reproducibility; PAYGATE_CRASH_SEED picks another, PAYGATE_CRASH_RUNS more runs.
- * (in_webhook is reserved for the sidecar's webhook handler, tested where that handler lives.)
+ * (The webhook points, in_webhook*, are crashed in test/sidecar/webhook-crash.test.ts.)
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyAuditLog } from '../../src/audit/verify.js';
