@@ -11,7 +11,14 @@ const canonicalize = canonicalizeModule as unknown as (value: unknown) => string
 
 export type ApprovalAction = 'pay_invoice' | 'schedule_payment' | 'refund_payment';
 
-export type PayParams = { invoice_id: string; amount_minor: number; currency: string; method: string };
+/** The payment method is pinned too: a method added after the approval is a different action. */
+export type PayParams = {
+  invoice_id: string;
+  amount_minor: number;
+  currency: string;
+  method: string;
+  payment_method_id: string;
+};
 export type ScheduleParams = PayParams & { scheduled_date: string };
 export type RefundParams = {
   payment_id: string;

@@ -51,6 +51,15 @@ export function registerMcpCommands(program: Command, run: Run, hooks: McpComman
             'export PAYGATE_AGENT_KEY before starting the MCP client, or write the key into the env of mcp.json',
           );
         }
+        // A human's token where the agent runs lets the agent approve its own requests (an agent with a
+        // shell reads its MCP server's environment): refuse to serve rather than run that way.
+        if (process.env.PAYGATE_USER_TOKEN) {
+          throw new RefusedError(
+            'human_token_in_agent_environment',
+            "PAYGATE_USER_TOKEN (a human's personal access token) is set in the MCP server's environment, where the agent can read it",
+            'unset it in the shell or config that starts the agent; humans approve from their own terminal or the approval page',
+          );
+        }
         // Fail fast on a bad key, before the sandbox and the pool start: the launcher shows stderr.
         await authenticateAgent(await ctx.db(), key);
         const runtime = await startRuntime({

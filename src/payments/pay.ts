@@ -3,7 +3,7 @@
  * Without a token the answer is `approval_required`; with one, the token is consumed in the same
  * transaction that creates the payment (or the schedule), so one token can start at most one.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import {
   type Approval,
   type ApprovalEvidence,
@@ -12,8 +12,8 @@ import {
 } from '../approvals/approvals.js';
 import {
   type ApprovalAction,
+  canonicalJson,
   type PayParams,
-  paramsDigest,
   type ScheduleParams,
 } from '../approvals/canonical.js';
 import { requiredApprovals } from '../approvals/policy.js';
@@ -25,6 +25,7 @@ import { RefusedError, UsageError } from '../errors.js';
 import type { Rail } from '../gateways/types.js';
 import { formatAmount, formatMoney, MoneyError, parseMoney } from '../money.js';
 import { checkRateLimit, recordRun } from './agent-runs.js';
+import { createAlert, ruleFor } from './alerts.js';
 import { addDays, todayIn } from './calendar.js';
 import type { Caller, EngineDeps } from './context.js';
 import { crashPoint } from './crash-points.js';
@@ -326,6 +327,15 @@ async function auditRefusedToken(
   );
 }
 
+/**
+ * What an idempotency key is bound to: the request as the agent sent it (without the token and the
+ * key), so a retry of a finished request replays its answer before any rule is evaluated again.
+ */
+export function requestDigest(action: ApprovalAction, input: object): Buffer {
+  const { approval_token: _token, idempotency_key: _key, ...request } = input as Record<string, unknown>;
+  return createHash('sha256').update(canonicalJson({ action, request })).digest();
+}
+
 export async function withIdempotency<T>(
   deps: EngineDeps,
   caller: Caller,
@@ -401,83 +411,85 @@ export async function payInvoice(
   return recordRun(deps, caller, 'pay_invoice', async () => {
     await checkRateLimit(deps.db, caller);
     const tenant = await getTenant(deps.db, caller.agentKey.tenantId);
-    const p = await deps.db.withTenant(tenant.id, (client) => plan(client, tenant, caller, input));
-    const params: PayParams = {
-      invoice_id: p.invoice.id,
-      amount_minor: p.amountMinor,
-      currency: p.currency,
-      method: p.rail,
-    };
-    const digest = paramsDigest({
-      tenantId: tenant.id,
-      agentKeyId: caller.agentKey.id,
-      action: 'pay_invoice',
-      params,
-    });
-    return withIdempotency(deps, caller, 'pay_invoice', input.idempotency_key, digest, async () => {
-      const evidence = evidenceOf(input.approval_token, server);
-      if (!evidence) {
-        return askForApproval(
+    return withIdempotency(
+      deps,
+      caller,
+      'pay_invoice',
+      input.idempotency_key,
+      requestDigest('pay_invoice', input),
+      async () => {
+        const p = await deps.db.withTenant(tenant.id, (client) => plan(client, tenant, caller, input));
+        const params: PayParams = {
+          invoice_id: p.invoice.id,
+          amount_minor: p.amountMinor,
+          currency: p.currency,
+          method: p.rail,
+          payment_method_id: p.method.id,
+        };
+        const evidence = evidenceOf(input.approval_token, server);
+        if (!evidence) {
+          return askForApproval(
+            deps,
+            caller,
+            tenant,
+            'pay_invoice',
+            params,
+            p,
+            summaryOf('pay_invoice', p, caller.agentKey.name),
+            input.approver,
+          );
+        }
+        const paymentId = randomUUID();
+        await phaseOne(
           deps,
           caller,
-          tenant,
           'pay_invoice',
           params,
-          p,
-          summaryOf('pay_invoice', p, caller.agentKey.name),
-          input.approver,
-        );
-      }
-      const paymentId = randomUUID();
-      await phaseOne(
-        deps,
-        caller,
-        'pay_invoice',
-        params,
-        evidence,
-        p.invoice.number,
-        async (client, approvedBy, approvalId) => {
-          const invoice = await findInvoice(client, p.invoice.id, { forUpdate: true });
-          checkPayable(invoice!, p);
-          await checkCaps(client, tenant, caller, p.amountMinor, p.currency);
-          return { approvalId, approvedBy, invoice: invoice! };
-        },
-        async (client, ctx) => {
-          await insertPayment(client, {
-            id: paymentId,
-            tenantId: tenant.id,
-            invoiceId: ctx.invoice.id,
-            agentKeyId: caller.agentKey.id,
-            approvalId: ctx.approvalId,
-            amountMinor: p.amountMinor,
-            currency: p.currency,
-            rail: p.rail,
-            provider: p.method.provider,
-            paymentMethodId: p.method.id,
-            approvedBy: ctx.approvedBy,
-          });
-          await transitionInvoice(client, ctx.invoice.id, 'approved', 'processing');
-          await appendAudit(client, {
-            tenantId: tenant.id,
-            actorType: 'agent',
-            actorId: caller.agentKey.id,
-            action: 'payment.started',
-            subjectId: paymentId,
-            details: {
-              invoice_number: ctx.invoice.number,
-              amount_minor: p.amountMinor,
+          evidence,
+          p.invoice.number,
+          async (client, approvedBy, approvalId) => {
+            const invoice = await findInvoice(client, p.invoice.id, { forUpdate: true });
+            checkPayable(invoice!, p);
+            await checkCaps(client, tenant, caller, p.amountMinor, p.currency);
+            return { approvalId, approvedBy, invoice: invoice! };
+          },
+          async (client, ctx) => {
+            await insertPayment(client, {
+              id: paymentId,
+              tenantId: tenant.id,
+              invoiceId: ctx.invoice.id,
+              agentKeyId: caller.agentKey.id,
+              approvalId: ctx.approvalId,
+              amountMinor: p.amountMinor,
               currency: p.currency,
               rail: p.rail,
               provider: p.method.provider,
-              approved_by: ctx.approvedBy,
-              approval_id: ctx.approvalId,
-            },
-          });
-        },
-      );
-      const payment = await executePayment(deps, tenant.id, paymentId);
-      return confirmation(payment);
-    });
+              paymentMethodId: p.method.id,
+              approvedBy: ctx.approvedBy,
+            });
+            await transitionInvoice(client, ctx.invoice.id, 'approved', 'processing');
+            await appendAudit(client, {
+              tenantId: tenant.id,
+              actorType: 'agent',
+              actorId: caller.agentKey.id,
+              action: 'payment.started',
+              subjectId: paymentId,
+              details: {
+                invoice_number: ctx.invoice.number,
+                amount_minor: p.amountMinor,
+                currency: p.currency,
+                rail: p.rail,
+                provider: p.method.provider,
+                approved_by: ctx.approvedBy,
+                approval_id: ctx.approvalId,
+              },
+            });
+          },
+        );
+        const payment = await executePayment(deps, tenant.id, paymentId);
+        return confirmation(payment);
+      },
+    );
   });
 }
 
@@ -542,106 +554,108 @@ export async function schedulePayment(
     if (date > addDays(today, MAX_SCHEDULE_AHEAD_DAYS)) {
       throw new UsageError(`scheduled_date ${date} is more than a year ahead`, 'invalid_date');
     }
-    const p = await deps.db.withTenant(tenant.id, (client) => plan(client, tenant, caller, input));
-    const params: ScheduleParams = {
-      invoice_id: p.invoice.id,
-      amount_minor: p.amountMinor,
-      currency: p.currency,
-      method: p.rail,
-      scheduled_date: date,
-    };
-    const digest = paramsDigest({
-      tenantId: tenant.id,
-      agentKeyId: caller.agentKey.id,
-      action: 'schedule_payment',
-      params,
-    });
-    return withIdempotency(deps, caller, 'schedule_payment', input.idempotency_key, digest, async () => {
-      const evidence = evidenceOf(input.approval_token, server);
-      if (!evidence) {
-        return askForApproval(
+    return withIdempotency(
+      deps,
+      caller,
+      'schedule_payment',
+      input.idempotency_key,
+      requestDigest('schedule_payment', input),
+      async () => {
+        const p = await deps.db.withTenant(tenant.id, (client) => plan(client, tenant, caller, input));
+        const params: ScheduleParams = {
+          invoice_id: p.invoice.id,
+          amount_minor: p.amountMinor,
+          currency: p.currency,
+          method: p.rail,
+          payment_method_id: p.method.id,
+          scheduled_date: date,
+        };
+        const evidence = evidenceOf(input.approval_token, server);
+        if (!evidence) {
+          return askForApproval(
+            deps,
+            caller,
+            tenant,
+            'schedule_payment',
+            params,
+            p,
+            summaryOf('schedule_payment', p, caller.agentKey.name, date),
+            input.approver,
+          );
+        }
+        const scheduledId = randomUUID();
+        let approvers: string[] = [];
+        await phaseOne(
           deps,
           caller,
-          tenant,
           'schedule_payment',
           params,
-          p,
-          summaryOf('schedule_payment', p, caller.agentKey.name, date),
-          input.approver,
-        );
-      }
-      const scheduledId = randomUUID();
-      let approvers: string[] = [];
-      await phaseOne(
-        deps,
-        caller,
-        'schedule_payment',
-        params,
-        evidence,
-        p.invoice.number,
-        async (client, approvedBy, approvalId) => {
-          const invoice = await findInvoice(client, p.invoice.id, { forUpdate: true });
-          checkPayable(invoice!, p);
-          approvers = approvedBy;
-          return { approvalId, approvedBy, invoice: invoice! };
-        },
-        async (client, ctx) => {
-          await client.query(
-            `INSERT INTO scheduled_payments (id, tenant_id, invoice_id, agent_key_id, approval_id, amount_minor, currency, rail, payment_method_id, scheduled_date, approved_by)
+          evidence,
+          p.invoice.number,
+          async (client, approvedBy, approvalId) => {
+            const invoice = await findInvoice(client, p.invoice.id, { forUpdate: true });
+            checkPayable(invoice!, p);
+            approvers = approvedBy;
+            return { approvalId, approvedBy, invoice: invoice! };
+          },
+          async (client, ctx) => {
+            await client.query(
+              `INSERT INTO scheduled_payments (id, tenant_id, invoice_id, agent_key_id, approval_id, amount_minor, currency, rail, payment_method_id, scheduled_date, approved_by)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-            [
-              scheduledId,
-              tenant.id,
-              ctx.invoice.id,
-              caller.agentKey.id,
-              ctx.approvalId,
-              p.amountMinor,
-              p.currency,
-              p.rail,
-              p.method.id,
-              date,
-              ctx.approvedBy,
-            ],
-          );
-          await transitionInvoice(client, ctx.invoice.id, 'approved', 'scheduled');
-          await appendAudit(client, {
-            tenantId: tenant.id,
-            actorType: 'agent',
-            actorId: caller.agentKey.id,
-            action: 'payment.scheduled',
-            subjectId: scheduledId,
-            details: {
-              invoice_number: ctx.invoice.number,
-              amount_minor: p.amountMinor,
-              currency: p.currency,
-              rail: p.rail,
-              scheduled_date: date,
-              approved_by: ctx.approvedBy,
-            },
-          });
-        },
-      );
-      return {
-        success: true as const,
-        status: 'scheduled',
-        payment_id: null,
-        scheduled_payment_id: scheduledId,
-        scheduled_date: date,
-        invoice_id: p.invoice.id,
-        invoice_number: p.invoice.number,
-        payee: p.invoice.vendorName,
-        amount: formatAmount(p.amountMinor, p.currency),
-        amount_minor: p.amountMinor,
-        currency: p.currency,
-        payment_method: p.rail,
-        provider: p.method.provider,
-        approved_by: approvers[0] ?? null,
-        approvers,
-        gateway_reference: null,
-        confirmation_number: null,
-        paid_at: null,
-      } as unknown as PaymentConfirmation;
-    });
+              [
+                scheduledId,
+                tenant.id,
+                ctx.invoice.id,
+                caller.agentKey.id,
+                ctx.approvalId,
+                p.amountMinor,
+                p.currency,
+                p.rail,
+                p.method.id,
+                date,
+                ctx.approvedBy,
+              ],
+            );
+            await transitionInvoice(client, ctx.invoice.id, 'approved', 'scheduled');
+            await appendAudit(client, {
+              tenantId: tenant.id,
+              actorType: 'agent',
+              actorId: caller.agentKey.id,
+              action: 'payment.scheduled',
+              subjectId: scheduledId,
+              details: {
+                invoice_number: ctx.invoice.number,
+                amount_minor: p.amountMinor,
+                currency: p.currency,
+                rail: p.rail,
+                scheduled_date: date,
+                approved_by: ctx.approvedBy,
+              },
+            });
+          },
+        );
+        return {
+          success: true as const,
+          status: 'scheduled',
+          payment_id: null,
+          scheduled_payment_id: scheduledId,
+          scheduled_date: date,
+          invoice_id: p.invoice.id,
+          invoice_number: p.invoice.number,
+          payee: p.invoice.vendorName,
+          amount: formatAmount(p.amountMinor, p.currency),
+          amount_minor: p.amountMinor,
+          currency: p.currency,
+          payment_method: p.rail,
+          provider: p.method.provider,
+          approved_by: approvers[0] ?? null,
+          approvers,
+          gateway_reference: null,
+          confirmation_number: null,
+          paid_at: null,
+        } as unknown as PaymentConfirmation;
+      },
+    );
   });
 }
 
@@ -699,6 +713,24 @@ export async function executeScheduledPayment(
       'SELECT provider, status FROM payment_methods WHERE id = $1',
       [s.payment_method_id],
     );
+    if (pm[0]?.status !== 'active') {
+      // An admin removed the method after the human approved the schedule: never charge it.
+      await client.query(
+        "UPDATE scheduled_payments SET status = 'failed', last_error = 'payment_method_invalid', updated_at = now() WHERE id = $1",
+        [scheduledId],
+      );
+      await transitionInvoice(client, s.invoice_id, 'scheduled', 'approved');
+      const rule = ruleFor('payment_method_invalid');
+      await createAlert(client, {
+        tenantId,
+        kind: 'payment_request_payment_method',
+        code: 'payment_method_invalid',
+        message: 'a scheduled payment was not made: its payment method was removed after it was approved',
+        nextStep: rule.nextStep,
+        scheduledPaymentId: scheduledId,
+      });
+      return false;
+    }
     await insertPayment(client, {
       id: paymentId,
       tenantId,

@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { consumeApprovalToken, requestApproval } from '../approvals/approvals.js';
-import { paramsDigest, type RefundParams } from '../approvals/canonical.js';
+import type { RefundParams } from '../approvals/canonical.js';
 import { requiredApprovals } from '../approvals/policy.js';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
@@ -22,6 +22,7 @@ import {
   type ApprovalRequired,
   approvalRequiredAnswer,
   evidenceOf,
+  requestDigest,
   type ServerEvidence,
   withIdempotency,
 } from './pay.js';
@@ -114,35 +115,29 @@ export async function refundPayment(
     if (input.reason !== undefined && (typeof input.reason !== 'string' || input.reason.length > 500)) {
       throw new UsageError('reason must be text of at most 500 characters');
     }
-    const payment = await deps.db.withTenant(tenant.id, (client) => findPayment(client, input.payment));
-    if (!payment)
-      throw new RefusedError(
-        'payment_not_found',
-        `no payment "${input.payment}" in this tenant`,
-        'use the payment_id from the confirmation',
-      );
-    let amountMinor: number;
-    try {
-      amountMinor =
-        input.amount === undefined ? remainingOf(payment) : parseAmount(input.amount, payment.currency);
-    } catch (error) {
-      if (error instanceof MoneyError) throw new UsageError(error.message, 'invalid_amount');
-      throw error;
-    }
-    checkRefundable(payment, amountMinor);
-    const params: RefundParams = {
-      payment_id: payment.id,
-      amount_minor: amountMinor,
-      currency: payment.currency,
-      reason: input.reason ?? null,
-    };
-    const digest = paramsDigest({
-      tenantId: tenant.id,
-      agentKeyId: caller.agentKey.id,
-      action: 'refund_payment',
-      params,
-    });
     const run = async () => {
+      const payment = await deps.db.withTenant(tenant.id, (client) => findPayment(client, input.payment));
+      if (!payment)
+        throw new RefusedError(
+          'payment_not_found',
+          `no payment "${input.payment}" in this tenant`,
+          'use the payment_id from the confirmation',
+        );
+      let amountMinor: number;
+      try {
+        amountMinor =
+          input.amount === undefined ? remainingOf(payment) : parseAmount(input.amount, payment.currency);
+      } catch (error) {
+        if (error instanceof MoneyError) throw new UsageError(error.message, 'invalid_amount');
+        throw error;
+      }
+      checkRefundable(payment, amountMinor);
+      const params: RefundParams = {
+        payment_id: payment.id,
+        amount_minor: amountMinor,
+        currency: payment.currency,
+        reason: input.reason ?? null,
+      };
       const evidence = evidenceOf(input.approval_token, server);
       if (!evidence) {
         const summary = `Refund ${formatMoney(amountMinor, payment.currency)} of payment ${payment.confirmationNumber} (invoice ${payment.invoiceNumber}, ${payment.vendorName}, by ${payment.rail})${input.reason ? `: ${input.reason}` : ''}`;
@@ -155,7 +150,12 @@ export async function refundPayment(
             amountMinor,
             currency: payment.currency,
             summary,
-            requiredApprovals: requiredApprovals(tenant, amountMinor, payment.currency),
+            // Dual control looks at everything refunded from this payment, so it cannot be split away.
+            requiredApprovals: requiredApprovals(
+              tenant,
+              payment.refundedMinor + payment.pendingRefundMinor + amountMinor,
+              payment.currency,
+            ),
           }),
         );
         return approvalRequiredAnswer(deps, approval);
@@ -242,7 +242,14 @@ export async function refundPayment(
         refund_amount: formatAmount(amountMinor, payment.currency),
       };
     };
-    return withIdempotency(deps, caller, 'refund_payment', input.idempotency_key, digest, run);
+    return withIdempotency(
+      deps,
+      caller,
+      'refund_payment',
+      input.idempotency_key,
+      requestDigest('refund_payment', input),
+      run,
+    );
   });
 }
 

@@ -49,6 +49,12 @@ export const DEFAULT_LEASE_MS = 2 * 60_000;
 export const RETRY_BASE_DELAY_MS = 30_000;
 /** A pending refund is re-driven only when nobody has touched it for this long (its caller may still be on it). */
 export const REFUND_GRACE_MS = 60_000;
+/**
+ * A pending refund is re-sent (same key) only this long after it was created: well inside the 24 hours
+ * Stripe keeps an idempotency key, after which a re-send could make a second refund. Older pending
+ * refunds are left to the provider's webhooks (refund.updated / charge.refunded) and its dashboard.
+ */
+export const REFUND_REDRIVE_WINDOW_MS = 12 * 60 * 60_000;
 /** Idle time between passes of `run` when a pass found nothing to do. */
 export const DEFAULT_POLL_INTERVAL_MS = 5_000;
 
@@ -207,6 +213,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
         `WITH due AS (
            SELECT id FROM refunds
             WHERE status = 'pending' AND updated_at <= $1::timestamptz - make_interval(secs => $5)
+              AND created_at > $1::timestamptz - make_interval(secs => $6)
               AND (locked_until IS NULL OR locked_until <= $1)
               AND NOT (id = ANY($4::uuid[]))
             ORDER BY updated_at
@@ -215,7 +222,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
          UPDATE refunds r SET locked_until = $1::timestamptz + make_interval(secs => $3)
            FROM due WHERE r.id = due.id
          RETURNING r.id, r.tenant_id`,
-        [now, batchSize, leaseS, exclude, REFUND_GRACE_MS / 1000],
+        [now, batchSize, leaseS, exclude, REFUND_GRACE_MS / 1000, REFUND_REDRIVE_WINDOW_MS / 1000],
       );
       return rows;
     });

@@ -192,6 +192,17 @@ describe('paygate mcp (stdio, built CLI)', () => {
     expect(status).toMatchObject({ invoice_number: 'INV-S-001' });
   });
 
+  it("refuses to serve when a human's personal access token is in its environment", async () => {
+    const result = await runCli(['mcp'], {
+      ...env,
+      PAYGATE_AGENT_KEY: f.agentKeySecret,
+      PAYGATE_USER_TOKEN: f.admin.token,
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('PAYGATE_USER_TOKEN');
+    expect(result.stderr).not.toContain(f.admin.token);
+  });
+
   it('an unset PAYGATE_AGENT_KEY that reached paygate unexpanded is named as such', async () => {
     // What Claude Code passes for an unset variable: the placeholder itself.
     const placeholder = '$' + '{PAYGATE_AGENT_KEY}';

@@ -1,0 +1,139 @@
+/** Cases a hostile review found; each was reproduced first, then fixed. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { approve } from '../src/approvals/approvals.js';
+import { removePaymentMethod } from '../src/directory/payment-methods.js';
+import { addUser } from '../src/directory/users.js';
+import { addDays, todayIn } from '../src/payments/calendar.js';
+import {
+  type ApprovalRequired,
+  executeScheduledPayment,
+  payInvoice,
+  schedulePayment,
+} from '../src/payments/pay.js';
+import { refundPayment } from '../src/payments/refund.js';
+import { createFixture, type Fixture } from './support/fixture.js';
+
+describe('engine hardening', () => {
+  let f: Fixture;
+  beforeAll(async () => {
+    f = await createFixture({ dualAbove: 1_000_00 });
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_visa' });
+    await f.addInvoice('INV-IDEM', 77_00);
+    await f.addInvoice('INV-1500', 1_500_00);
+    await f.addInvoice('INV-SCH', 60_00);
+    await f.addInvoice('INV-PIN', 61_00);
+  });
+  afterAll(async () => f.close());
+
+  it('a retry with the same idempotency key after success replays the answer, it is not refused', async () => {
+    const input = {
+      invoice: 'INV-IDEM',
+      amount: '77.00',
+      currency: 'USD',
+      method: 'stripe',
+      idempotency_key: 'order-77',
+    };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+    const token = await f.approveAs(f.admin, ask.approval_id);
+    const first = await payInvoice(f.deps, { agentKey: f.agentKey }, { ...input, approval_token: token });
+    const again = await payInvoice(f.deps, { agentKey: f.agentKey }, { ...input, approval_token: token });
+    expect(again).toEqual(first);
+    expect(f.sandbox.ledger.charges((first as { payment_id: string }).payment_id)).toHaveLength(1);
+    await expect(
+      payInvoice(f.deps, { agentKey: f.agentKey }, { ...input, amount: '77.01' }),
+    ).rejects.toMatchObject({ code: 'idempotency_key_reused' });
+  });
+
+  it('dual control counts everything refunded from a payment, so it cannot be split into small refunds', async () => {
+    const cfo = await addUser(f.t.db, f.tenant.id, f.admin, { email: 'cfo@example.com', role: 'approver' });
+    const input = { invoice: 'INV-1500', amount: '1500.00', currency: 'USD', method: 'stripe' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+    await approve(f.t.db, f.tenant.id, f.admin, ask.approval_id);
+    const paymentToken = (await approve(f.t.db, f.tenant.id, cfo.user, ask.approval_id)).approvalToken;
+    const paid = (await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...input, approval_token: paymentToken },
+    )) as {
+      payment_id: string;
+    };
+    // Two refunds of 600.00: each alone is under the 1000.00 threshold, together they are not.
+    const half = { payment: paid.payment_id, amount: '600.00', reason: 'first part' };
+    const first = (await refundPayment(f.deps, { agentKey: f.agentKey }, half)) as ApprovalRequired;
+    expect(first.required_approvals).toBe(1);
+    await refundPayment(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...half, approval_token: await f.approveAs(f.admin, first.approval_id) },
+    );
+    const second = (await refundPayment(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...half, reason: 'second part' },
+    )) as ApprovalRequired;
+    expect(second.required_approvals).toBe(2);
+    expect((await approve(f.t.db, f.tenant.id, f.admin, second.approval_id)).approvalToken).toBeUndefined();
+    expect((await approve(f.t.db, f.tenant.id, cfo.user, second.approval_id)).approvalToken).toMatch(/^apt_/);
+  });
+
+  it('a scheduled payment never charges a payment method removed after the approval', async () => {
+    const input = {
+      invoice: 'INV-SCH',
+      amount: '60.00',
+      currency: 'USD',
+      method: 'stripe',
+      scheduled_date: addDays(todayIn('UTC'), 1),
+    };
+    const ask = (await schedulePayment(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+    const scheduled = (await schedulePayment(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...input, approval_token: await f.approveAs(f.admin, ask.approval_id) },
+    )) as unknown as {
+      scheduled_payment_id: string;
+    };
+    const methodId = await f.t.db.withTenant(
+      f.tenant.id,
+      async (c) =>
+        (
+          await c.query<{ id: string }>(
+            "SELECT id FROM payment_methods WHERE provider_token = 'pm_card_visa'",
+          )
+        ).rows[0]!.id,
+    );
+    await removePaymentMethod(f.t.db, f.tenant.id, f.admin, methodId);
+    const before = f.sandbox.ledger.charges().length;
+    expect(await executeScheduledPayment(f.deps, f.tenant.id, scheduled.scheduled_payment_id)).toBeNull();
+    expect(f.sandbox.ledger.charges()).toHaveLength(before);
+    const state = await f.t.db.withTenant(f.tenant.id, async (c) => ({
+      schedule: (
+        await c.query<{ status: string }>('SELECT status FROM scheduled_payments WHERE id = $1', [
+          scheduled.scheduled_payment_id,
+        ])
+      ).rows[0]!.status,
+      invoice: (await c.query<{ status: string }>("SELECT status FROM invoices WHERE number = 'INV-SCH'"))
+        .rows[0]!.status,
+      alerts: (
+        await c.query<{ code: string }>('SELECT code FROM alerts WHERE scheduled_payment_id = $1', [
+          scheduled.scheduled_payment_id,
+        ])
+      ).rows,
+    }));
+    expect(state).toEqual({
+      schedule: 'failed',
+      invoice: 'approved',
+      alerts: [{ code: 'payment_method_invalid' }],
+    });
+  });
+
+  it('an approval pins the payment method: a method added after it is a different action', async () => {
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_mastercard' });
+    const input = { invoice: 'INV-PIN', amount: '61.00', currency: 'USD', method: 'stripe' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+    const token = await f.approveAs(f.admin, ask.approval_id);
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_amex' });
+    await expect(
+      payInvoice(f.deps, { agentKey: f.agentKey }, { ...input, approval_token: token }),
+    ).rejects.toMatchObject({ code: 'approval_token_mismatch' });
+  });
+});
