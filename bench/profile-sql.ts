@@ -8,7 +8,7 @@ import { type PaymentConfirmation, payInvoice } from '../src/payments/pay.js';
 import { startRuntime } from '../src/runtime.js';
 import { capturePool } from './support/capture.js';
 import { openBenchServer } from './support/database.js';
-import { benchEnv } from './support/env.js';
+import { benchEnv, removeBenchDataDir } from './support/env.js';
 import { paymentIdentity, replay } from './support/replay.js';
 import { mintPayJobs, payInput, seedTenant } from './support/seed.js';
 import { runConcurrent } from './support/stats.js';
@@ -158,4 +158,5 @@ try {
   await runtime.close();
   await database.drop();
   await server.close();
+  removeBenchDataDir();
 }

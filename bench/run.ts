@@ -8,6 +8,7 @@ import path from 'node:path';
 import { benchNacha } from './nacha.js';
 import { benchPay } from './pay.js';
 import { openBenchServer } from './support/database.js';
+import { removeBenchDataDir } from './support/env.js';
 import { repoRoot } from './support/paths.js';
 import { round } from './support/stats.js';
 import { benchWebhooks } from './webhooks.js';
@@ -66,6 +67,7 @@ try {
   }
 } finally {
   await server.close();
+  removeBenchDataDir();
 }
 console.log(lines.join('\n'));
 writeFileSync(path.join(repoRoot(), 'dist/bench-results.json'), `${JSON.stringify(results, null, 2)}\n`);
