@@ -136,4 +136,33 @@ describe('engine hardening', () => {
       payInvoice(f.deps, { agentKey: f.agentKey }, { ...input, approval_token: token }),
     ).rejects.toMatchObject({ code: 'approval_token_mismatch' });
   });
+
+  it('the daily cap counts schedules waiting for that day', async () => {
+    const capped = await f.newAgent({ name: 'daily-capped', maxPerDayMinor: 150_00, capsCurrency: 'USD' });
+    const day = todayIn('UTC');
+    for (const n of ['INV-DAY-1', 'INV-DAY-2']) await f.addInvoice(n, 100_00);
+    const first = {
+      invoice: 'INV-DAY-1',
+      amount: '100.00',
+      currency: 'USD',
+      method: 'stripe',
+      scheduled_date: day,
+    };
+    const ask = (await schedulePayment(f.deps, { agentKey: capped.agentKey }, first)) as ApprovalRequired;
+    await schedulePayment(
+      f.deps,
+      { agentKey: capped.agentKey },
+      { ...first, approval_token: await f.approveAs(f.admin, ask.approval_id) },
+    );
+    await expect(
+      schedulePayment(f.deps, { agentKey: capped.agentKey }, { ...first, invoice: 'INV-DAY-2' }),
+    ).rejects.toMatchObject({ code: 'agent_daily_cap_exceeded' });
+    await expect(
+      payInvoice(
+        f.deps,
+        { agentKey: capped.agentKey },
+        { invoice: 'INV-DAY-2', amount: '100.00', currency: 'USD', method: 'stripe' },
+      ),
+    ).rejects.toMatchObject({ code: 'agent_daily_cap_exceeded' });
+  });
 });

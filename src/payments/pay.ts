@@ -146,7 +146,7 @@ async function plan(
   tenant: Tenant,
   caller: Caller,
   input: PayInput,
-  options: { allowScheduled?: boolean } = {},
+  options: { allowScheduled?: boolean; day?: string } = {},
 ): Promise<Plan> {
   const money = parseInputMoney(input.amount, input.currency);
   const rail = checkRail(String(input.method));
@@ -169,7 +169,7 @@ async function plan(
       'call list_payment_methods, or ask an admin to add one',
     );
   }
-  await checkCaps(client, tenant, caller, money.amountMinor, money.currency);
+  await checkCaps(client, tenant, caller, money.amountMinor, money.currency, options.day);
   return { tenant, invoice, method, rail, amountMinor: money.amountMinor, currency: money.currency };
 }
 
@@ -238,6 +238,7 @@ async function checkCaps(
   caller: Caller,
   amountMinor: number,
   currency: string,
+  day?: string,
 ): Promise<void> {
   const key = caller.agentKey;
   if (key.capsCurrency === null) return;
@@ -256,11 +257,16 @@ async function checkCaps(
     );
   }
   if (key.maxPerDayMinor !== null) {
+    // The day's payments plus the schedules still waiting for that day: a cap cannot be dodged by
+    // scheduling several payments for today.
     const { rows } = await client.query<{ total: number }>(
-      `SELECT COALESCE(sum(amount_minor), 0)::bigint AS total FROM payments
-       WHERE agent_key_id = $1 AND status IN ('processing', 'succeeded') AND currency = $2
-         AND (created_at AT TIME ZONE $3)::date = (now() AT TIME ZONE $3)::date`,
-      [key.id, currency, tenant.timezone],
+      `SELECT ((SELECT COALESCE(sum(amount_minor), 0) FROM payments
+                WHERE agent_key_id = $1 AND status IN ('processing', 'succeeded') AND currency = $2
+                  AND (created_at AT TIME ZONE $3)::date = COALESCE($4::date, (now() AT TIME ZONE $3)::date))
+            + (SELECT COALESCE(sum(amount_minor), 0) FROM scheduled_payments
+                WHERE agent_key_id = $1 AND status = 'scheduled' AND currency = $2
+                  AND scheduled_date = COALESCE($4::date, (now() AT TIME ZONE $3)::date)))::bigint AS total`,
+      [key.id, currency, tenant.timezone, day ?? null],
     );
     const today = rows[0]!.total;
     if (today + amountMinor > key.maxPerDayMinor) {
@@ -561,7 +567,9 @@ export async function schedulePayment(
       input.idempotency_key,
       requestDigest('schedule_payment', input),
       async () => {
-        const p = await deps.db.withTenant(tenant.id, (client) => plan(client, tenant, caller, input));
+        const p = await deps.db.withTenant(tenant.id, (client) =>
+          plan(client, tenant, caller, input, { day: date }),
+        );
         const params: ScheduleParams = {
           invoice_id: p.invoice.id,
           amount_minor: p.amountMinor,
