@@ -351,6 +351,26 @@ export async function reject(
  */
 export type ApprovalEvidence = { token: string } | { approvalId: string };
 
+/**
+ * The audit entry for a consumed approval. Callers append it last in the transaction that consumed the
+ * token: appending takes the tenant's audit-chain lock until commit, so the later it comes the less
+ * other payments of the tenant wait.
+ */
+export function auditApprovalConsumed(
+  client: Queryable,
+  binding: { tenantId: string; agentKeyId: string; action: ApprovalAction },
+  approvalId: string,
+): Promise<unknown> {
+  return appendAudit(client, {
+    tenantId: binding.tenantId,
+    actorType: 'agent',
+    actorId: binding.agentKeyId,
+    action: 'approval.consumed',
+    subjectId: approvalId,
+    details: { action: binding.action },
+  });
+}
+
 export interface ConsumedApproval {
   id: string;
   approvedBy: string[];
@@ -446,14 +466,7 @@ export async function consumeApprovalToken(
     `SELECT u.email FROM approval_decisions d JOIN users u ON u.id = d.user_id WHERE d.approval_id = $1 AND d.decision = 'approve' ORDER BY d.decided_at`,
     [row.id],
   );
-  await appendAudit(client, {
-    tenantId: binding.tenantId,
-    actorType: 'agent',
-    actorId: binding.agentKey.id,
-    action: 'approval.consumed',
-    subjectId: row.id,
-    details: { action: binding.action },
-  });
+
   return { id: row.id, approvedBy: approvers.rows.map((r) => r.email) };
 }
 

@@ -251,9 +251,7 @@ export function registerAchCommands(program: Command, run: Run): void {
     .requiredOption('--tenant <slug>')
     .action((o: { tenant: string }) =>
       run(async (ctx) => {
-        const t = await ctx.tenant(o.tenant);
-        await ctx.human(t);
-        const rows = await (await ctx.db()).withTenant(t.id, (c) => listAchFiles(c));
+        const rows = await ctx.readTenant(o.tenant, (c) => listAchFiles(c));
         ctx.print(rows, () =>
           table(rows as unknown as Record<string, unknown>[], [
             'ach_file_id',
@@ -292,9 +290,7 @@ export function registerAchCommands(program: Command, run: Run): void {
       run(async (ctx) => {
         if (o.status && !['pending', 'approved', 'rejected'].includes(o.status))
           throw new UsageError(`--status "${o.status}" must be pending, approved or rejected`);
-        const t = await ctx.tenant(o.tenant);
-        await ctx.human(t);
-        const rows = await (await ctx.db()).withTenant(t.id, (c) =>
+        const rows = await ctx.readTenant(o.tenant, (c) =>
           listCorrections(c, { status: o.status as 'pending' | undefined }),
         );
         ctx.print(rows, () =>

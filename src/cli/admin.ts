@@ -239,9 +239,7 @@ export function registerAdminCommands(program: Command, run: Run): void {
     .requiredOption('--tenant <slug>')
     .action((o: { tenant: string }) =>
       run(async (ctx) => {
-        const t = await ctx.tenant(o.tenant);
-        await ctx.human(t);
-        const rows = (await (await ctx.db()).withTenant(t.id, listPaymentMethods)).map(paymentMethodJson);
+        const rows = (await ctx.readTenant(o.tenant, listPaymentMethods)).map(paymentMethodJson);
         ctx.print(rows, () =>
           table(rows, ['payment_method_id', 'rail', 'provider', 'label', 'brand', 'last4']),
         );
@@ -304,9 +302,7 @@ export function registerAdminCommands(program: Command, run: Run): void {
     .requiredOption('--tenant <slug>')
     .action((o: { tenant: string }) =>
       run(async (ctx) => {
-        const t = await ctx.tenant(o.tenant);
-        await ctx.human(t);
-        const rows = (await (await ctx.db()).withTenant(t.id, (c) => listInvoices(c))).map(invoiceJson);
+        const rows = (await ctx.readTenant(o.tenant, (c) => listInvoices(c))).map(invoiceJson);
         ctx.print(rows, () =>
           table(rows, ['invoice_number', 'vendor', 'amount', 'currency', 'status', 'due_date']),
         );

@@ -104,9 +104,7 @@ export function registerApprovalCommands(program: Command, run: Run): void {
     .requiredOption('--tenant <slug>')
     .action((o: { tenant: string }) =>
       run(async (ctx) => {
-        const t = await ctx.tenant(o.tenant);
-        await ctx.human(t);
-        const rows = (await (await ctx.db()).withTenant(t.id, (c) => listPayments(c))).map(paymentJson);
+        const rows = (await ctx.readTenant(o.tenant, (c) => listPayments(c))).map(paymentJson);
         ctx.print(rows, () =>
           table(rows, [
             'payment_id',
@@ -158,9 +156,7 @@ export function registerApprovalCommands(program: Command, run: Run): void {
     .option('--status <status>', 'open|resolved')
     .action((o: { tenant: string; status?: string }) =>
       run(async (ctx) => {
-        const t = await ctx.tenant(o.tenant);
-        await ctx.human(t);
-        const rows = await (await ctx.db()).withTenant(t.id, (c) => listAlerts(c, { status: o.status }));
+        const rows = await ctx.readTenant(o.tenant, (c) => listAlerts(c, { status: o.status }));
         ctx.print(rows, () =>
           rows.length === 0
             ? '(no alerts)'

@@ -1,5 +1,6 @@
 /** What every CLI command needs: configuration, the database (opened on first use), output, the human. */
 import { createInterface } from 'node:readline';
+import type { PoolClient } from 'pg';
 import { type Config, loadConfig } from '../config.js';
 import { openDatabase } from '../db/connect.js';
 import type { Db } from '../db/pool.js';
@@ -44,6 +45,16 @@ export class CliContext {
 
   async tenant(slug: string): Promise<Tenant> {
     return findTenantBySlug(await this.db(), slug);
+  }
+
+  /**
+   * Read something of one tenant as one of its humans: any user's personal access token of that tenant
+   * will do for listings; the query runs inside the tenant's row-level security.
+   */
+  async readTenant<T>(slug: string, fn: (client: PoolClient) => Promise<T>): Promise<T> {
+    const t = await this.tenant(slug);
+    await this.human(t);
+    return (await this.db()).withTenant(t.id, fn);
   }
 
   /** A personal access token typed at a terminal prompt (undefined without a terminal). */

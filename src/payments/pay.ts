@@ -7,6 +7,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import {
   type Approval,
   type ApprovalEvidence,
+  auditApprovalConsumed,
   consumeApprovalToken,
   requestApproval,
 } from '../approvals/approvals.js';
@@ -525,6 +526,7 @@ async function phaseOne<C>(
       });
       const ctx = await check(client, consumed.approvedBy, consumed.id);
       await write(client, ctx);
+      await auditApprovalConsumed(client, { tenantId, agentKeyId: caller.agentKey.id, action }, consumed.id);
     });
   } catch (error) {
     if (

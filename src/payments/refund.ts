@@ -6,7 +6,7 @@
  * records the outcome.
  */
 import { randomUUID } from 'node:crypto';
-import { consumeApprovalToken, requestApproval } from '../approvals/approvals.js';
+import { auditApprovalConsumed, consumeApprovalToken, requestApproval } from '../approvals/approvals.js';
 import type { RefundParams } from '../approvals/canonical.js';
 import { requiredApprovals } from '../approvals/policy.js';
 import { appendAudit } from '../audit/log.js';
@@ -201,6 +201,11 @@ export async function refundPayment(
               approved_by: consumed.approvedBy,
             },
           });
+          await auditApprovalConsumed(
+            client,
+            { tenantId: tenant.id, agentKeyId: caller.agentKey.id, action: 'refund_payment' },
+            consumed.id,
+          );
         });
       } catch (error) {
         if (

@@ -1,0 +1,125 @@
+/**
+ * The bare-SQL baseline of one payment: the statements the engine ran for one captured payment (BEGIN
+ * and COMMIT included, in the same transactions, on a pool that connects as paygate_app like the
+ * engine's), replayed with `pg` for another payment. The ids that differ between payments (invoice,
+ * approval, token hash, payment, confirmation number, provider reference) are substituted; the audit
+ * rows take the seq and hash the preceding SELECT returned, as appendAudit does, so the chain stays
+ * valid and each INSERT really lands. No provider call, no validation, no JSON shaping: only the SQL.
+ */
+import { createHash } from 'node:crypto';
+import type pg from 'pg';
+import type { Captured } from './capture.js';
+
+/** The values that tell one replayed unit of work (a payment, an event) from another. */
+export interface Identity {
+  strings: Record<string, string>;
+  buffers?: Record<string, Buffer>;
+}
+
+export interface PaymentIdentity {
+  invoiceId: string;
+  invoiceNumber: string;
+  approvalId: string;
+  tokenHash: Buffer;
+  paymentId: string;
+  confirmationNumber: string;
+  providerReference: string;
+  /** The tenant's rows (needed when the replayed payment is in another tenant than the captured one). */
+  tenantId: string;
+  agentKeyId: string;
+  paymentMethodId: string;
+  counterpartyId: string;
+}
+
+/** appendAudit's advisory lock key for a tenant's chain (src/audit/log.ts chainLockKey), as pg receives it. */
+export function auditLockKey(tenantId: string): string {
+  return createHash('sha256').update(`audit:${tenantId}`).digest().readBigInt64BE(0).toString();
+}
+
+export function paymentIdentity(p: PaymentIdentity): Identity {
+  return {
+    strings: {
+      tenantId: p.tenantId,
+      agentKeyId: p.agentKeyId,
+      paymentMethodId: p.paymentMethodId,
+      counterpartyId: p.counterpartyId,
+      auditLockKey: auditLockKey(p.tenantId),
+      invoiceId: p.invoiceId,
+      invoiceNumber: p.invoiceNumber,
+      approvalId: p.approvalId,
+      paymentId: p.paymentId,
+      confirmationNumber: p.confirmationNumber,
+      providerReference: p.providerReference,
+    },
+    buffers: { tokenHash: p.tokenHash },
+  };
+}
+
+const AUDIT_TAIL = 'SELECT seq, hash FROM audit_log';
+const AUDIT_INSERT = 'INSERT INTO audit_log';
+
+function substituter(from: Identity, to: Identity) {
+  const pairs: [string, string][] = Object.entries(from.strings).map(([k, v]) => [v, to.strings[k]!]);
+  const buffers = Object.entries(from.buffers ?? {}).map(([k, v]) => [v, to.buffers![k]!] as const);
+  const swap = (value: unknown): unknown => {
+    if (typeof value === 'string') {
+      let out = value;
+      for (const [a, b] of pairs) if (out.includes(a)) out = out.replaceAll(a, b);
+      return out;
+    }
+    if (Buffer.isBuffer(value)) return buffers.find(([a]) => a.equals(value))?.[1] ?? value;
+    if (Array.isArray(value)) return value.map(swap);
+    return value;
+  };
+  return { swap, pairs };
+}
+
+/** Replay `template` (captured for `from`) as `to`. */
+export async function replay(
+  pool: pg.Pool,
+  template: readonly Captured[],
+  from: Identity,
+  to: Identity,
+): Promise<void> {
+  const { swap, pairs } = substituter(from, to);
+  let client: pg.PoolClient | undefined;
+  let tail: { seq: number; hash: Buffer } | undefined;
+  try {
+    for (const statement of template) {
+      if (statement.text === 'BEGIN') client = await pool.connect();
+      if (!client) throw new Error(`bench replay: statement outside a transaction: ${statement.text}`);
+      const values = statement.values.map(swap);
+      if (statement.text.startsWith(AUDIT_INSERT) && tail) {
+        values[1] = tail.seq + 1;
+        values[8] = tail.hash;
+        values[9] = createHash('sha256').update(tail.hash).update(String(values[7]), 'utf8').digest();
+      }
+      const result = await client.query(statement.text, values);
+      if (statement.text.startsWith(AUDIT_TAIL)) tail = result.rows[0] as typeof tail;
+      // A row id the database made (INSERT ... RETURNING id) is used by later statements: map it too.
+      const returned = (result.rows[0] as { id?: unknown } | undefined)?.id;
+      if (statement.returnedId && typeof returned === 'string') pairs.push([statement.returnedId, returned]);
+      if (statement.text === 'COMMIT') {
+        client.release();
+        client = undefined;
+      }
+    }
+  } catch (error) {
+    if (client) {
+      await client.query('ROLLBACK').catch(() => {});
+      client.release();
+    }
+    throw error;
+  }
+}
+
+/** Statements and transactions in a captured unit of work. */
+export function describeTemplate(template: readonly Captured[]): {
+  statements: number;
+  transactions: number;
+} {
+  return {
+    statements: template.filter((s) => s.text !== 'BEGIN' && s.text !== 'COMMIT').length,
+    transactions: template.filter((s) => s.text === 'BEGIN').length,
+  };
+}
