@@ -18,7 +18,7 @@
  *
  * Not a general PayPal: unknown routes answer 404 so a new adapter call fails loudly until emulated.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET } from '../../gateways/paypal/constants.js';
@@ -221,7 +221,9 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
   const hanging = new Set<ServerResponse>();
   let closed = false;
   let baseUrl = '';
-  const certPath = '/v1/notifications/certs/CERT-paygate-sandbox';
+  // The certificate's own fingerprint is in its URL: receivers cache certificates by URL, and a new
+  // sandbox (a new key) may come back on a port an earlier one used.
+  const certPath = `/v1/notifications/certs/CERT-paygate-sandbox-${createHash('sha256').update(identity.certificatePem).digest('hex').slice(0, 16)}`;
 
   // --- webhooks -------------------------------------------------------------------------------------
 
