@@ -110,9 +110,10 @@ export async function createAgentKey(
 
 /** The agent key for a presented secret (any tenant), or null. Disabled keys are returned, flagged. */
 export async function findAgentKey(db: Db, key: string): Promise<AgentKey | null> {
-  const { rows } = await db.withSystem((client) =>
-    client.query<AgentKeyRow>(`SELECT ${COLUMNS} FROM agent_keys WHERE key_hash = $1`, [hashSecret(key)]),
-  );
+  // One round trip on every MCP request (migrations/011_agent_key_lookup.sql), outside any tenant.
+  const { rows } = await db.pool.query<AgentKeyRow>(`SELECT ${COLUMNS} FROM paygate_agent_key_by_hash($1)`, [
+    hashSecret(key),
+  ]);
   return rows[0] ? toAgentKey(rows[0]) : null;
 }
 

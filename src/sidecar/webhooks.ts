@@ -142,7 +142,7 @@ export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent)
         `UPDATE webhook_events SET outcome = 'ignored', note = $2, processed_at = now() WHERE id = $1`,
         [id, `paygate does not act on ${event.type}`],
       );
-      return { ignored: true as const };
+      return { ignored: true as const, note: `paygate does not act on ${event.type}` };
     }
     const match = await matchPayment(client, event);
     if (!match) {
@@ -168,11 +168,30 @@ export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent)
       });
       return { unmatched: true as const, note };
     }
+    // Most deliveries confirm what our own call already recorded (the charge answered before its
+    // webhook arrived). A final status the payment already has cannot change again, so such an event is
+    // recorded as ignored here, without the locking transaction that applying takes.
+    if (event.action === 'payment_succeeded' || event.action === 'payment_failed') {
+      const target = PAYMENT_STATUS[event.action];
+      const { rows } = await client.query<{ status: string; provider_reference: string | null }>(
+        'SELECT status, provider_reference FROM payments WHERE id = $1',
+        [match.paymentId],
+      );
+      const current = rows[0];
+      if (current?.status === target && (current.provider_reference !== null || !event.providerReference)) {
+        const note = `payment already ${target}`;
+        await client.query(
+          `UPDATE webhook_events SET tenant_id = $2, outcome = 'ignored', note = $3, processed_at = now() WHERE id = $1`,
+          [id, match.tenantId, note],
+        );
+        return { ignored: true as const, note };
+      }
+    }
     await client.query('UPDATE webhook_events SET tenant_id = $2 WHERE id = $1', [id, match.tenantId]);
     return { id, match };
   });
   if ('duplicate' in stored) return { outcome: 'duplicate' };
-  if ('ignored' in stored) return { outcome: 'ignored', note: `paygate does not act on ${event.type}` };
+  if ('ignored' in stored) return { outcome: 'ignored', note: stored.note };
   if ('unmatched' in stored) return { outcome: 'unmatched', note: stored.note };
 
   const { id, match } = stored;
