@@ -39,7 +39,7 @@ runtime.db.pool.on('acquire', (client) => {
   const original = client.query.bind(client) as (...args: unknown[]) => unknown;
   marked.query = (...args: unknown[]) => {
     const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text?: string }).text;
-    if (text === 'BEGIN') sql.transactions++;
+    if (text?.startsWith('BEGIN')) sql.transactions++;
     else if (text !== 'COMMIT' && text !== 'ROLLBACK') sql.statements++;
     return original(...args);
   };

@@ -115,9 +115,10 @@ export async function benchWorker(
       throw new Error(`bench worker: capture pass ${JSON.stringify(summary)}`);
     const claimAt = pass.findIndex((s) => s.text.includes(CLAIM) && s.text.includes('scheduled_payments'));
     const nextClaim = pass.findIndex((s, i) => i > claimAt && s.text.includes(CLAIM));
-    // The claim's own transaction, then everything up to the next claim's BEGIN.
-    const claimTx = pass.slice(claimAt - 2, claimAt + 2);
-    const perSchedule = pass.slice(claimAt + 2, nextClaim - 2);
+    // The claim's own transaction (its opening statement, the claim, COMMIT), then everything up to the
+    // next claim's opening statement.
+    const claimTx = pass.slice(claimAt - 1, claimAt + 2);
+    const perSchedule = pass.slice(claimAt + 2, nextClaim - 1);
     const [captured] = [...(await schedules(runtime.db, 'CAP')).values()];
     const { rows: cp } = await runtime.db.withSystem((client) =>
       client.query<{ id: string; confirmation_number: string; provider_reference: string }>(
@@ -174,8 +175,8 @@ export async function benchWorker(
         const client = await bare.pool.connect();
         let claimed: { id: string }[];
         try {
-          await client.query('BEGIN');
-          await client.query('SET LOCAL ROLE NONE');
+          // The same opening statement as db.withSystem.
+          await client.query('BEGIN; SET LOCAL ROLE NONE');
           const values = [...claimText.values];
           values[0] = new Date();
           values[3] = workerId;

@@ -86,7 +86,7 @@ export async function replay(
   let tail: { seq: number; hash: Buffer } | undefined;
   try {
     for (const statement of template) {
-      if (statement.text === 'BEGIN') client = await pool.connect();
+      if (statement.text.startsWith('BEGIN')) client = await pool.connect();
       if (!client) throw new Error(`bench replay: statement outside a transaction: ${statement.text}`);
       const values = statement.values.map(swap);
       if (statement.text.startsWith(AUDIT_INSERT) && tail) {
@@ -94,7 +94,13 @@ export async function replay(
         values[8] = tail.hash;
         values[9] = createHash('sha256').update(tail.hash).update(String(values[7]), 'utf8').digest();
       }
-      const result = await client.query(statement.text, values);
+      // The tenant id is inlined in the statement that opens a tenant transaction: swap it there too.
+      const answer: pg.QueryResult | pg.QueryResult[] = await client.query(
+        swap(statement.text) as string,
+        values,
+      );
+      // An opening statement (BEGIN; ...) is two statements in one query: pg answers with an array.
+      const result = Array.isArray(answer) ? answer[answer.length - 1]! : answer;
       if (statement.text.startsWith(AUDIT_TAIL)) tail = result.rows[0] as typeof tail;
       // A row id the database made (INSERT ... RETURNING id) is used by later statements: map it too.
       const returned = (result.rows[0] as { id?: unknown } | undefined)?.id;
@@ -119,7 +125,7 @@ export function describeTemplate(template: readonly Captured[]): {
   transactions: number;
 } {
   return {
-    statements: template.filter((s) => s.text !== 'BEGIN' && s.text !== 'COMMIT').length,
-    transactions: template.filter((s) => s.text === 'BEGIN').length,
+    statements: template.filter((s) => !s.text.startsWith('BEGIN') && s.text !== 'COMMIT').length,
+    transactions: template.filter((s) => s.text.startsWith('BEGIN')).length,
   };
 }
