@@ -180,10 +180,13 @@ export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent)
       const current = rows[0];
       if (current?.status === target && (current.provider_reference !== null || !event.providerReference)) {
         const note = `payment already ${target}`;
-        await client.query(
-          `UPDATE webhook_events SET tenant_id = $2, outcome = 'ignored', note = $3, processed_at = now() WHERE id = $1`,
+        // Only if nobody processed it meanwhile (a concurrent delivery of the same event may have).
+        const marked = await client.query(
+          `UPDATE webhook_events SET tenant_id = $2, outcome = 'ignored', note = $3, processed_at = now()
+           WHERE id = $1 AND processed_at IS NULL`,
           [id, match.tenantId, note],
         );
+        if (marked.rowCount === 0) return { duplicate: true as const };
         return { ignored: true as const, note };
       }
     }
