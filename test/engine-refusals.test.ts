@@ -5,7 +5,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { approve, reject } from '../src/approvals/approvals.js';
-import { createTenant } from '../src/directory/tenants.js';
 import { addUser } from '../src/directory/users.js';
 import { RefusedError, UsageError } from '../src/errors.js';
 import { addDays, todayIn } from '../src/payments/calendar.js';
@@ -316,13 +315,5 @@ describe('the refusal table', () => {
     await refused('refund_exceeds_captured', () =>
       refundPayment(f.deps, { agentKey: f.agentKey }, { payment: paymentId, amount: '100.01' }),
     );
-  });
-
-  it('a tenant created without users cannot be paid from (no agent key exists to ask)', async () => {
-    const empty = await createTenant(f.t.db, { slug: 'empty' });
-    const { rows } = await owner.query('SELECT count(*)::int AS n FROM agent_keys WHERE tenant_id = $1', [
-      empty.id,
-    ]);
-    expect(rows[0].n).toBe(0);
   });
 });

@@ -16,8 +16,9 @@ export type InvoiceStatus = 'draft' | 'approved' | 'scheduled' | 'processing' | 
 /** draft -> approved -> (scheduled ->) processing -> paid; a failed payment sends it back to approved. */
 export const INVOICE_TRANSITIONS: Readonly<Record<InvoiceStatus, readonly InvoiceStatus[]>> = {
   draft: ['approved', 'void'],
-  approved: ['scheduled', 'processing', 'void'],
-  scheduled: ['approved', 'processing'],
+  // approved/scheduled -> paid: the provider reports money moved for a payment we had recorded failed.
+  approved: ['scheduled', 'processing', 'void', 'paid'],
+  scheduled: ['approved', 'processing', 'paid'],
   processing: ['paid', 'approved'],
   paid: [],
   void: [],

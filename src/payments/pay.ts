@@ -314,14 +314,19 @@ async function askForApproval(
   return approvalRequiredAnswer(deps, approval);
 }
 
-/** Audit a refused token in its own transaction: the caller's transaction has rolled back. */
-async function auditRefusedToken(
+/**
+ * If `error` refused the approval evidence, put that on the record in its own transaction (the
+ * caller's transaction, which tried to consume it, has rolled back). Other errors pass untouched.
+ */
+export async function auditIfTokenRefused(
   deps: EngineDeps,
   caller: Caller,
   action: ApprovalAction,
-  error: RefusedError,
+  error: unknown,
   subject: string,
 ): Promise<void> {
+  if (!(error instanceof RefusedError)) return;
+  if (!error.code.startsWith('approval_token') && error.code !== 'invalid_approval_token') return;
   await deps.db.withTenant(caller.agentKey.tenantId, (client) =>
     appendAudit(client, {
       tenantId: caller.agentKey.tenantId,
@@ -529,12 +534,7 @@ async function phaseOne<C>(
       await auditApprovalConsumed(client, { tenantId, agentKeyId: caller.agentKey.id, action }, consumed.id);
     });
   } catch (error) {
-    if (
-      (error instanceof RefusedError && error.code.startsWith('approval_token')) ||
-      (error instanceof RefusedError && error.code === 'invalid_approval_token')
-    ) {
-      await auditRefusedToken(deps, caller, action, error, subject);
-    }
+    await auditIfTokenRefused(deps, caller, action, error, subject);
     throw error;
   }
 }

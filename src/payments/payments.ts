@@ -8,7 +8,7 @@ import type { Queryable } from '../db/pool.js';
 import type { GatewayFailure, PaymentOutcome, Provider, Rail } from '../gateways/types.js';
 import { formatAmount } from '../money.js';
 import { createAlert } from './alerts.js';
-import { transitionInvoice } from './invoices.js';
+import { type InvoiceStatus, transitionInvoice } from './invoices.js';
 
 export type PaymentStatus = 'processing' | 'succeeded' | 'failed';
 export type RecoveryPoint = 'started' | 'provider_called' | 'finished';
@@ -346,10 +346,14 @@ async function applyLateSuccess(
       "UPDATE scheduled_payments SET status = 'cancelled', updated_at = now() WHERE invoice_id = $1 AND status = 'scheduled'",
       [payment.invoiceId],
     );
-    await client.query(
-      "UPDATE invoices SET status = 'paid', updated_at = now() WHERE id = $1 AND status IN ('approved', 'scheduled')",
+    const { rows } = await client.query<{ status: InvoiceStatus }>(
+      'SELECT status FROM invoices WHERE id = $1',
       [payment.invoiceId],
     );
+    const invoiceStatus = rows[0]!.status;
+    if (invoiceStatus === 'approved' || invoiceStatus === 'scheduled') {
+      await transitionInvoice(client, payment.invoiceId, invoiceStatus, 'paid');
+    }
   }
   await appendAudit(client, {
     tenantId: payment.tenantId,

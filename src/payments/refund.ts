@@ -21,6 +21,7 @@ import type { Caller, EngineDeps, FailureNotice } from './context.js';
 import {
   type ApprovalRequired,
   approvalRequiredAnswer,
+  auditIfTokenRefused,
   evidenceOf,
   requestDigest,
   type ServerEvidence,
@@ -208,25 +209,7 @@ export async function refundPayment(
           );
         });
       } catch (error) {
-        if (
-          error instanceof RefusedError &&
-          (error.code.startsWith('approval_token') || error.code === 'invalid_approval_token')
-        ) {
-          await deps.db.withTenant(tenant.id, (client) =>
-            appendAudit(client, {
-              tenantId: tenant.id,
-              actorType: 'agent',
-              actorId: caller.agentKey.id,
-              action: 'approval_token.refused',
-              details: {
-                action: 'refund_payment',
-                code: error.code,
-                reason: error.message,
-                subject: payment.id,
-              },
-            }),
-          );
-        }
+        await auditIfTokenRefused(deps, caller, 'refund_payment', error, payment.id);
         throw error;
       }
       const refund = await executeRefund(deps, tenant.id, refundId);
