@@ -18,6 +18,7 @@ import type { EngineDeps } from '../src/payments/context.js';
 import { type PaymentConfirmation, payInvoice } from '../src/payments/pay.js';
 import { startRuntime } from '../src/runtime.js';
 import { capturePool } from './support/capture.js';
+import { addCpu, type CpuReading, cpuSince, perItem, readCpu } from './support/cpu.js';
 import type { BenchServer } from './support/database.js';
 import { benchEnv } from './support/env.js';
 import { describeTemplate, type PaymentIdentity, paymentIdentity, replay } from './support/replay.js';
@@ -46,6 +47,12 @@ export interface PayBenchResult {
   mcp: RunResult;
   engine: RunResult;
   baseline: RunResult;
+  /**
+   * CPU ms per timed payment on each side, split by process: the bench process (MCP clients, the engine
+   * with its in-process sandbox, or the baseline's pg), the server child (idle but for its worker loop
+   * outside the MCP runs), and PostgreSQL.
+   */
+  cpuPerPayment: Record<Side, CpuReading>;
   /** The captured payment: statements (without BEGIN/COMMIT) and transactions. */
   sqlPerPayment: { statements: number; transactions: number };
   server: {
@@ -66,6 +73,8 @@ function split<T>(queues: T[][], warm: number, rounds: number): { warm: T[][]; r
     ),
   };
 }
+
+type Side = 'baseline' | 'engine' | 'mcp';
 
 type StoredIdentity = Omit<PaymentIdentity, 'paymentId' | 'confirmationNumber' | 'providerReference'>;
 
@@ -219,12 +228,20 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
     await runConcurrent(baselineJobs.warm, replayOne);
     await runConcurrent(engineJobs.warm, payDirect);
     await runConcurrent(mcpJobs.warm, payMcp);
-    const parts: Record<'baseline' | 'engine' | 'mcp', Timed[]> = { baseline: [], engine: [], mcp: [] };
+    const parts: Record<Side, Timed[]> = { baseline: [], engine: [], mcp: [] };
+    const zero = { benchMs: 0, serverMs: 0, postgresMs: 0 };
+    const cpu: Record<Side, CpuReading> = { baseline: zero, engine: zero, mcp: zero };
+    const timed = async (side: Side, run: () => Promise<Timed>) => {
+      const before = readCpu(child!.pid);
+      parts[side].push(await run());
+      cpu[side] = addCpu(cpu[side], cpuSince(before, child!.pid));
+    };
     for (let r = 0; r < rounds; r++) {
-      parts.baseline.push(await runConcurrent(baselineJobs.rounds[r]!, replayOne));
-      parts.engine.push(await runConcurrent(engineJobs.rounds[r]!, payDirect));
-      parts.mcp.push(await runConcurrent(mcpJobs.rounds[r]!, payMcp));
+      await timed('baseline', () => runConcurrent(baselineJobs.rounds[r]!, replayOne));
+      await timed('engine', () => runConcurrent(engineJobs.rounds[r]!, payDirect));
+      await timed('mcp', () => runConcurrent(mcpJobs.rounds[r]!, payMcp));
     }
+    const timedPayments = AGENTS * perAgent;
     await Promise.all(clients.map((c) => c.close()));
     await bare.close();
     const peakRssMb = child.peakRssMb();
@@ -255,6 +272,11 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
       mcp: summarize(parts.mcp),
       engine: summarize(parts.engine),
       baseline: summarize(parts.baseline),
+      cpuPerPayment: {
+        mcp: perItem(cpu.mcp, timedPayments),
+        engine: perItem(cpu.engine, timedPayments),
+        baseline: perItem(cpu.baseline, timedPayments),
+      },
       sqlPerPayment: describeTemplate(template),
       server: {
         kind: child.kind,

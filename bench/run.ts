@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { benchNacha } from './nacha.js';
 import { benchPay } from './pay.js';
+import type { CpuReading } from './support/cpu.js';
 import { openBenchServer } from './support/database.js';
 import { removeBenchDataDir } from './support/env.js';
 import { repoRoot } from './support/paths.js';
@@ -14,6 +15,7 @@ import { round } from './support/stats.js';
 import { benchWebhooks } from './webhooks.js';
 import { benchWorker } from './worker.js';
 
+const cpuLine = (c: CpuReading) => `${c.benchMs} / ${c.serverMs} / ${c.postgresMs}`;
 const only = new Set(process.argv.slice(2));
 const wanted = (name: string) => only.size === 0 || only.has(name);
 
@@ -31,6 +33,7 @@ try {
       `  engine direct: ${round(r.engine.perSecond)}/s, p50 ${round(r.engine.p50Ms)} ms, p99 ${round(r.engine.p99Ms)} ms`,
       `  bare SQL (${r.sqlPerPayment.statements} statements in ${r.sqlPerPayment.transactions} transactions): ${round(r.baseline.perSecond)}/s, p50 ${round(r.baseline.p50Ms)} ms, p99 ${round(r.baseline.p99Ms)} ms`,
       `  ratio mcp/bare ${round(r.mcp.perSecond / r.baseline.perSecond, 2)} (target >= 0.5, p99 < 25 ms); engine/bare ${round(r.engine.perSecond / r.baseline.perSecond, 2)}`,
+      `  CPU ms per payment (bench process / server / PostgreSQL): mcp ${cpuLine(r.cpuPerPayment.mcp)}; engine ${cpuLine(r.cpuPerPayment.engine)}; bare ${cpuLine(r.cpuPerPayment.baseline)}`,
       `  peak RSS of the server (${r.server.kind}): ${round(r.server.peakRssMb)} MB (target < 250 MB)`,
       ...(r.server.sqlPerPayment
         ? [

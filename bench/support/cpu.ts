@@ -1,0 +1,78 @@
+/**
+ * Where the CPU goes during a timed run, read from /proc: the bench process itself (the clients or the
+ * baseline's `pg`), the server child, and every PostgreSQL process on this machine (the server may be the
+ * machine's or the embedded one; both run as processes named `postgres`). Linux only; elsewhere the
+ * readings are NaN and the bench reports no split.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+
+const TICKS_PER_SECOND = 100; // USER_HZ, 100 on every Linux this runs on
+
+export interface CpuReading {
+  benchMs: number;
+  serverMs: number;
+  postgresMs: number;
+}
+
+/** utime + stime of one process in ms, or NaN when it cannot be read (gone, or not Linux). */
+function processCpuMs(pid: number | string): { comm: string; ms: number } {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // comm is in parentheses and may contain spaces; the fields after it are space-separated.
+    const close = stat.lastIndexOf(')');
+    const comm = stat.slice(stat.indexOf('(') + 1, close);
+    const fields = stat.slice(close + 2).split(' ');
+    // fields[11] is utime, fields[12] stime (fields 14 and 15 of proc(5), counting from pid = 1).
+    return { comm, ms: ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND };
+  } catch {
+    return { comm: '', ms: Number.NaN };
+  }
+}
+
+function postgresCpuMs(): number {
+  let total = 0;
+  let dirs: string[];
+  try {
+    dirs = readdirSync('/proc');
+  } catch {
+    return Number.NaN;
+  }
+  for (const entry of dirs) {
+    if (!/^\d+$/.test(entry)) continue;
+    const { comm, ms } = processCpuMs(entry);
+    if (comm === 'postgres' && Number.isFinite(ms)) total += ms;
+  }
+  return total;
+}
+
+export function readCpu(serverPid?: number): CpuReading {
+  const own = process.cpuUsage();
+  return {
+    benchMs: (own.user + own.system) / 1000,
+    serverMs: serverPid === undefined ? 0 : processCpuMs(serverPid).ms,
+    postgresMs: postgresCpuMs(),
+  };
+}
+
+export function cpuSince(before: CpuReading, serverPid?: number): CpuReading {
+  const now = readCpu(serverPid);
+  return {
+    benchMs: now.benchMs - before.benchMs,
+    serverMs: now.serverMs - before.serverMs,
+    postgresMs: now.postgresMs - before.postgresMs,
+  };
+}
+
+export function addCpu(a: CpuReading, b: CpuReading): CpuReading {
+  return {
+    benchMs: a.benchMs + b.benchMs,
+    serverMs: a.serverMs + b.serverMs,
+    postgresMs: a.postgresMs + b.postgresMs,
+  };
+}
+
+/** CPU ms per item of work, rounded to 0.1 ms. */
+export function perItem(cpu: CpuReading, items: number): CpuReading {
+  const r = (ms: number) => Math.round((ms / items) * 10) / 10;
+  return { benchMs: r(cpu.benchMs), serverMs: r(cpu.serverMs), postgresMs: r(cpu.postgresMs) };
+}
