@@ -105,6 +105,45 @@ async function matchPayment(client: Queryable, event: WebhookEvent): Promise<Mat
   return null;
 }
 
+/**
+ * Most deliveries confirm what our own call already recorded (the charge answered before its webhook
+ * arrived): the event names our payment id and the payment already has the final status it reports,
+ * which cannot change again. Such an event is stored already processed, as `ignored`, in one statement:
+ * no tenant transaction, no lock. Anything else (a first delivery that changes something, a redelivery
+ * of a stored event, an event matched only by the provider's reference) returns null and takes the full
+ * path below, whose outcome for this event would have been the same.
+ */
+async function storeIfConfirming(deps: EngineDeps, event: WebhookEvent): Promise<ProcessedWebhook | null> {
+  if (event.action !== 'payment_succeeded' && event.action !== 'payment_failed') return null;
+  if (!event.paymentId || !UUID.test(event.paymentId)) return null;
+  const target = PAYMENT_STATUS[event.action];
+  const note = `payment already ${target}`;
+  const { rows } = await deps.db.withSystem((client) =>
+    client.query<{ tenant_id: string }>(
+      `WITH confirmed AS (
+         SELECT id, tenant_id FROM payments
+          WHERE id = $5 AND provider = $1 AND status = $6
+            AND (provider_reference IS NOT NULL OR $7::text IS NULL))
+       INSERT INTO webhook_events (provider, event_id, event_type, payload, tenant_id, outcome, note, processed_at)
+       SELECT $1, $2, $3, $4, tenant_id, 'ignored', $8, now() FROM confirmed
+       ON CONFLICT (provider, event_id) DO NOTHING
+       RETURNING tenant_id`,
+      [
+        event.provider,
+        event.eventId,
+        event.type,
+        JSON.stringify(event.payload),
+        event.paymentId,
+        target,
+        event.providerReference ?? null,
+        note,
+      ],
+    ),
+  );
+  const row = rows[0];
+  return row ? { outcome: 'ignored', note, tenantId: row.tenant_id, paymentId: event.paymentId } : null;
+}
+
 interface Applied {
   outcome: WebhookOutcome;
   note: string;
@@ -121,6 +160,8 @@ const PAYMENT_STATUS = {
  * (the event is then kept unprocessed so a redelivery retries it).
  */
 export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent): Promise<ProcessedWebhook> {
+  const confirmed = await storeIfConfirming(deps, event);
+  if (confirmed) return confirmed;
   const stored = await deps.db.withSystem(async (client) => {
     const inserted = await client.query<{ id: string }>(
       `INSERT INTO webhook_events (provider, event_id, event_type, payload) VALUES ($1, $2, $3, $4)
@@ -167,28 +208,6 @@ export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent)
         },
       });
       return { unmatched: true as const, note };
-    }
-    // Most deliveries confirm what our own call already recorded (the charge answered before its
-    // webhook arrived). A final status the payment already has cannot change again, so such an event is
-    // recorded as ignored here, without the locking transaction that applying takes.
-    if (event.action === 'payment_succeeded' || event.action === 'payment_failed') {
-      const target = PAYMENT_STATUS[event.action];
-      const { rows } = await client.query<{ status: string; provider_reference: string | null }>(
-        'SELECT status, provider_reference FROM payments WHERE id = $1',
-        [match.paymentId],
-      );
-      const current = rows[0];
-      if (current?.status === target && (current.provider_reference !== null || !event.providerReference)) {
-        const note = `payment already ${target}`;
-        // Only if nobody processed it meanwhile (a concurrent delivery of the same event may have).
-        const marked = await client.query(
-          `UPDATE webhook_events SET tenant_id = $2, outcome = 'ignored', note = $3, processed_at = now()
-           WHERE id = $1 AND processed_at IS NULL`,
-          [id, match.tenantId, note],
-        );
-        if (marked.rowCount === 0) return { duplicate: true as const };
-        return { ignored: true as const, note };
-      }
     }
     await client.query('UPDATE webhook_events SET tenant_id = $2 WHERE id = $1', [id, match.tenantId]);
     return { id, match };

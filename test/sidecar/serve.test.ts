@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type ServeHandle, startServe } from '../../src/cli/serve.js';
+import { formatAmount } from '../../src/money.js';
 import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { refundPayment } from '../../src/payments/refund.js';
 import { CLI } from '../support/cli.js';
@@ -39,7 +40,7 @@ afterAll(async () => {
 async function pay(invoice: string, amountMinor: number, method: 'ach' | 'paypal') {
   const deps = handle.runtime.deps;
   await f.addInvoice(invoice, amountMinor);
-  const call = { invoice, amount: (amountMinor / 100).toFixed(2), currency: 'USD', method };
+  const call = { invoice, amount: formatAmount(amountMinor, 'USD'), currency: 'USD', method };
   const ask = (await payInvoice(deps, { agentKey: f.agentKey }, call)) as { approval_id: string };
   const token = await f.approveAs(f.admin, ask.approval_id);
   return (await payInvoice(

@@ -5,6 +5,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { AgentKey } from '../../src/directory/agent-keys.js';
+import { formatAmount } from '../../src/money.js';
 import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { createSidecarApp, type SidecarApp, type SidecarOptions } from '../../src/sidecar/app.js';
 import type { Fixture } from '../support/fixture.js';
@@ -52,7 +53,7 @@ export async function payThroughEngine(
   input: { invoice: string; amountMinor: number; method: 'stripe' | 'paypal' | 'ach' },
 ): Promise<PaymentConfirmation> {
   await f.addInvoice(input.invoice, input.amountMinor);
-  const amount = (input.amountMinor / 100).toFixed(2);
+  const amount = formatAmount(input.amountMinor, 'USD');
   const call = { invoice: input.invoice, amount, currency: 'USD', method: input.method };
   const ask = (await payInvoice(f.deps, { agentKey }, call)) as { approval_id: string };
   const token = await f.approveAs(f.admin, ask.approval_id);

@@ -79,6 +79,7 @@ describe('Stripe webhooks', () => {
       bankName: 'STRIPE TEST BANK',
       last4: '0009',
     });
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', brand: 'visa', last4: '4242' });
     s = await startSidecar(f, { stripeSecret: STRIPE_SECRET });
   });
   afterAll(async () => {
@@ -130,6 +131,41 @@ describe('Stripe webhooks', () => {
     });
     expect(await events(f)).toBe(stored);
     expect(await auditEntries(f)).toBe(audit);
+  });
+
+  it('an event confirming what our own call recorded is stored as ignored, once, even delivered concurrently', async () => {
+    const paid = await payThroughEngine(f, f.agentKey, {
+      invoice: 'INV-S-CONFIRM',
+      amountMinor: 45_00,
+      method: 'stripe',
+    });
+    expect(paid.status).toBe('paid');
+    const payload = await eventFor(
+      'payment_intent.succeeded.json',
+      'evt_s_confirm',
+      paid.payment_id,
+      paid.gateway_reference!,
+    );
+    const signature = signStripeWebhookForTest(payload, STRIPE_SECRET);
+    const [stored, audit] = [await events(f), await auditEntries(f)];
+
+    const outcomes = await Promise.all(
+      Array.from({ length: 6 }, () => postStripe(s, payload, signature).then((r) => r.body.outcome)),
+    );
+    expect(outcomes.filter((o) => o === 'ignored')).toHaveLength(1);
+    expect(outcomes.filter((o) => o === 'duplicate')).toHaveLength(5);
+    expect(await events(f)).toBe(stored + 1);
+    // Confirming changes nothing, so nothing is audited.
+    expect(await auditEntries(f)).toBe(audit);
+    expect(
+      await count(
+        f,
+        `SELECT count(*) AS n FROM webhook_events
+          WHERE event_id = 'evt_s_confirm' AND outcome = 'ignored' AND note = 'payment already succeeded'
+            AND tenant_id = $1 AND processed_at IS NOT NULL`,
+        [f.tenant.id],
+      ),
+    ).toBe(1);
   });
 
   it('a late processing after succeeded is recorded and ignored: nothing moves backwards', async () => {
