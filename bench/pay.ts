@@ -18,7 +18,7 @@ import type { EngineDeps } from '../src/payments/context.js';
 import { type PaymentConfirmation, payInvoice } from '../src/payments/pay.js';
 import { startRuntime } from '../src/runtime.js';
 import { capturePool } from './support/capture.js';
-import { addCpu, type CpuReading, cpuSince, perItem, readCpu } from './support/cpu.js';
+import { addCpu, type CpuReading, cpuSince, perItem, postmasterPid, readCpu } from './support/cpu.js';
 import type { BenchServer } from './support/database.js';
 import { benchEnv } from './support/env.js';
 import { describeTemplate, type PaymentIdentity, paymentIdentity, replay } from './support/replay.js';
@@ -231,10 +231,11 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
     const parts: Record<Side, Timed[]> = { baseline: [], engine: [], mcp: [] };
     const zero = { benchMs: 0, serverMs: 0, postgresMs: 0 };
     const cpu: Record<Side, CpuReading> = { baseline: zero, engine: zero, mcp: zero };
+    const sources = { serverPid: child.pid, postmasterPid: await postmasterPid(bare.pool) };
     const timed = async (side: Side, run: () => Promise<Timed>) => {
-      const before = readCpu(child!.pid);
+      const before = readCpu(sources);
       parts[side].push(await run());
-      cpu[side] = addCpu(cpu[side], cpuSince(before, child!.pid));
+      cpu[side] = addCpu(cpu[side], cpuSince(before, sources));
     };
     for (let r = 0; r < rounds; r++) {
       await timed('baseline', () => runConcurrent(baselineJobs.rounds[r]!, replayOne));

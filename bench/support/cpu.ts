@@ -1,8 +1,8 @@
 /**
  * Where the CPU goes during a timed run, read from /proc: the bench process itself (the clients or the
- * baseline's `pg`), the server child, and every PostgreSQL process on this machine (the server may be the
- * machine's or the embedded one; both run as processes named `postgres`). Linux only; elsewhere the
- * readings are NaN and the bench reports no split.
+ * baseline's `pg`), the server child, and the bench database's PostgreSQL server (its postmaster and
+ * every process it forked: backends, WAL writer, checkpointer; not other PostgreSQL servers on the
+ * machine). Linux only; elsewhere the readings are NaN.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 
@@ -14,23 +14,33 @@ export interface CpuReading {
   postgresMs: number;
 }
 
-/** utime + stime of one process in ms, or NaN when it cannot be read (gone, or not Linux). */
-function processCpuMs(pid: number | string): { comm: string; ms: number } {
+/** utime + stime of one process in ms and its parent, or NaN when it cannot be read (gone, or not Linux). */
+function processCpuMs(pid: number | string): { ppid: number; ms: number } {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // comm is in parentheses and may contain spaces; the fields after it are space-separated.
     const close = stat.lastIndexOf(')');
-    const comm = stat.slice(stat.indexOf('(') + 1, close);
     const fields = stat.slice(close + 2).split(' ');
-    // fields[11] is utime, fields[12] stime (fields 14 and 15 of proc(5), counting from pid = 1).
-    return { comm, ms: ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND };
+    // fields[1] is ppid, fields[11] utime, fields[12] stime (fields 4, 14 and 15 of proc(5)).
+    return {
+      ppid: Number(fields[1]),
+      ms: ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND,
+    };
   } catch {
-    return { comm: '', ms: Number.NaN };
+    return { ppid: 0, ms: Number.NaN };
   }
 }
 
-function postgresCpuMs(): number {
-  let total = 0;
+/** The postmaster of the server a connection is on: the parent of its backend. */
+export async function postmasterPid(db: {
+  query: (sql: string) => Promise<{ rows: { pid: number }[] }>;
+}): Promise<number> {
+  const { rows } = await db.query('SELECT pg_backend_pid() AS pid');
+  return processCpuMs(rows[0]!.pid).ppid;
+}
+
+function postgresCpuMs(postmaster: number): number {
+  let total = processCpuMs(postmaster).ms;
   let dirs: string[];
   try {
     dirs = readdirSync('/proc');
@@ -39,23 +49,28 @@ function postgresCpuMs(): number {
   }
   for (const entry of dirs) {
     if (!/^\d+$/.test(entry)) continue;
-    const { comm, ms } = processCpuMs(entry);
-    if (comm === 'postgres' && Number.isFinite(ms)) total += ms;
+    const { ppid, ms } = processCpuMs(entry);
+    if (ppid === postmaster && Number.isFinite(ms)) total += ms;
   }
   return total;
 }
 
-export function readCpu(serverPid?: number): CpuReading {
+export interface CpuSources {
+  serverPid?: number;
+  postmasterPid: number;
+}
+
+export function readCpu({ serverPid, postmasterPid }: CpuSources): CpuReading {
   const own = process.cpuUsage();
   return {
     benchMs: (own.user + own.system) / 1000,
     serverMs: serverPid === undefined ? 0 : processCpuMs(serverPid).ms,
-    postgresMs: postgresCpuMs(),
+    postgresMs: postgresCpuMs(postmasterPid),
   };
 }
 
-export function cpuSince(before: CpuReading, serverPid?: number): CpuReading {
-  const now = readCpu(serverPid);
+export function cpuSince(before: CpuReading, sources: CpuSources): CpuReading {
+  const now = readCpu(sources);
   return {
     benchMs: now.benchMs - before.benchMs,
     serverMs: now.serverMs - before.serverMs,

@@ -28,6 +28,8 @@ export interface PaypalSandboxOptions {
   /** The client credentials the emulator accepts; default the gateway's EMULATOR_CLIENT_ID/SECRET. */
   clientId?: string;
   clientSecret?: string;
+  /** Events are delivered this long after the call that caused them, as PayPal does; default 200 ms. */
+  webhookDelayMs?: number;
   /** Fixed port (e.g. for `paygate sandbox`); default a random free one. */
   port?: number;
 }
@@ -41,6 +43,8 @@ export interface StripeSandboxOptions {
   secretKey?: string;
   /** ACH debits settle by themselves after this long; absent: only on `sandbox.stripe.settleAch()`. */
   achSettleDelayMs?: number;
+  /** Events are delivered this long after the call that caused them, as Stripe does; default 200 ms. */
+  webhookDelayMs?: number;
   /** Fixed port (e.g. for `paygate sandbox`); default a random free one. */
   port?: number;
 }
@@ -84,6 +88,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
         ? { url: stripeOptions.webhookUrl, secret: stripeOptions.webhookSecret }
         : undefined,
     achSettleDelayMs: stripeOptions.achSettleDelayMs,
+    webhookDelayMs: stripeOptions.webhookDelayMs,
   });
 
   const paypalOptions = options.paypal ?? {};
@@ -103,6 +108,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
         paypalOptions.webhookUrl && paypalOptions.webhookId
           ? { url: paypalOptions.webhookUrl, webhookId: paypalOptions.webhookId }
           : undefined,
+      webhookDelayMs: paypalOptions.webhookDelayMs,
     });
   } catch (error) {
     await stripe.close();

@@ -24,6 +24,7 @@ import type { AddressInfo } from 'node:net';
 import { EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET } from '../../gateways/paypal/constants.js';
 import { signPaypalWebhook } from '../../gateways/paypal/webhook.js';
 import { formatAmount, isKnownCurrency, MoneyError, parseAmount } from '../../money.js';
+import { createWebhookSender, type DeliveryRecord } from '../delivery.js';
 import { FAULT_HEADER, type Fault, type Faults, sleep } from '../faults.js';
 import type { Ledger } from '../ledger.js';
 import { createSandboxSigningIdentity, type SandboxSigningIdentity } from './certificate.js';
@@ -31,6 +32,8 @@ import { vaultBehaviour } from './vault.js';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };
+
+const DEFAULT_WEBHOOK_DELAY_MS = 200;
 
 export interface PaypalEmulatorOptions {
   ledger: Ledger;
@@ -40,18 +43,17 @@ export interface PaypalEmulatorOptions {
   clientSecret?: string;
   /** Where to POST signed webhook events, and the webhook id they are signed with. */
   webhook?: { url: string; webhookId: string };
+  /** Events are delivered this long after the call that caused them, as PayPal does; default 200 ms. */
+  webhookDelayMs?: number;
   /** Signing key and certificate; default a fresh self-signed one. */
   identity?: SandboxSigningIdentity;
   host?: string;
   port?: number;
 }
 
-export interface PaypalWebhookDelivery {
+export interface PaypalWebhookDelivery extends DeliveryRecord {
   eventId: string;
   type: string;
-  /** HTTP status from the receiver, or undefined when it could not be reached. */
-  status?: number;
-  error?: string;
 }
 
 export interface PaypalRequestRecord {
@@ -217,7 +219,8 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
   const tokens = new Set<string>();
   const requests: PaypalRequestRecord[] = [];
   const deliveries: PaypalWebhookDelivery[] = [];
-  const pendingDeliveries = new Set<Promise<void>>();
+  const sender = createWebhookSender();
+  const webhookDelayMs = options.webhookDelayMs ?? DEFAULT_WEBHOOK_DELAY_MS;
   const hanging = new Set<ServerResponse>();
   let closed = false;
   let baseUrl = '';
@@ -243,28 +246,26 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
       links: [{ href: `${baseUrl}/v1/notifications/webhooks-events/${id}`, rel: 'self', method: 'GET' }],
     };
     const rawBody = Buffer.from(JSON.stringify(event), 'utf8');
-    const headers = signPaypalWebhook({
-      rawBody,
-      webhookId: webhook.webhookId,
-      privateKey: identity.privateKey,
-      certUrl: `${baseUrl}${certPath}`,
-    });
     const record: PaypalWebhookDelivery = { eventId: id, type: eventType };
     deliveries.push(record);
-    const delivery = fetch(webhook.url, {
-      method: 'POST',
-      headers: { ...headers, 'user-agent': 'PayPal/AUHD-214.0-paygate-sandbox' },
-      body: rawBody,
-    })
-      .then(async (res) => {
-        record.status = res.status;
-        await res.arrayBuffer();
-      })
-      .catch((error: unknown) => {
-        record.error = error instanceof Error ? error.message : String(error);
-      })
-      .finally(() => pendingDeliveries.delete(delivery));
-    pendingDeliveries.add(delivery);
+    // Signed when sent, as PayPal signs each delivery attempt.
+    sender.send(
+      webhook.url,
+      webhookDelayMs,
+      () => ({
+        headers: {
+          ...signPaypalWebhook({
+            rawBody,
+            webhookId: webhook.webhookId,
+            privateKey: identity.privateKey,
+            certUrl: `${baseUrl}${certPath}`,
+          }),
+          'user-agent': 'PayPal/AUHD-214.0-paygate-sandbox',
+        },
+        body: rawBody,
+      }),
+      record,
+    );
   }
 
   // --- objects --------------------------------------------------------------------------------------
@@ -789,9 +790,7 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
     certificatePem: identity.certificatePem,
     requests: () => requests.map((r) => ({ ...r })),
     deliveries: () => deliveries.map((d) => ({ ...d })),
-    webhooksIdle: async () => {
-      while (pendingDeliveries.size > 0) await Promise.allSettled([...pendingDeliveries]);
-    },
+    webhooksIdle: () => sender.idle(),
     settleCapture: (captureId, outcome) => {
       const stored = captures.get(captureId);
       if (stored?.capture['status'] !== 'PENDING') {
@@ -810,7 +809,7 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
     close: async () => {
       closed = true;
       for (const res of hanging) res.destroy();
-      await Promise.allSettled([...pendingDeliveries]);
+      await sender.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },

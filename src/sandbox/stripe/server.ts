@@ -22,6 +22,7 @@ import { createHmac } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import qs from 'qs';
+import { createWebhookSender, type DeliveryRecord } from '../delivery.js';
 import { FAULT_HEADER, type Fault, type Faults, sleep } from '../faults.js';
 import type { Ledger } from '../ledger.js';
 import { SANDBOX_STRIPE_SECRET_KEY } from './constants.js';
@@ -40,6 +41,8 @@ import { findTestMethod, type TestMethod } from './test-methods.js';
 /** The key the SDK uses when paygate runs without a real Stripe key; any other key gets a 401. */
 export { SANDBOX_STRIPE_SECRET_KEY } from './constants.js';
 
+const DEFAULT_WEBHOOK_DELAY_MS = 200;
+
 export interface StripeEmulatorOptions {
   ledger: Ledger;
   faults: Faults;
@@ -47,18 +50,21 @@ export interface StripeEmulatorOptions {
   secretKey?: string;
   /** Where to POST signed events, and the whsec_ secret to sign them with. */
   webhook?: { url: string; secret: string };
+  /**
+   * How long after the API call an event is delivered. Stripe sends events asynchronously, after the
+   * request that caused them has answered (typically within seconds), so a webhook normally finds the
+   * caller's own outcome already recorded; 0 sends at once, racing the caller. Default 200 ms.
+   */
+  webhookDelayMs?: number;
   /** Settle ACH debits by themselves after this long; absent: only when settleAch() is called. */
   achSettleDelayMs?: number;
   host?: string;
   port?: number;
 }
 
-export interface WebhookDelivery {
+export interface WebhookDelivery extends DeliveryRecord {
   eventId: string;
   type: string;
-  /** HTTP status from the receiver, or undefined when it could not be reached. */
-  status?: number;
-  error?: string;
 }
 
 /** One request as the emulator saw it: lets a test prove a retry reused the same idempotency key. */
@@ -137,12 +143,13 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
   const saved = new Map<string, SavedResponse>();
   const inFlight = new Set<string>();
   const deliveries: WebhookDelivery[] = [];
-  const pendingDeliveries = new Set<Promise<void>>();
+  const sender = createWebhookSender();
   const hanging = new Set<ServerResponse>();
   const requestLog: RequestRecord[] = [];
   // Set when the emulator answers (even if the client already gave up and will never read it).
   const recordOf = new WeakMap<ServerResponse, RequestRecord>();
   const timers = new Set<NodeJS.Timeout>();
+  const webhookDelayMs = options.webhookDelayMs ?? DEFAULT_WEBHOOK_DELAY_MS;
   let closed = false;
 
   function signatureHeader(payload: string, timestampSeconds = nowSeconds()): string {
@@ -170,24 +177,20 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     const payload = JSON.stringify(event, null, 2);
     const record: WebhookDelivery = { eventId: event['id'] as string, type };
     deliveries.push(record);
-    const delivery = fetch(webhook.url, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json; charset=utf-8',
-        'stripe-signature': signatureHeader(payload),
-        'user-agent': 'Stripe/1.0 (+https://stripe.com/docs/webhooks)',
-      },
-      body: payload,
-    })
-      .then(async (res) => {
-        record.status = res.status;
-        await res.arrayBuffer();
-      })
-      .catch((error: unknown) => {
-        record.error = error instanceof Error ? error.message : String(error);
-      })
-      .finally(() => pendingDeliveries.delete(delivery));
-    pendingDeliveries.add(delivery);
+    // Signed when sent, as Stripe signs each delivery attempt.
+    sender.send(
+      webhook.url,
+      webhookDelayMs,
+      () => ({
+        headers: {
+          'content-type': 'application/json; charset=utf-8',
+          'stripe-signature': signatureHeader(payload),
+          'user-agent': 'Stripe/1.0 (+https://stripe.com/docs/webhooks)',
+        },
+        body: payload,
+      }),
+      record,
+    );
   }
 
   function view(stored: StoredIntent, expand: string[]): JsonObject {
@@ -792,16 +795,14 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     settleAch,
     settleRefunds,
     deliveries: () => deliveries.map((d) => ({ ...d })),
-    webhooksIdle: async () => {
-      while (pendingDeliveries.size > 0) await Promise.allSettled([...pendingDeliveries]);
-    },
+    webhooksIdle: () => sender.idle(),
     signatureHeader,
     close: async () => {
       closed = true;
       for (const timer of timers) clearTimeout(timer);
       timers.clear();
       for (const res of hanging) res.destroy();
-      await Promise.allSettled([...pendingDeliveries]);
+      await sender.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
