@@ -24,7 +24,7 @@ import { benchEnv } from './support/env.js';
 import { describeTemplate, type PaymentIdentity, paymentIdentity, replay } from './support/replay.js';
 import { type BenchAgent, mintPayJobs, type PayJob, payInput, seedTenant } from './support/seed.js';
 import { type ServerChild, startServer } from './support/server.js';
-import { type RunResult, runConcurrent, summarize, type Timed } from './support/stats.js';
+import { type RunResult, runConcurrent, runPaced, summarize, type Timed } from './support/stats.js';
 
 export const AGENTS = 8;
 
@@ -35,6 +35,8 @@ export interface PayBenchOptions {
   warmup?: number;
   /** The timed payments are run in this many interleaved rounds of baseline, engine, MCP. */
   rounds?: number;
+  /** Payments per agent in the paced (open-loop) run after the rounds. */
+  pacedPerAgent?: number;
   /** 'one' (default): 8 agent keys of one tenant; 'per-agent': 8 tenants, one key each. */
   tenants?: 'one' | 'per-agent';
 }
@@ -45,6 +47,8 @@ export interface PayBenchResult {
   /** What the sandbox's webhooks to the server did during the run (event type and outcome: count). */
   serverWebhooks: Record<string, number>;
   mcp: RunResult;
+  /** The MCP agents paced at half the rate `mcp` sustained (open loop), latency from when each was due. */
+  paced: RunResult & { offeredPerSecond: number };
   engine: RunResult;
   baseline: RunResult;
   /**
@@ -141,6 +145,7 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
   const perAgent = options.perAgent ?? 24;
   const warmup = options.warmup ?? 2;
   const rounds = options.rounds ?? 3;
+  const pacedPerAgent = options.pacedPerAgent ?? 12;
   const database = await server.createDatabase('pay');
   const runtime = await startRuntime({ databaseUrl: database.url, env: benchEnv() });
   let child: ServerChild | undefined;
@@ -163,6 +168,9 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
     const engineJobs = await mint('ENG');
     const baselineJobs = await mint('SQL');
     const mcpJobs = await mint('MCP');
+    const pacedJobs = await Promise.all(tenants.map((t) => mintPayJobs(deps, t, pacedPerAgent, 'PACE'))).then(
+      (queues) => queues.flat(),
+    );
 
     // Capture one payment's SQL (after one warm payment, so no first-call-only statement is in it).
     const capture = capturePool(runtime.db.pool);
@@ -243,6 +251,11 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
       await timed('mcp', () => runConcurrent(mcpJobs.rounds[r]!, payMcp));
     }
     const timedPayments = AGENTS * perAgent;
+    // The same agents at half the rate they just sustained, paced: the latency of a payment when the
+    // server is not saturated (in a closed loop latency is agents / throughput, whatever the code does).
+    const mcp = summarize(parts.mcp);
+    const pacedPerSecond = Math.max(1, Math.round(mcp.perSecond / 2));
+    const paced = await runPaced(pacedJobs, (AGENTS / pacedPerSecond) * 1000, payMcp);
     await Promise.all(clients.map((c) => c.close()));
     await bare.close();
     const peakRssMb = child.peakRssMb();
@@ -270,7 +283,8 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
       agents: AGENTS,
       tenants: tenants.length,
       serverWebhooks: Object.fromEntries(hooks.map((h) => [h.k, h.n])),
-      mcp: summarize(parts.mcp),
+      mcp,
+      paced: { offeredPerSecond: pacedPerSecond, ...summarize([paced]) },
       engine: summarize(parts.engine),
       baseline: summarize(parts.baseline),
       cpuPerPayment: {

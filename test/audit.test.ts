@@ -1,10 +1,42 @@
+import canonicalizeModule from 'canonicalize';
+import fc from 'fast-check';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendAudit } from '../src/audit/log.js';
+import { appendAudit, contentAroundSeq } from '../src/audit/log.js';
 import { verifyAuditLog } from '../src/audit/verify.js';
 import { createTenant } from '../src/directory/tenants.js';
 import { cliFor } from './support/cli.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
+
+const canonicalize = canonicalizeModule as unknown as (value: unknown) => string | undefined;
+
+describe('audit content', () => {
+  it('is the RFC 8785 text of the whole entry once the seq is put between its two parts', () => {
+    const text = fc.string({ unit: 'binary' });
+    const details = fc.dictionary(
+      fc.oneof(text, fc.constantFrom('seq', 'subjectId', 'action', '')),
+      fc.jsonValue({ maxDepth: 3 }),
+    );
+    fc.assert(
+      fc.property(
+        fc.record({
+          at: fc.date({ noInvalidDate: true }).map((d) => d.toISOString()),
+          actorType: fc.constantFrom('agent', 'user', 'system', 'provider', 'cli'),
+          actorId: fc.option(text),
+          action: text,
+          subjectId: fc.option(text),
+          details: details as fc.Arbitrary<Record<string, unknown>>,
+        }),
+        fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+        (entry, seq) => {
+          const { before, after } = contentAroundSeq(entry);
+          expect(`${before}${seq}${after}`).toBe(canonicalize({ ...entry, seq }));
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});
 
 describe('audit log', () => {
   let t: TestDatabase;
@@ -40,6 +72,50 @@ describe('audit log', () => {
       ),
     );
     expect((await verifyAuditLog(t.db, { tenantId: other })).ok).toBe(true);
+  });
+
+  it("writes a transaction's entries at its commit, chained in the order appended, and none if it fails", async () => {
+    const third = (await createTenant(t.db, { slug: 'batched' })).id;
+    const entries = async (c: pg.ClientBase) =>
+      (await c.query('SELECT count(*)::int AS n FROM audit_log WHERE tenant_id = $1', [third])).rows[0].n;
+    const created = await t.db.withTenant(third, entries);
+    await t.db.withTenant(third, async (c) => {
+      for (const step of ['first', 'second', 'third'])
+        await appendAudit(c, { tenantId: third, actorType: 'system', action: `test.${step}` });
+      // Nothing is written before the commit: the chain's lock is not held while the work goes on.
+      expect(await entries(c)).toBe(created);
+    });
+    await expect(
+      t.db.withTenant(third, async (c) => {
+        await appendAudit(c, { tenantId: third, actorType: 'system', action: 'test.rolled_back' });
+        throw new Error('the work failed');
+      }),
+    ).rejects.toThrow('the work failed');
+    // A client outside withTenant/withSystem (its own transaction): the entry is written at once.
+    const client = await t.db.pool.connect();
+    try {
+      await client.query(`BEGIN; SELECT set_config('app.tenant_id', '${third}', true)`);
+      await appendAudit(client, { tenantId: third, actorType: 'system', action: 'test.direct' });
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+    const { rows } = await t.db.withTenant(third, (c) =>
+      c.query('SELECT seq, action FROM audit_log WHERE tenant_id = $1 AND seq > $2 ORDER BY seq', [
+        third,
+        created,
+      ]),
+    );
+    expect(rows).toEqual([
+      { seq: created + 1, action: 'test.first' },
+      { seq: created + 2, action: 'test.second' },
+      { seq: created + 3, action: 'test.third' },
+      { seq: created + 4, action: 'test.direct' },
+    ]);
+    expect(await verifyAuditLog(t.db, { tenantId: third })).toMatchObject({
+      ok: true,
+      entriesChecked: created + 4,
+    });
   });
 
   it('refuses UPDATE and DELETE even from the owner', async () => {

@@ -2,11 +2,10 @@
  * The bare-SQL baseline of one payment: the statements the engine ran for one captured payment (BEGIN
  * and COMMIT included, in the same transactions, on a pool that connects as paygate_app like the
  * engine's), replayed with `pg` for another payment. The ids that differ between payments (invoice,
- * approval, token hash, payment, confirmation number, provider reference) are substituted; the audit
- * rows take the seq and hash the preceding SELECT returned, as appendAudit does, so the chain stays
- * valid and each INSERT really lands. No provider call, no validation, no JSON shaping: only the SQL.
+ * approval, token hash, payment, confirmation number, provider reference) are substituted, also inside
+ * the audit entries' content (the database chains them, so every replayed entry really lands). No
+ * provider call, no validation, no JSON shaping: only the SQL.
  */
-import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import type { Captured } from './capture.js';
 
@@ -31,11 +30,6 @@ export interface PaymentIdentity {
   counterpartyId: string;
 }
 
-/** appendAudit's advisory lock key for a tenant's chain (src/audit/log.ts chainLockKey), as pg receives it. */
-export function auditLockKey(tenantId: string): string {
-  return createHash('sha256').update(`audit:${tenantId}`).digest().readBigInt64BE(0).toString();
-}
-
 export function paymentIdentity(p: PaymentIdentity): Identity {
   return {
     strings: {
@@ -43,7 +37,6 @@ export function paymentIdentity(p: PaymentIdentity): Identity {
       agentKeyId: p.agentKeyId,
       paymentMethodId: p.paymentMethodId,
       counterpartyId: p.counterpartyId,
-      auditLockKey: auditLockKey(p.tenantId),
       invoiceId: p.invoiceId,
       invoiceNumber: p.invoiceNumber,
       approvalId: p.approvalId,
@@ -54,9 +47,6 @@ export function paymentIdentity(p: PaymentIdentity): Identity {
     buffers: { tokenHash: p.tokenHash },
   };
 }
-
-const AUDIT_TAIL = 'SELECT seq, hash FROM audit_log';
-const AUDIT_INSERT = 'INSERT INTO audit_log';
 
 function substituter(from: Identity, to: Identity) {
   const pairs: [string, string][] = Object.entries(from.strings).map(([k, v]) => [v, to.strings[k]!]);
@@ -83,17 +73,11 @@ export async function replay(
 ): Promise<void> {
   const { swap, pairs } = substituter(from, to);
   let client: pg.PoolClient | undefined;
-  let tail: { seq: number; hash: Buffer } | undefined;
   try {
     for (const statement of template) {
       if (statement.text.startsWith('BEGIN')) client = await pool.connect();
       if (!client) throw new Error(`bench replay: statement outside a transaction: ${statement.text}`);
       const values = statement.values.map(swap);
-      if (statement.text.startsWith(AUDIT_INSERT) && tail) {
-        values[1] = tail.seq + 1;
-        values[8] = tail.hash;
-        values[9] = createHash('sha256').update(tail.hash).update(String(values[7]), 'utf8').digest();
-      }
       // The tenant id is inlined in the statement that opens a tenant transaction: swap it there too.
       const answer: pg.QueryResult | pg.QueryResult[] = await client.query(
         swap(statement.text) as string,
@@ -101,7 +85,6 @@ export async function replay(
       );
       // An opening statement (BEGIN; ...) is two statements in one query: pg answers with an array.
       const result = Array.isArray(answer) ? answer[answer.length - 1]! : answer;
-      if (statement.text.startsWith(AUDIT_TAIL)) tail = result.rows[0] as typeof tail;
       // A row id the database made (INSERT ... RETURNING id) is used by later statements: map it too.
       const returned = (result.rows[0] as { id?: unknown } | undefined)?.id;
       if (statement.returnedId && typeof returned === 'string') pairs.push([statement.returnedId, returned]);

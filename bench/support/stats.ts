@@ -54,3 +54,28 @@ export async function runConcurrent<T>(
 }
 
 export const round = (n: number, digits = 1) => Number(n.toFixed(digits));
+
+/**
+ * Open loop: each worker starts its items `intervalMs` apart (the workers evenly offset within the
+ * interval), whether or not its previous item has answered, so the load offered is fixed and latency is
+ * measured from when each item was due, not from when it could start (no coordinated omission).
+ */
+export async function runPaced<T>(
+  queues: readonly (readonly T[])[],
+  intervalMs: number,
+  work: (item: T, worker: number) => Promise<void>,
+): Promise<Timed> {
+  const latencies: number[] = [];
+  const started = performance.now();
+  await Promise.all(
+    queues.flatMap((queue, worker) =>
+      queue.map(async (item, i) => {
+        const due = started + (intervalMs * worker) / queues.length + i * intervalMs;
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, due - performance.now())));
+        await work(item, worker);
+        latencies.push(performance.now() - due);
+      }),
+    ),
+  );
+  return { seconds: (performance.now() - started) / 1000, latencies };
+}

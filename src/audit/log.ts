@@ -2,11 +2,11 @@
  * The append-only, hash-chained audit log. Each tenant has its own chain: an entry's hash is
  * SHA-256(previous hash || canonical JSON of the entry), so changing, removing or reordering any entry
  * breaks every hash after it. Appends to one tenant's chain are serialized by a transaction-level
- * advisory lock, held only until the caller's transaction commits.
+ * advisory lock, taken just before the caller's transaction commits and held until it has.
  */
 import { createHash } from 'node:crypto';
 import canonicalizeModule from 'canonicalize';
-import type { Queryable } from '../db/pool.js';
+import { openTransactionOf, type Queryable } from '../db/pool.js';
 
 // canonicalize ships CommonJS with a default-export typing that NodeNext resolution cannot call.
 const canonicalize = canonicalizeModule as unknown as (value: unknown) => string | undefined;
@@ -29,80 +29,91 @@ export interface AuditEntry {
   details?: Record<string, unknown>;
 }
 
-export interface StoredAuditEntry {
-  tenant_id: string;
-  seq: number;
-  at: Date;
-  content: string;
-  prev_hash: Buffer;
-  hash: Buffer;
+export function chainHash(prevHash: Buffer, content: string): Buffer {
+  return createHash('sha256').update(prevHash).update(content, 'utf8').digest();
 }
 
-export function canonicalContent(entry: {
-  seq: number;
+const json = (value: unknown): string => {
+  const text = canonicalize(value);
+  if (text === undefined) throw new Error('audit entry cannot be serialised');
+  return text;
+};
+
+/**
+ * An entry's canonical content around its seq, which the database assigns: the RFC 8785 text of
+ * `{action, actorId, actorType, at, details, seq, subjectId}` (keys in that, sorted, order) is
+ * `before + seq + after`. canonicalContent is the same text in one piece (test/audit.test.ts holds them
+ * equal).
+ */
+export function contentAroundSeq(entry: {
   at: string;
   actorType: string;
   actorId: string | null;
   action: string;
   subjectId: string | null;
   details: Record<string, unknown>;
-}): string {
-  const text = canonicalize(entry);
-  if (text === undefined) throw new Error('audit entry cannot be serialised');
-  return text;
+}): { before: string; after: string } {
+  return {
+    before: `{"action":${json(entry.action)},"actorId":${json(entry.actorId)},"actorType":${json(entry.actorType)},"at":${json(entry.at)},"details":${json(entry.details)},"seq":`,
+    after: `,"subjectId":${json(entry.subjectId)}}`,
+  };
 }
 
-export function chainHash(prevHash: Buffer, content: string): Buffer {
-  return createHash('sha256').update(prevHash).update(content, 'utf8').digest();
+interface PendingEntry {
+  at: string;
+  actorType: ActorType;
+  actorId: string | null;
+  action: string;
+  subjectId: string | null;
+  before: string;
+  after: string;
 }
 
-/** The advisory lock key for one tenant's chain (a stable 64-bit value derived from the tenant id). */
-function chainLockKey(tenantId: string): bigint {
-  return createHash('sha256').update(`audit:${tenantId}`).digest().readBigInt64BE(0);
+const PENDING = Symbol('audit entries to append at commit');
+
+/** Append entries of one tenant's chain in one round trip (migrations/012_audit_append.sql). */
+async function appendNow(client: Queryable, tenantId: string, entries: PendingEntry[]): Promise<void> {
+  await client.query('SELECT paygate_audit_append($1, $2, $3, $4, $5, $6, $7, $8)', [
+    tenantId,
+    entries.map((e) => e.at),
+    entries.map((e) => e.actorType),
+    entries.map((e) => e.actorId),
+    entries.map((e) => e.action),
+    entries.map((e) => e.subjectId),
+    entries.map((e) => e.before),
+    entries.map((e) => e.after),
+  ]);
 }
 
 /**
- * Append one entry inside the caller's transaction. Call it late in the transaction: the tenant's chain
- * stays locked until commit.
+ * Append one entry in the caller's transaction. Inside withTenant/withSystem the entry is written just
+ * before COMMIT, with the transaction's other entries, so the tenant's chain is locked only for that
+ * statement and the COMMIT; if the transaction fails, nothing is written. Entries are chained in the
+ * order they were appended, timestamped when appended.
  */
-export async function appendAudit(
-  client: Queryable,
-  entry: AuditEntry,
-): Promise<{ seq: number; hash: Buffer }> {
-  await client.query('SELECT pg_advisory_xact_lock($1)', [chainLockKey(entry.tenantId).toString()]);
-  const { rows } = await client.query<{ seq: number; hash: Buffer }>(
-    'SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1',
-    [entry.tenantId],
-  );
-  const prev = rows[0];
-  const seq = (prev?.seq ?? 0) + 1;
-  const prevHash = prev?.hash ?? GENESIS_HASH;
+export async function appendAudit(client: Queryable, entry: AuditEntry): Promise<void> {
   const at = new Date().toISOString();
-  const content = canonicalContent({
-    seq,
+  const fields = {
     at,
     actorType: entry.actorType,
     actorId: entry.actorId ?? null,
     action: entry.action,
     subjectId: entry.subjectId ?? null,
     details: entry.details ?? {},
-  });
-  const hash = chainHash(prevHash, content);
-  await client.query(
-    `INSERT INTO audit_log (tenant_id, seq, at, actor_type, actor_id, action, subject_id, content, prev_hash, hash)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-    [
-      entry.tenantId,
-      seq,
-      at,
-      entry.actorType,
-      entry.actorId ?? null,
-      entry.action,
-      entry.subjectId ?? null,
-      content,
-      prevHash,
-      hash,
-    ],
-  );
-  return { seq, hash };
+  };
+  const pendingEntry: PendingEntry = { ...fields, ...contentAroundSeq(fields) };
+  const transaction = openTransactionOf(client);
+  if (!transaction) return appendNow(client, entry.tenantId, [pendingEntry]);
+  let byTenant = transaction.locals.get(PENDING) as Map<string, PendingEntry[]> | undefined;
+  if (!byTenant) {
+    const pending = new Map<string, PendingEntry[]>();
+    byTenant = pending;
+    transaction.locals.set(PENDING, pending);
+    transaction.beforeCommit.push(async () => {
+      for (const [tenantId, entries] of pending) await appendNow(client, tenantId, entries);
+    });
+  }
+  const entries = byTenant.get(entry.tenantId);
+  if (entries) entries.push(pendingEntry);
+  else byTenant.set(entry.tenantId, [pendingEntry]);
 }

@@ -18,6 +18,22 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export type Queryable = Pick<pg.PoolClient, 'query'>;
 
+/**
+ * Work a module defers to the end of the caller's transaction: each `beforeCommit` runs, in order, just
+ * before COMMIT (and never if the transaction fails); `locals` is state for this transaction only.
+ */
+export interface OpenTransaction {
+  readonly beforeCommit: (() => Promise<void>)[];
+  readonly locals: Map<symbol, unknown>;
+}
+
+const openTransactions = new WeakMap<object, OpenTransaction>();
+
+/** The transaction `client` is in, when it is one opened by withTenant or withSystem. */
+export function openTransactionOf(client: Queryable): OpenTransaction | undefined {
+  return openTransactions.get(client);
+}
+
 export interface Db {
   readonly pool: pg.Pool;
   /** Run `fn` in one transaction in which only `tenantId`'s rows exist. */
@@ -49,15 +65,20 @@ export function createDb(connectionString: string, options: DbOptions = {}): Db 
    */
   async function transaction<T>(opening: string, fn: (client: pg.PoolClient) => Promise<T>) {
     const client = await pool.connect();
+    const open: OpenTransaction = { beforeCommit: [], locals: new Map() };
     try {
       await client.query(`BEGIN; ${opening}`);
+      openTransactions.set(client, open);
       const result = await fn(client);
+      for (const work of open.beforeCommit) await work();
       await client.query('COMMIT');
       return result;
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {});
       throw error;
     } finally {
+      // The client goes back to the pool; the next transaction on it starts with nothing deferred.
+      openTransactions.delete(client);
       client.release();
     }
   }

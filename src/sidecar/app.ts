@@ -124,7 +124,9 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
   if (options.trustProxy !== undefined) app.set('trust proxy', options.trustProxy);
   const secureRequest = (req: Request) => req.secure || options.secureCookies === true;
 
-  app.use((req, res, next) =>
+  // Built once per variant (building helmet parses its policy; per request it was a real cost on every
+  // webhook): upgrading subresources to https would break a page served over plain http on loopback.
+  const securityHeaders = (secure: boolean) =>
     helmet({
       contentSecurityPolicy: {
         useDefaults: true,
@@ -135,12 +137,13 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
           'img-src': ["'self'"],
           'form-action': ["'self'"],
           'frame-ancestors': ["'none'"],
-          // Upgrading subresources to https would break the page served over plain http on loopback.
-          'upgrade-insecure-requests': secureRequest(req) ? [] : null,
+          'upgrade-insecure-requests': secure ? [] : null,
         },
       },
-    })(req, res, next),
-  );
+    });
+  const overHttps = securityHeaders(true);
+  const overHttp = securityHeaders(false);
+  app.use((req, res, next) => (secureRequest(req) ? overHttps : overHttp)(req, res, next));
 
   // --- webhooks: raw bytes in, verified before anything is parsed ---------------------------------
 
