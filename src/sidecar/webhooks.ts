@@ -113,14 +113,13 @@ async function matchPayment(client: Queryable, event: WebhookEvent): Promise<Mat
  * of a stored event, an event matched only by the provider's reference) returns null and takes the full
  * path below, whose outcome for this event would have been the same.
  */
-async function storeIfConfirming(deps: EngineDeps, event: WebhookEvent): Promise<ProcessedWebhook | null> {
+async function storeIfConfirming(client: Queryable, event: WebhookEvent): Promise<ProcessedWebhook | null> {
   if (event.action !== 'payment_succeeded' && event.action !== 'payment_failed') return null;
   if (!event.paymentId || !UUID.test(event.paymentId)) return null;
   const target = PAYMENT_STATUS[event.action];
   const note = `payment already ${target}`;
-  const { rows } = await deps.db.withSystem((client) =>
-    client.query<{ tenant_id: string }>(
-      `WITH confirmed AS (
+  const { rows } = await client.query<{ tenant_id: string }>(
+    `WITH confirmed AS (
          SELECT id, tenant_id FROM payments
           WHERE id = $5 AND provider = $1 AND status = $6
             AND (provider_reference IS NOT NULL OR $7::text IS NULL))
@@ -128,17 +127,16 @@ async function storeIfConfirming(deps: EngineDeps, event: WebhookEvent): Promise
        SELECT $1, $2, $3, $4, tenant_id, 'ignored', $8, now() FROM confirmed
        ON CONFLICT (provider, event_id) DO NOTHING
        RETURNING tenant_id`,
-      [
-        event.provider,
-        event.eventId,
-        event.type,
-        JSON.stringify(event.payload),
-        event.paymentId,
-        target,
-        event.providerReference ?? null,
-        note,
-      ],
-    ),
+    [
+      event.provider,
+      event.eventId,
+      event.type,
+      JSON.stringify(event.payload),
+      event.paymentId,
+      target,
+      event.providerReference ?? null,
+      note,
+    ],
   );
   const row = rows[0];
   return row ? { outcome: 'ignored', note, tenantId: row.tenant_id, paymentId: event.paymentId } : null;
@@ -160,9 +158,9 @@ const PAYMENT_STATUS = {
  * (the event is then kept unprocessed so a redelivery retries it).
  */
 export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent): Promise<ProcessedWebhook> {
-  const confirmed = await storeIfConfirming(deps, event);
-  if (confirmed) return confirmed;
   const stored = await deps.db.withSystem(async (client) => {
+    const confirmed = await storeIfConfirming(client, event);
+    if (confirmed) return { confirmed };
     const inserted = await client.query<{ id: string }>(
       `INSERT INTO webhook_events (provider, event_id, event_type, payload) VALUES ($1, $2, $3, $4)
        ON CONFLICT (provider, event_id) DO NOTHING RETURNING id`,
@@ -212,6 +210,7 @@ export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent)
     await client.query('UPDATE webhook_events SET tenant_id = $2 WHERE id = $1', [id, match.tenantId]);
     return { id, match };
   });
+  if ('confirmed' in stored && stored.confirmed) return stored.confirmed;
   if ('duplicate' in stored) return { outcome: 'duplicate' };
   if ('ignored' in stored) return { outcome: 'ignored', note: stored.note };
   if ('unmatched' in stored) return { outcome: 'unmatched', note: stored.note };
