@@ -1,7 +1,7 @@
 /** Tenants: the unit of isolation. Creating one is a system action; everything else is tenant-scoped. */
 
 import { appendAudit } from '../audit/log.js';
-import type { Db } from '../db/pool.js';
+import type { Db, Queryable } from '../db/pool.js';
 import { PgError, pgErrorCode } from '../db/pool.js';
 import { RefusedError, UsageError } from '../errors.js';
 
@@ -124,10 +124,13 @@ export async function findTenantBySlug(db: Db, slug: string): Promise<Tenant> {
   return toTenant(rows[0]);
 }
 
-export async function getTenant(db: Db, tenantId: string): Promise<Tenant> {
-  const { rows } = await db.withTenant(tenantId, (client) =>
-    client.query<TenantRow>(`${SELECT_TENANT} WHERE id = $1`, [tenantId]),
-  );
+export function getTenant(db: Db, tenantId: string): Promise<Tenant> {
+  return db.withTenant(tenantId, (client) => readTenant(client, tenantId));
+}
+
+/** getTenant inside the caller's tenant transaction. */
+export async function readTenant(client: Queryable, tenantId: string): Promise<Tenant> {
+  const { rows } = await client.query<TenantRow>(`${SELECT_TENANT} WHERE id = $1`, [tenantId]);
   if (!rows[0]) throw new RefusedError('tenant_not_found', `no tenant ${tenantId}`);
   return toTenant(rows[0]);
 }

@@ -4,6 +4,7 @@
  */
 import { appendAudit } from '../audit/log.js';
 import type { Db } from '../db/pool.js';
+import { readTenant, type Tenant } from '../directory/tenants.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { MoneyError } from '../money.js';
 import type { Caller, EngineDeps } from './context.js';
@@ -78,21 +79,26 @@ export async function recordRun<T>(
   }
 }
 
-/** Refuse when this key made `rate_limit_per_minute` money-moving calls in the last minute. */
-export async function checkRateLimit(db: Db, caller: Caller): Promise<void> {
-  const { rows } = await db.withTenant(caller.agentKey.tenantId, (client) =>
-    client.query<{ n: number }>(
+/**
+ * The start of every money-moving call, in one transaction: refuse when this key made
+ * `rate_limit_per_minute` money-moving calls in the last minute, then read its tenant.
+ */
+export function startMoneyMovingCall(db: Db, caller: Caller): Promise<Tenant> {
+  const tenantId = caller.agentKey.tenantId;
+  return db.withTenant(tenantId, async (client) => {
+    const { rows } = await client.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM agent_runs WHERE tenant_id = $1 AND agent_key_id = $2 AND tool = ANY($3)
        AND created_at > now() - interval '1 minute'`,
-      [caller.agentKey.tenantId, caller.agentKey.id, MONEY_MOVING_TOOLS],
-    ),
-  );
-  if (rows[0]!.n >= caller.agentKey.rateLimitPerMinute) {
-    throw new RefusedError(
-      'rate_limited',
-      `this agent key made ${rows[0]!.n} money-moving calls in the last minute (limit ${caller.agentKey.rateLimitPerMinute})`,
-      'wait a minute before calling again; do not loop on approval requests',
-      true,
+      [tenantId, caller.agentKey.id, MONEY_MOVING_TOOLS],
     );
-  }
+    if (rows[0]!.n >= caller.agentKey.rateLimitPerMinute) {
+      throw new RefusedError(
+        'rate_limited',
+        `this agent key made ${rows[0]!.n} money-moving calls in the last minute (limit ${caller.agentKey.rateLimitPerMinute})`,
+        'wait a minute before calling again; do not loop on approval requests',
+        true,
+      );
+    }
+    return readTenant(client, tenantId);
+  });
 }

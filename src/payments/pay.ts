@@ -21,11 +21,11 @@ import { requiredApprovals } from '../approvals/policy.js';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
 import { activeMethodForRail, checkRail, type PaymentMethod } from '../directory/payment-methods.js';
-import { getTenant, type Tenant } from '../directory/tenants.js';
+import type { Tenant } from '../directory/tenants.js';
 import { RefusedError, UsageError } from '../errors.js';
 import type { Rail } from '../gateways/types.js';
 import { formatAmount, formatMoney, MoneyError, parseMoney } from '../money.js';
-import { checkRateLimit, recordRun } from './agent-runs.js';
+import { recordRun, startMoneyMovingCall } from './agent-runs.js';
 import { createAlert, ruleFor } from './alerts.js';
 import { addDays, todayIn } from './calendar.js';
 import type { Caller, EngineDeps } from './context.js';
@@ -421,8 +421,7 @@ export async function payInvoice(
   server?: ServerEvidence,
 ): Promise<ApprovalRequired | PaymentConfirmation> {
   return recordRun(deps, caller, 'pay_invoice', async () => {
-    await checkRateLimit(deps.db, caller);
-    const tenant = await getTenant(deps.db, caller.agentKey.tenantId);
+    const tenant = await startMoneyMovingCall(deps.db, caller);
     return withIdempotency(
       deps,
       caller,
@@ -546,8 +545,7 @@ export async function schedulePayment(
   server?: ServerEvidence,
 ): Promise<ApprovalRequired | PaymentConfirmation> {
   return recordRun(deps, caller, 'schedule_payment', async () => {
-    await checkRateLimit(deps.db, caller);
-    const tenant = await getTenant(deps.db, caller.agentKey.tenantId);
+    const tenant = await startMoneyMovingCall(deps.db, caller);
     if (typeof input.scheduled_date !== 'string')
       throw new UsageError('scheduled_date must be a date in YYYY-MM-DD form');
     const date = checkDate(input.scheduled_date, 'scheduled_date');

@@ -11,11 +11,10 @@ import type { RefundParams } from '../approvals/canonical.js';
 import { requiredApprovals } from '../approvals/policy.js';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
-import { getTenant } from '../directory/tenants.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { GatewayError, type RefundOutcome } from '../gateways/types.js';
 import { formatAmount, formatMoney, MoneyError, parseAmount } from '../money.js';
-import { checkRateLimit, recordRun } from './agent-runs.js';
+import { recordRun, startMoneyMovingCall } from './agent-runs.js';
 import { createAlert, ruleFor } from './alerts.js';
 import type { Caller, EngineDeps, FailureNotice } from './context.js';
 import {
@@ -109,8 +108,7 @@ export async function refundPayment(
   server?: ServerEvidence,
 ): Promise<ApprovalRequired | Record<string, unknown>> {
   return recordRun(deps, caller, 'refund_payment', async () => {
-    await checkRateLimit(deps.db, caller);
-    const tenant = await getTenant(deps.db, caller.agentKey.tenantId);
+    const tenant = await startMoneyMovingCall(deps.db, caller);
     if (typeof input.payment !== 'string' || !input.payment)
       throw new UsageError('payment must be a payment id or the provider reference');
     if (input.reason !== undefined && (typeof input.reason !== 'string' || input.reason.length > 500)) {

@@ -223,6 +223,25 @@ describe('certificate cache', () => {
     );
     expect(calls).toBe(1);
   });
+
+  it('fetches once when a burst of events first needs the same certificate', async () => {
+    const [, d] = deliveries[0]!;
+    const cacheDir = await mkdtemp(path.join(os.tmpdir(), 'paygate-certs-'));
+    let calls = 0;
+    const fetcher = createCertificateFetcher({
+      cacheDir,
+      fetch: async () => {
+        calls++;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        return { ok: true, status: 200, text: async () => d.cert_pem };
+      },
+    });
+    const url = d.headers['paypal-cert-url']!;
+    const pems = await Promise.all(Array.from({ length: 8 }, () => fetcher(url)));
+    expect(pems.every((pem) => pem === d.cert_pem)).toBe(true);
+    expect(calls).toBe(1);
+    expect((await readdir(cacheDir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
 });
 
 describe('sandbox signer', () => {

@@ -16,6 +16,7 @@ import {
   sign as cryptoSign,
   verify as cryptoVerify,
   type KeyObject,
+  randomUUID,
   X509Certificate,
 } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
@@ -226,6 +227,23 @@ export function createCertificateFetcher(
   options: CertificateFetcherOptions,
 ): (url: string) => Promise<string> {
   const doFetch = options.fetch ?? ((url, init) => fetch(url, { ...init, redirect: 'error' }));
+  // Events arrive in bursts: concurrent first uses of one certificate share one fetch.
+  const inFlight = new Map<string, Promise<string>>();
+
+  async function fetchAndCache(url: string, file: string): Promise<string> {
+    const response = await doFetch(url, { signal: AbortSignal.timeout(options.timeoutMs ?? 10_000) });
+    if (!response.ok) throw new WebhookVerificationError(`fetching ${url} answered HTTP ${response.status}`);
+    const pem = await response.text();
+    parseCertificate(pem);
+    await mkdir(options.cacheDir, { recursive: true, mode: 0o700 });
+    // A temporary name of this write's own (other processes may be caching the same certificate), then
+    // an atomic rename, so a reader never sees half a file.
+    const temp = `${file}.${process.pid}.${randomUUID()}.tmp`;
+    await writeFile(temp, pem, { mode: 0o600 });
+    await rename(temp, file);
+    return pem;
+  }
+
   return async (url: string) => {
     checkCertUrl(url, options.sandboxCertOrigin);
     const file = path.join(options.cacheDir, `${createHash('sha256').update(url).digest('hex')}.pem`);
@@ -234,15 +252,12 @@ export function createCertificateFetcher(
     } catch {
       // Not cached yet: fetch below.
     }
-    const response = await doFetch(url, { signal: AbortSignal.timeout(options.timeoutMs ?? 10_000) });
-    if (!response.ok) throw new WebhookVerificationError(`fetching ${url} answered HTTP ${response.status}`);
-    const pem = await response.text();
-    parseCertificate(pem);
-    await mkdir(options.cacheDir, { recursive: true, mode: 0o700 });
-    const temp = `${file}.${process.pid}.tmp`;
-    await writeFile(temp, pem, { mode: 0o600 });
-    await rename(temp, file);
-    return pem;
+    let fetching = inFlight.get(url);
+    if (!fetching) {
+      fetching = fetchAndCache(url, file).finally(() => inFlight.delete(url));
+      inFlight.set(url, fetching);
+    }
+    return fetching;
   };
 }
 
@@ -261,7 +276,7 @@ export interface SignPaypalWebhookInput {
  * certificate URL is the sandbox's own.
  */
 export function signPaypalWebhook(input: SignPaypalWebhookInput): Record<string, string> {
-  const transmissionId = input.transmissionId ?? crypto.randomUUID();
+  const transmissionId = input.transmissionId ?? randomUUID();
   // PayPal's format: seconds precision, Z suffix (2024-08-02T19:33:35Z).
   const transmissionTime = (input.transmissionTime ?? new Date()).toISOString().replace(/\.\d{3}Z$/, 'Z');
   const message = paypalSignedMessage(transmissionId, transmissionTime, input.webhookId, input.rawBody);
