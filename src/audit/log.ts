@@ -110,7 +110,10 @@ export async function appendAudit(client: Queryable, entry: AuditEntry): Promise
     byTenant = pending;
     transaction.locals.set(PENDING, pending);
     transaction.beforeCommit.push(async () => {
-      for (const [tenantId, entries] of pending) await appendNow(client, tenantId, entries);
+      // Chains in one order everywhere (a transaction may touch a tenant's and the system's), so two
+      // transactions never wait on each other's chain locks in opposite orders.
+      for (const tenantId of [...pending.keys()].sort())
+        await appendNow(client, tenantId, pending.get(tenantId)!);
     });
   }
   const entries = byTenant.get(entry.tenantId);
