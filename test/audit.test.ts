@@ -2,8 +2,9 @@ import canonicalizeModule from 'canonicalize';
 import fc from 'fast-check';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendAudit, contentAroundSeq } from '../src/audit/log.js';
+import { appendAudit, contentAround } from '../src/audit/log.js';
 import { verifyAuditLog } from '../src/audit/verify.js';
+import { openTransactionOf } from '../src/db/pool.js';
 import { createTenant } from '../src/directory/tenants.js';
 import { cliFor } from './support/cli.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
@@ -11,7 +12,7 @@ import { createTestDatabase, type TestDatabase } from './support/db.js';
 const canonicalize = canonicalizeModule as unknown as (value: unknown) => string | undefined;
 
 describe('audit content', () => {
-  it('is the RFC 8785 text of the whole entry once the seq is put between its two parts', () => {
+  it('is the RFC 8785 text of the whole entry once its time and seq are put between its parts', () => {
     const text = fc.string({ unit: 'binary' });
     const details = fc.dictionary(
       fc.oneof(text, fc.constantFrom('seq', 'subjectId', 'action', '')),
@@ -29,8 +30,11 @@ describe('audit content', () => {
         }),
         fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
         (entry, seq) => {
-          const { before, after } = contentAroundSeq(entry);
-          expect(`${before}${seq}${after}`).toBe(canonicalize({ ...entry, seq }));
+          const { at, ...fields } = entry;
+          const { beforeAt, betweenAtAndSeq, afterSeq } = contentAround(fields);
+          expect(`${beforeAt}${JSON.stringify(at)}${betweenAtAndSeq}${seq}${afterSeq}`).toBe(
+            canonicalize({ ...entry, seq }),
+          );
         },
       ),
       { numRuns: 500 },
@@ -116,6 +120,33 @@ describe('audit log', () => {
       ok: true,
       entriesChecked: created + 4,
     });
+  });
+
+  it('an entry appended by a later beforeCommit hook is written too', async () => {
+    await t.db.withTenant(tenantId, async (c) => {
+      await appendAudit(c, { tenantId, actorType: 'system', action: 'probe.first' });
+      openTransactionOf(c)!.beforeCommit.push(() =>
+        appendAudit(c, { tenantId, actorType: 'system', action: 'probe.from_hook' }),
+      );
+    });
+    const { rows } = await t.db.withTenant(tenantId, (c) =>
+      c.query("SELECT action FROM audit_log WHERE action LIKE 'probe.%' ORDER BY seq"),
+    );
+    expect(rows.map((r) => r.action)).toEqual(['probe.first', 'probe.from_hook']);
+  });
+
+  it("time follows the chain: an entry's time is when it was written under the lock", async () => {
+    const { rows } = await t.db.withSystem((c) =>
+      c.query<{ tenant_id: string; seq: number; at: Date; content: string }>(
+        'SELECT tenant_id, seq, at, content FROM audit_log ORDER BY tenant_id, seq',
+      ),
+    );
+    for (let i = 1; i < rows.length; i++) {
+      if (rows[i]!.tenant_id !== rows[i - 1]!.tenant_id) continue;
+      expect(rows[i]!.at.getTime()).toBeGreaterThanOrEqual(rows[i - 1]!.at.getTime());
+    }
+    // The time in the hashed content is the stored time, as JavaScript prints it.
+    for (const row of rows) expect(JSON.parse(row.content).at).toBe(row.at.toISOString());
   });
 
   it('refuses UPDATE and DELETE even from the owner', async () => {

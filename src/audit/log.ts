@@ -40,33 +40,34 @@ const json = (value: unknown): string => {
 };
 
 /**
- * An entry's canonical content around its seq, which the database assigns: the RFC 8785 text of
+ * An entry's canonical content around the two values the database assigns when it appends (its time and
+ * its seq, so both follow the chain's order): the RFC 8785 text of
  * `{action, actorId, actorType, at, details, seq, subjectId}` (keys in that, sorted, order) is
- * `before + seq + after`. canonicalContent is the same text in one piece (test/audit.test.ts holds them
- * equal).
+ * `beforeAt + JSON(at) + betweenAtAndSeq + seq + afterSeq` (test/audit.test.ts holds this against the
+ * canonicalize library).
  */
-export function contentAroundSeq(entry: {
-  at: string;
+export function contentAround(entry: {
   actorType: string;
   actorId: string | null;
   action: string;
   subjectId: string | null;
   details: Record<string, unknown>;
-}): { before: string; after: string } {
+}): { beforeAt: string; betweenAtAndSeq: string; afterSeq: string } {
   return {
-    before: `{"action":${json(entry.action)},"actorId":${json(entry.actorId)},"actorType":${json(entry.actorType)},"at":${json(entry.at)},"details":${json(entry.details)},"seq":`,
-    after: `,"subjectId":${json(entry.subjectId)}}`,
+    beforeAt: `{"action":${json(entry.action)},"actorId":${json(entry.actorId)},"actorType":${json(entry.actorType)},"at":`,
+    betweenAtAndSeq: `,"details":${json(entry.details)},"seq":`,
+    afterSeq: `,"subjectId":${json(entry.subjectId)}}`,
   };
 }
 
 interface PendingEntry {
-  at: string;
   actorType: ActorType;
   actorId: string | null;
   action: string;
   subjectId: string | null;
-  before: string;
-  after: string;
+  beforeAt: string;
+  betweenAtAndSeq: string;
+  afterSeq: string;
 }
 
 const PENDING = Symbol('audit entries to append at commit');
@@ -75,13 +76,13 @@ const PENDING = Symbol('audit entries to append at commit');
 async function appendNow(client: Queryable, tenantId: string, entries: PendingEntry[]): Promise<void> {
   await client.query('SELECT paygate_audit_append($1, $2, $3, $4, $5, $6, $7, $8)', [
     tenantId,
-    entries.map((e) => e.at),
     entries.map((e) => e.actorType),
     entries.map((e) => e.actorId),
     entries.map((e) => e.action),
     entries.map((e) => e.subjectId),
-    entries.map((e) => e.before),
-    entries.map((e) => e.after),
+    entries.map((e) => e.beforeAt),
+    entries.map((e) => e.betweenAtAndSeq),
+    entries.map((e) => e.afterSeq),
   ]);
 }
 
@@ -89,19 +90,17 @@ async function appendNow(client: Queryable, tenantId: string, entries: PendingEn
  * Append one entry in the caller's transaction. Inside withTenant/withSystem the entry is written just
  * before COMMIT, with the transaction's other entries, so the tenant's chain is locked only for that
  * statement and the COMMIT; if the transaction fails, nothing is written. Entries are chained in the
- * order they were appended, timestamped when appended.
+ * order they were appended and timestamped when written, so time never runs backwards along a chain.
  */
 export async function appendAudit(client: Queryable, entry: AuditEntry): Promise<void> {
-  const at = new Date().toISOString();
   const fields = {
-    at,
     actorType: entry.actorType,
     actorId: entry.actorId ?? null,
     action: entry.action,
     subjectId: entry.subjectId ?? null,
     details: entry.details ?? {},
   };
-  const pendingEntry: PendingEntry = { ...fields, ...contentAroundSeq(fields) };
+  const pendingEntry: PendingEntry = { ...fields, ...contentAround(fields) };
   const transaction = openTransactionOf(client);
   if (!transaction) return appendNow(client, entry.tenantId, [pendingEntry]);
   let byTenant = transaction.locals.get(PENDING) as Map<string, PendingEntry[]> | undefined;
@@ -110,6 +109,9 @@ export async function appendAudit(client: Queryable, entry: AuditEntry): Promise
     byTenant = pending;
     transaction.locals.set(PENDING, pending);
     transaction.beforeCommit.push(async () => {
+      // Entries appended from here on (by a later beforeCommit hook) start a new batch with a hook of
+      // their own, which runs after this one, instead of landing in a map already written.
+      transaction.locals.delete(PENDING);
       // Chains in one order everywhere (a transaction may touch a tenant's and the system's), so two
       // transactions never wait on each other's chain locks in opposite orders.
       for (const tenantId of [...pending.keys()].sort())

@@ -5,6 +5,7 @@
  * keep-alive agent, as a provider reuses its connections to an endpoint.
  */
 import http from 'node:http';
+import https from 'node:https';
 
 /** What became of one delivery: the endpoint's status, or why nothing was answered. */
 export interface DeliveryRecord {
@@ -25,20 +26,25 @@ export interface WebhookSender {
   ): void;
   /** Resolves when every delivery started so far has been answered or has failed. */
   idle(): Promise<void>;
-  /** No more deliveries: those still waiting fail, those in flight are awaited. */
+  /** No more waiting: deliveries not yet due are sent now, and every delivery is awaited. */
   close(): Promise<void>;
 }
 
 export function createWebhookSender(): WebhookSender {
-  const agent = new http.Agent({ keepAlive: true });
+  const httpAgent = new http.Agent({ keepAlive: true });
+  const httpsAgent = new https.Agent({ keepAlive: true });
   const pending = new Set<Promise<void>>();
+  // Deliveries not yet due: close() sends them at once rather than dropping them.
+  const waiting = new Map<NodeJS.Timeout, () => void>();
   let closed = false;
 
   function post(url: string, headers: Record<string, string>, body: string | Buffer): Promise<number> {
     return new Promise((resolve, reject) => {
-      const request = http.request(url, {
+      const target = new URL(url);
+      const secure = target.protocol === 'https:';
+      const request = (secure ? https : http).request(target, {
         method: 'POST',
-        agent,
+        agent: secure ? httpsAgent : httpAgent,
         headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
       });
       request.once('error', reject);
@@ -53,9 +59,18 @@ export function createWebhookSender(): WebhookSender {
 
   return {
     send(url, delayMs, build, record) {
-      const delivery = new Promise((resolve) => setTimeout(resolve, delayMs))
+      if (closed) {
+        record.error = 'the emulator closed before this event';
+        return;
+      }
+      const delivery = new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          waiting.delete(timer);
+          resolve();
+        }, delayMs);
+        waiting.set(timer, resolve);
+      })
         .then(() => {
-          if (closed) throw new Error('the emulator closed before delivering this event');
           const { headers, body } = build();
           return post(url, headers, body);
         })
@@ -73,8 +88,14 @@ export function createWebhookSender(): WebhookSender {
     },
     async close() {
       closed = true;
-      await Promise.allSettled([...pending]);
-      agent.destroy();
+      for (const [timer, sendNow] of waiting) {
+        clearTimeout(timer);
+        sendNow();
+      }
+      waiting.clear();
+      while (pending.size > 0) await Promise.allSettled([...pending]);
+      httpAgent.destroy();
+      httpsAgent.destroy();
     },
   };
 }

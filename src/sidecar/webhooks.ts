@@ -107,9 +107,9 @@ async function matchPayment(client: Queryable, event: WebhookEvent): Promise<Mat
 
 /**
  * Most deliveries confirm what our own call already recorded (the charge answered before its webhook
- * arrived): the event names our payment id and the payment already has the final status it reports,
- * which cannot change again. Such an event is stored already processed, as `ignored`, in one statement:
- * no tenant transaction, no lock. Anything else (a first delivery that changes something, a redelivery
+ * arrived): the event names our payment id and the payment already has the status it reports (and its
+ * reference), so applying it would change nothing. Such an event is stored already processed, as
+ * `ignored`, in one statement: no tenant transaction, no lock. Anything else (a first delivery that changes something, a redelivery
  * of a stored event, an event matched only by the provider's reference) returns null and takes the full
  * path below, whose outcome for this event would have been the same.
  */
