@@ -10,10 +10,16 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import type { Captured } from './capture.js';
 
-/** The values that tell one replayed unit of work (a payment, an event) from another. */
+/** The values that tell one replayed unit of work (a payment, an event, a batch) from another. */
 export interface Identity {
   strings: Record<string, string>;
   buffers?: Record<string, Buffer>;
+  /**
+   * A batch smaller than the captured one: the captured ids (UUIDs) of the positions it lacks. An
+   * array parameter's elements that mention one are dropped, with the elements at the same places in
+   * the statement's other arrays of that length (the parallel columns of an unnest).
+   */
+  absent?: string[];
 }
 
 export interface PaymentIdentity {
@@ -57,9 +63,15 @@ export function paymentIdentity(p: PaymentIdentity): Identity {
 
 const AUDIT_TAIL = 'SELECT seq, hash FROM audit_log';
 const AUDIT_INSERT = 'INSERT INTO audit_log';
+/** appendAuditEntries' statement: the entries after the first, as arrays (src/audit/append-many.ts). */
+const AUDIT_INSERT_MANY = /^INSERT INTO audit_log[\s\S]*unnest\(/;
 
 function substituter(from: Identity, to: Identity) {
-  const pairs: [string, string][] = Object.entries(from.strings).map(([k, v]) => [v, to.strings[k]!]);
+  // Longest first, so that a value that contains another (INV-10 and INV-1) is swapped whole.
+  const pairs: [string, string][] = Object.entries(from.strings)
+    .filter(([k]) => k in to.strings)
+    .map(([k, v]): [string, string] => [v, to.strings[k]!])
+    .sort(([a], [b]) => b.length - a.length);
   const buffers = Object.entries(from.buffers ?? {}).map(([k, v]) => [v, to.buffers![k]!] as const);
   const swap = (value: unknown): unknown => {
     if (typeof value === 'string') {
@@ -74,6 +86,25 @@ function substituter(from: Identity, to: Identity) {
   return { swap, pairs };
 }
 
+/** `values` without the array elements that belong to the absent positions (see Identity.absent). */
+function withoutAbsent(values: unknown[], absent: readonly string[]): unknown[] {
+  if (absent.length === 0) return values;
+  const mentions = (x: unknown) => typeof x === 'string' && absent.some((id) => x.includes(id));
+  const drop = new Map<number, Set<number>>();
+  for (const v of values) {
+    if (!Array.isArray(v)) continue;
+    v.forEach((x, i) => {
+      if (!mentions(x)) return;
+      if (!drop.has(v.length)) drop.set(v.length, new Set());
+      drop.get(v.length)!.add(i);
+    });
+  }
+  return values.map((v) => {
+    const gone = Array.isArray(v) ? drop.get(v.length) : undefined;
+    return gone ? (v as unknown[]).filter((_, i) => !gone.has(i)) : v;
+  });
+}
+
 /** Replay `template` (captured for `from`) as `to`. */
 export async function replay(
   pool: pg.Pool,
@@ -84,15 +115,33 @@ export async function replay(
   const { swap, pairs } = substituter(from, to);
   let client: pg.PoolClient | undefined;
   let tail: { seq: number; hash: Buffer } | undefined;
+  const link = (prev: Buffer, content: unknown) =>
+    createHash('sha256').update(prev).update(String(content), 'utf8').digest();
   try {
     for (const statement of template) {
       if (statement.text.startsWith('BEGIN')) client = await pool.connect();
       if (!client) throw new Error(`bench replay: statement outside a transaction: ${statement.text}`);
-      const values = statement.values.map(swap);
-      if (statement.text.startsWith(AUDIT_INSERT) && tail) {
+      const values = withoutAbsent(statement.values, to.absent ?? []).map(swap);
+      if (AUDIT_INSERT_MANY.test(statement.text) && tail) {
+        // Chained on from the entry before, as appendAuditEntries does.
+        const contents = values[7] as unknown[];
+        const seqs: number[] = [];
+        const prevs: Buffer[] = [];
+        const hashes: Buffer[] = [];
+        for (const content of contents) {
+          seqs.push(tail.seq + 1);
+          prevs.push(tail.hash);
+          hashes.push(link(tail.hash, content));
+          tail = { seq: tail.seq + 1, hash: hashes[hashes.length - 1]! };
+        }
+        values[1] = seqs;
+        values[8] = prevs;
+        values[9] = hashes;
+      } else if (statement.text.startsWith(AUDIT_INSERT) && tail) {
         values[1] = tail.seq + 1;
         values[8] = tail.hash;
-        values[9] = createHash('sha256').update(tail.hash).update(String(values[7]), 'utf8').digest();
+        values[9] = link(tail.hash, values[7]);
+        tail = { seq: tail.seq + 1, hash: values[9] as Buffer };
       }
       // The tenant id is inlined in the statement that opens a tenant transaction: swap it there too.
       const answer: pg.QueryResult | pg.QueryResult[] = await client.query(
