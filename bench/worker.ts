@@ -20,6 +20,7 @@ import { startRuntime } from '../src/runtime.js';
 import { createWorker, DEFAULT_BATCH_SIZE } from '../src/worker/index.js';
 import { bulkDueSchedules } from './support/bulk.js';
 import { type Captured, capturePool } from './support/capture.js';
+import { type CpuReading, cpuSince, exitedChildrenCpuMs, perItem, readCpu } from './support/cpu.js';
 import type { BenchServer } from './support/database.js';
 import { benchEnv } from './support/env.js';
 import { describeTemplate, type Identity, replay } from './support/replay.js';
@@ -43,6 +44,12 @@ export interface WorkerBenchResult {
   /** The captured batch's SQL, divided by its payments. */
   sqlPerPayment: { statements: number; transactions: number };
   batchSize: number;
+  /**
+   * CPU ms per payment: for the worker, `serverMs` is its 2 processes (sandbox included) and `benchMs`
+   * this process (idle then); for the baseline, `benchMs` is this process's replay. `postgresMs` counts
+   * every PostgreSQL process on the machine, other sessions' included.
+   */
+  cpuPerPayment: { worker: CpuReading; baseline: CpuReading };
 }
 
 interface PaymentIds {
@@ -171,10 +178,14 @@ export async function benchWorker(
     // The real thing: 2 worker processes over `payments` due schedules.
     await bulkDueSchedules(runtime.db, ctx, 'WRK', payments);
     const t0 = performance.now();
+    const cpu0 = readCpu();
+    const children0 = exitedChildrenCpuMs();
     await Promise.all(
       Array.from({ length: WORKERS }, (_, i) => runWorkerProcess(database.url, `bench-worker-${i}`)),
     );
     const seconds = (performance.now() - t0) / 1000;
+    // The worker processes count as the "server" side here.
+    const workerCpu: CpuReading = { ...cpuSince(cpu0), serverMs: exitedChildrenCpuMs() - children0 };
     // What the workers left: every schedule should be executed with its payment succeeded. Anything else
     // (a provider call that timed out under load and was deferred to a later pass) is reported, not hidden.
     const { rows: outcomes } = await runtime.db.withSystem((client) =>
@@ -225,8 +236,10 @@ export async function benchWorker(
       }
     };
     const b0 = performance.now();
+    const bareCpu0 = readCpu();
     await Promise.all(Array.from({ length: WORKERS }, (_, i) => loop(`bench-bare-${i}`)));
     const baselineSeconds = (performance.now() - b0) / 1000;
+    const bareCpu = cpuSince(bareCpu0);
     await bare.close();
     const { rows: bareDone } = await runtime.db.withSystem((client) =>
       client.query<{ n: number }>(
@@ -246,6 +259,7 @@ export async function benchWorker(
       baselinePerSecond: payments / baselineSeconds,
       sqlPerPayment: perPayment(describeTemplate(perBatch), BATCH_SIZE),
       batchSize: BATCH_SIZE,
+      cpuPerPayment: { worker: perItem(workerCpu, payments), baseline: perItem(bareCpu, payments) },
     };
   } finally {
     await runtime.close();

@@ -15,17 +15,20 @@ export interface CpuReading {
 }
 
 /** utime + stime of one process in ms, or NaN when it cannot be read (gone, or not Linux). */
-function processCpuMs(pid: number | string): { comm: string; ms: number } {
+function processCpuMs(pid: number | string): { comm: string; ms: number; exitedChildrenMs: number } {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // comm is in parentheses and may contain spaces; the fields after it are space-separated.
     const close = stat.lastIndexOf(')');
     const comm = stat.slice(stat.indexOf('(') + 1, close);
     const fields = stat.slice(close + 2).split(' ');
-    // fields[11] is utime, fields[12] stime (fields 14 and 15 of proc(5), counting from pid = 1).
-    return { comm, ms: ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND };
+    // fields[11] is utime, fields[12] stime (fields 14 and 15 of proc(5), counting from pid = 1), and
+    // fields[13] and [14] the same for its children that have exited and been waited for.
+    const ticks = (i: number, j: number) =>
+      ((Number(fields[i]) + Number(fields[j])) * 1000) / TICKS_PER_SECOND;
+    return { comm, ms: ticks(11, 12), exitedChildrenMs: ticks(13, 14) };
   } catch {
-    return { comm: '', ms: Number.NaN };
+    return { comm: '', ms: Number.NaN, exitedChildrenMs: Number.NaN };
   }
 }
 
@@ -39,10 +42,19 @@ function postgresCpuMs(): number {
   }
   for (const entry of dirs) {
     if (!/^\d+$/.test(entry)) continue;
-    const { comm, ms } = processCpuMs(entry);
-    if (comm === 'postgres' && Number.isFinite(ms)) total += ms;
+    const { comm, ms, exitedChildrenMs } = processCpuMs(entry);
+    // A backend that has exited (its client disconnected) is counted in the postmaster's children.
+    if (comm === 'postgres' && Number.isFinite(ms)) total += ms + exitedChildrenMs;
   }
   return total;
+}
+
+/**
+ * CPU ms of this process's children that have exited and been waited for (cutime + cstime): how the
+ * worker bench counts its `paygate worker` processes, which are gone by the time it reads.
+ */
+export function exitedChildrenCpuMs(): number {
+  return processCpuMs('self').exitedChildrenMs;
 }
 
 export function readCpu(serverPid?: number): CpuReading {

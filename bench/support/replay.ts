@@ -67,23 +67,32 @@ const AUDIT_INSERT = 'INSERT INTO audit_log';
 const AUDIT_INSERT_MANY = /^INSERT INTO audit_log[\s\S]*unnest\(/;
 
 function substituter(from: Identity, to: Identity) {
-  // Longest first, so that a value that contains another (INV-10 and INV-1) is swapped whole.
-  const pairs: [string, string][] = Object.entries(from.strings)
-    .filter(([k]) => k in to.strings)
-    .map(([k, v]): [string, string] => [v, to.strings[k]!])
-    .sort(([a], [b]) => b.length - a.length);
+  const swaps = new Map<string, string>();
+  for (const [k, v] of Object.entries(from.strings)) if (k in to.strings) swaps.set(v, to.strings[k]!);
+  // One pass over each string (a batch's statements carry hundreds of ids), longest first, so that a
+  // value that contains another (INV-10 and INV-1) is swapped whole.
+  let pattern: RegExp | undefined;
+  const add = (a: string, b: string) => {
+    swaps.set(a, b);
+    pattern = undefined;
+  };
   const buffers = Object.entries(from.buffers ?? {}).map(([k, v]) => [v, to.buffers![k]!] as const);
   const swap = (value: unknown): unknown => {
-    if (typeof value === 'string') {
-      let out = value;
-      for (const [a, b] of pairs) if (out.includes(a)) out = out.replaceAll(a, b);
-      return out;
+    if (typeof value === 'string' && swaps.size > 0) {
+      pattern ??= new RegExp(
+        [...swaps.keys()]
+          .sort((a, b) => b.length - a.length)
+          .map((a) => a.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+          .join('|'),
+        'g',
+      );
+      return value.replace(pattern, (a) => swaps.get(a)!);
     }
     if (Buffer.isBuffer(value)) return buffers.find(([a]) => a.equals(value))?.[1] ?? value;
     if (Array.isArray(value)) return value.map(swap);
     return value;
   };
-  return { swap, pairs };
+  return { swap, add };
 }
 
 /** `values` without the array elements that belong to the absent positions (see Identity.absent). */
@@ -112,7 +121,7 @@ export async function replay(
   from: Identity,
   to: Identity,
 ): Promise<void> {
-  const { swap, pairs } = substituter(from, to);
+  const { swap, add } = substituter(from, to);
   let client: pg.PoolClient | undefined;
   let tail: { seq: number; hash: Buffer } | undefined;
   const link = (prev: Buffer, content: unknown) =>
@@ -153,7 +162,7 @@ export async function replay(
       if (statement.text.startsWith(AUDIT_TAIL)) tail = result.rows[0] as typeof tail;
       // A row id the database made (INSERT ... RETURNING id) is used by later statements: map it too.
       const returned = (result.rows[0] as { id?: unknown } | undefined)?.id;
-      if (statement.returnedId && typeof returned === 'string') pairs.push([statement.returnedId, returned]);
+      if (statement.returnedId && typeof returned === 'string') add(statement.returnedId, returned);
       if (statement.text === 'COMMIT') {
         client.release();
         client = undefined;
