@@ -32,7 +32,12 @@ function processCpuMs(pid: number | string): { comm: string; ms: number; exitedC
   }
 }
 
-function postgresCpuMs(): number {
+/**
+ * CPU ms of the PostgreSQL processes alive now; with `exitedBackends`, also of the backends that have
+ * exited (counted in the postmaster's children), which the worker bench needs because its workers'
+ * sessions end with them, at the price of also counting other sessions' exited backends.
+ */
+function postgresCpuMs(options: { exitedBackends?: boolean } = {}): number {
   let total = 0;
   let dirs: string[];
   try {
@@ -43,8 +48,8 @@ function postgresCpuMs(): number {
   for (const entry of dirs) {
     if (!/^\d+$/.test(entry)) continue;
     const { comm, ms, exitedChildrenMs } = processCpuMs(entry);
-    // A backend that has exited (its client disconnected) is counted in the postmaster's children.
-    if (comm === 'postgres' && Number.isFinite(ms)) total += ms + exitedChildrenMs;
+    if (comm === 'postgres' && Number.isFinite(ms))
+      total += ms + (options.exitedBackends ? exitedChildrenMs : 0);
   }
   return total;
 }
@@ -57,17 +62,21 @@ export function exitedChildrenCpuMs(): number {
   return processCpuMs('self').exitedChildrenMs;
 }
 
-export function readCpu(serverPid?: number): CpuReading {
+export function readCpu(serverPid?: number, options: { exitedBackends?: boolean } = {}): CpuReading {
   const own = process.cpuUsage();
   return {
     benchMs: (own.user + own.system) / 1000,
     serverMs: serverPid === undefined ? 0 : processCpuMs(serverPid).ms,
-    postgresMs: postgresCpuMs(),
+    postgresMs: postgresCpuMs(options),
   };
 }
 
-export function cpuSince(before: CpuReading, serverPid?: number): CpuReading {
-  const now = readCpu(serverPid);
+export function cpuSince(
+  before: CpuReading,
+  serverPid?: number,
+  options: { exitedBackends?: boolean } = {},
+): CpuReading {
+  const now = readCpu(serverPid, options);
   return {
     benchMs: now.benchMs - before.benchMs,
     serverMs: now.serverMs - before.serverMs,

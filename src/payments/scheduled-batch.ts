@@ -112,8 +112,9 @@ function startScheduledPayments(
   options: ScheduledBatchOptions,
 ): Promise<Started[]> {
   return deps.db.withTenant(tenantId, async (client) => {
-    // Locks the schedules (and their invoices) in id order, so that two batches can never deadlock;
-    // other workers only ever SKIP LOCKED past them.
+    // Locks the schedules in id order, as executeScheduledPayment locks its one (other workers' claims
+    // only ever SKIP LOCKED past them). Their invoices are not locked here: transitionInvoices below
+    // moves all of them or fails the whole batch, which then takes the per-payment path.
     const { rows } = await client.query<{
       id: string;
       invoice_id: string;
@@ -128,7 +129,7 @@ function startScheduledPayments(
          JOIN payment_methods m ON m.id = s.payment_method_id
         WHERE s.id = ANY($1::uuid[]) AND s.status = 'scheduled' AND i.status = 'scheduled' AND m.status = 'active'
         ORDER BY s.id
-          FOR UPDATE OF s, i`,
+          FOR UPDATE OF s`,
       [scheduledIds],
     );
     if (rows.length === 0) return [];

@@ -281,7 +281,6 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
       if (claimed.length === 0) break;
       crashPoint('after_claim');
       summary.scheduled.claimed += claimed.length;
-      for (const s of claimed) seenSchedules.push(s.id);
       // One batch per tenant (a tenant's transactions are scoped to it), in the order claimed.
       const byTenant = new Map<string, string[]>();
       for (const s of claimed) byTenant.set(s.tenant_id, [...(byTenant.get(s.tenant_id) ?? []), s.id]);
@@ -297,6 +296,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
           retryLaterMs: () => retryDelayMs(1, random),
           callsInFlight: concurrency,
         });
+        const moved = new Set<string>();
         for (const r of results) {
           if ('error' in r) {
             failed('scheduled payment', r.scheduledId, r.error);
@@ -304,12 +304,17 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
           }
           const payment = r.payment;
           if (!payment) continue;
+          if (payment.status !== 'failed') moved.add(r.scheduledId);
           summary.scheduled.started += 1;
           if (payment.status === 'succeeded') summary.scheduled.paid += 1;
           else if (payment.status === 'failed') summary.scheduled.failed += 1;
           else if (payment.recoveryPoint === 'started') summary.scheduled.deferred += 1;
           else summary.scheduled.pending += 1;
         }
+        // Later claims of this pass skip the schedules that may be `scheduled` again (not started, an
+        // error, a failure the rules rescheduled): each runs at most once a pass. The others are running
+        // or done, which no claim takes, so the list stays short however many a pass executes.
+        for (const id of ids) if (!moved.has(id)) seenSchedules.push(id);
       }
       // Stopped: give back what was claimed and not started.
       if (batches.length > 0) await releaseSchedules(batches.flatMap(([, ids]) => ids));
