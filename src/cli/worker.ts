@@ -34,7 +34,9 @@ export function registerWorkerCommands(program: Command, run: Run): void {
     .description('run scheduled payments, retries, reconciliation and housekeeping (until SIGTERM)')
     .option('--once', 'one pass over everything due now, print a summary, exit')
     .option('--worker-id <id>', 'name in leases and the audit log (default host:pid)')
-    .option('--batch-size <n>', 'rows claimed per claim', (v) => Number.parseInt(v, 10))
+    .option('--batch-size <n>', 'due schedules claimed (and run as batches) at a time', (v) =>
+      Number.parseInt(v, 10),
+    )
     .action((o: { once?: boolean; workerId?: string; batchSize?: number }) =>
       run(async (ctx) => {
         const runtime = await startRuntime({

@@ -65,6 +65,11 @@ export const REFUND_REDRIVE_WINDOW_MS = 12 * 60 * 60_000;
  * bound is the lease (a batch must finish well inside it) and how much one crash leaves to reconcile.
  */
 export const DEFAULT_BATCH_SIZE = 100;
+/**
+ * Rows claimed at a time by the steps that handle theirs one by one (reconciliation, refunds), each
+ * possibly waiting on its provider: few enough that a claim is done well inside its lease.
+ */
+export const ONE_BY_ONE_CLAIM_SIZE = 25;
 /** Idle time between passes of `run` when a pass found nothing to do. */
 export const DEFAULT_POLL_INTERVAL_MS = 5_000;
 
@@ -75,7 +80,10 @@ export interface WorkerOptions {
   clock?: () => Date;
   /** Waits between idle passes of `run`; must resolve early when the signal aborts. */
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
-  /** Rows claimed per claim query; a claim's schedules of one tenant are executed as one batch. */
+  /**
+   * Due schedules claimed per claim query (a claim's schedules of one tenant are executed as one batch);
+   * the one-by-one steps claim at most ONE_BY_ONE_CLAIM_SIZE of theirs.
+   */
   batchSize?: number;
   /** Provider calls of a batch in flight at once; default DEFAULT_CALLS_IN_FLIGHT. */
   concurrency?: number;
@@ -152,6 +160,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
   const clock = options.clock ?? (() => new Date());
   const sleep = options.sleep ?? realSleep;
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
+  const oneByOneClaimSize = Math.min(batchSize, ONE_BY_ONE_CLAIM_SIZE);
   const concurrency = Math.max(1, options.concurrency ?? DEFAULT_CALLS_IN_FLIGHT);
   const leaseS = (options.leaseMs ?? DEFAULT_LEASE_MS) / 1000;
   const random = options.random ?? Math.random;
@@ -211,7 +220,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
          UPDATE payments p SET next_check_at = $1::timestamptz + make_interval(secs => $3)
            FROM due WHERE p.id = due.id
          RETURNING p.id, p.tenant_id, p.scheduled_payment_id`,
-        [now, batchSize, leaseS, exclude],
+        [now, oneByOneClaimSize, leaseS, exclude],
       );
       return rows;
     });
@@ -232,7 +241,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
          UPDATE refunds r SET locked_until = $1::timestamptz + make_interval(secs => $3)
            FROM due WHERE r.id = due.id
          RETURNING r.id, r.tenant_id`,
-        [now, batchSize, leaseS, exclude, REFUND_GRACE_MS / 1000, REFUND_REDRIVE_WINDOW_MS / 1000],
+        [now, oneByOneClaimSize, leaseS, exclude, REFUND_GRACE_MS / 1000, REFUND_REDRIVE_WINDOW_MS / 1000],
       );
       return rows;
     });
