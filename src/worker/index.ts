@@ -87,6 +87,8 @@ export interface WorkerOptions {
   batchSize?: number;
   /** Provider calls of a batch in flight at once; default DEFAULT_CALLS_IN_FLIGHT. */
   concurrency?: number;
+  /** Batches (one tenant's share of a claim) executed at the same time; default 4. */
+  batchesInFlight?: number;
   leaseMs?: number;
   pollIntervalMs?: number;
   /** Source of jitter in [0, 1); default Math.random. */
@@ -162,6 +164,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
   const oneByOneClaimSize = Math.min(batchSize, ONE_BY_ONE_CLAIM_SIZE);
   const concurrency = Math.max(1, options.concurrency ?? DEFAULT_CALLS_IN_FLIGHT);
+  const batchesInFlight = Math.max(1, options.batchesInFlight ?? 4);
   const leaseS = (options.leaseMs ?? DEFAULT_LEASE_MS) / 1000;
   const random = options.random ?? Math.random;
   const { db } = deps;
@@ -294,37 +297,42 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
       const byTenant = new Map<string, string[]>();
       for (const s of claimed) byTenant.set(s.tenant_id, [...(byTenant.get(s.tenant_id) ?? []), s.id]);
       const batches = [...byTenant];
-      for (let batch = batches.shift(); batch; batch = batches.shift()) {
-        if (stop()) {
-          batches.unshift(batch);
-          break;
-        }
-        const [tenantId, ids] = batch;
-        const results = await executeScheduledBatch(deps, tenantId, ids, {
-          workerId,
-          retryLaterMs: () => retryDelayMs(1, random),
-          callsInFlight: concurrency,
-        });
-        const moved = new Set<string>();
-        for (const r of results) {
-          if ('error' in r) {
-            failed('scheduled payment', r.scheduledId, r.error);
-            continue;
+      // A few tenants' batches at a time: a claim of many small tenants must not wait on their provider
+      // calls one tenant after another.
+      const lane = async () => {
+        for (let batch = batches.shift(); batch; batch = batches.shift()) {
+          if (stop()) {
+            batches.unshift(batch);
+            return;
           }
-          const payment = r.payment;
-          if (!payment) continue;
-          if (payment.status !== 'failed') moved.add(r.scheduledId);
-          summary.scheduled.started += 1;
-          if (payment.status === 'succeeded') summary.scheduled.paid += 1;
-          else if (payment.status === 'failed') summary.scheduled.failed += 1;
-          else if (payment.recoveryPoint === 'started') summary.scheduled.deferred += 1;
-          else summary.scheduled.pending += 1;
+          const [tenantId, ids] = batch;
+          const results = await executeScheduledBatch(deps, tenantId, ids, {
+            workerId,
+            retryLaterMs: () => retryDelayMs(1, random),
+            callsInFlight: concurrency,
+          });
+          const moved = new Set<string>();
+          for (const r of results) {
+            if ('error' in r) {
+              failed('scheduled payment', r.scheduledId, r.error);
+              continue;
+            }
+            const payment = r.payment;
+            if (!payment) continue;
+            if (payment.status !== 'failed') moved.add(r.scheduledId);
+            summary.scheduled.started += 1;
+            if (payment.status === 'succeeded') summary.scheduled.paid += 1;
+            else if (payment.status === 'failed') summary.scheduled.failed += 1;
+            else if (payment.recoveryPoint === 'started') summary.scheduled.deferred += 1;
+            else summary.scheduled.pending += 1;
+          }
+          // Later claims of this pass skip the schedules that may be `scheduled` again (not started, an
+          // error, a failure the rules rescheduled): each runs at most once a pass. The others are
+          // running or done, which no claim takes, so the list stays short however many a pass executes.
+          for (const id of ids) if (!moved.has(id)) seenSchedules.push(id);
         }
-        // Later claims of this pass skip the schedules that may be `scheduled` again (not started, an
-        // error, a failure the rules rescheduled): each runs at most once a pass. The others are running
-        // or done, which no claim takes, so the list stays short however many a pass executes.
-        for (const id of ids) if (!moved.has(id)) seenSchedules.push(id);
-      }
+      };
+      await Promise.all(Array.from({ length: Math.min(batchesInFlight, batches.length) }, lane));
       // Stopped: give back what was claimed and not started.
       if (batches.length > 0) await releaseSchedules(batches.flatMap(([, ids]) => ids));
     }

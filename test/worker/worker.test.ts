@@ -498,6 +498,7 @@ describe('worker', () => {
       // The jitter source is consulted for each payment of a batch, once its phase 1 has committed.
       const worker = createWorker(f.deps, {
         batchSize: 10,
+        batchesInFlight: 1,
         random: () => {
           controller.abort();
           return 0.5;
