@@ -58,8 +58,9 @@ try {
     results.worker = r;
     lines.push(
       `worker, ${r.workers} processes: ${r.payments} due payments in ${round(r.seconds, 2)} s (${round(r.perSecond)}/s; target 10,000 in < 15 s)`,
-      `  bare SQL (${r.sqlPerPayment.statements} statements in ${r.sqlPerPayment.transactions} transactions per payment, claims in batches): ${round(r.baselineSeconds, 2)} s (${round(r.baselinePerSecond)}/s)`,
+      `  bare SQL (${round(r.sqlPerPayment.statements, 2)} statements in ${round(r.sqlPerPayment.transactions, 3)} transactions per payment, in batches of ${r.batchSize}): ${round(r.baselineSeconds, 2)} s (${round(r.baselinePerSecond)}/s)`,
       `  ratio ${round(r.perSecond / r.baselinePerSecond, 2)}; outcomes ${JSON.stringify(r.outcomes)}`,
+      `  CPU per payment: worker processes ${r.cpuPerPayment.worker.serverMs} ms + PostgreSQL ${r.cpuPerPayment.worker.postgresMs} ms; baseline bench ${r.cpuPerPayment.baseline.benchMs} ms + PostgreSQL ${r.cpuPerPayment.baseline.postgresMs} ms`,
     );
   }
   if (wanted('nacha')) {

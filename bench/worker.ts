@@ -1,13 +1,15 @@
 /**
  * The worker: N due scheduled payments (BENCH_WORKER_PAYMENTS; 1,000 by default so that `npm run bench`
- * stays within minutes on 2 cores: 10,000 takes ~6 minutes here, see BENCHMARKS.md) executed by
- * 2 `paygate worker --once` processes started together against the same database; wall time until both
- * exit (process start, migrations check and sandbox start included) and payments/s.
+ * stays within minutes on 2 cores; see BENCHMARKS.md) executed by 2 `paygate worker --once` processes
+ * started together against the same database; wall time until both exit (process start, migrations
+ * check and sandbox start included) and payments/s.
  *
- * Baseline: one in-process worker pass over a single due schedule is captured; its claim statement and
- * the statements it ran for that schedule (phase 1, the payment's phases 2 and 3 minus the provider call,
- * settling the schedule) are replayed bare by 2 concurrent loops in this process: claim a batch the same
- * way (same SQL, same batch size, same exclusion list), replay the schedule's statements for each row.
+ * Baseline: one in-process worker pass over one full claim of due schedules (DEFAULT_BATCH_SIZE, one
+ * tenant: one batch) is captured; its claim statement and the statements it ran for that batch (phase 1,
+ * phase 3 of the payments the provider confirmed, minus the provider calls) are replayed bare by 2
+ * concurrent loops in this process: claim a batch the same way (same SQL, same batch size, same
+ * exclusion list), replay the batch's statements for the rows claimed, their ids substituted in every
+ * array parameter (a smaller last batch drops the captured positions it lacks).
  */
 import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -15,9 +17,17 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createDb } from '../src/db/pool.js';
 import { startRuntime } from '../src/runtime.js';
-import { createWorker } from '../src/worker/index.js';
+import { createWorker, DEFAULT_BATCH_SIZE } from '../src/worker/index.js';
 import { bulkDueSchedules } from './support/bulk.js';
 import { type Captured, capturePool } from './support/capture.js';
+import {
+  type CpuReading,
+  cpuSince,
+  exitedChildrenCpuMs,
+  perItem,
+  postmasterPid,
+  readCpu,
+} from './support/cpu.js';
 import type { BenchServer } from './support/database.js';
 import { benchEnv } from './support/env.js';
 import { describeTemplate, type Identity, replay } from './support/replay.js';
@@ -25,7 +35,7 @@ import { seedTenant } from './support/seed.js';
 import { profileFlags } from './support/server.js';
 
 export const WORKERS = 2;
-const BATCH_SIZE = 25;
+const BATCH_SIZE = DEFAULT_BATCH_SIZE;
 const CLAIM = 'WITH due AS (';
 
 export interface WorkerBenchResult {
@@ -38,7 +48,25 @@ export interface WorkerBenchResult {
   outcomes: Record<string, number>;
   baselineSeconds: number;
   baselinePerSecond: number;
+  /** The captured batch's SQL, divided by its payments. */
   sqlPerPayment: { statements: number; transactions: number };
+  batchSize: number;
+  /**
+   * CPU ms per payment: for the worker, `serverMs` is its 2 processes (sandbox included) and `benchMs`
+   * this process (idle then); for the baseline, `benchMs` is this process's replay. `postgresMs` counts
+   * every PostgreSQL process on the machine, exited backends and other sessions' included.
+   */
+  cpuPerPayment: { worker: CpuReading; baseline: CpuReading };
+}
+
+interface PaymentIds {
+  id: string;
+  confirmation_number: string;
+  provider_reference: string;
+}
+
+function perPayment(sql: { statements: number; transactions: number }, payments: number) {
+  return { statements: sql.statements / payments, transactions: sql.transactions / payments };
 }
 
 interface ScheduleRow {
@@ -102,8 +130,8 @@ export async function benchWorker(
     const tenant = await seedTenant(runtime.db, 1);
     const ctx = { tenantId: tenant.tenant.id, agentKeyId: tenant.agents[0]!.agentKey.id };
 
-    // Capture: one in-process pass over a single due schedule.
-    await bulkDueSchedules(runtime.db, ctx, 'CAP', 1);
+    // Capture: one in-process pass over one full batch of due schedules.
+    await bulkDueSchedules(runtime.db, ctx, 'CAP', BATCH_SIZE);
     const capture = capturePool(runtime.db.pool);
     capture.start();
     const summary = await createWorker(runtime, {
@@ -111,45 +139,67 @@ export async function benchWorker(
       batchSize: BATCH_SIZE,
     }).runOnce();
     const pass = capture.stop();
-    if (summary.scheduled.paid !== 1)
+    if (summary.scheduled.paid !== BATCH_SIZE)
       throw new Error(`bench worker: capture pass ${JSON.stringify(summary)}`);
     const claimAt = pass.findIndex((s) => s.text.includes(CLAIM) && s.text.includes('scheduled_payments'));
     const nextClaim = pass.findIndex((s, i) => i > claimAt && s.text.includes(CLAIM));
     // The claim's own transaction (its opening statement, the claim, COMMIT), then everything up to the
     // next claim's opening statement.
     const claimTx = pass.slice(claimAt - 1, claimAt + 2);
-    const perSchedule = pass.slice(claimAt + 2, nextClaim - 1);
-    const [captured] = [...(await schedules(runtime.db, 'CAP')).values()];
+    const perBatch = pass.slice(claimAt + 2, nextClaim - 1);
+    // The captured batch's positions, in schedule id order (the order its statements list them).
+    const captured = [...(await schedules(runtime.db, 'CAP')).values()].sort((x, y) =>
+      x.id < y.id ? -1 : 1,
+    );
     const { rows: cp } = await runtime.db.withSystem((client) =>
-      client.query<{ id: string; confirmation_number: string; provider_reference: string }>(
-        'SELECT id, confirmation_number, provider_reference FROM payments WHERE scheduled_payment_id = $1',
-        [captured!.id],
+      client.query<{ scheduled_payment_id: string } & PaymentIds>(
+        `SELECT scheduled_payment_id, id, confirmation_number, provider_reference FROM payments
+          WHERE scheduled_payment_id = ANY($1::uuid[])`,
+        [captured.map((c) => c.id)],
       ),
     );
-    const identity = (
-      s: ScheduleRow,
-      p: { id: string; confirmation_number: string; provider_reference: string },
-    ): Identity => ({
-      strings: {
-        scheduleId: s.id,
-        invoiceId: s.invoice_id,
-        invoiceNumber: s.number,
-        approvalId: s.approval_id,
-        paymentId: p.id,
-        confirmationNumber: p.confirmation_number,
-        providerReference: p.provider_reference,
-        workerId: 'bench-capture',
-      },
+    const capturedPayments = new Map(cp.map((p) => [p.scheduled_payment_id, p]));
+    /** The batch `batch` as positions 0.. of the captured one; the positions it lacks are absent. */
+    const identity = (batch: { s: ScheduleRow; p: PaymentIds }[], workerId: string): Identity => ({
+      strings: Object.fromEntries([
+        ['workerId', workerId],
+        ...batch.flatMap(({ s, p }, k) => [
+          [`scheduleId${k}`, s.id],
+          [`invoiceId${k}`, s.invoice_id],
+          [`invoiceNumber${k}`, s.number],
+          [`approvalId${k}`, s.approval_id],
+          [`paymentId${k}`, p.id],
+          [`confirmationNumber${k}`, p.confirmation_number],
+          [`providerReference${k}`, p.provider_reference],
+        ]),
+      ]),
+      absent: captured
+        .slice(batch.length)
+        .flatMap((s) => [s.id, s.invoice_id, s.approval_id, capturedPayments.get(s.id)!.id]),
     });
-    const from = identity(captured!, cp[0]!);
+    const from = identity(
+      captured.map((s) => ({ s, p: capturedPayments.get(s.id)! })),
+      'bench-capture',
+    );
 
     // The real thing: 2 worker processes over `payments` due schedules.
     await bulkDueSchedules(runtime.db, ctx, 'WRK', payments);
+    const sources = {
+      postmasterPid: await postmasterPid(runtime.db.pool),
+      exitedBackends: true,
+    };
     const t0 = performance.now();
+    const cpu0 = readCpu(sources);
+    const children0 = exitedChildrenCpuMs();
     await Promise.all(
       Array.from({ length: WORKERS }, (_, i) => runWorkerProcess(database.url, `bench-worker-${i}`)),
     );
     const seconds = (performance.now() - t0) / 1000;
+    // The worker processes count as the "server" side here.
+    const workerCpu: CpuReading = {
+      ...cpuSince(cpu0, sources),
+      serverMs: exitedChildrenCpuMs() - children0,
+    };
     // What the workers left: every schedule should be executed with its payment succeeded. Anything else
     // (a provider call that timed out under load and was deferred to a later pass) is reported, not hidden.
     const { rows: outcomes } = await runtime.db.withSystem((client) =>
@@ -170,6 +220,7 @@ export async function benchWorker(
     const bare = createDb(database.url, { max: 10, applicationName: 'paygate-bench-baseline' });
     const claimText = claimTx.find((s) => s.text.includes(CLAIM))!;
     const loop = async (workerId: string) => {
+      // What the worker excludes from later claims: schedules that may be due again (none here).
       const seen: string[] = [];
       for (;;) {
         const client = await bare.pool.connect();
@@ -187,21 +238,22 @@ export async function benchWorker(
           client.release();
         }
         if (claimed.length === 0) return;
-        for (const { id } of claimed) {
-          seen.push(id);
-          const to = identity(rows.get(id)!, {
+        const batch = claimed.map(({ id }) => ({
+          s: rows.get(id)!,
+          p: {
             id: randomUUID(),
             confirmation_number: `PG-${randomBytes(5).toString('hex').toUpperCase()}`,
             provider_reference: `pi_${randomBytes(12).toString('hex')}`,
-          });
-          to.strings.workerId = workerId;
-          await replay(bare.pool, perSchedule as Captured[], from, to);
-        }
+          },
+        }));
+        await replay(bare.pool, perBatch as Captured[], from, identity(batch, workerId));
       }
     };
     const b0 = performance.now();
+    const bareCpu0 = readCpu(sources);
     await Promise.all(Array.from({ length: WORKERS }, (_, i) => loop(`bench-bare-${i}`)));
     const baselineSeconds = (performance.now() - b0) / 1000;
+    const bareCpu = cpuSince(bareCpu0, sources);
     await bare.close();
     const { rows: bareDone } = await runtime.db.withSystem((client) =>
       client.query<{ n: number }>(
@@ -219,7 +271,9 @@ export async function benchWorker(
       outcomes: workerOutcomes,
       baselineSeconds,
       baselinePerSecond: payments / baselineSeconds,
-      sqlPerPayment: describeTemplate(perSchedule),
+      sqlPerPayment: perPayment(describeTemplate(perBatch), BATCH_SIZE),
+      batchSize: BATCH_SIZE,
+      cpuPerPayment: { worker: perItem(workerCpu, payments), baseline: perItem(bareCpu, payments) },
     };
   } finally {
     await runtime.close();

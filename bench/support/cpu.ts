@@ -14,20 +14,28 @@ export interface CpuReading {
   postgresMs: number;
 }
 
-/** utime + stime of one process in ms and its parent, or NaN when it cannot be read (gone, or not Linux). */
-function processCpuMs(pid: number | string): { ppid: number; ms: number } {
+interface ProcessCpu {
+  ppid: number;
+  /** utime + stime */
+  ms: number;
+  /** cutime + cstime: its children that have exited and been waited for. */
+  exitedChildrenMs: number;
+}
+
+/** One process's CPU in ms and its parent, or NaN when it cannot be read (gone, or not Linux). */
+function processCpuMs(pid: number | string): ProcessCpu {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // comm is in parentheses and may contain spaces; the fields after it are space-separated.
     const close = stat.lastIndexOf(')');
     const fields = stat.slice(close + 2).split(' ');
-    // fields[1] is ppid, fields[11] utime, fields[12] stime (fields 4, 14 and 15 of proc(5)).
-    return {
-      ppid: Number(fields[1]),
-      ms: ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND,
-    };
+    // fields[1] is ppid, [11] and [12] utime and stime, [13] and [14] cutime and cstime (fields 4 and
+    // 14 to 17 of proc(5), counting from pid = 1).
+    const ticks = (i: number, j: number) =>
+      ((Number(fields[i]) + Number(fields[j])) * 1000) / TICKS_PER_SECOND;
+    return { ppid: Number(fields[1]), ms: ticks(11, 12), exitedChildrenMs: ticks(13, 14) };
   } catch {
-    return { ppid: 0, ms: Number.NaN };
+    return { ppid: 0, ms: Number.NaN, exitedChildrenMs: Number.NaN };
   }
 }
 
@@ -39,8 +47,19 @@ export async function postmasterPid(db: {
   return processCpuMs(rows[0]!.pid).ppid;
 }
 
-function postgresCpuMs(postmaster: number): number {
-  let total = processCpuMs(postmaster).ms;
+export interface CpuSources {
+  serverPid?: number;
+  postmasterPid: number;
+  /**
+   * Also count the server's backends that have exited (in the postmaster's children's time): the worker
+   * bench needs it, because its workers' sessions end with them.
+   */
+  exitedBackends?: boolean;
+}
+
+function postgresCpuMs({ postmasterPid: postmaster, exitedBackends }: CpuSources): number {
+  const own = processCpuMs(postmaster);
+  let total = own.ms + (exitedBackends ? own.exitedChildrenMs : 0);
   let dirs: string[];
   try {
     dirs = readdirSync('/proc');
@@ -55,17 +74,20 @@ function postgresCpuMs(postmaster: number): number {
   return total;
 }
 
-export interface CpuSources {
-  serverPid?: number;
-  postmasterPid: number;
+/**
+ * CPU ms of this process's children that have exited and been waited for (cutime + cstime): how the
+ * worker bench counts its `paygate worker` processes, which are gone by the time it reads.
+ */
+export function exitedChildrenCpuMs(): number {
+  return processCpuMs('self').exitedChildrenMs;
 }
 
-export function readCpu({ serverPid, postmasterPid }: CpuSources): CpuReading {
+export function readCpu(sources: CpuSources): CpuReading {
   const own = process.cpuUsage();
   return {
     benchMs: (own.user + own.system) / 1000,
-    serverMs: serverPid === undefined ? 0 : processCpuMs(serverPid).ms,
-    postgresMs: postgresCpuMs(postmasterPid),
+    serverMs: sources.serverPid === undefined ? 0 : processCpuMs(sources.serverPid).ms,
+    postgresMs: postgresCpuMs(sources),
   };
 }
 

@@ -9,10 +9,16 @@
 import type pg from 'pg';
 import type { Captured } from './capture.js';
 
-/** The values that tell one replayed unit of work (a payment, an event) from another. */
+/** The values that tell one replayed unit of work (a payment, an event, a batch) from another. */
 export interface Identity {
   strings: Record<string, string>;
   buffers?: Record<string, Buffer>;
+  /**
+   * A batch smaller than the captured one: the captured ids (UUIDs) of the positions it lacks. An
+   * array parameter's elements that mention one are dropped, with the elements at the same places in
+   * the statement's other arrays of that length (the parallel columns of an unnest).
+   */
+  absent?: string[];
 }
 
 export interface PaymentIdentity {
@@ -49,19 +55,51 @@ export function paymentIdentity(p: PaymentIdentity): Identity {
 }
 
 function substituter(from: Identity, to: Identity) {
-  const pairs: [string, string][] = Object.entries(from.strings).map(([k, v]) => [v, to.strings[k]!]);
+  const swaps = new Map<string, string>();
+  for (const [k, v] of Object.entries(from.strings)) if (k in to.strings) swaps.set(v, to.strings[k]!);
+  // One pass over each string (a batch's statements carry hundreds of ids), longest first, so that a
+  // value that contains another (INV-10 and INV-1) is swapped whole.
+  let pattern: RegExp | undefined;
+  const add = (a: string, b: string) => {
+    swaps.set(a, b);
+    pattern = undefined;
+  };
   const buffers = Object.entries(from.buffers ?? {}).map(([k, v]) => [v, to.buffers![k]!] as const);
   const swap = (value: unknown): unknown => {
-    if (typeof value === 'string') {
-      let out = value;
-      for (const [a, b] of pairs) if (out.includes(a)) out = out.replaceAll(a, b);
-      return out;
+    if (typeof value === 'string' && swaps.size > 0) {
+      pattern ??= new RegExp(
+        [...swaps.keys()]
+          .sort((a, b) => b.length - a.length)
+          .map((a) => a.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+          .join('|'),
+        'g',
+      );
+      return value.replace(pattern, (a) => swaps.get(a)!);
     }
     if (Buffer.isBuffer(value)) return buffers.find(([a]) => a.equals(value))?.[1] ?? value;
     if (Array.isArray(value)) return value.map(swap);
     return value;
   };
-  return { swap, pairs };
+  return { swap, add };
+}
+
+/** `values` without the array elements that belong to the absent positions (see Identity.absent). */
+function withoutAbsent(values: unknown[], absent: readonly string[]): unknown[] {
+  if (absent.length === 0) return values;
+  const mentions = (x: unknown) => typeof x === 'string' && absent.some((id) => x.includes(id));
+  const drop = new Map<number, Set<number>>();
+  for (const v of values) {
+    if (!Array.isArray(v)) continue;
+    v.forEach((x, i) => {
+      if (!mentions(x)) return;
+      if (!drop.has(v.length)) drop.set(v.length, new Set());
+      drop.get(v.length)!.add(i);
+    });
+  }
+  return values.map((v) => {
+    const gone = Array.isArray(v) ? drop.get(v.length) : undefined;
+    return gone ? (v as unknown[]).filter((_, i) => !gone.has(i)) : v;
+  });
 }
 
 /** Replay `template` (captured for `from`) as `to`. */
@@ -71,13 +109,13 @@ export async function replay(
   from: Identity,
   to: Identity,
 ): Promise<void> {
-  const { swap, pairs } = substituter(from, to);
+  const { swap, add } = substituter(from, to);
   let client: pg.PoolClient | undefined;
   try {
     for (const statement of template) {
       if (statement.text.startsWith('BEGIN')) client = await pool.connect();
       if (!client) throw new Error(`bench replay: statement outside a transaction: ${statement.text}`);
-      const values = statement.values.map(swap);
+      const values = withoutAbsent(statement.values, to.absent ?? []).map(swap);
       // The tenant id is inlined in the statement that opens a tenant transaction: swap it there too.
       const answer: pg.QueryResult | pg.QueryResult[] = await client.query(
         swap(statement.text) as string,
@@ -87,7 +125,7 @@ export async function replay(
       const result = Array.isArray(answer) ? answer[answer.length - 1]! : answer;
       // A row id the database made (INSERT ... RETURNING id) is used by later statements: map it too.
       const returned = (result.rows[0] as { id?: unknown } | undefined)?.id;
-      if (statement.returnedId && typeof returned === 'string') pairs.push([statement.returnedId, returned]);
+      if (statement.returnedId && typeof returned === 'string') add(statement.returnedId, returned);
       if (statement.text === 'COMMIT') {
         client.release();
         client = undefined;

@@ -2,7 +2,7 @@
  * `paygate worker`: the background jobs (src/worker/) in a loop until SIGTERM or SIGINT, or one pass
  * with `--once` (for cron and tests). Any number of these may run against one PostgreSQL.
  *
- * Shutdown: the signal stops new claims; the payment in flight finishes its phases (a provider call is
+ * Shutdown: the signal stops new claims; the batch in flight finishes its phases (a provider call is
  * never cut in half by us), schedules claimed but not started are released, then the process exits 0.
  * A second signal, or SIGKILL, is a crash, and a crash is safe too: leases expire and the reconciler
  * resolves what was in flight.
@@ -34,7 +34,9 @@ export function registerWorkerCommands(program: Command, run: Run): void {
     .description('run scheduled payments, retries, reconciliation and housekeeping (until SIGTERM)')
     .option('--once', 'one pass over everything due now, print a summary, exit')
     .option('--worker-id <id>', 'name in leases and the audit log (default host:pid)')
-    .option('--batch-size <n>', 'rows claimed per claim', (v) => Number.parseInt(v, 10))
+    .option('--batch-size <n>', 'due schedules claimed (and run as batches) at a time', (v) =>
+      Number.parseInt(v, 10),
+    )
     .action((o: { once?: boolean; workerId?: string; batchSize?: number }) =>
       run(async (ctx) => {
         const runtime = await startRuntime({
@@ -56,7 +58,7 @@ export function registerWorkerCommands(program: Command, run: Run): void {
               // A second signal: the operator insists. Leases make this as safe as a crash.
               process.exit(130);
             }
-            runtime.logger.info('worker: finishing the item in flight, then stopping');
+            runtime.logger.info('worker: finishing the batch in flight, then stopping');
             controller.abort();
           };
           process.on('SIGTERM', stop);

@@ -5,8 +5,11 @@
  * loses an approved payment nor pays one twice. Unset (always, outside that harness) it does nothing.
  *
  * Points: `after_claim` (worker: schedules leased, phase 1 not started), `after_phase1` (payment row
- * committed `processing`, provider not called), `after_provider_call` (the provider answered, phase 3
- * not committed), `after_phase3` (payment recorded, the schedule not yet marked), and
+ * committed `processing`, provider not called; in a worker batch, reached just before each payment's
+ * call, so the n-th is a kill with n - 1 of the batch's calls under way), `after_provider_call` (the
+ * provider answered, phase 3 not committed; in a batch, the others' calls may be in flight),
+ * `after_phase3` (payment recorded, the schedule not yet marked; a batch marks its successes' schedules
+ * in its phase 3, so there this is a kill after the whole batch's phase 3), and
  * `in_webhook` (sidecar: the verified event row committed, not yet applied: the retry must still apply
  * it), `in_webhook_apply` (inside the applying transaction, the payment changed but not committed: the
  * rollback must leave it unapplied and unlocked) and `after_webhook_apply` (applied and committed, the

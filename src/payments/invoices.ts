@@ -213,3 +213,26 @@ export async function transitionInvoice(
   if (!rowCount)
     throw new IllegalTransitionError(`invoice ${invoiceId} is no longer ${from}; it cannot move to ${to}`);
 }
+
+/**
+ * transitionInvoice for several invoices in one statement: all of them move, or (one is no longer
+ * `from`) none does and the caller's transaction must roll back.
+ */
+export async function transitionInvoices(
+  client: Queryable,
+  invoiceIds: string[],
+  from: InvoiceStatus,
+  to: InvoiceStatus,
+): Promise<void> {
+  if (!INVOICE_TRANSITIONS[from].includes(to)) {
+    throw new IllegalTransitionError(`invoice cannot move from ${from} to ${to}`);
+  }
+  const { rowCount } = await client.query(
+    'UPDATE invoices SET status = $3, updated_at = now() WHERE id = ANY($1::uuid[]) AND status = $2',
+    [invoiceIds, from, to],
+  );
+  if (rowCount !== invoiceIds.length)
+    throw new IllegalTransitionError(
+      `${invoiceIds.length - (rowCount ?? 0)} of ${invoiceIds.length} invoices are no longer ${from}; none moves to ${to}`,
+    );
+}

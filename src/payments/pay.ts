@@ -795,18 +795,21 @@ export async function executeScheduledPayment(
  * for schedules whose payment the reconciler resolved.
  */
 export async function settleSchedule(deps: EngineDeps, tenantId: string, scheduledId: string): Promise<void> {
+  await deps.db.withTenant(tenantId, (client) => settleSchedules(client, [scheduledId]));
+}
+
+/** settleSchedule for several schedules of the caller's tenant, in the caller's transaction. */
+export async function settleSchedules(client: Queryable, scheduledIds: string[]): Promise<void> {
   // No audit entry of its own: the schedule's state is derived from its payment's, and every change of
   // the payment is audited (an extra entry here would also serialize on the tenant's audit chain).
-  await deps.db.withTenant(tenantId, (client) =>
-    client.query(
-      `UPDATE scheduled_payments s
-          SET status = CASE WHEN p.status = 'failed' THEN 'failed' ELSE 'executed' END,
-              last_error = CASE WHEN p.status = 'failed' THEN p.failure_code ELSE s.last_error END,
-              updated_at = now()
-         FROM payments p
-        WHERE s.id = $1 AND s.status = 'running' AND p.id = s.payment_id
-          AND NOT (p.status = 'processing' AND p.recovery_point = 'started')`,
-      [scheduledId],
-    ),
+  await client.query(
+    `UPDATE scheduled_payments s
+        SET status = CASE WHEN p.status = 'failed' THEN 'failed' ELSE 'executed' END,
+            last_error = CASE WHEN p.status = 'failed' THEN p.failure_code ELSE s.last_error END,
+            updated_at = now()
+       FROM payments p
+      WHERE s.id = ANY($1::uuid[]) AND s.status = 'running' AND p.id = s.payment_id
+        AND NOT (p.status = 'processing' AND p.recovery_point = 'started')`,
+    [scheduledIds],
   );
 }

@@ -6,9 +6,13 @@
  */
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
-import { getCounterparty } from '../directory/counterparties.js';
-import { getPaymentMethodToken } from '../directory/payment-methods.js';
-import { type Gateway, GatewayError, type GatewayFailure, type PaymentOutcome } from '../gateways/types.js';
+import {
+  type Gateway,
+  GatewayError,
+  type GatewayFailure,
+  type PaymentOutcome,
+  type PayRequest,
+} from '../gateways/types.js';
 import { createAlert, ruleFor } from './alerts.js';
 import { nextBusinessDay, todayIn } from './calendar.js';
 import type { EngineDeps, FailureNotice } from './context.js';
@@ -55,66 +59,125 @@ export async function executePayment(
   paymentId: string,
   options: ExecuteOptions = {},
 ): Promise<Payment> {
-  const { payment, request } = await deps.db.withTenant(tenantId, async (client) => {
-    const payment = await getPayment(client, paymentId);
-    if (!payment) throw new Error(`payment ${paymentId} not found`);
-    const vendor = await getCounterparty(
-      client,
-      (
-        await client.query<{ counterparty_id: string }>(
-          'SELECT counterparty_id FROM invoices WHERE id = $1',
-          [payment.invoiceId],
-        )
-      ).rows[0]!.counterparty_id,
-    );
-    const token = await getPaymentMethodToken(client, payment.paymentMethodId);
-    return {
-      payment,
-      request: {
-        paymentId,
-        tenantId,
-        amountMinor: payment.amountMinor,
-        currency: payment.currency,
-        rail: payment.rail,
-        paymentMethodToken: token?.token ?? '',
-        providerCustomerId: token?.customer ?? undefined,
-        payee: {
-          name: vendor?.name ?? '',
-          stripeAccount: vendor?.stripeAccount ?? undefined,
-          paypalEmail: vendor?.paypalEmail ?? undefined,
-        },
-        invoiceNumber: payment.invoiceNumber,
-        description: `Invoice ${payment.invoiceNumber} (${vendor?.name ?? ''})`,
-      },
-    };
-  });
-  if (payment.status !== 'processing' || payment.recoveryPoint !== 'started') return payment;
+  const [submission] = await deps.db.withTenant(tenantId, (client) => loadSubmissions(client, [paymentId]));
+  if (!submission) throw new Error(`payment ${paymentId} not found`);
+  if (submission.status !== 'processing' || submission.recoveryPoint !== 'started')
+    return (await deps.db.withTenant(tenantId, (client) => getPayment(client, paymentId)))!;
+  const answer = await callProvider(deps, submission);
+  return recordProviderAnswer(deps, tenantId, paymentId, answer, options);
+}
 
+/** What phase 2 needs of a payment: where it stands, and the request to send its provider. */
+export interface Submission {
+  paymentId: string;
+  provider: Payment['provider'];
+  status: Payment['status'];
+  recoveryPoint: Payment['recoveryPoint'];
+  request: PayRequest;
+}
+
+/** Phase 2's input for several payments of the caller's tenant, in one query. */
+export async function loadSubmissions(client: Queryable, paymentIds: string[]): Promise<Submission[]> {
+  const { rows } = await client.query<{
+    id: string;
+    tenant_id: string;
+    amount_minor: number;
+    currency: string;
+    rail: Payment['rail'];
+    provider: Payment['provider'];
+    status: Payment['status'];
+    recovery_point: Payment['recoveryPoint'];
+    invoice_number: string;
+    vendor_name: string;
+    stripe_account: string | null;
+    paypal_email: string | null;
+    provider_token: string;
+    provider_customer: string | null;
+  }>(
+    `SELECT p.id, p.tenant_id, p.amount_minor, p.currency, p.rail, p.provider, p.status, p.recovery_point,
+            i.number AS invoice_number, c.name AS vendor_name, c.stripe_account, c.paypal_email,
+            m.provider_token, m.provider_customer
+       FROM payments p JOIN invoices i ON i.id = p.invoice_id JOIN counterparties c ON c.id = i.counterparty_id
+       JOIN payment_methods m ON m.id = p.payment_method_id
+      WHERE p.id = ANY($1::uuid[])`,
+    [paymentIds],
+  );
+  return rows.map((r) => ({
+    paymentId: r.id,
+    provider: r.provider,
+    status: r.status,
+    recoveryPoint: r.recovery_point,
+    request: {
+      paymentId: r.id,
+      tenantId: r.tenant_id,
+      amountMinor: r.amount_minor,
+      currency: r.currency.trim(),
+      rail: r.rail,
+      paymentMethodToken: r.provider_token,
+      providerCustomerId: r.provider_customer ?? undefined,
+      payee: {
+        name: r.vendor_name,
+        stripeAccount: r.stripe_account ?? undefined,
+        paypalEmail: r.paypal_email ?? undefined,
+      },
+      invoiceNumber: r.invoice_number,
+      description: `Invoice ${r.invoice_number} (${r.vendor_name})`,
+    },
+  }));
+}
+
+/** What phase 2 learned: the provider's outcome, or the failure that left us without one. */
+export interface ProviderAnswer {
+  outcome: PaymentOutcome | null;
+  failure?: GatewayError;
+}
+
+/**
+ * Phase 2: send the payment to its provider (idempotency key derived from the payment id) and, when a
+ * retryable error outlasted the gateway's retries, ask once what became of it. Never throws for a
+ * provider failure; no database work.
+ */
+export async function callProvider(
+  deps: EngineDeps,
+  submission: Pick<Submission, 'paymentId' | 'provider' | 'request'>,
+): Promise<ProviderAnswer> {
+  const { paymentId } = submission;
   let outcome: PaymentOutcome | null = null;
   let failure: GatewayError | undefined;
   try {
-    const gateway = gatewayFor(deps, payment);
+    const gateway = gatewayFor(deps, submission);
     // Each gateway applies our one retry policy (src/gateways/retry.ts) around its own calls.
-    outcome = await gateway.pay(request);
+    outcome = await gateway.pay(submission.request);
   } catch (error) {
     if (!(error instanceof GatewayError)) throw error;
     failure = error;
     // After retries an api_error leaves the outcome in doubt: ask once before calling it failed.
     if (error.code === 'api_error' || error.code === 'rate_limited') {
       try {
-        outcome = await gatewayFor(deps, payment).retrieve({ paymentId });
+        outcome = await gatewayFor(deps, submission).retrieve({ paymentId });
         if (outcome) failure = undefined;
       } catch {
         failure = new GatewayError(
           'network_timeout',
           `${error.message}; and the provider could not be asked`,
-          payment.provider,
+          submission.provider,
           { outcomeUnknown: true },
         );
       }
     }
   }
   crashPoint('after_provider_call');
+  return { outcome, failure };
+}
+
+/** Phase 3 for one payment: record what phase 2 learned, or defer a retryable failure (see ExecuteOptions). */
+export async function recordProviderAnswer(
+  deps: EngineDeps,
+  tenantId: string,
+  paymentId: string,
+  { outcome, failure }: ProviderAnswer,
+  options: ExecuteOptions = {},
+): Promise<Payment> {
   // A retryable failure with no record at the provider is not a final "failed": the provider's search
   // can lag behind a charge that did happen. The payment stays processing and the worker sends it again
   // later under the same idempotency key (the provider acts at most once), asking first.

@@ -5,11 +5,14 @@
  * Each pass, in order:
  * 1. due scheduled payments (`scheduled_date <= today in the tenant's time zone`): claimed across
  *    tenants in one short system transaction (`FOR UPDATE SKIP LOCKED`, so workers never wait on or
- *    take each other's rows) that stamps a lease (`locked_until`); then each is executed within its
- *    tenant by `executeScheduledPayment`, whose phase 1 re-checks the row under a lock and creates the
- *    payment in the same transaction that moves the schedule to `running`. A worker that dies after the
- *    claim leaves only a lease, which runs out; one that dies after phase 1 leaves a `processing`
- *    payment whose `next_check_at` is the lease, found by step 2. Nothing is ever started twice.
+ *    take each other's rows) that stamps a lease (`locked_until`); then each tenant's share of the claim
+ *    is executed as one batch by `executeScheduledBatch` (src/payments/scheduled-batch.ts): one phase-1
+ *    transaction re-checks the rows under a lock and creates every payment in the same transaction that
+ *    moves its schedule to `running`, the provider calls run a bounded number at a time, and one
+ *    phase-3 transaction records the successes; anything unusual takes executeScheduledPayment's
+ *    per-payment path. A worker that dies after the claim leaves only a lease, which runs out; one that
+ *    dies after phase 1 leaves `processing` payments whose `next_check_at` is the lease, found by
+ *    step 2. Nothing is ever started twice.
  * 2. `processing` payments whose `next_check_at` is due (a crash between phases, a timeout, ACH
  *    settling, a deferred retry): claimed the same way, each resolved by `reconcilePayment`, which asks
  *    the provider and, only when the provider has no record of it, re-sends the same payment id (same
@@ -34,9 +37,10 @@ import type { Logger } from '../config.js';
 import type { EngineDeps } from '../payments/context.js';
 import { crashPoint } from '../payments/crash-points.js';
 import { pruneIdempotencyKeys } from '../payments/idempotency.js';
-import { executeScheduledPayment, settleSchedule } from '../payments/pay.js';
+import { settleSchedule } from '../payments/pay.js';
 import { reconcilePayment } from '../payments/phases.js';
 import { executeRefund } from '../payments/refund.js';
+import { DEFAULT_CALLS_IN_FLIGHT, executeScheduledBatch } from '../payments/scheduled-batch.js';
 import type { Runtime } from '../runtime.js';
 
 /** Submissions of one payment to its provider, first one included, all with the same idempotency key. */
@@ -55,6 +59,17 @@ export const REFUND_GRACE_MS = 60_000;
  * refunds are left to the provider's webhooks (refund.updated / charge.refunded) and its dashboard.
  */
 export const REFUND_REDRIVE_WINDOW_MS = 12 * 60 * 60_000;
+/**
+ * Due schedules claimed at a time. Each tenant's share of a claim is one batch: its SQL is a few
+ * set-based statements whatever its size, so bigger batches mean fewer transactions per payment; the
+ * bound is the lease (a batch must finish well inside it) and how much one crash leaves to reconcile.
+ */
+export const DEFAULT_BATCH_SIZE = 100;
+/**
+ * Rows claimed at a time by the steps that handle theirs one by one (reconciliation, refunds), each
+ * possibly waiting on its provider: few enough that a claim is done well inside its lease.
+ */
+export const ONE_BY_ONE_CLAIM_SIZE = 25;
 /** Idle time between passes of `run` when a pass found nothing to do. */
 export const DEFAULT_POLL_INTERVAL_MS = 5_000;
 
@@ -65,10 +80,15 @@ export interface WorkerOptions {
   clock?: () => Date;
   /** Waits between idle passes of `run`; must resolve early when the signal aborts. */
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
-  /** Rows claimed per claim query. */
+  /**
+   * Due schedules claimed per claim query (a claim's schedules of one tenant are executed as one batch);
+   * the one-by-one steps claim at most ONE_BY_ONE_CLAIM_SIZE of theirs.
+   */
   batchSize?: number;
-  /** Scheduled payments of a batch executed at the same time (each in its own transactions); default 4. */
+  /** Provider calls of a batch in flight at once; default DEFAULT_CALLS_IN_FLIGHT. */
   concurrency?: number;
+  /** Batches (one tenant's share of a claim) executed at the same time; default 4. */
+  batchesInFlight?: number;
   leaseMs?: number;
   pollIntervalMs?: number;
   /** Source of jitter in [0, 1); default Math.random. */
@@ -102,7 +122,7 @@ export interface Worker {
   readonly workerId: string;
   /** One pass over everything due now; returns what it did. */
   runOnce(options?: { signal?: AbortSignal }): Promise<PassSummary>;
-  /** Passes until `signal` aborts; the item in flight finishes, claimed ones not started are released. */
+  /** Passes until `signal` aborts; the batch in flight finishes, claimed ones not started are released. */
   run(options: { signal: AbortSignal }): Promise<void>;
 }
 
@@ -141,8 +161,10 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
   const workerId = options.workerId ?? `${hostname()}:${process.pid}`;
   const clock = options.clock ?? (() => new Date());
   const sleep = options.sleep ?? realSleep;
-  const batchSize = options.batchSize ?? 25;
-  const concurrency = Math.max(1, options.concurrency ?? 4);
+  const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
+  const oneByOneClaimSize = Math.min(batchSize, ONE_BY_ONE_CLAIM_SIZE);
+  const concurrency = Math.max(1, options.concurrency ?? DEFAULT_CALLS_IN_FLIGHT);
+  const batchesInFlight = Math.max(1, options.batchesInFlight ?? 4);
   const leaseS = (options.leaseMs ?? DEFAULT_LEASE_MS) / 1000;
   const random = options.random ?? Math.random;
   const { db } = deps;
@@ -201,7 +223,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
          UPDATE payments p SET next_check_at = $1::timestamptz + make_interval(secs => $3)
            FROM due WHERE p.id = due.id
          RETURNING p.id, p.tenant_id, p.scheduled_payment_id`,
-        [now, batchSize, leaseS, exclude],
+        [now, oneByOneClaimSize, leaseS, exclude],
       );
       return rows;
     });
@@ -222,7 +244,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
          UPDATE refunds r SET locked_until = $1::timestamptz + make_interval(secs => $3)
            FROM due WHERE r.id = due.id
          RETURNING r.id, r.tenant_id`,
-        [now, batchSize, leaseS, exclude, REFUND_GRACE_MS / 1000, REFUND_REDRIVE_WINDOW_MS / 1000],
+        [now, oneByOneClaimSize, leaseS, exclude, REFUND_GRACE_MS / 1000, REFUND_REDRIVE_WINDOW_MS / 1000],
       );
       return rows;
     });
@@ -271,34 +293,48 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
       if (claimed.length === 0) break;
       crashPoint('after_claim');
       summary.scheduled.claimed += claimed.length;
-      for (const s of claimed) seenSchedules.push(s.id);
-      const queue = [...claimed];
-      // A few payments at a time: most of a payment's time is the provider's answer, not our CPU.
+      // One batch per tenant (a tenant's transactions are scoped to it), in the order claimed.
+      const byTenant = new Map<string, string[]>();
+      for (const s of claimed) byTenant.set(s.tenant_id, [...(byTenant.get(s.tenant_id) ?? []), s.id]);
+      const batches = [...byTenant];
+      // A few tenants' batches at a time: a claim of many small tenants must not wait on their provider
+      // calls one tenant after another.
       const lane = async () => {
-        for (let s = queue.shift(); s; s = queue.shift()) {
+        for (let batch = batches.shift(); batch; batch = batches.shift()) {
           if (stop()) {
-            queue.unshift(s);
+            batches.unshift(batch);
             return;
           }
-          try {
-            const payment = await executeScheduledPayment(deps, s.tenant_id, s.id, {
-              workerId,
-              retryLaterMs: retryDelayMs(1, random),
-            });
+          const [tenantId, ids] = batch;
+          const results = await executeScheduledBatch(deps, tenantId, ids, {
+            workerId,
+            retryLaterMs: () => retryDelayMs(1, random),
+            callsInFlight: concurrency,
+          });
+          const moved = new Set<string>();
+          for (const r of results) {
+            if ('error' in r) {
+              failed('scheduled payment', r.scheduledId, r.error);
+              continue;
+            }
+            const payment = r.payment;
             if (!payment) continue;
+            if (payment.status !== 'failed') moved.add(r.scheduledId);
             summary.scheduled.started += 1;
             if (payment.status === 'succeeded') summary.scheduled.paid += 1;
             else if (payment.status === 'failed') summary.scheduled.failed += 1;
             else if (payment.recoveryPoint === 'started') summary.scheduled.deferred += 1;
             else summary.scheduled.pending += 1;
-          } catch (error) {
-            failed('scheduled payment', s.id, error);
           }
+          // Later claims of this pass skip the schedules that may be `scheduled` again (not started, an
+          // error, a failure the rules rescheduled): each runs at most once a pass. The others are
+          // running or done, which no claim takes, so the list stays short however many a pass executes.
+          for (const id of ids) if (!moved.has(id)) seenSchedules.push(id);
         }
       };
-      await Promise.all(Array.from({ length: Math.min(concurrency, claimed.length) }, lane));
+      await Promise.all(Array.from({ length: Math.min(batchesInFlight, batches.length) }, lane));
       // Stopped: give back what was claimed and not started.
-      if (queue.length > 0) await releaseSchedules(queue.map((c) => c.id));
+      if (batches.length > 0) await releaseSchedules(batches.flatMap(([, ids]) => ids));
     }
 
     // 2. Payments whose outcome we do not know yet.

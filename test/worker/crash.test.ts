@@ -219,3 +219,70 @@ describe('crash harness', () => {
     );
   }, 300_000);
 });
+
+/**
+ * The worker's batches, killed where a batch leaves the most in flight: right after its phase 1 (every
+ * payment `processing`, none sent), and after the third provider answer of six (some charged and
+ * unrecorded, some in flight, some never sent). One pass of a restarted worker must leave every payment
+ * charged exactly once and recorded, as for a single payment.
+ */
+describe('crash harness: one batch', () => {
+  let f: Fixture;
+  let agent: Fixture['agentKey'];
+  beforeAll(async () => {
+    f = await createFixture({ slug: 'batch-co' });
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', label: 'Visa', brand: 'visa', last4: '4242' });
+    agent = (await f.newAgent({ name: 'scheduler', rateLimitPerMinute: 100_000 })).agentKey;
+  });
+  afterAll(async () => f?.close());
+
+  it.each(['after_phase1:1', 'after_provider_call:3'])('killed at %s, then one pass', async (crashAt) => {
+    const prefix = `BATCH-${crashAt.replace(/\W/g, '-')}`;
+    const planned: { invoice: string; amountMinor: number }[] = [];
+    for (let i = 0; i < 6; i++) {
+      const invoice = `${prefix}-${i}`;
+      const amountMinor = 10_00 + i;
+      await f.addInvoice(invoice, amountMinor);
+      await scheduleApproved(f, agent, invoice, (amountMinor / 100).toFixed(2), 'stripe');
+      planned.push({ invoice, amountMinor });
+    }
+    const crashed = await runPaygate(['worker', '--once', '--batch-size', '10'], {
+      ...envFor(f),
+      PAYGATE_CRASH_AT: crashAt,
+    });
+    expect(crashed.signal, crashed.stderr).toBe('SIGKILL');
+    await waitForSessionsToEnd(f);
+    // Phase 1 committed for the whole batch before the kill: every schedule has its payment.
+    const { rows: started } = await f.t.db.withSystem((c) =>
+      c.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.number LIKE $1`,
+        [`${prefix}-%`],
+      ),
+    );
+    expect(started[0]!.n).toBe(6);
+
+    const restart = await createWorker(f.deps, { clock: () => new Date(Date.now() + 10 * 60_000) }).runOnce();
+    expect(restart.errors).toBe(0);
+    for (const p of planned) {
+      const { rows } = await f.t.db.withSystem((c) =>
+        c.query<{ id: string; status: string; invoice_status: string; schedule_status: string }>(
+          `SELECT p.id, p.status, i.status AS invoice_status, s.status AS schedule_status
+             FROM invoices i JOIN scheduled_payments s ON s.invoice_id = i.id
+             LEFT JOIN payments p ON p.invoice_id = i.id
+            WHERE i.tenant_id = $1 AND i.number = $2`,
+          [f.tenant.id, p.invoice],
+        ),
+      );
+      expect(rows, p.invoice).toHaveLength(1);
+      expect(rows[0], p.invoice).toMatchObject({
+        status: 'succeeded',
+        invoice_status: 'paid',
+        schedule_status: 'executed',
+      });
+      const charges = f.sandbox.ledger.charges(rows[0]!.id);
+      expect(charges, p.invoice).toHaveLength(1);
+      expect(charges[0]!.amountMinor).toBe(p.amountMinor);
+    }
+    expect((await verifyAuditLog(f.t.db)).ok).toBe(true);
+  });
+});

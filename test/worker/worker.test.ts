@@ -371,36 +371,153 @@ describe('worker', () => {
     expect(await auditActions(f, ask.approval_id)).toContain('approval.expired');
   });
 
-  it('stops on its signal: finishes the payment in flight, releases the ones it claimed but did not start', async () => {
-    for (const n of [1, 2, 3]) await f.addInvoice(`STOP-00${n}`, 10_00 + n);
-    const ids = [
-      await scheduleApproved(f, agent, 'STOP-001', '10.01', 'stripe'),
-      await scheduleApproved(f, agent, 'STOP-002', '10.02', 'stripe'),
-      await scheduleApproved(f, agent, 'STOP-003', '10.03', 'stripe'),
-    ];
-    const controller = new AbortController();
-    let sleeps = 0;
-    // The jitter source is consulted just before each payment starts: the stop arrives mid-batch.
-    const worker = createWorker(f.deps, {
-      batchSize: 10,
-      random: () => {
-        controller.abort();
-        return 0.5;
-      },
-      sleep: async () => {
-        sleeps += 1;
-      },
+  it('runs one batch whose schedules need different outcomes: each gets the per-payment outcome, none holds up the others', async () => {
+    const amounts: Record<string, number> = {
+      OK1: 31_00,
+      OK2: 32_00,
+      ACH: 33_00,
+      VOID: 34_00,
+      NSF: 35_00,
+      GONE: 36_00,
+    };
+    for (const [name, amount] of Object.entries(amounts)) await f.addInvoice(`MIX-${name}`, amount);
+    const schedule = (name: string, rail: 'stripe' | 'ach') =>
+      scheduleApproved(f, agent, `MIX-${name}`, (amounts[name]! / 100).toFixed(2), rail);
+    const ok = [await schedule('OK1', 'stripe'), await schedule('OK2', 'stripe')];
+    const ach = await schedule('ACH', 'ach');
+    const moved = await schedule('VOID', 'stripe');
+    // A schedule is bound to the method that was the rail's newest when it was approved.
+    await f.addMethod({
+      rail: 'stripe',
+      token: 'pm_card_visa_chargeDeclinedInsufficientFunds',
+      label: 'Low card',
     });
-    await worker.run({ signal: controller.signal });
-    expect(sleeps).toBe(0);
-    const rows = await Promise.all(ids.map((id) => scheduleRow(f, id)));
-    expect(rows.filter((r) => r.status === 'executed')).toHaveLength(1);
-    const left = rows.filter((r) => r.status === 'scheduled');
-    expect(left).toHaveLength(2);
-    for (const r of left) expect(r.locked_until).toBeNull();
-    // The next worker takes them at once: nobody waits for a lease.
-    expect((await createWorker(f.deps).runOnce()).scheduled.paid).toBe(2);
-    expect((await verifyAuditLog(f.t.db)).ok).toBe(true);
+    const nsf = await schedule('NSF', 'stripe');
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_mastercard', label: 'Old card' });
+    const gone = await schedule('GONE', 'stripe');
+    await f.t.db.withSystem(async (c) => {
+      // An admin removes the method after the approval; someone voids an invoice under its schedule.
+      await c.query(
+        "UPDATE payment_methods SET status = 'removed' WHERE tenant_id = $1 AND provider_token = 'pm_card_mastercard'",
+        [f.tenant.id],
+      );
+      await c.query("UPDATE invoices SET status = 'void' WHERE tenant_id = $1 AND number = 'MIX-VOID'", [
+        f.tenant.id,
+      ]);
+    });
+    try {
+      const pass = await createWorker(f.deps, { batchSize: 10 }).runOnce();
+      expect(pass.scheduled).toMatchObject({
+        claimed: 6,
+        started: 4,
+        paid: 2,
+        pending: 1,
+        failed: 1,
+        deferred: 0,
+      });
+      // The voided invoice's schedule fails as it does on its own: an error, retried after its lease.
+      expect(pass.errors).toBe(1);
+
+      for (const id of ok) {
+        const row = await scheduleRow(f, id);
+        expect(row.status).toBe('executed');
+        expect(await paymentsOf(f, id)).toMatchObject([{ status: 'succeeded' }]);
+        expect(f.sandbox.ledger.charges(row.payment_id!)).toHaveLength(1);
+      }
+      expect((await scheduleRow(f, ach)).status).toBe('executed');
+      expect(await paymentsOf(f, ach)).toMatchObject([
+        { status: 'processing', recovery_point: 'provider_called' },
+      ]);
+      expect(await scheduleRow(f, nsf)).toMatchObject({
+        status: 'scheduled',
+        reschedule_count: 1,
+        payment_id: null,
+      });
+      expect(await paymentsOf(f, nsf)).toMatchObject([
+        { status: 'failed', failure_code: 'insufficient_funds' },
+      ]);
+      expect(await scheduleRow(f, gone)).toMatchObject({ status: 'failed', payment_id: null });
+      expect(await paymentsOf(f, gone)).toHaveLength(0);
+      expect(await scheduleRow(f, moved)).toMatchObject({ status: 'scheduled', payment_id: null });
+      expect(await paymentsOf(f, moved)).toHaveLength(0);
+      const { rows } = await f.t.db.withSystem((c) =>
+        c.query<{ number: string; status: string }>(
+          "SELECT number, status FROM invoices WHERE tenant_id = $1 AND number LIKE 'MIX-%' ORDER BY number",
+          [f.tenant.id],
+        ),
+      );
+      expect(Object.fromEntries(rows.map((r) => [r.number, r.status]))).toEqual({
+        'MIX-ACH': 'processing',
+        'MIX-GONE': 'approved',
+        'MIX-NSF': 'scheduled',
+        'MIX-OK1': 'paid',
+        'MIX-OK2': 'paid',
+        'MIX-VOID': 'void',
+      });
+      const { rows: alerts } = await f.t.db.withSystem((c) =>
+        c.query<{ code: string }>(
+          'SELECT code FROM alerts WHERE scheduled_payment_id = ANY($1::uuid[]) ORDER BY code',
+          [[nsf, gone]],
+        ),
+      );
+      expect(alerts.map((a) => a.code)).toEqual(['insufficient_funds', 'payment_method_invalid']);
+      expect((await verifyAuditLog(f.t.db)).ok).toBe(true);
+    } finally {
+      // The later tests pay with the tenant's plain card and find nothing else due.
+      await f.t.db.withSystem(async (c) => {
+        await c.query(
+          "UPDATE payment_methods SET status = 'removed' WHERE tenant_id = $1 AND provider_token = 'pm_card_visa_chargeDeclinedInsufficientFunds'",
+          [f.tenant.id],
+        );
+        await c.query("UPDATE scheduled_payments SET status = 'cancelled' WHERE id = ANY($1::uuid[])", [
+          [moved, nsf],
+        ]);
+      });
+    }
+  });
+
+  it('stops on its signal: finishes the batch in flight, releases the batches it claimed but did not start', async () => {
+    // One claim, two tenants: two batches, the stop arrives during the first.
+    const other = await createFixture({ slug: 'stop-co', t: f.t, sandbox: f.sandbox });
+    try {
+      await other.addMethod({ rail: 'stripe', token: 'pm_card_visa', label: 'Visa' });
+      const otherAgent = (await other.newAgent({ name: 'scheduler', rateLimitPerMinute: 10_000 })).agentKey;
+      for (const n of [1, 2, 3]) await f.addInvoice(`STOP-00${n}`, 10_00 + n);
+      for (const n of [4, 5]) await other.addInvoice(`STOP-00${n}`, 10_00 + n);
+      const first = [
+        await scheduleApproved(f, agent, 'STOP-001', '10.01', 'stripe'),
+        await scheduleApproved(f, agent, 'STOP-002', '10.02', 'stripe'),
+        await scheduleApproved(f, agent, 'STOP-003', '10.03', 'stripe'),
+      ];
+      const second = [
+        await scheduleApproved(other, otherAgent, 'STOP-004', '10.04', 'stripe'),
+        await scheduleApproved(other, otherAgent, 'STOP-005', '10.05', 'stripe'),
+      ];
+      const controller = new AbortController();
+      let sleeps = 0;
+      // The jitter source is consulted for each payment of a batch, once its phase 1 has committed.
+      const worker = createWorker(f.deps, {
+        batchSize: 10,
+        batchesInFlight: 1,
+        random: () => {
+          controller.abort();
+          return 0.5;
+        },
+        sleep: async () => {
+          sleeps += 1;
+        },
+      });
+      await worker.run({ signal: controller.signal });
+      expect(sleeps).toBe(0);
+      for (const id of first) expect((await scheduleRow(f, id)).status).toBe('executed');
+      for (const id of second)
+        expect(await scheduleRow(f, id)).toMatchObject({ status: 'scheduled', locked_until: null });
+      // The next worker takes them at once: nobody waits for a lease.
+      expect((await createWorker(f.deps).runOnce()).scheduled.paid).toBe(2);
+      expect((await verifyAuditLog(f.t.db)).ok).toBe(true);
+    } finally {
+      await other.close();
+    }
   });
 
   it('paygate worker exits 0 on SIGTERM', async () => {

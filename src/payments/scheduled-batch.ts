@@ -1,0 +1,335 @@
+/**
+ * The worker's due scheduled payments of one tenant, a batch at a time, through the same atomic phases
+ * as one payment (executeScheduledPayment), with the SQL done set-based:
+ *
+ * phase 1, one transaction: the schedules that are plainly ready (still `scheduled`, invoice
+ *   `scheduled`, payment method active) are locked; each gets its payment inserted `processing` at
+ *   recovery point `started` with `next_check_at` one lease ahead, its schedule moved to `running`, its
+ *   invoice to `processing`, and a `payment.started` audit entry. Exactly what executeScheduledPayment
+ *   commits for one schedule, so a crash after it leaves payments the reconciler finds and resolves
+ *   (asking the provider, re-sending only under the same payment id).
+ * phase 2: each payment is sent to its provider on its own, a bounded number in flight, each with its
+ *   own idempotency key (derived from its payment id).
+ * phase 3, one transaction: the payments the provider says succeeded are recorded succeeded, their
+ *   invoices paid, their schedules executed, with a `payment.succeeded` entry each.
+ *
+ * Everything else takes the per-payment code paths, so it gets exactly the outcome it gets today without
+ * holding up the rest: a schedule that is not plainly ready (no longer scheduled, its method removed,
+ * its invoice moved) goes through executeScheduledPayment; an answer other than a success (a failure for
+ * handleFailure, a deferral, a timeout, a pending ACH) through recordProviderAnswer; a success whose
+ * payment changed meanwhile (a webhook got there first) through applyPaymentOutcome. When a batch
+ * transaction fails as a whole (a deadlock, an invoice moved under it), nothing of it is committed and
+ * each of its payments takes the per-payment path instead.
+ */
+import { randomUUID } from 'node:crypto';
+import { appendAudit } from '../audit/log.js';
+import type { Queryable } from '../db/pool.js';
+import type { EngineDeps } from './context.js';
+import { crashPoint } from './crash-points.js';
+import { transitionInvoices } from './invoices.js';
+import {
+  executeScheduledPayment,
+  SCHEDULED_PAYMENT_LEASE_MS,
+  settleSchedule,
+  settleSchedules,
+} from './pay.js';
+import { newConfirmationNumber, type Payment } from './payments.js';
+import {
+  callProvider,
+  loadSubmissions,
+  type ProviderAnswer,
+  recordProviderAnswer,
+  type Submission,
+} from './phases.js';
+
+/** Provider calls of one batch in flight at once: enough to hide the provider's latency, few enough not to flood it. */
+export const DEFAULT_CALLS_IN_FLIGHT = 16;
+
+export interface ScheduledBatchOptions {
+  /** Who runs it (worker id), for the audit log. */
+  workerId?: string;
+  /** Asked once per payment: see ExecuteOptions.retryLaterMs (the deferral of a retryable failure). */
+  retryLaterMs?: () => number;
+  /** How long a started payment is protected from the reconciler (a crash shows up after this). */
+  leaseMs?: number;
+  callsInFlight?: number;
+}
+
+/** What became of one schedule: its payment (null: not started), or the error that stopped it. */
+export type ScheduledResult =
+  | { scheduledId: string; payment: Pick<Payment, 'id' | 'status' | 'recoveryPoint'> | null }
+  | { scheduledId: string; error: unknown };
+
+interface Started {
+  scheduledId: string;
+  submission: Submission;
+}
+
+interface Answered extends Started {
+  answer: ProviderAnswer;
+  retryLaterMs: number | undefined;
+}
+
+/** Execute the claimed, due schedules `scheduledIds` of one tenant; one result per schedule. */
+export async function executeScheduledBatch(
+  deps: EngineDeps,
+  tenantId: string,
+  scheduledIds: string[],
+  options: ScheduledBatchOptions = {},
+): Promise<ScheduledResult[]> {
+  const results: ScheduledResult[] = [];
+  let started: Started[] = [];
+  try {
+    started = await startScheduledPayments(deps, tenantId, scheduledIds, options);
+  } catch {
+    // Nothing of phase 1 committed: every schedule takes the per-payment path below.
+  }
+  const answered = await callProviders(deps, started, options, results);
+  results.push(...(await recordAnswers(deps, tenantId, answered)));
+
+  const batched = new Set(started.map((s) => s.scheduledId));
+  for (const scheduledId of scheduledIds) {
+    if (batched.has(scheduledId)) continue;
+    try {
+      const payment = await executeScheduledPayment(deps, tenantId, scheduledId, {
+        workerId: options.workerId,
+        retryLaterMs: options.retryLaterMs?.(),
+        leaseMs: options.leaseMs,
+      });
+      results.push({ scheduledId, payment });
+    } catch (error) {
+      results.push({ scheduledId, error });
+    }
+  }
+  return results;
+}
+
+/** Phase 1 for the schedules that are plainly ready; the others are left as they are. */
+function startScheduledPayments(
+  deps: EngineDeps,
+  tenantId: string,
+  scheduledIds: string[],
+  options: ScheduledBatchOptions,
+): Promise<Started[]> {
+  return deps.db.withTenant(tenantId, async (client) => {
+    // Locks the schedules in id order, as executeScheduledPayment locks its one (other workers' claims
+    // only ever SKIP LOCKED past them). Their invoices are not locked here: transitionInvoices below
+    // moves all of them or fails the whole batch, which then takes the per-payment path.
+    const { rows } = await client.query<{
+      id: string;
+      invoice_id: string;
+      amount_minor: number;
+      currency: string;
+      rail: string;
+      approved_by: string[];
+    }>(
+      `SELECT s.id, s.invoice_id, s.amount_minor, s.currency, s.rail, s.approved_by
+         FROM scheduled_payments s
+         JOIN invoices i ON i.id = s.invoice_id
+         JOIN payment_methods m ON m.id = s.payment_method_id
+        WHERE s.id = ANY($1::uuid[]) AND s.status = 'scheduled' AND i.status = 'scheduled' AND m.status = 'active'
+        ORDER BY s.id
+          FOR UPDATE OF s`,
+      [scheduledIds],
+    );
+    if (rows.length === 0) return [];
+    const schedules = rows.map((s) => ({ ...s, paymentId: randomUUID() }));
+    const paymentIds = schedules.map((s) => s.paymentId);
+    await insertPaymentsFromSchedules(
+      client,
+      schedules.map((s) => ({ scheduledId: s.id, paymentId: s.paymentId })),
+      (options.leaseMs ?? SCHEDULED_PAYMENT_LEASE_MS) / 1000,
+    );
+    await client.query(
+      `UPDATE scheduled_payments s SET status = 'running', payment_id = u.payment_id, attempts = s.attempts + 1,
+              locked_until = NULL, locked_by = NULL, updated_at = now()
+         FROM unnest($1::uuid[], $2::uuid[]) AS u(id, payment_id)
+        WHERE s.id = u.id`,
+      [schedules.map((s) => s.id), paymentIds],
+    );
+    await transitionInvoices(
+      client,
+      schedules.map((s) => s.invoice_id),
+      'scheduled',
+      'processing',
+    );
+    const submissions = new Map((await loadSubmissions(client, paymentIds)).map((s) => [s.paymentId, s]));
+    // Written at commit with the batch's other entries, in one round trip (src/audit/log.ts).
+    for (const s of schedules)
+      await appendAudit(client, {
+        tenantId,
+        actorType: 'system' as const,
+        actorId: options.workerId ?? 'worker',
+        action: 'payment.started',
+        subjectId: s.paymentId,
+        details: {
+          scheduled_payment_id: s.id,
+          amount_minor: s.amount_minor,
+          currency: s.currency.trim(),
+          rail: s.rail,
+          approved_by: s.approved_by,
+        },
+      });
+    return schedules.map((s) => ({ scheduledId: s.id, submission: submissions.get(s.paymentId)! }));
+  });
+}
+
+/**
+ * One payment per schedule, as insertPayment writes it for executeScheduledPayment: `processing` at
+ * recovery point `started`, its first submission counted, and due for the reconciler one lease ahead.
+ */
+async function insertPaymentsFromSchedules(
+  client: Queryable,
+  pairs: { scheduledId: string; paymentId: string }[],
+  leaseS: number,
+): Promise<void> {
+  await client.query(
+    `INSERT INTO payments (id, tenant_id, invoice_id, agent_key_id, approval_id, scheduled_payment_id, amount_minor,
+                           currency, rail, provider, payment_method_id, confirmation_number, approved_by,
+                           submit_attempts, next_check_at)
+     SELECT u.payment_id, s.tenant_id, s.invoice_id, s.agent_key_id, s.approval_id, s.id, s.amount_minor, s.currency,
+            s.rail, m.provider, s.payment_method_id, u.confirmation_number, s.approved_by,
+            1, now() + make_interval(secs => $4)
+       FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(scheduled_id, payment_id, confirmation_number)
+       JOIN scheduled_payments s ON s.id = u.scheduled_id
+       JOIN payment_methods m ON m.id = s.payment_method_id`,
+    [
+      pairs.map((p) => p.scheduledId),
+      pairs.map((p) => p.paymentId),
+      pairs.map(() => newConfirmationNumber()),
+      leaseS,
+    ],
+  );
+}
+
+/** Phase 2 for every started payment, `callsInFlight` at a time; an unexpected error is that schedule's result. */
+async function callProviders(
+  deps: EngineDeps,
+  started: Started[],
+  options: ScheduledBatchOptions,
+  results: ScheduledResult[],
+): Promise<Answered[]> {
+  const answered: Answered[] = [];
+  const queue = [...started];
+  const lane = async () => {
+    for (let s = queue.shift(); s; s = queue.shift()) {
+      const retryLaterMs = options.retryLaterMs?.();
+      crashPoint('after_phase1');
+      try {
+        answered.push({ ...s, answer: await callProvider(deps, s.submission), retryLaterMs });
+      } catch (error) {
+        // Not a provider failure but a fault of ours: the payment stays `processing` for the reconciler.
+        results.push({ scheduledId: s.scheduledId, error });
+      }
+    }
+  };
+  const lanes = Math.min(options.callsInFlight ?? DEFAULT_CALLS_IN_FLIGHT, started.length);
+  await Promise.all(Array.from({ length: lanes }, lane));
+  return answered;
+}
+
+/** Phase 3: the plain successes together, everything else (and any success the batch could not take) one by one. */
+async function recordAnswers(
+  deps: EngineDeps,
+  tenantId: string,
+  answered: Answered[],
+): Promise<ScheduledResult[]> {
+  const results: ScheduledResult[] = [];
+  const successes = answered.filter((a) => a.answer.outcome?.status === 'succeeded');
+  let recorded = new Set<string>();
+  try {
+    recorded = await recordSuccesses(deps, tenantId, successes);
+  } catch {
+    // Rolled back as a whole: each of them is recorded on its own below.
+  }
+  for (const a of successes) {
+    if (!recorded.has(a.submission.paymentId)) continue;
+    crashPoint('after_phase3');
+    results.push({
+      scheduledId: a.scheduledId,
+      payment: { id: a.submission.paymentId, status: 'succeeded', recoveryPoint: 'finished' },
+    });
+  }
+  for (const a of answered) {
+    if (recorded.has(a.submission.paymentId)) continue;
+    try {
+      const payment = await recordProviderAnswer(deps, tenantId, a.submission.paymentId, a.answer, {
+        retryLaterMs: a.retryLaterMs,
+      });
+      crashPoint('after_phase3');
+      await settleSchedule(deps, tenantId, a.scheduledId);
+      results.push({ scheduledId: a.scheduledId, payment });
+    } catch (error) {
+      results.push({ scheduledId: a.scheduledId, error });
+    }
+  }
+  return results;
+}
+
+/**
+ * What applyPaymentOutcome does for a success, for many payments in one transaction, with their
+ * schedules settled in it too. Only payments still `processing` move; returns their ids.
+ */
+async function recordSuccesses(
+  deps: EngineDeps,
+  tenantId: string,
+  successes: Answered[],
+): Promise<Set<string>> {
+  if (successes.length === 0) return new Set();
+  return deps.db.withTenant(tenantId, async (client) => {
+    const references = new Map(
+      successes.map((a) => [a.submission.paymentId, a.answer.outcome!.providerReference]),
+    );
+    const { rows } = await client.query<{
+      id: string;
+      invoice_id: string;
+      scheduled_payment_id: string;
+      invoice_number: string;
+      amount_minor: number;
+      currency: string;
+      provider: string;
+      provider_reference: string | null;
+    }>(
+      `UPDATE payments p
+          SET status = 'succeeded', recovery_point = 'finished', paid_at = now(), next_check_at = NULL, updated_at = now(),
+              provider_reference = COALESCE(p.provider_reference, u.provider_reference)
+         FROM unnest($1::uuid[], $2::text[]) AS u(id, provider_reference), invoices i
+        WHERE p.id = u.id AND p.status = 'processing' AND i.id = p.invoice_id
+        RETURNING p.id, p.invoice_id, p.scheduled_payment_id, i.number AS invoice_number, p.amount_minor, p.currency,
+                  p.provider, p.provider_reference`,
+      [[...references.keys()], [...references.values()]],
+    );
+    if (rows.length === 0) return new Set();
+    // The entries in schedule order, as phase 1 wrote theirs: one batch's log reads the same both times.
+    rows.sort((a, b) => (a.scheduled_payment_id < b.scheduled_payment_id ? -1 : 1));
+    await transitionInvoices(
+      client,
+      rows.map((r) => r.invoice_id),
+      'processing',
+      'paid',
+    );
+    await settleSchedules(
+      client,
+      rows.map((r) => r.scheduled_payment_id),
+    );
+    // Written at commit with the batch's other entries, in one round trip (src/audit/log.ts).
+    for (const r of rows)
+      await appendAudit(client, {
+        tenantId,
+        actorType: 'provider' as const,
+        actorId: 'engine',
+        action: 'payment.succeeded',
+        subjectId: r.id,
+        details: {
+          invoice_number: r.invoice_number,
+          amount_minor: r.amount_minor,
+          currency: r.currency.trim(),
+          provider: r.provider,
+          provider_reference: references.get(r.id) ?? r.provider_reference,
+          failure: null,
+          note: null,
+        },
+      });
+    return new Set(rows.map((r) => r.id));
+  });
+}
