@@ -19,6 +19,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyAuditLog } from '../../src/audit/verify.js';
+import { formatAmount } from '../../src/money.js';
 import type { CrashPoint } from '../../src/payments/crash-points.js';
 import { createWorker, MAX_SUBMIT_ATTEMPTS } from '../../src/worker/index.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
@@ -108,7 +109,13 @@ describe('crash harness', () => {
         const amountMinor = 100 + Math.floor(random() * 99_900);
         const invoice = `CR-${run}-${i}`;
         await fixture.addInvoice(invoice, amountMinor);
-        await scheduleApproved(fixture, agents.get(fixture)!, invoice, (amountMinor / 100).toFixed(2), rail);
+        await scheduleApproved(
+          fixture,
+          agents.get(fixture)!,
+          invoice,
+          formatAmount(amountMinor, 'USD'),
+          rail,
+        );
         planned.push({ fixture, invoice, amountMinor });
       }
       // after_claim happens once per claimed batch; the others once per payment.
@@ -243,7 +250,7 @@ describe('crash harness: one batch', () => {
       const invoice = `${prefix}-${i}`;
       const amountMinor = 10_00 + i;
       await f.addInvoice(invoice, amountMinor);
-      await scheduleApproved(f, agent, invoice, (amountMinor / 100).toFixed(2), 'stripe');
+      await scheduleApproved(f, agent, invoice, formatAmount(amountMinor, 'USD'), 'stripe');
       planned.push({ invoice, amountMinor });
     }
     const crashed = await runPaygate(['worker', '--once', '--batch-size', '10'], {

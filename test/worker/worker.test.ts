@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyAuditLog } from '../../src/audit/verify.js';
+import { formatAmount } from '../../src/money.js';
 import { nextBusinessDay, todayIn } from '../../src/payments/calendar.js';
 import { transitionInvoice } from '../../src/payments/invoices.js';
 import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
@@ -382,7 +383,7 @@ describe('worker', () => {
     };
     for (const [name, amount] of Object.entries(amounts)) await f.addInvoice(`MIX-${name}`, amount);
     const schedule = (name: string, rail: 'stripe' | 'ach') =>
-      scheduleApproved(f, agent, `MIX-${name}`, (amounts[name]! / 100).toFixed(2), rail);
+      scheduleApproved(f, agent, `MIX-${name}`, formatAmount(amounts[name]!, 'USD'), rail);
     const ok = [await schedule('OK1', 'stripe'), await schedule('OK2', 'stripe')];
     const ach = await schedule('ACH', 'ach');
     const moved = await schedule('VOID', 'stripe');
