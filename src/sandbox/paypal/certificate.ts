@@ -1,6 +1,8 @@
 /**
  * The sandbox's own webhook-signing identity: a fresh RSA key and a self-signed certificate per
- * emulator start, served from the emulator's loopback URL. Nothing here is trusted outside sandbox
+ * emulator, made when it first signs an event or serves its certificate (finding an RSA key's primes
+ * takes up to a second or more of CPU, which a process that never sends a PayPal event should not pay),
+ * served from the emulator's loopback URL. Nothing here is trusted outside sandbox
  * mode: the verifier accepts this certificate only from the configured loopback origin.
  *
  * node:crypto makes keys but not certificates, so the certificate is built with node-forge (pure JS,
@@ -20,7 +22,7 @@ export interface SandboxSigningIdentity {
  */
 export function createSandboxSigningIdentity(
   options: { now?: Date; validDays?: number; commonName?: string } = {},
-): Promise<SandboxSigningIdentity> {
+): SandboxSigningIdentity {
   const now = options.now ?? new Date();
   const day = 24 * 60 * 60 * 1000;
   // node:crypto generates the key (fast, native); forge only assembles and signs the certificate.
@@ -37,8 +39,8 @@ export function createSandboxSigningIdentity(
   cert.setIssuer(name);
   cert.setExtensions([{ name: 'keyUsage', digitalSignature: true, critical: true }]);
   cert.sign(forgeKey, forge.md.sha256.create());
-  return Promise.resolve({
+  return {
     privateKey: createPrivateKey(privatePem),
     certificatePem: forge.pki.certificateToPem(cert),
-  });
+  };
 }

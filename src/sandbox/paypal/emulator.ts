@@ -18,7 +18,7 @@
  *
  * Not a general PayPal: unknown routes answer 404 so a new adapter call fails loudly until emulated.
  */
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET } from '../../gateways/paypal/constants.js';
@@ -210,7 +210,11 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
   const { ledger, faults } = options;
   const clientId = options.clientId ?? EMULATOR_CLIENT_ID;
   const clientSecret = options.clientSecret ?? EMULATOR_CLIENT_SECRET;
-  const identity = options.identity ?? (await createSandboxSigningIdentity());
+  let identity = options.identity;
+  const signingIdentity = () => {
+    identity ??= createSandboxSigningIdentity();
+    return identity;
+  };
   const orders = new Map<string, StoredOrder>();
   const captures = new Map<string, StoredCapture>();
   const refunds = new Map<string, StoredRefund>();
@@ -224,9 +228,9 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
   const hanging = new Set<ServerResponse>();
   let closed = false;
   let baseUrl = '';
-  // The certificate's own fingerprint is in its URL: receivers cache certificates by URL, and a new
-  // sandbox (a new key) may come back on a port an earlier one used.
-  const certPath = `/v1/notifications/certs/CERT-paygate-sandbox-${createHash('sha256').update(identity.certificatePem).digest('hex').slice(0, 16)}`;
+  // An id of this emulator's own in the certificate's URL: receivers cache certificates by URL, and a
+  // new sandbox (a new key) may come back on a port an earlier one used.
+  const certPath = `/v1/notifications/certs/CERT-paygate-sandbox-${randomBytes(8).toString('hex')}`;
 
   // --- webhooks -------------------------------------------------------------------------------------
 
@@ -257,7 +261,7 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
           ...signPaypalWebhook({
             rawBody,
             webhookId: webhook.webhookId,
-            privateKey: identity.privateKey,
+            privateKey: signingIdentity().privateKey,
             certUrl: `${baseUrl}${certPath}`,
           }),
           'user-agent': 'PayPal/AUHD-214.0-paygate-sandbox',
@@ -684,7 +688,7 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
     const debugId = randomBytes(7).toString('hex');
 
     if (method === 'POST' && path === '/v1/oauth2/token') return oauthToken(req, rawBody, res);
-    if (method === 'GET' && path === certPath) return send(res, 200, identity.certificatePem);
+    if (method === 'GET' && path === certPath) return send(res, 200, signingIdentity().certificatePem);
 
     const key =
       typeof req.headers['paypal-request-id'] === 'string' ? req.headers['paypal-request-id'] : undefined;
@@ -787,7 +791,9 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
   return {
     url: baseUrl,
     certUrl: `${baseUrl}${certPath}`,
-    certificatePem: identity.certificatePem,
+    get certificatePem() {
+      return signingIdentity().certificatePem;
+    },
     requests: () => requests.map((r) => ({ ...r })),
     deliveries: () => deliveries.map((d) => ({ ...d })),
     webhooksIdle: () => sender.idle(),
