@@ -10,12 +10,9 @@
  * value, not an exception: the caller then keeps the deterministic fallback.
  */
 import { Console } from 'node:console';
-import Anthropic, {
-  APIConnectionError,
-  APIConnectionTimeoutError,
-  APIError,
-  APIUserAbortError,
-} from '@anthropic-ai/sdk';
+// Types only here: the SDK itself is loaded on the first question (askClaude), so the many paygate
+// processes that never ask (the CLI, `paygate mcp`, a worker with no failures) do not pay for loading it.
+import type Anthropic from '@anthropic-ai/sdk';
 import { z } from 'zod';
 import type { Logger } from '../config.js';
 import type { SanitizedFailure } from './sanitize.js';
@@ -340,13 +337,19 @@ function sdkLogger(logger: Logger | undefined) {
   };
 }
 
-function classify(error: unknown): { reason: ClaudeFailureReason; detail: string } {
+type AnthropicSdk = typeof import('@anthropic-ai/sdk');
+
+function classify(
+  error: unknown,
+  sdk: AnthropicSdk | undefined,
+): { reason: ClaudeFailureReason; detail: string } {
   // Order matters: the timeout class extends the connection error class.
-  if (error instanceof APIConnectionTimeoutError || error instanceof APIUserAbortError) {
+  if (sdk && (error instanceof sdk.APIConnectionTimeoutError || error instanceof sdk.APIUserAbortError)) {
     return { reason: 'timeout', detail: 'no answer within the time limit' };
   }
-  if (error instanceof APIConnectionError) return { reason: 'connection_error', detail: error.message };
-  if (error instanceof APIError) {
+  if (sdk && error instanceof sdk.APIConnectionError)
+    return { reason: 'connection_error', detail: error.message };
+  if (sdk && error instanceof sdk.APIError) {
     const status = error.status ?? 0;
     const detail = `HTTP ${status}: ${error.message}`.slice(0, 300);
     if (status === 529) return { reason: 'overloaded', detail };
@@ -418,10 +421,12 @@ export async function askClaude(
 ): Promise<ClaudeOutcome> {
   const started = performance.now();
   const elapsed = () => Math.max(0, Math.round(performance.now() - started));
+  let sdk: AnthropicSdk | undefined;
   try {
+    sdk = await import('@anthropic-ai/sdk');
     const timeout = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const maxRetries = options.maxRetries ?? DEFAULT_MAX_RETRIES;
-    const client = new Anthropic({
+    const client = new sdk.default({
       apiKey: options.apiKey,
       baseURL: options.baseURL,
       timeout,
@@ -443,6 +448,6 @@ export async function askClaude(
     if (!answer.ok) return { ...answer, usage, durationMs: elapsed() };
     return { ok: true, analysis: answer.analysis, usage, durationMs: elapsed() };
   } catch (error) {
-    return { ok: false, ...classify(error), durationMs: elapsed() };
+    return { ok: false, ...classify(error, sdk), durationMs: elapsed() };
   }
 }
