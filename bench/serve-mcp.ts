@@ -1,8 +1,8 @@
 /**
- * What `paygate serve` will be once the MCP endpoint is mounted in it: one process with the sidecar
- * (webhooks, approval pages), Streamable HTTP at /mcp, and the in-process sandbox delivering its signed
- * webhooks back to the sidecar. The pay bench runs this as a child process (so its peak RSS is the
- * server's alone) when the built `paygate serve` does not answer on /mcp yet.
+ * `paygate serve`'s composition, counting its SQL: one process with the sidecar (webhooks, approval
+ * pages), Streamable HTTP at /mcp, and the in-process sandbox delivering its signed webhooks back to the
+ * sidecar. The pay bench runs this instead of `paygate serve` with BENCH_SERVER=serve-mcp, to report the
+ * statements and transactions the server runs per payment.
  *
  *   node dist/bench/serve-mcp.js DATABASE_URL   (prints `listening <url>` when ready; SIGTERM stops it)
  */

@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { embeddedAdminUrl, stopEmbeddedServer } from '../../src/db/embedded.js';
+import { embeddedAdminUrl, serverAnswers, stopEmbeddedServer } from '../../src/db/embedded.js';
 import { migrate } from '../../src/db/migrate.js';
 
 export const DEFAULT_ADMIN_URL = 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -34,19 +34,6 @@ export function withDatabase(url: string, database: string): string {
   return u.toString();
 }
 
-async function answers(url: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2_000 });
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
-
 async function adminQuery<T extends pg.QueryResultRow>(url: string, sql: string): Promise<T[]> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
@@ -62,7 +49,7 @@ export async function openBenchServer(): Promise<BenchServer> {
   let adminUrl = configured;
   let kind: BenchServer['kind'] = 'machine';
   let dataDir: string | undefined;
-  if (!(await answers(configured))) {
+  if (!(await serverAnswers(configured))) {
     dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'paygate-bench-'));
     await fs.chmod(dataDir, 0o755);
     adminUrl = await embeddedAdminUrl(dataDir);

@@ -1,7 +1,6 @@
 /**
- * The server under test as a child process: the built `paygate serve` when it answers on /mcp, otherwise
- * (or with BENCH_SERVER=serve-mcp) bench/serve-mcp.ts (the same runtime, sidecar and MCP handler in one
- * process, counting its SQL). Its peak RSS is read
+ * The server under test as a child process: the built `paygate serve`, or with BENCH_SERVER=serve-mcp
+ * bench/serve-mcp.ts (the same runtime, sidecar and MCP handler in one process, counting its SQL). Its peak RSS is read
  * from /proc (VmHWM: the high-water mark over the process's whole life).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -76,22 +75,11 @@ async function stopChild(child: ChildProcess): Promise<void> {
   });
 }
 
-/** Does POST /mcp answer as an MCP endpoint (401 without a key), rather than 404? */
-async function servesMcp(url: string): Promise<boolean> {
-  const res = await fetch(`${url}/mcp`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-    body: '{}',
-  });
-  await res.arrayBuffer();
-  return res.status === 401;
-}
-
 export async function startServer(databaseUrl: string, env: NodeJS.ProcessEnv = {}): Promise<ServerChild> {
   const serveMcp = () =>
     start([path.join(distRoot, 'bench/serve-mcp.js'), databaseUrl], 'bench/serve-mcp', env);
   // BENCH_SERVER=serve-mcp: serve's composition that also counts its SQL (see bench/serve-mcp.ts).
-  let started =
+  const started =
     process.env.BENCH_SERVER === 'serve-mcp'
       ? await serveMcp()
       : await start(
@@ -99,12 +87,7 @@ export async function startServer(databaseUrl: string, env: NodeJS.ProcessEnv = 
           'paygate serve',
           env,
         );
-  if (!(await servesMcp(started.url))) {
-    await stopChild(started.child);
-    started = await serveMcp();
-  }
   const { child, url, kind } = started;
-  const startedRef = started;
   const pid = child.pid!;
   return {
     url,
@@ -113,7 +96,7 @@ export async function startServer(databaseUrl: string, env: NodeJS.ProcessEnv = 
     peakRssMb: () => readStatusKb(pid, 'VmHWM') / 1024,
     async stop() {
       await stopChild(child);
-      const m = /^sql statements=(\d+) transactions=(\d+)/m.exec(startedRef.output());
+      const m = /^sql statements=(\d+) transactions=(\d+)/m.exec(started.output());
       return m ? { statements: Number(m[1]), transactions: Number(m[2]) } : undefined;
     },
   };

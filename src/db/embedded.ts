@@ -62,11 +62,11 @@ async function readServerFile(file: string): Promise<ServerFile | undefined> {
   }
 }
 
-async function answers(server: ServerFile): Promise<boolean> {
-  const client = new pg.Client({
-    connectionString: urlFor(server, 'postgres'),
-    connectionTimeoutMillis: 3000,
-  });
+const answers = (server: ServerFile) => serverAnswers(urlFor(server, 'postgres'));
+
+/** Does a PostgreSQL server answer a query at `connectionString` (within a few seconds)? */
+export async function serverAnswers(connectionString: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString, connectionTimeoutMillis: 3000 });
   client.on('error', () => {});
   try {
     await client.connect();

@@ -7,6 +7,9 @@
 import http from 'node:http';
 import https from 'node:https';
 
+/** How long after the call that caused it an emulator delivers an event, unless told otherwise. */
+export const DEFAULT_WEBHOOK_DELAY_MS = 200;
+
 /** What became of one delivery: the endpoint's status, or why nothing was answered. */
 export interface DeliveryRecord {
   status?: number;

@@ -24,7 +24,7 @@ import type { AddressInfo } from 'node:net';
 import { EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET } from '../../gateways/paypal/constants.js';
 import { signPaypalWebhook } from '../../gateways/paypal/webhook.js';
 import { formatAmount, isKnownCurrency, MoneyError, parseAmount } from '../../money.js';
-import { createWebhookSender, type DeliveryRecord } from '../delivery.js';
+import { createWebhookSender, DEFAULT_WEBHOOK_DELAY_MS, type DeliveryRecord } from '../delivery.js';
 import { FAULT_HEADER, type Fault, type Faults, sleep } from '../faults.js';
 import type { Ledger } from '../ledger.js';
 import { createSandboxSigningIdentity, type SandboxSigningIdentity } from './certificate.js';
@@ -32,8 +32,6 @@ import { vaultBehaviour } from './vault.js';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };
-
-const DEFAULT_WEBHOOK_DELAY_MS = 200;
 
 export interface PaypalEmulatorOptions {
   ledger: Ledger;

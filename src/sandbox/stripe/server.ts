@@ -22,7 +22,7 @@ import { createHmac } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import qs from 'qs';
-import { createWebhookSender, type DeliveryRecord } from '../delivery.js';
+import { createWebhookSender, DEFAULT_WEBHOOK_DELAY_MS, type DeliveryRecord } from '../delivery.js';
 import { FAULT_HEADER, type Fault, type Faults, sleep } from '../faults.js';
 import type { Ledger } from '../ledger.js';
 import { SANDBOX_STRIPE_SECRET_KEY } from './constants.js';
@@ -40,8 +40,6 @@ import { findTestMethod, type TestMethod } from './test-methods.js';
 
 /** The key the SDK uses when paygate runs without a real Stripe key; any other key gets a 401. */
 export { SANDBOX_STRIPE_SECRET_KEY } from './constants.js';
-
-const DEFAULT_WEBHOOK_DELAY_MS = 200;
 
 export interface StripeEmulatorOptions {
   ledger: Ledger;
