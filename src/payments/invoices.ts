@@ -203,20 +203,12 @@ export async function transitionInvoice(
   from: InvoiceStatus,
   to: InvoiceStatus,
 ): Promise<void> {
-  if (!INVOICE_TRANSITIONS[from].includes(to)) {
-    throw new IllegalTransitionError(`invoice cannot move from ${from} to ${to}`);
-  }
-  const { rowCount } = await client.query(
-    'UPDATE invoices SET status = $3, updated_at = now() WHERE id = $1 AND status = $2',
-    [invoiceId, from, to],
-  );
-  if (!rowCount)
-    throw new IllegalTransitionError(`invoice ${invoiceId} is no longer ${from}; it cannot move to ${to}`);
+  await transitionInvoices(client, [invoiceId], from, to);
 }
 
 /**
- * transitionInvoice for several invoices in one statement: all of them move, or (one is no longer
- * `from`) none does and the caller's transaction must roll back.
+ * Move several invoices in one statement: all of them move, or (one is no longer `from`) none does and
+ * the caller's transaction must roll back.
  */
 export async function transitionInvoices(
   client: Queryable,
@@ -233,6 +225,8 @@ export async function transitionInvoices(
   );
   if (rowCount !== invoiceIds.length)
     throw new IllegalTransitionError(
-      `${invoiceIds.length - (rowCount ?? 0)} of ${invoiceIds.length} invoices are no longer ${from}; none moves to ${to}`,
+      invoiceIds.length === 1
+        ? `invoice ${invoiceIds[0]} is no longer ${from}; it cannot move to ${to}`
+        : `${invoiceIds.length - (rowCount ?? 0)} of ${invoiceIds.length} invoices are no longer ${from}; none moves to ${to}`,
     );
 }

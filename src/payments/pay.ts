@@ -288,6 +288,17 @@ function summaryOf(action: ApprovalAction, p: Plan, agentName: string, date?: st
 }
 
 /** Create (or find the identical) pending request and answer `approval_required`. */
+/** What a human approves for paying (or scheduling) a planned payment; the approval token binds it. */
+function payParams(p: Plan): PayParams {
+  return {
+    invoice_id: p.invoice.id,
+    amount_minor: p.amountMinor,
+    currency: p.currency,
+    method: p.rail,
+    payment_method_id: p.method.id,
+  };
+}
+
 async function askForApproval(
   deps: EngineDeps,
   caller: Caller,
@@ -295,9 +306,10 @@ async function askForApproval(
   action: 'pay_invoice' | 'schedule_payment',
   params: PayParams | ScheduleParams,
   p: Plan,
-  summary: string,
   approver: string | undefined,
 ): Promise<ApprovalRequired> {
+  const date = 'scheduled_date' in params ? params.scheduled_date : undefined;
+  const summary = summaryOf(action, p, caller.agentKey.name, date);
   const { approval } = await deps.db.withTenant(tenant.id, (client) =>
     requestApproval(client, {
       tenantId: tenant.id,
@@ -430,25 +442,10 @@ export async function payInvoice(
       requestDigest('pay_invoice', input),
       async () => {
         const p = await deps.db.withTenant(tenant.id, (client) => plan(client, tenant, caller, input));
-        const params: PayParams = {
-          invoice_id: p.invoice.id,
-          amount_minor: p.amountMinor,
-          currency: p.currency,
-          method: p.rail,
-          payment_method_id: p.method.id,
-        };
+        const params = payParams(p);
         const evidence = evidenceOf(input.approval_token, server);
         if (!evidence) {
-          return askForApproval(
-            deps,
-            caller,
-            tenant,
-            'pay_invoice',
-            params,
-            p,
-            summaryOf('pay_invoice', p, caller.agentKey.name),
-            input.approver,
-          );
+          return askForApproval(deps, caller, tenant, 'pay_invoice', params, p, input.approver);
         }
         const paymentId = randomUUID();
         await phaseOne(
@@ -570,26 +567,10 @@ export async function schedulePayment(
         const p = await deps.db.withTenant(tenant.id, (client) =>
           plan(client, tenant, caller, input, { day: date }),
         );
-        const params: ScheduleParams = {
-          invoice_id: p.invoice.id,
-          amount_minor: p.amountMinor,
-          currency: p.currency,
-          method: p.rail,
-          payment_method_id: p.method.id,
-          scheduled_date: date,
-        };
+        const params: ScheduleParams = { ...payParams(p), scheduled_date: date };
         const evidence = evidenceOf(input.approval_token, server);
         if (!evidence) {
-          return askForApproval(
-            deps,
-            caller,
-            tenant,
-            'schedule_payment',
-            params,
-            p,
-            summaryOf('schedule_payment', p, caller.agentKey.name, date),
-            input.approver,
-          );
+          return askForApproval(deps, caller, tenant, 'schedule_payment', params, p, input.approver);
         }
         const scheduledId = randomUUID();
         let approvers: string[] = [];
@@ -675,8 +656,6 @@ export interface ScheduledExecution {
   workerId?: string;
   /** See ExecuteOptions.retryLaterMs: defer a retryable failure instead of recording it. */
   retryLaterMs?: number;
-  /** How long the started payment is protected from the reconciler (a crash shows up after this). */
-  leaseMs?: number;
 }
 
 /**
@@ -755,7 +734,7 @@ export async function executeScheduledPayment(
     });
     await client.query(
       `UPDATE payments SET submit_attempts = 1, next_check_at = now() + make_interval(secs => $2) WHERE id = $1`,
-      [paymentId, (options.leaseMs ?? SCHEDULED_PAYMENT_LEASE_MS) / 1000],
+      [paymentId, SCHEDULED_PAYMENT_LEASE_MS / 1000],
     );
     await client.query(
       `UPDATE scheduled_payments SET status = 'running', payment_id = $2, attempts = attempts + 1, locked_until = NULL,
@@ -763,20 +742,7 @@ export async function executeScheduledPayment(
       [scheduledId, paymentId],
     );
     await transitionInvoice(client, s.invoice_id, 'scheduled', 'processing');
-    await appendAudit(client, {
-      tenantId,
-      actorType: 'system',
-      actorId: options.workerId ?? 'worker',
-      action: 'payment.started',
-      subjectId: paymentId,
-      details: {
-        scheduled_payment_id: scheduledId,
-        amount_minor: s.amount_minor,
-        currency: s.currency.trim(),
-        rail: s.rail,
-        approved_by: s.approved_by,
-      },
-    });
+    await auditScheduledStart(client, tenantId, options.workerId, { ...s, id: scheduledId, paymentId });
     return true;
   });
   if (!started) return null;
@@ -785,6 +751,36 @@ export async function executeScheduledPayment(
   crashPoint('after_phase3');
   await settleSchedule(deps, tenantId, scheduledId);
   return (await deps.db.withTenant(tenantId, (client) => getPayment(client, paymentId)))!;
+}
+
+/** The `payment.started` entry of a payment the worker started from a schedule (one or a batch). */
+export function auditScheduledStart(
+  client: Queryable,
+  tenantId: string,
+  workerId: string | undefined,
+  schedule: {
+    id: string;
+    paymentId: string;
+    amount_minor: number;
+    currency: string;
+    rail: string;
+    approved_by: string[];
+  },
+): Promise<void> {
+  return appendAudit(client, {
+    tenantId,
+    actorType: 'system',
+    actorId: workerId ?? 'worker',
+    action: 'payment.started',
+    subjectId: schedule.paymentId,
+    details: {
+      scheduled_payment_id: schedule.id,
+      amount_minor: schedule.amount_minor,
+      currency: schedule.currency.trim(),
+      rail: schedule.rail,
+      approved_by: schedule.approved_by,
+    },
+  });
 }
 
 /**

@@ -20,8 +20,11 @@ import { crashPoint } from './crash-points.js';
 import { transitionInvoice } from './invoices.js';
 import { applyPaymentOutcome, getPayment, type Payment } from './payments.js';
 
-/** How soon a retryable failure of a pay-now call is sent again by the worker (same key). */
-const DEFAULT_RETRY_LATER_MS = 30_000;
+/**
+ * First deferral of a payment the provider keeps failing (a pay-now call's, and the worker's base, which
+ * doubles per submission): sent again later under the same key.
+ */
+export const RETRY_BASE_DELAY_MS = 30_000;
 
 /** How soon the reconciler first asks about a payment whose outcome we do not know yet. */
 export const FIRST_CHECK_DELAY_S = 60;
@@ -187,7 +190,7 @@ export async function recordProviderAnswer(
     failure &&
     (failure.code === 'api_error' || failure.code === 'rate_limited')
   ) {
-    return deferRetry(deps, tenantId, paymentId, failure, options.retryLaterMs ?? DEFAULT_RETRY_LATER_MS);
+    return deferRetry(deps, tenantId, paymentId, failure, options.retryLaterMs ?? RETRY_BASE_DELAY_MS);
   }
   return recordOutcome(deps, tenantId, paymentId, outcome, failure);
 }

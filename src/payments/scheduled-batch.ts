@@ -28,6 +28,7 @@ import type { EngineDeps } from './context.js';
 import { crashPoint } from './crash-points.js';
 import { transitionInvoices } from './invoices.js';
 import {
+  auditScheduledStart,
   executeScheduledPayment,
   SCHEDULED_PAYMENT_LEASE_MS,
   settleSchedule,
@@ -50,8 +51,6 @@ export interface ScheduledBatchOptions {
   workerId?: string;
   /** Asked once per payment: see ExecuteOptions.retryLaterMs (the deferral of a retryable failure). */
   retryLaterMs?: () => number;
-  /** How long a started payment is protected from the reconciler (a crash shows up after this). */
-  leaseMs?: number;
   callsInFlight?: number;
 }
 
@@ -94,7 +93,6 @@ export async function executeScheduledBatch(
       const payment = await executeScheduledPayment(deps, tenantId, scheduledId, {
         workerId: options.workerId,
         retryLaterMs: options.retryLaterMs?.(),
-        leaseMs: options.leaseMs,
       });
       results.push({ scheduledId, payment });
     } catch (error) {
@@ -138,7 +136,7 @@ function startScheduledPayments(
     await insertPaymentsFromSchedules(
       client,
       schedules.map((s) => ({ scheduledId: s.id, paymentId: s.paymentId })),
-      (options.leaseMs ?? SCHEDULED_PAYMENT_LEASE_MS) / 1000,
+      SCHEDULED_PAYMENT_LEASE_MS / 1000,
     );
     await client.query(
       `UPDATE scheduled_payments s SET status = 'running', payment_id = u.payment_id, attempts = s.attempts + 1,
@@ -155,21 +153,7 @@ function startScheduledPayments(
     );
     const submissions = new Map((await loadSubmissions(client, paymentIds)).map((s) => [s.paymentId, s]));
     // Written at commit with the batch's other entries, in one round trip (src/audit/log.ts).
-    for (const s of schedules)
-      await appendAudit(client, {
-        tenantId,
-        actorType: 'system' as const,
-        actorId: options.workerId ?? 'worker',
-        action: 'payment.started',
-        subjectId: s.paymentId,
-        details: {
-          scheduled_payment_id: s.id,
-          amount_minor: s.amount_minor,
-          currency: s.currency.trim(),
-          rail: s.rail,
-          approved_by: s.approved_by,
-        },
-      });
+    for (const s of schedules) await auditScheduledStart(client, tenantId, options.workerId, s);
     return schedules.map((s) => ({ scheduledId: s.id, submission: submissions.get(s.paymentId)! }));
   });
 }

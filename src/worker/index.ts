@@ -38,7 +38,7 @@ import type { EngineDeps } from '../payments/context.js';
 import { crashPoint } from '../payments/crash-points.js';
 import { pruneIdempotencyKeys } from '../payments/idempotency.js';
 import { settleSchedule } from '../payments/pay.js';
-import { reconcilePayment } from '../payments/phases.js';
+import { RETRY_BASE_DELAY_MS, reconcilePayment } from '../payments/phases.js';
 import { executeRefund } from '../payments/refund.js';
 import { DEFAULT_CALLS_IN_FLIGHT, executeScheduledBatch } from '../payments/scheduled-batch.js';
 import type { Runtime } from '../runtime.js';
@@ -49,8 +49,6 @@ export const MAX_SUBMIT_ATTEMPTS = 3;
 export const RESUBMIT_WINDOW_MS = 60 * 60_000;
 /** How long a claim keeps other workers off a row; a crashed worker's rows come back after it. */
 export const DEFAULT_LEASE_MS = 2 * 60_000;
-/** First deferral of a payment the provider keeps failing; doubles per submission, with jitter. */
-export const RETRY_BASE_DELAY_MS = 30_000;
 /** A pending refund is re-driven only when nobody has touched it for this long (its caller may still be on it). */
 export const REFUND_GRACE_MS = 60_000;
 /**
