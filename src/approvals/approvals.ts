@@ -303,7 +303,7 @@ export async function reject(
   user: User,
   approvalId: string,
   reason?: string,
-): Promise<Approval> {
+): Promise<Approval & { revoked: boolean }> {
   if (user.role !== 'approver' && user.role !== 'admin') {
     throw new RefusedError(
       'approver_role_required',
@@ -340,7 +340,7 @@ export async function reject(
         ? { reason: reason ?? null, approved_by: before.approvedBy }
         : { reason: reason ?? null },
     });
-    return (await getApproval(client, approvalId))!;
+    return { ...(await getApproval(client, approvalId))!, revoked: revoking };
   });
 }
 
@@ -350,26 +350,6 @@ export async function reject(
  * id. Either way every binding below is checked; a tool argument is never evidence.
  */
 export type ApprovalEvidence = { token: string } | { approvalId: string };
-
-/**
- * The audit entry for a consumed approval. Callers append it last in the transaction that consumed the
- * token: appending takes the tenant's audit-chain lock until commit, so the later it comes the less
- * other payments of the tenant wait.
- */
-export function auditApprovalConsumed(
-  client: Queryable,
-  binding: { tenantId: string; agentKeyId: string; action: ApprovalAction },
-  approvalId: string,
-): Promise<unknown> {
-  return appendAudit(client, {
-    tenantId: binding.tenantId,
-    actorType: 'agent',
-    actorId: binding.agentKeyId,
-    action: 'approval.consumed',
-    subjectId: approvalId,
-    details: { action: binding.action },
-  });
-}
 
 export interface ConsumedApproval {
   id: string;
@@ -466,7 +446,15 @@ export async function consumeApprovalToken(
     `SELECT u.email FROM approval_decisions d JOIN users u ON u.id = d.user_id WHERE d.approval_id = $1 AND d.decision = 'approve' ORDER BY d.decided_at`,
     [row.id],
   );
-
+  // Written at the caller's commit (src/audit/log.ts), so its place here holds no lock any longer.
+  await appendAudit(client, {
+    tenantId: binding.tenantId,
+    actorType: 'agent',
+    actorId: binding.agentKey.id,
+    action: 'approval.consumed',
+    subjectId: row.id,
+    details: { action: binding.action },
+  });
   return { id: row.id, approvedBy: approvers.rows.map((r) => r.email) };
 }
 

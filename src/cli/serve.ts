@@ -4,12 +4,13 @@
  * before the runtime starts so that the sandbox, when it serves, knows where to deliver its signed
  * webhooks. `npm start` is `serve --seed-demo`.
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Command } from 'commander';
 import express from 'express';
 import { readDemoCredentials, seedDemo } from '../demo/seed.js';
+import { hashesEqual } from '../directory/credentials.js';
 import { resolveSecret } from '../directory/encryption.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { createMcpHttpHandler, type McpHttpHandler } from '../mcp/http.js';
@@ -222,9 +223,7 @@ async function listenerIsPaygate(host: string, port: number, secret: string): Pr
     if (!res.ok) return false;
     const body = (await res.json()) as { proof?: unknown };
     if (typeof body.proof !== 'string') return false;
-    const expected = Buffer.from(healthProof(secret, port, challenge));
-    const given = Buffer.from(body.proof);
-    return expected.length === given.length && timingSafeEqual(expected, given);
+    return hashesEqual(Buffer.from(healthProof(secret, port, challenge)), Buffer.from(body.proof));
   } catch {
     // Not HTTP, not JSON, no answer in time: not a paygate we can trust with the human's token.
     return false;

@@ -7,7 +7,6 @@ import { createHash, randomUUID } from 'node:crypto';
 import {
   type Approval,
   type ApprovalEvidence,
-  auditApprovalConsumed,
   consumeApprovalToken,
   requestApproval,
 } from '../approvals/approvals.js';
@@ -527,7 +526,6 @@ async function phaseOne<C>(
       });
       const ctx = await check(client, consumed.approvedBy, consumed.id);
       await write(client, ctx);
-      await auditApprovalConsumed(client, { tenantId, agentKeyId: caller.agentKey.id, action }, consumed.id);
     });
   } catch (error) {
     await auditIfTokenRefused(deps, caller, action, error, subject);

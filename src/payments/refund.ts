@@ -6,7 +6,7 @@
  * records the outcome.
  */
 import { randomUUID } from 'node:crypto';
-import { auditApprovalConsumed, consumeApprovalToken, requestApproval } from '../approvals/approvals.js';
+import { consumeApprovalToken, requestApproval } from '../approvals/approvals.js';
 import type { RefundParams } from '../approvals/canonical.js';
 import { requiredApprovals } from '../approvals/policy.js';
 import { appendAudit } from '../audit/log.js';
@@ -200,11 +200,6 @@ export async function refundPayment(
               approved_by: consumed.approvedBy,
             },
           });
-          await auditApprovalConsumed(
-            client,
-            { tenantId: tenant.id, agentKeyId: caller.agentKey.id, action: 'refund_payment' },
-            consumed.id,
-          );
         });
       } catch (error) {
         await auditIfTokenRefused(deps, caller, 'refund_payment', error, payment.id);

@@ -60,6 +60,10 @@ export function createWebhookSender(): WebhookSender {
     });
   }
 
+  async function idle(): Promise<void> {
+    while (pending.size > 0) await Promise.allSettled([...pending]);
+  }
+
   return {
     send(url, delayMs, build, record) {
       if (closed) {
@@ -86,9 +90,7 @@ export function createWebhookSender(): WebhookSender {
         .finally(() => pending.delete(delivery));
       pending.add(delivery);
     },
-    async idle() {
-      while (pending.size > 0) await Promise.allSettled([...pending]);
-    },
+    idle,
     async close() {
       closed = true;
       for (const [timer, sendNow] of waiting) {
@@ -96,7 +98,7 @@ export function createWebhookSender(): WebhookSender {
         sendNow();
       }
       waiting.clear();
-      while (pending.size > 0) await Promise.allSettled([...pending]);
+      await idle();
       httpAgent.destroy();
       httpsAgent.destroy();
     },

@@ -16,7 +16,6 @@ import { type Approval, approve, getApproval, listApprovals, reject } from '../a
 import type { ActionParams, PayParams, RefundParams, ScheduleParams } from '../approvals/canonical.js';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
-import { hashesEqual, hashSecret } from '../directory/credentials.js';
 import { resolveSecret } from '../directory/encryption.js';
 import { activeMethodForRail } from '../directory/payment-methods.js';
 import { getTenant } from '../directory/tenants.js';
@@ -382,15 +381,8 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
    * and reject, never approve.
    */
   const tokenIsSessionUsers = async (session: Session, presented: unknown): Promise<boolean> => {
-    const given = hashSecret(typeof presented === 'string' ? presented.trim() : '');
-    const { rows } = await db.withTenant(session.tenantId, (client) =>
-      client.query<{ token_hash: Buffer }>(
-        'SELECT token_hash FROM users WHERE id = $1 AND disabled_at IS NULL',
-        [session.user.id],
-      ),
-    );
-    // Compare hashes of equal length in constant time; a missing user compares against nothing.
-    return rows[0] ? hashesEqual(given, rows[0].token_hash) : false;
+    const token = typeof presented === 'string' ? presented.trim() : '';
+    return token !== '' && (await findUserByToken(db, token))?.id === session.user.id;
   };
 
   pages.get('/approvals', requireSession, async (req: Authed, res) => {
@@ -491,10 +483,9 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
         : undefined;
     try {
       // Rejecting an approved request revokes it (its token stops working); the notice says which.
-      const before = await db.withTenant(session.tenantId, (client) => getApproval(client, id));
       const approval = await reject(db, session.tenantId, session.user, id, reason);
       observeDecision(metrics, approval, 'reject');
-      res.redirect(303, `/approvals?done=${before?.status === 'approved' ? 'revoked' : 'rejected'}`);
+      res.redirect(303, `/approvals?done=${approval.revoked ? 'revoked' : 'rejected'}`);
     } catch (error) {
       if (error instanceof RefusedError) return showDetail(req, res, 409, refusalText(error));
       throw error;
@@ -700,11 +691,10 @@ async function describeApproval(
   const canRevoke = approval.status === 'approved' && (user.role === 'approver' || user.role === 'admin');
   let canDecide = approval.status === 'pending';
   let cannotDecideReason: string | undefined;
-  if (canRevoke) {
-    canDecide = false;
-  } else if (approval.status !== 'pending') {
-    canDecide = false;
-    cannotDecideReason = `This request is ${STATUS_LABEL[approval.status].toLowerCase()}; there is nothing left to decide.`;
+  if (approval.status !== 'pending') {
+    // An approved request an approver can still revoke needs no explanation: its page offers the revoke.
+    if (!canRevoke)
+      cannotDecideReason = `This request is ${STATUS_LABEL[approval.status].toLowerCase()}; there is nothing left to decide.`;
   } else if (user.role === 'viewer') {
     canDecide = false;
     cannotDecideReason = 'You can see this request, but only approvers and admins can decide on it.';

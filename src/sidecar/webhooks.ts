@@ -177,11 +177,12 @@ export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent)
       id = rows[0]!.id;
     }
     if (event.action === 'unsupported') {
+      const note = `paygate does not act on ${event.type}`;
       await client.query(
         `UPDATE webhook_events SET outcome = 'ignored', note = $2, processed_at = now() WHERE id = $1`,
-        [id, `paygate does not act on ${event.type}`],
+        [id, note],
       );
-      return { ignored: true as const, note: `paygate does not act on ${event.type}` };
+      return { ignored: true as const, note };
     }
     const match = await matchPayment(client, event);
     if (!match) {

@@ -5,7 +5,6 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -14,7 +13,7 @@ import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, cliFor, REPO_ROOT, runCli } from '../support/cli.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
-import { failed, MONEY_MOVING, ok, TOOL_NAMES } from './helpers.js';
+import { failed, freePort, MONEY_MOVING, ok, TOOL_NAMES } from './helpers.js';
 
 describe('paygate mcp (stdio, built CLI)', () => {
   let f: Fixture;
@@ -256,11 +255,3 @@ describe('paygate mcp (stdio, built CLI)', () => {
     expect(tools.map((t) => t.name).sort()).toEqual(TOOL_NAMES);
   });
 });
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}

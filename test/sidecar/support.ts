@@ -9,6 +9,7 @@ import { formatAmount } from '../../src/money.js';
 import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { createSidecarApp, type SidecarApp, type SidecarOptions } from '../../src/sidecar/app.js';
 import type { Fixture } from '../support/fixture.js';
+import { readReferenceJson } from '../support/reference.js';
 
 export interface RunningSidecar {
   url: string;
@@ -63,4 +64,16 @@ export async function payThroughEngine(
 export async function count(f: Fixture, sql: string, params: unknown[] = []): Promise<number> {
   const { rows } = await f.t.db.withSystem((c) => c.query<{ n: number }>(sql, params));
   return Number(rows[0]!.n);
+}
+
+/** Stripe's reference event `file`, retargeted at one of our payments, as Stripe would send it about it. */
+export function stripeEventFor(file: string, eventId: string, paymentId: string, intentId: string): string {
+  const event = readReferenceJson<{
+    id: string;
+    data: { object: { id: string; metadata: Record<string, string> } };
+  }>(`stripe/events/${file}`);
+  event.id = eventId;
+  event.data.object.id = intentId;
+  event.data.object.metadata = { paygate_payment_id: paymentId };
+  return JSON.stringify(event);
 }

@@ -13,7 +13,7 @@
  * The engine (this test process) and every serve process share one database and one Stripe emulator.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,8 +22,7 @@ import { signStripeWebhookForTest } from '../../src/gateways/stripe/webhook.js';
 import type { CrashPoint } from '../../src/payments/crash-points.js';
 import { CLI } from '../support/cli.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
-import { referenceRoot } from '../support/reference.js';
-import { count, payThroughEngine } from './support.js';
+import { count, payThroughEngine, stripeEventFor } from './support.js';
 
 const STRIPE_SECRET = 'whsec_webhook_crash_test_0123456789abcdef';
 
@@ -110,17 +109,6 @@ describe('crash inside webhook handling (paygate serve, built CLI)', () => {
     throw new Error('the killed serve still has database sessions');
   }
 
-  /** Stripe's reference event, aimed at our payment, signed as Stripe signs each delivery attempt. */
-  async function succeededEvent(eventId: string, paymentId: string, intentId: string): Promise<string> {
-    const event = JSON.parse(
-      await readFile(path.join(referenceRoot, 'stripe/events/payment_intent.succeeded.json'), 'utf8'),
-    ) as { id: string; data: { object: { id: string; metadata: Record<string, string> } } };
-    event.id = eventId;
-    event.data.object.id = intentId;
-    event.data.object.metadata = { paygate_payment_id: paymentId };
-    return JSON.stringify(event);
-  }
-
   function deliver(p: ServeProcess, payload: string): Promise<Response> {
     return fetch(`${p.url}/webhooks/stripe`, {
       method: 'POST',
@@ -193,7 +181,12 @@ describe('crash inside webhook handling (paygate serve, built CLI)', () => {
       // The bank settles at the emulator; the webhook is how we hear of it.
       await f.sandbox.stripe.settleAch();
       expect(await paymentStatus(paid.payment_id)).toBe('processing');
-      const payload = await succeededEvent(eventId, paid.payment_id, paid.gateway_reference!);
+      const payload = stripeEventFor(
+        'payment_intent.succeeded.json',
+        eventId,
+        paid.payment_id,
+        paid.gateway_reference!,
+      );
 
       const doomed = await startServe(point);
       await expect(deliver(doomed, payload)).rejects.toThrow();

@@ -12,7 +12,7 @@ import { verifyAuditLog } from '../../src/audit/verify.js';
 import { signStripeWebhookForTest } from '../../src/gateways/stripe/webhook.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
 import { referenceRoot } from '../support/reference.js';
-import { count, payThroughEngine, type RunningSidecar, startSidecar } from './support.js';
+import { count, payThroughEngine, type RunningSidecar, startSidecar, stripeEventFor } from './support.js';
 
 const STRIPE_SECRET = 'whsec_sidecar_test_secret_0123456789';
 const stripeEventsDir = path.join(referenceRoot, 'stripe/events');
@@ -87,15 +87,6 @@ describe('Stripe webhooks', () => {
     await f.close();
   });
 
-  /** A reference event retargeted at one of our payments, as Stripe would send it about that payment. */
-  async function eventFor(file: string, eventId: string, paymentId: string, intentId: string) {
-    const event = await stripeReference(file);
-    event.id = eventId;
-    event.data.object.id = intentId;
-    event.data.object.metadata = { paygate_payment_id: paymentId };
-    return JSON.stringify(event);
-  }
-
   it('applies payment_intent.succeeded once; the same delivery again changes nothing', async () => {
     const paid = await payThroughEngine(f, f.agentKey, {
       invoice: 'INV-S-1',
@@ -103,7 +94,7 @@ describe('Stripe webhooks', () => {
       method: 'ach',
     });
     expect(paid.status).toBe('processing');
-    const payload = await eventFor(
+    const payload = stripeEventFor(
       'payment_intent.succeeded.json',
       'evt_s1_succeeded',
       paid.payment_id,
@@ -140,7 +131,7 @@ describe('Stripe webhooks', () => {
       method: 'stripe',
     });
     expect(paid.status).toBe('paid');
-    const payload = await eventFor(
+    const payload = stripeEventFor(
       'payment_intent.succeeded.json',
       'evt_s_confirm',
       paid.payment_id,
@@ -174,13 +165,13 @@ describe('Stripe webhooks', () => {
       amountMinor: 80_00,
       method: 'ach',
     });
-    const succeeded = await eventFor(
+    const succeeded = stripeEventFor(
       'payment_intent.succeeded.json',
       'evt_s2_succeeded',
       paid.payment_id,
       paid.gateway_reference!,
     );
-    const processing = await eventFor(
+    const processing = stripeEventFor(
       'payment_intent.processing.sepa_debit.json',
       'evt_s2_processing',
       paid.payment_id,
@@ -218,7 +209,7 @@ describe('Stripe webhooks', () => {
       amountMinor: 45_00,
       method: 'ach',
     });
-    const payload = await eventFor(
+    const payload = stripeEventFor(
       'payment_intent.payment_failed.json',
       'evt_s3_failed',
       paid.payment_id,
@@ -253,7 +244,7 @@ describe('Stripe webhooks', () => {
       amountMinor: 60_00,
       method: 'ach',
     });
-    const succeeded = await eventFor(
+    const succeeded = stripeEventFor(
       'payment_intent.succeeded.json',
       'evt_s4_succeeded',
       paid.payment_id,
@@ -316,7 +307,7 @@ describe('Stripe webhooks', () => {
       amountMinor: 30_00,
       method: 'ach',
     });
-    const payload = await eventFor(
+    const payload = stripeEventFor(
       'payment_intent.succeeded.json',
       'evt_s5_succeeded',
       paid.payment_id,
