@@ -280,21 +280,35 @@ export async function approve(
       return { approval: (await getApproval(client, approvalId))!, approvalToken };
     });
   } catch (error) {
-    // Every refused decision is on the record (in its own transaction: the decision's rolled back).
+    // Every refused decision is on the record.
     if (error instanceof RefusedError) {
-      await db.withTenant(tenantId, (client) =>
-        appendAudit(client, {
-          tenantId,
-          actorType: 'user',
-          actorId: user.email,
-          action: 'approval.decision_refused',
-          subjectId: /^[0-9a-f-]{36}$/i.test(approvalId) ? approvalId : null,
-          details: { code: error.code, message: error.message },
-        }),
-      );
+      await auditDecisionRefused(db, tenantId, user, approvalId, {
+        code: error.code,
+        message: error.message,
+      });
     }
     throw error;
   }
+}
+
+/** A human's refused decision on the record, in its own transaction (the decision's has rolled back). */
+export function auditDecisionRefused(
+  db: Db,
+  tenantId: string,
+  user: User,
+  approvalId: string,
+  details: Record<string, unknown>,
+): Promise<void> {
+  return db.withTenant(tenantId, (client) =>
+    appendAudit(client, {
+      tenantId,
+      actorType: 'user',
+      actorId: user.email,
+      action: 'approval.decision_refused',
+      subjectId: /^[0-9a-f-]{36}$/i.test(approvalId) ? approvalId : null,
+      details,
+    }),
+  );
 }
 
 export async function reject(

@@ -12,9 +12,15 @@ import cookieParser from 'cookie-parser';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { rateLimit } from 'express-rate-limit';
 import helmet from 'helmet';
-import { type Approval, approve, getApproval, listApprovals, reject } from '../approvals/approvals.js';
+import {
+  type Approval,
+  approve,
+  auditDecisionRefused,
+  getApproval,
+  listApprovals,
+  reject,
+} from '../approvals/approvals.js';
 import type { ActionParams, PayParams, RefundParams, ScheduleParams } from '../approvals/canonical.js';
-import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
 import { resolveSecret } from '../directory/encryption.js';
 import { activeMethodForRail } from '../directory/payment-methods.js';
@@ -433,21 +439,12 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
     const id = String(req.params.id);
     if (!(await tokenIsSessionUsers(session, req.body?.token))) {
       logger.warn({ ip: req.ip, approvalId: id }, 'approval refused: personal access token did not match');
-      await db.withTenant(session.tenantId, (client) =>
-        appendAudit(client, {
-          tenantId: session.tenantId,
-          actorType: 'user',
-          actorId: session.user.email,
-          action: 'approval.decision_refused',
-          subjectId: id,
-          details: {
-            code: 'step_up_token_mismatch',
-            message: 'the personal access token typed to approve is not the logged-in user’s',
-            channel: 'approval_page',
-            ip: req.ip ?? null,
-          },
-        }),
-      );
+      await auditDecisionRefused(db, session.tenantId, session.user, id, {
+        code: 'step_up_token_mismatch',
+        message: 'the personal access token typed to approve is not the logged-in user’s',
+        channel: 'approval_page',
+        ip: req.ip ?? null,
+      });
       return showDetail(
         req,
         res,
