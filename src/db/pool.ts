@@ -4,6 +4,7 @@
  * scoped to one tenant, or (for the few cross-tenant jobs: the worker's claim, webhook matching,
  * migrations, tenant creation) as the connecting user.
  */
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 
 // bigint (int8) columns are money and counts: return exact integers, and refuse rather than round
@@ -34,6 +35,36 @@ export function openTransactionOf(client: Queryable): OpenTransaction | undefine
   return openTransactions.get(client);
 }
 
+/** Statement name by text: one hash per distinct statement text in the process. */
+const statementNames = new Map<string, string>();
+
+function statementName(text: string): string {
+  let name = statementNames.get(text);
+  if (!name) {
+    name = `paygate_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`;
+    statementNames.set(text, name);
+  }
+  return name;
+}
+
+/**
+ * A client that prepares every parameterised statement once per connection, named by its text, and from
+ * then on only binds and executes it. Planning a join under row-level security costs several times what
+ * running it does here (reading a payment: ~0.4 ms to plan, ~0.1 ms to run), and every payment runs the
+ * same two dozen statements. Our statement texts are constants (a few variants at most, never values
+ * spliced in), so each connection holds a small, fixed set of prepared statements.
+ */
+class PreparingClient extends pg.Client {
+  // biome-ignore lint/suspicious/noExplicitAny: forwards pg's overloaded query signature unchanged
+  override query(...args: any[]): any {
+    const [config, values] = args;
+    if (typeof config === 'string' && Array.isArray(values) && values.length > 0) {
+      return super.query({ name: statementName(config), text: config, values }, ...args.slice(2));
+    }
+    return super.query(...(args as Parameters<pg.Client['query']>));
+  }
+}
+
 export interface Db {
   readonly pool: pg.Pool;
   /** Run `fn` in one transaction in which only `tenantId`'s rows exist. */
@@ -52,6 +83,7 @@ export function createDb(connectionString: string, options: DbOptions = {}): Db 
   const pool = new pg.Pool({
     connectionString,
     max: options.max ?? 10,
+    Client: PreparingClient,
     application_name: options.applicationName ?? 'paygate',
     // The session role for every connection: RLS applies unless a transaction says otherwise.
     options: '-c role=paygate_app',
