@@ -3,7 +3,7 @@
  * limit on money-moving tools, counted from those rows so it holds across every paygate process.
  */
 import { appendAudit } from '../audit/log.js';
-import type { Db } from '../db/pool.js';
+import type { Queryable } from '../db/pool.js';
 import { readTenant, type Tenant } from '../directory/tenants.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { MoneyError } from '../money.js';
@@ -80,25 +80,23 @@ export async function recordRun<T>(
 }
 
 /**
- * The start of every money-moving call, in one transaction: refuse when this key made
+ * The start of every money-moving call, in the caller's transaction: refuse when this key made
  * `rate_limit_per_minute` money-moving calls in the last minute, then read its tenant.
  */
-export function startMoneyMovingCall(db: Db, caller: Caller): Promise<Tenant> {
+export async function admitMoneyMovingCall(client: Queryable, caller: Caller): Promise<Tenant> {
   const tenantId = caller.agentKey.tenantId;
-  return db.withTenant(tenantId, async (client) => {
-    const { rows } = await client.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM agent_runs WHERE tenant_id = $1 AND agent_key_id = $2 AND tool = ANY($3)
-       AND created_at > now() - interval '1 minute'`,
-      [tenantId, caller.agentKey.id, MONEY_MOVING_TOOLS],
+  const { rows } = await client.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM agent_runs WHERE tenant_id = $1 AND agent_key_id = $2 AND tool = ANY($3)
+     AND created_at > now() - interval '1 minute'`,
+    [tenantId, caller.agentKey.id, MONEY_MOVING_TOOLS],
+  );
+  if (rows[0]!.n >= caller.agentKey.rateLimitPerMinute) {
+    throw new RefusedError(
+      'rate_limited',
+      `this agent key made ${rows[0]!.n} money-moving calls in the last minute (limit ${caller.agentKey.rateLimitPerMinute})`,
+      'wait a minute before calling again; do not loop on approval requests',
+      true,
     );
-    if (rows[0]!.n >= caller.agentKey.rateLimitPerMinute) {
-      throw new RefusedError(
-        'rate_limited',
-        `this agent key made ${rows[0]!.n} money-moving calls in the last minute (limit ${caller.agentKey.rateLimitPerMinute})`,
-        'wait a minute before calling again; do not loop on approval requests',
-        true,
-      );
-    }
-    return readTenant(client, tenantId);
-  });
+  }
+  return readTenant(client, tenantId);
 }

@@ -24,7 +24,7 @@ import type { Tenant } from '../directory/tenants.js';
 import { RefusedError, UsageError } from '../errors.js';
 import type { Rail } from '../gateways/types.js';
 import { formatAmount, formatMoney, MoneyError, parseMoney } from '../money.js';
-import { recordRun, startMoneyMovingCall } from './agent-runs.js';
+import { admitMoneyMovingCall, recordRun } from './agent-runs.js';
 import { createAlert, ruleFor } from './alerts.js';
 import { addDays, todayIn } from './calendar.js';
 import type { Caller, EngineDeps } from './context.js';
@@ -32,7 +32,7 @@ import { crashPoint } from './crash-points.js';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from './idempotency.js';
 import { checkDate, findInvoice, type Invoice, transitionInvoice } from './invoices.js';
 import { getPayment, insertPayment, type Payment, paymentJson } from './payments.js';
-import { executePayment } from './phases.js';
+import { executePayment, executeSubmission, loadSubmissions, type Submission } from './phases.js';
 
 /** How far ahead a payment may be scheduled. */
 export const MAX_SCHEDULE_AHEAD_DAYS = 366;
@@ -286,7 +286,6 @@ function summaryOf(action: ApprovalAction, p: Plan, agentName: string, date?: st
   return `${action === 'schedule_payment' ? 'Schedule payment of' : 'Pay'} ${what} ${how}${when}, requested by agent "${agentName}"`;
 }
 
-/** Create (or find the identical) pending request and answer `approval_required`. */
 /** What a human approves for paying (or scheduling) a planned payment; the approval token binds it. */
 function payParams(p: Plan): PayParams {
   return {
@@ -298,7 +297,9 @@ function payParams(p: Plan): PayParams {
   };
 }
 
+/** Create (or find the identical) pending request, in the caller's transaction; answer `approval_required`. */
 async function askForApproval(
+  client: Queryable,
   deps: EngineDeps,
   caller: Caller,
   tenant: Tenant,
@@ -309,19 +310,17 @@ async function askForApproval(
 ): Promise<ApprovalRequired> {
   const date = 'scheduled_date' in params ? params.scheduled_date : undefined;
   const summary = summaryOf(action, p, caller.agentKey.name, date);
-  const { approval } = await deps.db.withTenant(tenant.id, (client) =>
-    requestApproval(client, {
-      tenantId: tenant.id,
-      agentKeyId: caller.agentKey.id,
-      action,
-      params,
-      amountMinor: p.amountMinor,
-      currency: p.currency,
-      summary,
-      requestedApprover: approver,
-      requiredApprovals: requiredApprovals(tenant, p.amountMinor, p.currency),
-    }),
-  );
+  const { approval } = await requestApproval(client, {
+    tenantId: tenant.id,
+    agentKeyId: caller.agentKey.id,
+    action,
+    params,
+    amountMinor: p.amountMinor,
+    currency: p.currency,
+    summary,
+    requestedApprover: approver,
+    requiredApprovals: requiredApprovals(tenant, p.amountMinor, p.currency),
+  });
   return approvalRequiredAnswer(deps, approval);
 }
 
@@ -425,112 +424,137 @@ function confirmation(
   return { success: true, ...json, ...extra };
 }
 
+/**
+ * The one transaction that opens a money-moving call: admit it (rate limit, tenant), then `fn` plans it
+ * and either asks a human or consumes the approval and writes phase 1. Everything before the provider
+ * call commits together or not at all. A refused approval token rolls it all back and is put on the
+ * record in a transaction of its own; `subject` names what the agent tried to pay.
+ */
+async function openCall<T>(
+  deps: EngineDeps,
+  caller: Caller,
+  action: ApprovalAction,
+  subject: () => string,
+  fn: (client: Queryable, tenant: Tenant) => Promise<T>,
+): Promise<T> {
+  try {
+    return await deps.db.withTenant(caller.agentKey.tenantId, async (client) =>
+      fn(client, await admitMoneyMovingCall(client, caller)),
+    );
+  } catch (error) {
+    await auditIfTokenRefused(deps, caller, action, error, subject());
+    throw error;
+  }
+}
+
+/** What a call's opening transaction decided: ask a human, or go on with what phase 1 wrote. */
+type Opened<T> = { ask: ApprovalRequired } | { started: T };
+
 export async function payInvoice(
   deps: EngineDeps,
   caller: Caller,
   input: PayInput,
   server?: ServerEvidence,
 ): Promise<ApprovalRequired | PaymentConfirmation> {
-  return recordRun(deps, caller, 'pay_invoice', async () => {
-    const tenant = await startMoneyMovingCall(deps.db, caller);
-    return withIdempotency(
+  return recordRun(deps, caller, 'pay_invoice', () =>
+    withIdempotency(
       deps,
       caller,
       'pay_invoice',
       input.idempotency_key,
       requestDigest('pay_invoice', input),
       async () => {
-        const p = await deps.db.withTenant(tenant.id, (client) => plan(client, tenant, caller, input));
-        const params = payParams(p);
         const evidence = evidenceOf(input.approval_token, server);
-        if (!evidence) {
-          return askForApproval(deps, caller, tenant, 'pay_invoice', params, p, input.approver);
-        }
-        const paymentId = randomUUID();
-        await phaseOne(
+        let subject = String(input.invoice);
+        const opened = await openCall(
           deps,
           caller,
           'pay_invoice',
-          params,
-          evidence,
-          p.invoice.number,
-          async (client, approvedBy, approvalId) => {
-            const invoice = await findInvoice(client, p.invoice.id, { forUpdate: true });
-            checkPayable(invoice!, p);
-            await checkCaps(client, tenant, caller, p.amountMinor, p.currency);
-            return { approvalId, approvedBy, invoice: invoice! };
-          },
-          async (client, ctx) => {
-            await insertPayment(client, {
-              id: paymentId,
-              tenantId: tenant.id,
-              invoiceId: ctx.invoice.id,
-              agentKeyId: caller.agentKey.id,
-              approvalId: ctx.approvalId,
-              amountMinor: p.amountMinor,
-              currency: p.currency,
-              rail: p.rail,
-              provider: p.method.provider,
-              paymentMethodId: p.method.id,
-              approvedBy: ctx.approvedBy,
-            });
-            await transitionInvoice(client, ctx.invoice.id, 'approved', 'processing');
-            await appendAudit(client, {
-              tenantId: tenant.id,
-              actorType: 'agent',
-              actorId: caller.agentKey.id,
-              action: 'payment.started',
-              subjectId: paymentId,
-              details: {
-                invoice_number: ctx.invoice.number,
-                amount_minor: p.amountMinor,
-                currency: p.currency,
-                rail: p.rail,
-                provider: p.method.provider,
-                approved_by: ctx.approvedBy,
-                approval_id: ctx.approvalId,
-              },
-            });
+          () => subject,
+          async (client, tenant): Promise<Opened<Submission>> => {
+            const p = await plan(client, tenant, caller, input);
+            subject = p.invoice.number;
+            const params = payParams(p);
+            if (!evidence)
+              return {
+                ask: await askForApproval(
+                  client,
+                  deps,
+                  caller,
+                  tenant,
+                  'pay_invoice',
+                  params,
+                  p,
+                  input.approver,
+                ),
+              };
+            return { started: await startPayment(client, caller, tenant, p, params, evidence) };
           },
         );
-        const payment = await executePayment(deps, tenant.id, paymentId);
+        if ('ask' in opened) return opened.ask;
+        const payment = await executeSubmission(deps, caller.agentKey.tenantId, opened.started);
         return confirmation(payment);
       },
-    );
-  });
+    ),
+  );
 }
 
 /**
- * Phase 1: in one transaction, re-check under lock, consume the token, write the rows. A refused token
- * rolls everything back and is audited on its own.
+ * Phase 1 of paying now, in the call's opening transaction: consume the approval (bound to exactly
+ * these params), re-check the invoice and the caps under the invoice's lock, write the `processing`
+ * payment, and read back what phase 2 sends the provider.
  */
-async function phaseOne<C>(
-  deps: EngineDeps,
+async function startPayment(
+  client: Queryable,
   caller: Caller,
-  action: ApprovalAction,
-  params: PayParams | ScheduleParams,
+  tenant: Tenant,
+  p: Plan,
+  params: PayParams,
   evidence: ApprovalEvidence,
-  subject: string,
-  check: (client: Queryable, approvedBy: string[], approvalId: string) => Promise<C>,
-  write: (client: Queryable, ctx: C) => Promise<void>,
-): Promise<void> {
-  const tenantId = caller.agentKey.tenantId;
-  try {
-    await deps.db.withTenant(tenantId, async (client) => {
-      const consumed = await consumeApprovalToken(client, {
-        tenantId,
-        agentKey: caller.agentKey,
-        action,
-        params,
-        ...evidence,
-      });
-      const ctx = await check(client, consumed.approvedBy, consumed.id);
-      await write(client, ctx);
-    });
-  } catch (error) {
-    await auditIfTokenRefused(deps, caller, action, error, subject);
-    throw error;
-  }
+): Promise<Submission> {
+  const consumed = await consumeApprovalToken(client, {
+    tenantId: tenant.id,
+    agentKey: caller.agentKey,
+    action: 'pay_invoice',
+    params,
+    ...evidence,
+  });
+  const invoice = (await findInvoice(client, p.invoice.id, { forUpdate: true }))!;
+  checkPayable(invoice, p);
+  await checkCaps(client, tenant, caller, p.amountMinor, p.currency);
+  const paymentId = randomUUID();
+  await insertPayment(client, {
+    id: paymentId,
+    tenantId: tenant.id,
+    invoiceId: invoice.id,
+    agentKeyId: caller.agentKey.id,
+    approvalId: consumed.id,
+    amountMinor: p.amountMinor,
+    currency: p.currency,
+    rail: p.rail,
+    provider: p.method.provider,
+    paymentMethodId: p.method.id,
+    approvedBy: consumed.approvedBy,
+  });
+  await transitionInvoice(client, invoice.id, 'approved', 'processing');
+  await appendAudit(client, {
+    tenantId: tenant.id,
+    actorType: 'agent',
+    actorId: caller.agentKey.id,
+    action: 'payment.started',
+    subjectId: paymentId,
+    details: {
+      invoice_number: invoice.number,
+      amount_minor: p.amountMinor,
+      currency: p.currency,
+      rail: p.rail,
+      provider: p.method.provider,
+      approved_by: consumed.approvedBy,
+      approval_id: consumed.id,
+    },
+  });
+  const [submission] = await loadSubmissions(client, [paymentId]);
+  return submission!;
 }
 
 export async function schedulePayment(
@@ -540,21 +564,9 @@ export async function schedulePayment(
   server?: ServerEvidence,
 ): Promise<ApprovalRequired | PaymentConfirmation> {
   return recordRun(deps, caller, 'schedule_payment', async () => {
-    const tenant = await startMoneyMovingCall(deps.db, caller);
     if (typeof input.scheduled_date !== 'string')
       throw new UsageError('scheduled_date must be a date in YYYY-MM-DD form');
     const date = checkDate(input.scheduled_date, 'scheduled_date');
-    const today = todayIn(tenant.timezone);
-    if (date < today) {
-      throw new UsageError(
-        `scheduled_date ${date} is in the past (today is ${today} in ${tenant.timezone})`,
-        'invalid_date',
-        'pick today or a later date',
-      );
-    }
-    if (date > addDays(today, MAX_SCHEDULE_AHEAD_DAYS)) {
-      throw new UsageError(`scheduled_date ${date} is more than a year ahead`, 'invalid_date');
-    }
     return withIdempotency(
       deps,
       caller,
@@ -562,88 +574,128 @@ export async function schedulePayment(
       input.idempotency_key,
       requestDigest('schedule_payment', input),
       async () => {
-        const p = await deps.db.withTenant(tenant.id, (client) =>
-          plan(client, tenant, caller, input, { day: date }),
-        );
-        const params: ScheduleParams = { ...payParams(p), scheduled_date: date };
         const evidence = evidenceOf(input.approval_token, server);
-        if (!evidence) {
-          return askForApproval(deps, caller, tenant, 'schedule_payment', params, p, input.approver);
-        }
-        const scheduledId = randomUUID();
-        let approvers: string[] = [];
-        await phaseOne(
+        let subject = String(input.invoice);
+        const opened = await openCall(
           deps,
           caller,
           'schedule_payment',
-          params,
-          evidence,
-          p.invoice.number,
-          async (client, approvedBy, approvalId) => {
-            const invoice = await findInvoice(client, p.invoice.id, { forUpdate: true });
-            checkPayable(invoice!, p);
-            approvers = approvedBy;
-            return { approvalId, approvedBy, invoice: invoice! };
-          },
-          async (client, ctx) => {
-            await client.query(
-              `INSERT INTO scheduled_payments (id, tenant_id, invoice_id, agent_key_id, approval_id, amount_minor, currency, rail, payment_method_id, scheduled_date, approved_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-              [
-                scheduledId,
-                tenant.id,
-                ctx.invoice.id,
-                caller.agentKey.id,
-                ctx.approvalId,
-                p.amountMinor,
-                p.currency,
-                p.rail,
-                p.method.id,
-                date,
-                ctx.approvedBy,
-              ],
-            );
-            await transitionInvoice(client, ctx.invoice.id, 'approved', 'scheduled');
-            await appendAudit(client, {
-              tenantId: tenant.id,
-              actorType: 'agent',
-              actorId: caller.agentKey.id,
-              action: 'payment.scheduled',
-              subjectId: scheduledId,
-              details: {
-                invoice_number: ctx.invoice.number,
-                amount_minor: p.amountMinor,
-                currency: p.currency,
-                rail: p.rail,
-                scheduled_date: date,
-                approved_by: ctx.approvedBy,
-              },
-            });
+          () => subject,
+          async (client, tenant): Promise<Opened<PaymentConfirmation>> => {
+            checkScheduleDate(date, tenant);
+            const p = await plan(client, tenant, caller, input, { day: date });
+            subject = p.invoice.number;
+            const params: ScheduleParams = { ...payParams(p), scheduled_date: date };
+            if (!evidence)
+              return {
+                ask: await askForApproval(
+                  client,
+                  deps,
+                  caller,
+                  tenant,
+                  'schedule_payment',
+                  params,
+                  p,
+                  input.approver,
+                ),
+              };
+            return { started: await startSchedule(client, caller, tenant, p, params, evidence) };
           },
         );
-        return {
-          success: true as const,
-          status: 'scheduled',
-          payment_id: null,
-          scheduled_payment_id: scheduledId,
-          scheduled_date: date,
-          invoice_id: p.invoice.id,
-          invoice_number: p.invoice.number,
-          payee: p.invoice.vendorName,
-          amount: formatAmount(p.amountMinor, p.currency),
-          amount_minor: p.amountMinor,
-          currency: p.currency,
-          payment_method: p.rail,
-          provider: p.method.provider,
-          approved_by: approvers[0] ?? null,
-          approvers,
-          gateway_reference: null,
-          confirmation_number: null,
-          paid_at: null,
-        } as unknown as PaymentConfirmation;
+        return 'ask' in opened ? opened.ask : opened.started;
       },
     );
   });
+}
+
+/** A schedule's date is today or later in the tenant's time zone, and at most a year ahead. */
+function checkScheduleDate(date: string, tenant: Tenant): void {
+  const today = todayIn(tenant.timezone);
+  if (date < today) {
+    throw new UsageError(
+      `scheduled_date ${date} is in the past (today is ${today} in ${tenant.timezone})`,
+      'invalid_date',
+      'pick today or a later date',
+    );
+  }
+  if (date > addDays(today, MAX_SCHEDULE_AHEAD_DAYS)) {
+    throw new UsageError(`scheduled_date ${date} is more than a year ahead`, 'invalid_date');
+  }
+}
+
+/** Phase 1 of scheduling, in the call's opening transaction: consume the approval, write the schedule. */
+async function startSchedule(
+  client: Queryable,
+  caller: Caller,
+  tenant: Tenant,
+  p: Plan,
+  params: ScheduleParams,
+  evidence: ApprovalEvidence,
+): Promise<PaymentConfirmation> {
+  const consumed = await consumeApprovalToken(client, {
+    tenantId: tenant.id,
+    agentKey: caller.agentKey,
+    action: 'schedule_payment',
+    params,
+    ...evidence,
+  });
+  const invoice = (await findInvoice(client, p.invoice.id, { forUpdate: true }))!;
+  checkPayable(invoice, p);
+  const scheduledId = randomUUID();
+  const date = params.scheduled_date;
+  await client.query(
+    `INSERT INTO scheduled_payments (id, tenant_id, invoice_id, agent_key_id, approval_id, amount_minor, currency, rail, payment_method_id, scheduled_date, approved_by)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+    [
+      scheduledId,
+      tenant.id,
+      invoice.id,
+      caller.agentKey.id,
+      consumed.id,
+      p.amountMinor,
+      p.currency,
+      p.rail,
+      p.method.id,
+      date,
+      consumed.approvedBy,
+    ],
+  );
+  await transitionInvoice(client, invoice.id, 'approved', 'scheduled');
+  await appendAudit(client, {
+    tenantId: tenant.id,
+    actorType: 'agent',
+    actorId: caller.agentKey.id,
+    action: 'payment.scheduled',
+    subjectId: scheduledId,
+    details: {
+      invoice_number: invoice.number,
+      amount_minor: p.amountMinor,
+      currency: p.currency,
+      rail: p.rail,
+      scheduled_date: date,
+      approved_by: consumed.approvedBy,
+    },
+  });
+  return {
+    success: true as const,
+    status: 'scheduled',
+    payment_id: null,
+    scheduled_payment_id: scheduledId,
+    scheduled_date: date,
+    invoice_id: p.invoice.id,
+    invoice_number: p.invoice.number,
+    payee: p.invoice.vendorName,
+    amount: formatAmount(p.amountMinor, p.currency),
+    amount_minor: p.amountMinor,
+    currency: p.currency,
+    payment_method: p.rail,
+    provider: p.method.provider,
+    approved_by: consumed.approvedBy[0] ?? null,
+    approvers: consumed.approvedBy,
+    gateway_reference: null,
+    confirmation_number: null,
+    paid_at: null,
+  } as unknown as PaymentConfirmation;
 }
 
 /** How long a payment started by the worker is left alone before the reconciler looks at it. */
@@ -689,7 +741,8 @@ export async function executeScheduledPayment(
       // Wait for the lock rather than skip: the only other holders are short claim transactions of other
       // workers (a claim's FOR UPDATE can lock a row it then rejects for its lease), and skipping would
       // leave this worker's own claimed schedule unstarted until its lease ran out.
-      'SELECT * FROM scheduled_payments WHERE id = $1 FOR UPDATE',
+      `SELECT invoice_id, agent_key_id, approval_id, amount_minor, currency, rail, payment_method_id, approved_by, status
+       FROM scheduled_payments WHERE id = $1 FOR UPDATE`,
       [scheduledId],
     );
     const s = rows[0];

@@ -224,14 +224,17 @@ export async function applyPaymentOutcome(
 ): Promise<AppliedOutcome> {
   const payment = await getPayment(client, paymentId, { forUpdate: true });
   if (!payment) throw new Error(`payment ${paymentId} not found`);
-  if (payment.providerReference === null && outcome.providerReference) {
+  const to = outcome.status;
+  const moves = to !== payment.status && PAYMENT_TRANSITIONS[payment.status].includes(to);
+  const lateSuccess = to === 'succeeded' && payment.status === 'failed';
+  // A first move records the reference in its own UPDATE below; anything else records it here.
+  if ((!moves || lateSuccess) && payment.providerReference === null && outcome.providerReference) {
     await client.query('UPDATE payments SET provider_reference = $2, updated_at = now() WHERE id = $1', [
       paymentId,
       outcome.providerReference,
     ]);
   }
-  const to = outcome.status;
-  if (to === payment.status || !PAYMENT_TRANSITIONS[payment.status].includes(to)) {
+  if (!moves) {
     if (to !== payment.status) {
       await appendAudit(client, {
         tenantId: payment.tenantId,
@@ -244,28 +247,29 @@ export async function applyPaymentOutcome(
     }
     return { payment: (await getPayment(client, paymentId))!, changed: false };
   }
-  if (to === 'succeeded' && payment.status === 'failed') {
-    return applyLateSuccess(client, payment, outcome.providerReference, source);
-  }
-  if (to === 'succeeded') {
-    await client.query(
-      `UPDATE payments SET status = 'succeeded', recovery_point = 'finished', paid_at = now(), next_check_at = NULL, updated_at = now()
-       WHERE id = $1`,
-      [paymentId],
-    );
-    await transitionInvoice(client, payment.invoiceId, 'processing', 'paid');
-  } else if (to === 'failed') {
-    const failure = outcome.failure ?? {
-      code: 'declined',
-      message: 'the provider reported the payment failed',
-    };
-    await client.query(
-      `UPDATE payments SET status = 'failed', recovery_point = 'finished', failure_code = $2, failure_provider_code = $3,
-              failure_message = $4, next_check_at = NULL, updated_at = now() WHERE id = $1`,
-      [paymentId, failure.code, failure.providerCode ?? null, failure.message],
-    );
-    await transitionInvoice(client, payment.invoiceId, 'processing', 'approved');
-  }
+  if (lateSuccess) return applyLateSuccess(client, payment, outcome.providerReference, source);
+  // processing -> succeeded or failed, in one UPDATE that also records a reference we did not have.
+  // The changed columns come back from it; the rest of the row (and what is joined to it) is as the
+  // locked read found it.
+  const failure =
+    to === 'failed'
+      ? (outcome.failure ?? { code: 'declined', message: 'the provider reported the payment failed' })
+      : null;
+  const { rows: moved } = await client.query<OutcomeRow>(
+    `UPDATE payments SET status = $2, recovery_point = 'finished', provider_reference = COALESCE(provider_reference, $3),
+            paid_at = CASE WHEN $2::text = 'succeeded' THEN now() END, failure_code = $4, failure_provider_code = $5,
+            failure_message = $6, next_check_at = NULL, updated_at = now()
+     WHERE id = $1 RETURNING ${OUTCOME_COLUMNS}`,
+    [
+      paymentId,
+      to,
+      outcome.providerReference ?? null,
+      failure?.code ?? null,
+      failure?.providerCode ?? null,
+      failure?.message ?? null,
+    ],
+  );
+  await transitionInvoice(client, payment.invoiceId, 'processing', to === 'succeeded' ? 'paid' : 'approved');
   await appendAudit(client, {
     tenantId: payment.tenantId,
     actorType: source.actorType,
@@ -282,8 +286,35 @@ export async function applyPaymentOutcome(
       note: source.note ?? null,
     },
   });
-  return { payment: (await getPayment(client, paymentId))!, changed: true };
+  const row = moved[0]!;
+  return {
+    payment: {
+      ...payment,
+      status: row.status,
+      recoveryPoint: row.recovery_point,
+      providerReference: row.provider_reference,
+      failureCode: row.failure_code,
+      failureProviderCode: row.failure_provider_code,
+      failureMessage: row.failure_message,
+      paidAt: row.paid_at,
+    },
+    changed: true,
+  };
 }
+
+/** What recording an outcome changes in a payment row. */
+const OUTCOME_COLUMNS =
+  'status, recovery_point, provider_reference, failure_code, failure_provider_code, failure_message, paid_at';
+type OutcomeRow = Pick<
+  PaymentRow,
+  | 'status'
+  | 'recovery_point'
+  | 'provider_reference'
+  | 'failure_code'
+  | 'failure_provider_code'
+  | 'failure_message'
+  | 'paid_at'
+>;
 
 /** The confirmation fields of DESIGN.md's "done" answer. */
 export function paymentJson(p: Payment) {

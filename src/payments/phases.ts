@@ -40,10 +40,6 @@ function gatewayFor(deps: EngineDeps, payment: Pick<Payment, 'provider'>): Gatew
   return gateway;
 }
 
-/**
- * Phase 2 and 3 for a payment phase 1 left at recovery point `started`. Returns the payment as
- * recorded. Never throws for a provider failure: that is recorded (failed, or processing when unknown).
- */
 export interface ExecuteOptions {
   /**
    * The worker's deferral of a retryable failure (api_error, rate_limited) that outlasted the gateway's
@@ -56,6 +52,10 @@ export interface ExecuteOptions {
   retryLaterMs?: number | null;
 }
 
+/**
+ * Phase 2 and 3 for a payment phase 1 left at recovery point `started`. Returns the payment as
+ * recorded. Never throws for a provider failure: that is recorded (failed, or processing when unknown).
+ */
 export async function executePayment(
   deps: EngineDeps,
   tenantId: string,
@@ -64,6 +64,17 @@ export async function executePayment(
 ): Promise<Payment> {
   const [submission] = await deps.db.withTenant(tenantId, (client) => loadSubmissions(client, [paymentId]));
   if (!submission) throw new Error(`payment ${paymentId} not found`);
+  return executeSubmission(deps, tenantId, submission, options);
+}
+
+/** executePayment for a payment whose submission the caller loaded (pay-now does, in its phase 1). */
+export async function executeSubmission(
+  deps: EngineDeps,
+  tenantId: string,
+  submission: Submission,
+  options: ExecuteOptions = {},
+): Promise<Payment> {
+  const { paymentId } = submission;
   if (submission.status !== 'processing' || submission.recoveryPoint !== 'started')
     return (await deps.db.withTenant(tenantId, (client) => getPayment(client, paymentId)))!;
   const answer = await callProvider(deps, submission);

@@ -14,7 +14,7 @@ import type { Queryable } from '../db/pool.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { GatewayError, type RefundOutcome } from '../gateways/types.js';
 import { formatAmount, formatMoney, MoneyError, parseAmount } from '../money.js';
-import { recordRun, startMoneyMovingCall } from './agent-runs.js';
+import { admitMoneyMovingCall, recordRun } from './agent-runs.js';
 import { createAlert, ruleFor } from './alerts.js';
 import type { Caller, EngineDeps, FailureNotice } from './context.js';
 import {
@@ -62,7 +62,11 @@ export async function refundsOf(client: Queryable, paymentId: string): Promise<R
     approved_by: string[];
     created_at: Date;
     refunded_at: Date | null;
-  }>('SELECT * FROM refunds WHERE payment_id = $1 ORDER BY created_at', [paymentId]);
+  }>(
+    `SELECT id, amount_minor, currency, status, reason, provider_reference, approved_by, created_at, refunded_at
+     FROM refunds WHERE payment_id = $1 ORDER BY created_at`,
+    [paymentId],
+  );
   return rows.map((r) => ({
     refund_id: r.id,
     amount: formatAmount(r.amount_minor, r.currency.trim()),
@@ -108,7 +112,9 @@ export async function refundPayment(
   server?: ServerEvidence,
 ): Promise<ApprovalRequired | Record<string, unknown>> {
   return recordRun(deps, caller, 'refund_payment', async () => {
-    const tenant = await startMoneyMovingCall(deps.db, caller);
+    const tenant = await deps.db.withTenant(caller.agentKey.tenantId, (client) =>
+      admitMoneyMovingCall(client, caller),
+    );
     if (typeof input.payment !== 'string' || !input.payment)
       throw new UsageError('payment must be a payment id or the provider reference');
     if (input.reason !== undefined && (typeof input.reason !== 'string' || input.reason.length > 500)) {
