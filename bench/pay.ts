@@ -142,10 +142,10 @@ async function connectAgent(url: string, agent: BenchAgent): Promise<Client> {
 }
 
 export async function benchPay(server: BenchServer, options: PayBenchOptions = {}): Promise<PayBenchResult> {
-  const perAgent = options.perAgent ?? 24;
+  const perAgent = options.perAgent ?? 60;
   const warmup = options.warmup ?? 2;
   const rounds = options.rounds ?? 3;
-  const pacedPerAgent = options.pacedPerAgent ?? 12;
+  const pacedPerAgent = options.pacedPerAgent ?? 50;
   const database = await server.createDatabase('pay');
   const runtime = await startRuntime({ databaseUrl: database.url, env: benchEnv() });
   let child: ServerChild | undefined;
@@ -260,7 +260,8 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
     await bare.close();
     const peakRssMb = child.peakRssMb();
     const serverSql = await child.stop();
-    const mcpPayments = AGENTS * (warmup + perAgent);
+    // Every payment the server made: the warm-up and timed rounds, and the paced run.
+    const mcpPayments = AGENTS * (warmup + perAgent) + pacedJobs.flat().length;
 
     // The replay did the work: every baseline invoice is paid and its approval consumed.
     const { rows: check } = await runtime.db.withSystem((client) =>
