@@ -51,6 +51,7 @@ try {
       `webhooks, ${r.senders} senders: ${round(r.http.perSecond)} verified events/s, p50 ${round(r.http.p50Ms)} ms, p99 ${round(r.http.p99Ms)} ms`,
       `  bare SQL (${r.sqlPerEvent.statements} statements in ${r.sqlPerEvent.transactions} transactions): ${round(r.baseline.perSecond)}/s`,
       `  ratio ${round(r.http.perSecond / r.baseline.perSecond, 2)} (target >= 0.6)`,
+      `  CPU ms per event (bench process / server / PostgreSQL): http ${cpuLine(r.cpuPerEvent.http)}; bare ${cpuLine(r.cpuPerEvent.baseline)}`,
     );
   }
   if (wanted('worker')) {

@@ -17,6 +17,7 @@ import { startRuntime } from '../src/runtime.js';
 import { processWebhookEvent } from '../src/sidecar/webhooks.js';
 import { bulkProcessingPayments } from './support/bulk.js';
 import { capturePool } from './support/capture.js';
+import { addCpu, type CpuReading, cpuSince, perItem, postmasterPid, readCpu } from './support/cpu.js';
 import type { BenchServer } from './support/database.js';
 import { benchEnv } from './support/env.js';
 import { referenceDir } from './support/paths.js';
@@ -32,6 +33,8 @@ export interface WebhookBenchResult {
   http: RunResult;
   baseline: RunResult;
   sqlPerEvent: { statements: number; transactions: number };
+  /** CPU ms per event: bench process (the senders, or the baseline's `pg`), server, PostgreSQL. */
+  cpuPerEvent: Record<'http' | 'baseline', CpuReading>;
 }
 
 interface Target {
@@ -172,9 +175,17 @@ export async function benchWebhooks(
     await runConcurrent(b.warm, replayOne);
     await runConcurrent(h.warm, send);
     const parts: Record<'http' | 'baseline', Timed[]> = { http: [], baseline: [] };
+    const zero = { benchMs: 0, serverMs: 0, postgresMs: 0 };
+    const cpu: Record<'http' | 'baseline', CpuReading> = { http: zero, baseline: zero };
+    const sources = { serverPid: child.pid, postmasterPid: await postmasterPid(bare.pool) };
+    const timed = async (side: 'http' | 'baseline', run: () => Promise<Timed>) => {
+      const before = readCpu(sources);
+      parts[side].push(await run());
+      cpu[side] = addCpu(cpu[side], cpuSince(before, sources));
+    };
     for (let r = 0; r < rounds; r++) {
-      parts.baseline.push(await runConcurrent(b.rounds[r]!, replayOne));
-      parts.http.push(await runConcurrent(h.rounds[r]!, send));
+      await timed('baseline', () => runConcurrent(b.rounds[r]!, replayOne));
+      await timed('http', () => runConcurrent(h.rounds[r]!, send));
     }
     await bare.close();
 
@@ -192,6 +203,10 @@ export async function benchWebhooks(
       http: summarize(parts.http),
       baseline: summarize(parts.baseline),
       sqlPerEvent: describeTemplate(sql),
+      cpuPerEvent: {
+        http: perItem(cpu.http, SENDERS * perSender),
+        baseline: perItem(cpu.baseline, SENDERS * perSender),
+      },
     };
   } finally {
     await child?.stop();
