@@ -65,6 +65,19 @@ class PreparingClient extends pg.Client {
   }
 }
 
+/**
+ * Errors after which a connection's prepared statements fail every time: a migration changed the type of
+ * a column a statement returns (its cached plan "must not change result type"), or pg lost track of a
+ * statement it had prepared. Only a new connection (which prepares afresh) recovers.
+ */
+function spoilsPreparedStatements(error: unknown): boolean {
+  const code = pgErrorCode(error);
+  return (
+    code === '26000' ||
+    (code === '0A000' && /cached plan must not change result type/.test((error as Error).message))
+  );
+}
+
 export interface Db {
   readonly pool: pg.Pool;
   /** Run `fn` in one transaction in which only `tenantId`'s rows exist. */
@@ -98,6 +111,7 @@ export function createDb(connectionString: string, options: DbOptions = {}): Db 
   async function transaction<T>(opening: string, fn: (client: pg.PoolClient) => Promise<T>) {
     const client = await pool.connect();
     const open: OpenTransaction = { beforeCommit: [], locals: new Map() };
+    let broken: Error | undefined;
     try {
       await client.query(`BEGIN; ${opening}`);
       openTransactions.set(client, open);
@@ -107,11 +121,13 @@ export function createDb(connectionString: string, options: DbOptions = {}): Db 
       return result;
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {});
+      if (spoilsPreparedStatements(error)) broken = error as Error;
       throw error;
     } finally {
       // The client goes back to the pool; the next transaction on it starts with nothing deferred.
       openTransactions.delete(client);
-      client.release();
+      // A connection whose prepared statements no longer work is closed rather than reused.
+      client.release(broken);
     }
   }
 

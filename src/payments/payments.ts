@@ -297,14 +297,21 @@ export async function applyPaymentOutcome(
       failureProviderCode: row.failure_provider_code,
       failureMessage: row.failure_message,
       paidAt: row.paid_at,
+      refundedMinor: row.refunded_minor,
+      pendingRefundMinor: row.pending_refund_minor,
     },
     changed: true,
   };
 }
 
-/** What recording an outcome changes in a payment row. */
-const OUTCOME_COLUMNS =
-  'status, recovery_point, provider_reference, failure_code, failure_provider_code, failure_message, paid_at';
+/**
+ * What recording an outcome changes in a payment row, and its refund sums read again: the locked read's
+ * snapshot predates its wait for the lock, so a refund committed by the holder it waited for (a
+ * provider's refund webhook) is only seen from here.
+ */
+const OUTCOME_COLUMNS = `status, recovery_point, provider_reference, failure_code, failure_provider_code, failure_message, paid_at,
+  COALESCE((SELECT sum(r.amount_minor) FROM refunds r WHERE r.payment_id = payments.id AND r.status = 'succeeded'), 0)::bigint AS refunded_minor,
+  COALESCE((SELECT sum(r.amount_minor) FROM refunds r WHERE r.payment_id = payments.id AND r.status = 'pending'), 0)::bigint AS pending_refund_minor`;
 type OutcomeRow = Pick<
   PaymentRow,
   | 'status'
@@ -314,6 +321,8 @@ type OutcomeRow = Pick<
   | 'failure_provider_code'
   | 'failure_message'
   | 'paid_at'
+  | 'refunded_minor'
+  | 'pending_refund_minor'
 >;
 
 /** The confirmation fields of DESIGN.md's "done" answer. */

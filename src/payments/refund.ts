@@ -112,16 +112,16 @@ export async function refundPayment(
   server?: ServerEvidence,
 ): Promise<ApprovalRequired | Record<string, unknown>> {
   return recordRun(deps, caller, 'refund_payment', async () => {
-    const tenant = await deps.db.withTenant(caller.agentKey.tenantId, (client) =>
-      admitMoneyMovingCall(client, caller),
-    );
     if (typeof input.payment !== 'string' || !input.payment)
       throw new UsageError('payment must be a payment id or the provider reference');
     if (input.reason !== undefined && (typeof input.reason !== 'string' || input.reason.length > 500)) {
       throw new UsageError('reason must be text of at most 500 characters');
     }
     const run = async () => {
-      const payment = await deps.db.withTenant(tenant.id, (client) => findPayment(client, input.payment));
+      const { tenant, payment } = await deps.db.withTenant(caller.agentKey.tenantId, async (client) => {
+        const admitted = await admitMoneyMovingCall(client, caller);
+        return { tenant: admitted, payment: await findPayment(client, input.payment) };
+      });
       if (!payment)
         throw new RefusedError(
           'payment_not_found',
