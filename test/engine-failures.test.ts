@@ -1,7 +1,7 @@
 /** The seed's rules per failure kind, through the real SDKs against the sandbox. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApprovalRequired, PaymentFailedError, payInvoice } from '../src/payments/pay.js';
-import { applyPaymentOutcome } from '../src/payments/payments.js';
+import { applyPaymentOutcome, getPayment } from '../src/payments/payments.js';
 import { reconcilePayment } from '../src/payments/phases.js';
 import { getPaymentStatus } from '../src/payments/status.js';
 import { createFixture, type Fixture } from './support/fixture.js';
@@ -172,5 +172,67 @@ describe('failures follow the rules', () => {
         (await c.query<{ kind: string }>("SELECT kind FROM alerts WHERE code = 'late_success'")).rows,
     );
     expect(alerts).toEqual([{ kind: 'invoice_paid_twice' }]);
+  });
+  it('a payment moved while a refund webhook held its lock is answered with that refund counted', async () => {
+    const f = await createFixture({ slug: `fail-${++n}`, t: base.t, sandbox: base.sandbox });
+    await f.addMethod({
+      rail: 'ach',
+      token: 'pm_usBankAccount_processing',
+      provider: 'stripe',
+      bankName: 'STRIPE TEST BANK',
+      last4: '0009',
+    });
+    await f.addInvoice('INV-R', 42_00);
+    const input = { invoice: 'INV-R', amount: '42.00', currency: 'USD', method: 'ach' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+    const started = (await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...input, approval_token: await f.approveAs(f.admin, ask.approval_id) },
+    )) as unknown as { payment_id: string; status: string };
+    expect(started.status).toBe('processing');
+    const id = started.payment_id;
+
+    // A provider's refund webhook records a refund made outside paygate, holding the payment's lock.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let refunded!: () => void;
+    const refundWritten = new Promise<void>((resolve) => {
+      refunded = resolve;
+    });
+    const holder = f.t.db.withTenant(f.tenant.id, async (c) => {
+      await c.query('SELECT id FROM payments WHERE id = $1 FOR UPDATE', [id]);
+      await c.query(
+        `INSERT INTO refunds (tenant_id, payment_id, amount_minor, currency, status, recovery_point, provider_reference, refunded_at)
+         VALUES ($1, $2, 10_00, 'USD', 'succeeded', 'finished', 're_outside', now())`,
+        [f.tenant.id, id],
+      );
+      refunded();
+      await held;
+    });
+    await refundWritten;
+    const moving = f.t.db.withTenant(f.tenant.id, (c) =>
+      applyPaymentOutcome(c, id, { status: 'succeeded' }, { actorType: 'provider', actorId: 'stripe' }),
+    );
+    // Let the move start waiting for the lock before the holder commits.
+    for (let waiting = 0; waiting === 0; ) {
+      waiting = await f.t.db.withSystem(
+        async (c) =>
+          (
+            await c.query<{ n: number }>(
+              `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF p%'`,
+            )
+          ).rows[0]!.n,
+      );
+    }
+    release();
+    await holder;
+    const applied = await moving;
+    expect(applied.payment.status).toBe('succeeded');
+    expect(applied.payment.refundedMinor).toBe(10_00);
+    const fresh = await f.t.db.withTenant(f.tenant.id, (c) => getPayment(c, id));
+    expect(applied.payment).toEqual(fresh);
   });
 });
