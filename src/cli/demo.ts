@@ -1,6 +1,5 @@
 /** `paygate demo`: the seed's three requests through a real MCP client, approved by the named humans. */
 import type { Command } from 'commander';
-import { runDemo } from '../demo/run.js';
 import type { GlobalOptions } from './context.js';
 
 export function registerDemoCommand(program: Command): void {
@@ -9,6 +8,7 @@ export function registerDemoCommand(program: Command): void {
     .description('run the three seed requests through a real MCP client in a temporary sandbox')
     .action(async () => {
       const global = program.opts<GlobalOptions>();
+      const { runDemo } = await import('../demo/run.js');
       await runDemo({ dataDir: global.dataDir, out: (line) => process.stdout.write(`${line}\n`) });
     });
 }

@@ -7,8 +7,7 @@ import type { Command } from 'commander';
 import { authenticateAgent } from '../directory/agent-keys.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { DEFAULT_APPROVAL_WAIT_MS } from '../mcp/elicitation.js';
-import { serveStdio } from '../mcp/stdio.js';
-import { type Runtime, startRuntime } from '../runtime.js';
+import type { Runtime } from '../runtime.js';
 import type { CliContext } from './context.js';
 
 type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
@@ -16,7 +15,7 @@ type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
 /**
  * Serves the approval page on loopback for the duration of `paygate mcp` when no other paygate process
  * does (so approve_url works with stdio alone). Returns a closer, or null when another process already
- * serves it. The sidecar owns the page; the lead wires its factory here.
+ * serves it. src/cli.ts passes serve's (src/cli/serve.ts).
  */
 export type ApprovalPageHook = (runtime: Runtime) => Promise<(() => Promise<void>) | null>;
 
@@ -62,6 +61,11 @@ export function registerMcpCommands(program: Command, run: Run, hooks: McpComman
         }
         // Fail fast on a bad key, before the sandbox and the pool start: the launcher shows stderr.
         await authenticateAgent(await ctx.db(), key);
+        // Loaded when the command runs, not for every `paygate` command (see src/cli.ts).
+        const [{ startRuntime }, { serveStdio }] = await Promise.all([
+          import('../runtime.js'),
+          import('../mcp/stdio.js'),
+        ]);
         const runtime = await startRuntime({
           databaseUrl: ctx.options.databaseUrl,
           dataDir: ctx.options.dataDir,

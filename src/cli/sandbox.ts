@@ -11,7 +11,6 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Command } from 'commander';
-import { startSandbox } from '../sandbox/index.js';
 
 const port = (v: string) => Number.parseInt(v, 10);
 
@@ -23,6 +22,7 @@ export function registerSandboxCommands(program: Command): void {
     .option('--paypal-port <n>', 'fixed port for the PayPal emulator', port)
     .option('--ledger-port <n>', 'fixed port for the ledger endpoint', port)
     .action(async (o: { stripePort?: number; paypalPort?: number; ledgerPort?: number }) => {
+      const { startSandbox } = await import('../sandbox/index.js');
       const sandbox = await startSandbox({
         stripe: { port: o.stripePort, achSettleDelayMs: 5_000 },
         paypal: { port: o.paypalPort },

@@ -8,16 +8,19 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Command } from 'commander';
-import express from 'express';
 import { readDemoCredentials, seedDemo } from '../demo/seed.js';
 import { hashesEqual } from '../directory/credentials.js';
 import { resolveSecret } from '../directory/encryption.js';
 import { RefusedError, UsageError } from '../errors.js';
-import { createMcpHttpHandler, type McpHttpHandler } from '../mcp/http.js';
-import { type Runtime, startRuntime } from '../runtime.js';
-import { createSidecarApp, healthProof, type SidecarApp } from '../sidecar/app.js';
-import { createWorker } from '../worker/index.js';
+import type { McpHttpHandler } from '../mcp/http.js';
+import type { Runtime } from '../runtime.js';
+import type { SidecarApp } from '../sidecar/app.js';
 import type { GlobalOptions } from './context.js';
+
+// The serving stack (Express, the MCP SDK, the providers' SDKs through the runtime, the worker) is
+// loaded when a process starts serving, not for every `paygate` command: `paygate --help` and the
+// humans' commands start in a fraction of the time.
+const sidecarModule = () => import('../sidecar/app.js');
 
 export interface ServeOptions {
   port?: number;
@@ -54,6 +57,19 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
   });
   const { port } = server.address() as AddressInfo;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const [
+    { default: express },
+    { createMcpHttpHandler },
+    { startRuntime },
+    { createSidecarApp },
+    { createWorker },
+  ] = await Promise.all([
+    import('express'),
+    import('../mcp/http.js'),
+    import('../runtime.js'),
+    sidecarModule(),
+    import('../worker/index.js'),
+  ]);
   let runtime: Runtime;
   try {
     runtime = await startRuntime({
@@ -184,6 +200,7 @@ export async function serveApprovalPageIfFree(runtime: Runtime): Promise<(() => 
   const publicUrl = new URL(runtime.deps.publicUrl);
   if (!['127.0.0.1', 'localhost', '[::1]'].includes(publicUrl.hostname)) return null;
   const secret = await resolveSecret(runtime.config);
+  const { createSidecarApp } = await sidecarModule();
   const app = createSidecarApp(runtime, { instrumentGateways: false, healthProofSecret: secret });
   const server = http.createServer(app);
   const port = Number(publicUrl.port || 80);
@@ -223,6 +240,7 @@ async function listenerIsPaygate(host: string, port: number, secret: string): Pr
     if (!res.ok) return false;
     const body = (await res.json()) as { proof?: unknown };
     if (typeof body.proof !== 'string') return false;
+    const { healthProof } = await sidecarModule();
     return hashesEqual(Buffer.from(healthProof(secret, port, challenge)), Buffer.from(body.proof));
   } catch {
     // Not HTTP, not JSON, no answer in time: not a paygate we can trust with the human's token.

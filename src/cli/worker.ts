@@ -8,8 +8,7 @@
  * resolves what was in flight.
  */
 import type { Command } from 'commander';
-import { startRuntime } from '../runtime.js';
-import { createWorker, type PassSummary } from '../worker/index.js';
+import type { PassSummary } from '../worker/index.js';
 import type { CliContext } from './context.js';
 
 type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
@@ -39,6 +38,11 @@ export function registerWorkerCommands(program: Command, run: Run): void {
     )
     .action((o: { once?: boolean; workerId?: string; batchSize?: number }) =>
       run(async (ctx) => {
+        // Loaded when the command runs, not for every `paygate` command (see src/cli.ts).
+        const [{ startRuntime }, { createWorker }] = await Promise.all([
+          import('../runtime.js'),
+          import('../worker/index.js'),
+        ]);
         const runtime = await startRuntime({
           databaseUrl: ctx.options.databaseUrl,
           dataDir: ctx.options.dataDir,
