@@ -21,7 +21,13 @@ import { capturePool } from './support/capture.js';
 import { addCpu, type CpuReading, cpuSince, perItem, postmasterPid, readCpu } from './support/cpu.js';
 import type { BenchServer } from './support/database.js';
 import { benchEnv } from './support/env.js';
-import { describeTemplate, type PaymentIdentity, paymentIdentity, replay } from './support/replay.js';
+import {
+  capturedRunId,
+  describeTemplate,
+  type PaymentIdentity,
+  paymentIdentity,
+  replay,
+} from './support/replay.js';
 import { type BenchAgent, mintPayJobs, type PayJob, payInput, seedTenant } from './support/seed.js';
 import { type ServerChild, startServer } from './support/server.js';
 import { type RunResult, runConcurrent, runPaced, summarize, type Timed } from './support/stats.js';
@@ -80,7 +86,10 @@ function split<T>(queues: T[][], warm: number, rounds: number): { warm: T[][]; r
 
 type Side = 'baseline' | 'engine' | 'mcp';
 
-type StoredIdentity = Omit<PaymentIdentity, 'paymentId' | 'confirmationNumber' | 'providerReference'>;
+type StoredIdentity = Omit<
+  PaymentIdentity,
+  'paymentId' | 'confirmationNumber' | 'providerReference' | 'runId'
+>;
 
 async function identities(deps: EngineDeps, jobs: PayJob[]): Promise<Map<string, StoredIdentity>> {
   const { rows } = await deps.db.withSystem((client) =>
@@ -118,8 +127,12 @@ async function identities(deps: EngineDeps, jobs: PayJob[]): Promise<Map<string,
   );
 }
 
-function freshPayment(): Pick<PaymentIdentity, 'paymentId' | 'confirmationNumber' | 'providerReference'> {
+function freshPayment(): Pick<
+  PaymentIdentity,
+  'paymentId' | 'confirmationNumber' | 'providerReference' | 'runId'
+> {
   return {
+    runId: randomUUID(),
     paymentId: randomUUID(),
     confirmationNumber: `PG-${randomBytes(5).toString('hex').toUpperCase()}`,
     providerReference: `pi_${randomBytes(12).toString('hex')}`,
@@ -208,6 +221,7 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
       paymentId: captured.payment_id,
       confirmationNumber: captured.confirmation_number!,
       providerReference: captured.gateway_reference!,
+      runId: capturedRunId(template),
     };
     const bare = createDb(database.url, { max: 10, applicationName: 'paygate-bench-baseline' });
     const replayOne = (job: PayJob) =>

@@ -9,7 +9,7 @@ import { startRuntime } from '../src/runtime.js';
 import { capturePool } from './support/capture.js';
 import { openBenchServer } from './support/database.js';
 import { benchEnv, removeBenchDataDir } from './support/env.js';
-import { paymentIdentity, replay } from './support/replay.js';
+import { capturedRunId, paymentIdentity, replay } from './support/replay.js';
 import { mintPayJobs, payInput, seedTenant } from './support/seed.js';
 import { runConcurrent } from './support/stats.js';
 
@@ -71,6 +71,7 @@ try {
     paymentId: captured.payment_id,
     confirmationNumber: captured.confirmation_number!,
     providerReference: captured.gateway_reference!,
+    runId: capturedRunId(template),
   });
   const bare = createDb(database.url, { max: 10 });
   // Time every statement by wrapping the bare pool's clients.
@@ -100,6 +101,7 @@ try {
       paymentId: crypto.randomUUID(),
       confirmationNumber: `PG-PROF${String(n++).padStart(6, '0')}`,
       providerReference: `pi_prof_${n}`,
+      runId: crypto.randomUUID(),
     });
   for (const concurrency of [1, 8]) {
     timings.clear();

@@ -165,4 +165,34 @@ describe('engine hardening', () => {
       ),
     ).rejects.toMatchObject({ code: 'agent_daily_cap_exceeded' });
   });
+  it('a burst of concurrent money-moving calls cannot get past the rate limit', async () => {
+    const { agentKey } = await f.newAgent({ name: 'burst', rateLimitPerMinute: 3 });
+    await f.addInvoice('INV-BURST', 12_00);
+    const input = { invoice: 'INV-BURST', amount: '12.00', currency: 'USD', method: 'stripe' };
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, () =>
+        payInvoice(f.deps, { agentKey }, input).then(
+          (answer) => (answer as ApprovalRequired).status,
+          (error: unknown) => (error as { code?: string }).code,
+        ),
+      ),
+    );
+    expect(answers.filter((a) => a === 'approval_required')).toHaveLength(3);
+    expect(answers.filter((a) => a === 'rate_limited')).toHaveLength(5);
+    // Every call is on the record, finished: three asked a human, five were refused.
+    const runs = await f.t.db.withTenant(
+      f.tenant.id,
+      async (c) =>
+        (
+          await c.query<{ outcome: string; n: number }>(
+            'SELECT outcome, count(*)::int AS n FROM agent_runs WHERE agent_key_id = $1 GROUP BY 1 ORDER BY 1',
+            [agentKey.id],
+          )
+        ).rows,
+    );
+    expect(runs).toEqual([
+      { outcome: 'approval_required', n: 3 },
+      { outcome: 'refused', n: 5 },
+    ]);
+  });
 });

@@ -2,11 +2,13 @@
  * The bare-SQL baseline of one payment: the statements the engine ran for one captured payment (BEGIN
  * and COMMIT included, in the same transactions, on a pool that connects as paygate_app like the
  * engine's), replayed with `pg` for another payment. The ids that differ between payments (invoice,
- * approval, token hash, payment, confirmation number, provider reference) are substituted, also inside
+ * approval, token hash, payment, confirmation number, provider reference, the call's agent_runs id and
+ * its key's rate-limit lock) are substituted, also inside
  * the audit entries' content (the database chains them, so every replayed entry really lands). No
  * provider call, no validation, no JSON shaping: only the SQL.
  */
 import type pg from 'pg';
+import { advisoryLockKey } from '../../src/db/pool.js';
 import type { Captured } from './capture.js';
 
 /** The values that tell one replayed unit of work (a payment, an event, a batch) from another. */
@@ -29,6 +31,8 @@ export interface PaymentIdentity {
   paymentId: string;
   confirmationNumber: string;
   providerReference: string;
+  /** The call's agent_runs row, written when the call is admitted and completed when it ends. */
+  runId: string;
   /** The tenant's rows (needed when the replayed payment is in another tenant than the captured one). */
   tenantId: string;
   agentKeyId: string;
@@ -49,9 +53,19 @@ export function paymentIdentity(p: PaymentIdentity): Identity {
       paymentId: p.paymentId,
       confirmationNumber: p.confirmationNumber,
       providerReference: p.providerReference,
+      runId: p.runId,
+      // The lock that queues one agent key's admissions (src/payments/agent-runs.ts).
+      rateLimitLock: advisoryLockKey(`rate-limit:${p.agentKeyId}`),
     },
     buffers: { tokenHash: p.tokenHash },
   };
+}
+
+/** The id of the agent_runs row a captured call wrote when it was admitted. */
+export function capturedRunId(template: Captured[]): string {
+  const admitted = template.find((s) => /^\s*INSERT INTO agent_runs/.test(s.text));
+  if (!admitted) throw new Error('the captured payment wrote no agent_runs row');
+  return String(admitted.values[0]);
 }
 
 function substituter(from: Identity, to: Identity) {

@@ -1,6 +1,5 @@
 /** What the ACH workflow needs from its caller, and the small rules every part of it shares. */
-import { createHash } from 'node:crypto';
-import type { Db } from '../db/pool.js';
+import { advisoryLockKey, type Db } from '../db/pool.js';
 import type { Sealer } from '../directory/encryption.js';
 import type { User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
@@ -26,5 +25,5 @@ export function requireAdmin(user: User, tenantId: string): void {
 
 /** A 64-bit advisory lock key (as a decimal string) for one named ACH critical section. */
 export function achLockKey(name: string): string {
-  return createHash('sha256').update(`ach:${name}`).digest().readBigInt64BE(0).toString();
+  return advisoryLockKey(`ach:${name}`);
 }

@@ -144,6 +144,14 @@ export function createDb(connectionString: string, options: DbOptions = {}): Db 
   };
 }
 
+/**
+ * A 64-bit advisory lock key (as a decimal string) for a named critical section: the first 8 bytes of
+ * sha256(name), signed big-endian. Names carry their owner's prefix (`ach:`, `rate-limit:`).
+ */
+export function advisoryLockKey(name: string): string {
+  return createHash('sha256').update(name).digest().readBigInt64BE(0).toString();
+}
+
 /** PostgreSQL error codes we react to by name. */
 export const PgError = {
   uniqueViolation: '23505',

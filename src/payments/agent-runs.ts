@@ -2,8 +2,9 @@
  * One agent_runs row per tool invocation (who, what, outcome, duration), and the per-agent-key rate
  * limit on money-moving tools, counted from those rows so it holds across every paygate process.
  */
+import { randomUUID } from 'node:crypto';
 import { appendAudit } from '../audit/log.js';
-import type { Queryable } from '../db/pool.js';
+import { advisoryLockKey, type Queryable } from '../db/pool.js';
 import { readTenant, type Tenant } from '../directory/tenants.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { MoneyError } from '../money.js';
@@ -23,19 +24,30 @@ function outcomeOf(result: unknown): string {
   return 'ok';
 }
 
-export async function recordRun<T>(
+/** A call's row in agent_runs: its id is chosen up front so that a money-moving call's admission can write it. */
+export interface Run<Tool extends string = string> {
+  id: string;
+  tool: Tool;
+}
+
+/**
+ * Run a tool call and write its agent_runs row when it ends: who, what, outcome, duration. A money-moving
+ * call's admission has already written the row (`admitMoneyMovingCall`); the end completes it.
+ */
+export async function recordRun<T, Tool extends string>(
   deps: Pick<EngineDeps, 'db'>,
   caller: Caller,
-  tool: string,
-  fn: () => Promise<T>,
+  tool: Tool,
+  fn: (run: Run<Tool>) => Promise<T>,
 ): Promise<T> {
+  const run: Run<Tool> = { id: randomUUID(), tool };
   const started = performance.now();
   let outcome = 'ok';
   let errorCode: string | null = null;
   let subjectId: string | null = null;
   let refusal: { code: string; message: string } | null = null;
   try {
-    const result = await fn();
+    const result = await fn(run);
     outcome = outcomeOf(result);
     if (result && typeof result === 'object' && 'payment_id' in result)
       subjectId = (result as { payment_id?: string | null }).payment_id ?? null;
@@ -58,9 +70,23 @@ export async function recordRun<T>(
     const durationMs = Math.round(performance.now() - started);
     await deps.db
       .withTenant(caller.agentKey.tenantId, async (client) => {
+        // The row the admission wrote, completed; or the whole row, when there was no admission or its
+        // transaction rolled back.
         await client.query(
-          'INSERT INTO agent_runs (tenant_id, agent_key_id, tool, outcome, error_code, subject_id, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)',
-          [caller.agentKey.tenantId, caller.agentKey.id, tool, outcome, errorCode, subjectId, durationMs],
+          `INSERT INTO agent_runs (id, tenant_id, agent_key_id, tool, outcome, error_code, subject_id, duration_ms)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (id) DO UPDATE SET outcome = EXCLUDED.outcome, error_code = EXCLUDED.error_code,
+             subject_id = EXCLUDED.subject_id, duration_ms = EXCLUDED.duration_ms`,
+          [
+            run.id,
+            caller.agentKey.tenantId,
+            caller.agentKey.id,
+            tool,
+            outcome,
+            errorCode,
+            subjectId,
+            durationMs,
+          ],
         );
         // Every refusal of a money-moving call is on the record, with the reason the agent was given.
         if (refusal && (MONEY_MOVING_TOOLS as readonly string[]).includes(tool)) {
@@ -80,11 +106,17 @@ export async function recordRun<T>(
 }
 
 /**
- * The start of every money-moving call, in the caller's transaction: refuse when this key made
- * `rate_limit_per_minute` money-moving calls in the last minute, then read its tenant.
+ * The start of every money-moving call, in the caller's transaction (the call's opening one): refuse
+ * when this key made `rate_limit_per_minute` money-moving calls in the last minute, put this call on
+ * the record as `running`, and read the tenant. Admissions of one key queue on a lock until their
+ * transaction ends, so calls still in flight count: a burst of concurrent calls cannot get past the
+ * limit. A call refused later in the transaction rolls its row back; `recordRun` writes it at the end.
  */
-export async function admitMoneyMovingCall(client: Queryable, caller: Caller): Promise<Tenant> {
+export async function admitMoneyMovingCall(client: Queryable, caller: Caller, run: Run): Promise<Tenant> {
   const tenantId = caller.agentKey.tenantId;
+  await client.query('SELECT pg_advisory_xact_lock($1)', [
+    advisoryLockKey(`rate-limit:${caller.agentKey.id}`),
+  ]);
   const { rows } = await client.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM agent_runs WHERE tenant_id = $1 AND agent_key_id = $2 AND tool = ANY($3)
      AND created_at > now() - interval '1 minute'`,
@@ -98,5 +130,9 @@ export async function admitMoneyMovingCall(client: Queryable, caller: Caller): P
       true,
     );
   }
+  await client.query(
+    `INSERT INTO agent_runs (id, tenant_id, agent_key_id, tool, outcome, duration_ms) VALUES ($1, $2, $3, $4, 'running', 0)`,
+    [run.id, tenantId, caller.agentKey.id, run.tool],
+  );
   return readTenant(client, tenantId);
 }

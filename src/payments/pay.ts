@@ -24,7 +24,7 @@ import type { Tenant } from '../directory/tenants.js';
 import { RefusedError, UsageError } from '../errors.js';
 import type { Rail } from '../gateways/types.js';
 import { formatAmount, formatMoney, MoneyError, parseMoney } from '../money.js';
-import { admitMoneyMovingCall, recordRun } from './agent-runs.js';
+import { admitMoneyMovingCall, type Run, recordRun } from './agent-runs.js';
 import { createAlert, ruleFor } from './alerts.js';
 import { addDays, todayIn } from './calendar.js';
 import type { Caller, EngineDeps } from './context.js';
@@ -433,16 +433,16 @@ function confirmation(
 async function openCall<T>(
   deps: EngineDeps,
   caller: Caller,
-  action: ApprovalAction,
+  run: Run<ApprovalAction>,
   subject: () => string,
   fn: (client: Queryable, tenant: Tenant) => Promise<T>,
 ): Promise<T> {
   try {
     return await deps.db.withTenant(caller.agentKey.tenantId, async (client) =>
-      fn(client, await admitMoneyMovingCall(client, caller)),
+      fn(client, await admitMoneyMovingCall(client, caller, run)),
     );
   } catch (error) {
-    await auditIfTokenRefused(deps, caller, action, error, subject());
+    await auditIfTokenRefused(deps, caller, run.tool, error, subject());
     throw error;
   }
 }
@@ -456,7 +456,7 @@ export async function payInvoice(
   input: PayInput,
   server?: ServerEvidence,
 ): Promise<ApprovalRequired | PaymentConfirmation> {
-  return recordRun(deps, caller, 'pay_invoice', () =>
+  return recordRun(deps, caller, 'pay_invoice', (run) =>
     withIdempotency(
       deps,
       caller,
@@ -469,7 +469,7 @@ export async function payInvoice(
         const opened = await openCall(
           deps,
           caller,
-          'pay_invoice',
+          run,
           () => subject,
           async (client, tenant): Promise<Opened<Submission>> => {
             const p = await plan(client, tenant, caller, input);
@@ -563,7 +563,7 @@ export async function schedulePayment(
   input: ScheduleInput,
   server?: ServerEvidence,
 ): Promise<ApprovalRequired | PaymentConfirmation> {
-  return recordRun(deps, caller, 'schedule_payment', async () => {
+  return recordRun(deps, caller, 'schedule_payment', async (run) => {
     if (typeof input.scheduled_date !== 'string')
       throw new UsageError('scheduled_date must be a date in YYYY-MM-DD form');
     const date = checkDate(input.scheduled_date, 'scheduled_date');
@@ -579,7 +579,7 @@ export async function schedulePayment(
         const opened = await openCall(
           deps,
           caller,
-          'schedule_payment',
+          run,
           () => subject,
           async (client, tenant): Promise<Opened<PaymentConfirmation>> => {
             checkScheduleDate(date, tenant);

@@ -111,15 +111,15 @@ export async function refundPayment(
   input: RefundInput,
   server?: ServerEvidence,
 ): Promise<ApprovalRequired | Record<string, unknown>> {
-  return recordRun(deps, caller, 'refund_payment', async () => {
+  return recordRun(deps, caller, 'refund_payment', async (run) => {
     if (typeof input.payment !== 'string' || !input.payment)
       throw new UsageError('payment must be a payment id or the provider reference');
     if (input.reason !== undefined && (typeof input.reason !== 'string' || input.reason.length > 500)) {
       throw new UsageError('reason must be text of at most 500 characters');
     }
-    const run = async () => {
+    const attempt = async () => {
       const { tenant, payment } = await deps.db.withTenant(caller.agentKey.tenantId, async (client) => {
-        const admitted = await admitMoneyMovingCall(client, caller);
+        const admitted = await admitMoneyMovingCall(client, caller, run);
         return { tenant: admitted, payment: await findPayment(client, input.payment) };
       });
       if (!payment)
@@ -235,7 +235,7 @@ export async function refundPayment(
       'refund_payment',
       input.idempotency_key,
       requestDigest('refund_payment', input),
-      run,
+      attempt,
     );
   });
 }
