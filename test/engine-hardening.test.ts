@@ -1,8 +1,11 @@
 /** Cases a hostile review found; each was reproduced first, then fixed. */
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { approve } from '../src/approvals/approvals.js';
+import { advisoryLockKey } from '../src/db/pool.js';
 import { removePaymentMethod } from '../src/directory/payment-methods.js';
 import { addUser } from '../src/directory/users.js';
+import { RefusedError } from '../src/errors.js';
 import { addDays, todayIn } from '../src/payments/calendar.js';
 import {
   type ApprovalRequired,
@@ -194,5 +197,28 @@ describe('engine hardening', () => {
       { outcome: 'approval_required', n: 3 },
       { outcome: 'refused', n: 5 },
     ]);
+  });
+  it('a stalled admission of one key holds up that key alone, and only for a bounded time', async () => {
+    const { agentKey } = await f.newAgent({ name: 'stalled', rateLimitPerMinute: 100 });
+    await f.addInvoice('INV-STALL', 13_00);
+    const input = { invoice: 'INV-STALL', amount: '13.00', currency: 'USD', method: 'stripe' };
+    // Another process paused inside this key's admission: it holds the key's lock and does not let go.
+    const stalled = new pg.Client({ connectionString: f.t.url });
+    await stalled.connect();
+    try {
+      await stalled.query('SELECT pg_advisory_lock($1)', [advisoryLockKey(`rate-limit:${agentKey.id}`)]);
+      const waiting = payInvoice(f.deps, { agentKey }, input).catch((error: unknown) => error);
+      // Other keys are not held up.
+      const other = await payInvoice(f.deps, { agentKey: f.agentKey }, input);
+      expect(other).toMatchObject({ status: 'approval_required' });
+      const refused = await waiting;
+      expect(refused).toBeInstanceOf(RefusedError);
+      expect(refused).toMatchObject({ code: 'rate_limited', retryable: true });
+      expect((refused as Error).message).toMatch(/has been starting for over/);
+    } finally {
+      await stalled.end();
+    }
+    // The lock released, the key's next call is admitted.
+    expect(await payInvoice(f.deps, { agentKey }, input)).toMatchObject({ status: 'approval_required' });
   });
 });

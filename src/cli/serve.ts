@@ -44,19 +44,7 @@ export interface ServeHandle {
 }
 
 export async function startServe(options: ServeOptions = {}): Promise<ServeHandle> {
-  const host = options.host ?? '127.0.0.1';
-  // Until the app exists every request gets a 503 rather than a hang.
-  let handler: http.RequestListener = (_req, res) => {
-    res.statusCode = 503;
-    res.end('starting\n');
-  };
-  const server = http.createServer((req, res) => handler(req, res));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 8787, host, () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  // Loaded before the port is taken, so a load that fails exits rather than holding the port.
   const [
     { default: express },
     { createMcpHttpHandler },
@@ -70,6 +58,19 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     sidecarModule(),
     import('../worker/index.js'),
   ]);
+  const host = options.host ?? '127.0.0.1';
+  // Until the app exists every request gets a 503 rather than a hang.
+  let handler: http.RequestListener = (_req, res) => {
+    res.statusCode = 503;
+    res.end('starting\n');
+  };
+  const server = http.createServer((req, res) => handler(req, res));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 8787, host, () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
   let runtime: Runtime;
   try {
     runtime = await startRuntime({

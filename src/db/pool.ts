@@ -158,6 +158,7 @@ export const PgError = {
   checkViolation: '23514',
   foreignKeyViolation: '23503',
   serializationFailure: '40001',
+  lockNotAvailable: '55P03',
 } as const;
 
 export function pgErrorCode(error: unknown): string | undefined {

@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { appendAudit } from '../audit/log.js';
-import { advisoryLockKey, type Queryable } from '../db/pool.js';
+import { advisoryLockKey, type Db, PgError, pgErrorCode, type Queryable } from '../db/pool.js';
 import { readTenant, type Tenant } from '../directory/tenants.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { MoneyError } from '../money.js';
@@ -105,21 +105,47 @@ export async function recordRun<T, Tool extends string>(
   }
 }
 
+/** How long an admission waits for the key's lock before it gives up (a busy refusal, retryable). */
+const ADMISSION_LOCK_TIMEOUT = '5s';
+
 /**
- * The start of every money-moving call, in the caller's transaction (the call's opening one): refuse
- * when this key made `rate_limit_per_minute` money-moving calls in the last minute, put this call on
- * the record as `running`, and read the tenant. Admissions of one key queue on a lock until their
- * transaction ends, so calls still in flight count: a burst of concurrent calls cannot get past the
- * limit. A call refused later in the transaction rolls its row back; `recordRun` writes it at the end.
+ * The admission of every money-moving call, in a short transaction of its own: refuse when this key made
+ * `rate_limit_per_minute` money-moving calls in the last minute, else put this call on the record as
+ * `running`, and read the tenant. Admissions of one key queue on a lock until the row is committed, so
+ * calls still in flight count and a burst of concurrent calls gets exactly the limit through. The lock is
+ * held for these four statements only, never across the call's row locks or the audit chain's, so a
+ * key's waiting calls cannot tie up the pool behind a slow payment; and should an admission stall (its
+ * process paused inside them), the key's other calls give up after ADMISSION_LOCK_TIMEOUT with a
+ * retryable refusal rather than wait. Times are taken after the lock (clock_timestamp), so a call that
+ * waited counts from when it got in. `recordRun` completes the row.
  */
-export async function admitMoneyMovingCall(client: Queryable, caller: Caller, run: Run): Promise<Tenant> {
+export async function admitMoneyMovingCall(db: Db, caller: Caller, run: Run): Promise<Tenant> {
   const tenantId = caller.agentKey.tenantId;
+  try {
+    return await db.withTenant(tenantId, (client) => admit(client, caller, run));
+  } catch (error) {
+    // Only a stalled admission (a process paused inside these four statements) holds the lock this long.
+    if (pgErrorCode(error) === PgError.lockNotAvailable) {
+      throw new RefusedError(
+        'rate_limited',
+        `another money-moving call of this agent key has been starting for over ${ADMISSION_LOCK_TIMEOUT}`,
+        'wait a few seconds and call again',
+        true,
+      );
+    }
+    throw error;
+  }
+}
+
+async function admit(client: Queryable, caller: Caller, run: Run): Promise<Tenant> {
+  const tenantId = caller.agentKey.tenantId;
+  await client.query(`SET LOCAL lock_timeout = '${ADMISSION_LOCK_TIMEOUT}'`);
   await client.query('SELECT pg_advisory_xact_lock($1)', [
     advisoryLockKey(`rate-limit:${caller.agentKey.id}`),
   ]);
   const { rows } = await client.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM agent_runs WHERE tenant_id = $1 AND agent_key_id = $2 AND tool = ANY($3)
-     AND created_at > now() - interval '1 minute'`,
+     AND created_at > clock_timestamp() - interval '1 minute'`,
     [tenantId, caller.agentKey.id, MONEY_MOVING_TOOLS],
   );
   if (rows[0]!.n >= caller.agentKey.rateLimitPerMinute) {
@@ -131,7 +157,8 @@ export async function admitMoneyMovingCall(client: Queryable, caller: Caller, ru
     );
   }
   await client.query(
-    `INSERT INTO agent_runs (id, tenant_id, agent_key_id, tool, outcome, duration_ms) VALUES ($1, $2, $3, $4, 'running', 0)`,
+    `INSERT INTO agent_runs (id, tenant_id, agent_key_id, tool, outcome, duration_ms, created_at)
+     VALUES ($1, $2, $3, $4, 'running', 0, clock_timestamp())`,
     [run.id, tenantId, caller.agentKey.id, run.tool],
   );
   return readTenant(client, tenantId);

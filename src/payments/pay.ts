@@ -425,10 +425,11 @@ function confirmation(
 }
 
 /**
- * The one transaction that opens a money-moving call: admit it (rate limit, tenant), then `fn` plans it
- * and either asks a human or consumes the approval and writes phase 1. Everything before the provider
- * call commits together or not at all. A refused approval token rolls it all back and is put on the
- * record in a transaction of its own; `subject` names what the agent tried to pay.
+ * The start of a money-moving call: admit it (rate limit, the call's row, tenant), then one transaction
+ * in which `fn` plans it and either asks a human or consumes the approval and writes phase 1, so that
+ * everything before the provider call commits together or not at all. A refused approval token rolls
+ * that back and is put on the record in a transaction of its own; `subject` names what the agent tried
+ * to pay.
  */
 async function openCall<T>(
   deps: EngineDeps,
@@ -437,10 +438,9 @@ async function openCall<T>(
   subject: () => string,
   fn: (client: Queryable, tenant: Tenant) => Promise<T>,
 ): Promise<T> {
+  const tenant = await admitMoneyMovingCall(deps.db, caller, run);
   try {
-    return await deps.db.withTenant(caller.agentKey.tenantId, async (client) =>
-      fn(client, await admitMoneyMovingCall(client, caller, run)),
-    );
+    return await deps.db.withTenant(tenant.id, (client) => fn(client, tenant));
   } catch (error) {
     await auditIfTokenRefused(deps, caller, run.tool, error, subject());
     throw error;

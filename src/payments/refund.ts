@@ -118,10 +118,8 @@ export async function refundPayment(
       throw new UsageError('reason must be text of at most 500 characters');
     }
     const attempt = async () => {
-      const { tenant, payment } = await deps.db.withTenant(caller.agentKey.tenantId, async (client) => {
-        const admitted = await admitMoneyMovingCall(client, caller, run);
-        return { tenant: admitted, payment: await findPayment(client, input.payment) };
-      });
+      const tenant = await admitMoneyMovingCall(deps.db, caller, run);
+      const payment = await deps.db.withTenant(tenant.id, (client) => findPayment(client, input.payment));
       if (!payment)
         throw new RefusedError(
           'payment_not_found',
