@@ -52,6 +52,11 @@ export interface ScheduledBatchOptions {
   /** Asked once per payment: see ExecuteOptions.retryLaterMs (the deferral of a retryable failure). */
   retryLaterMs?: () => number;
   callsInFlight?: number;
+  /**
+   * Told when a batch transaction failed as a whole (a deadlock, a row that broke a constraint), so its
+   * payments take the per-payment path: nothing is lost, but an operator should see why it was slow.
+   */
+  onBatchFailed?: (phase: 'phase 1' | 'phase 3', error: unknown, payments: number) => void;
 }
 
 /** What became of one schedule: its payment (null: not started), or the error that stopped it. */
@@ -80,11 +85,12 @@ export async function executeScheduledBatch(
   let started: Started[] = [];
   try {
     started = await startScheduledPayments(deps, tenantId, scheduledIds, options);
-  } catch {
+  } catch (error) {
     // Nothing of phase 1 committed: every schedule takes the per-payment path below.
+    options.onBatchFailed?.('phase 1', error, scheduledIds.length);
   }
   const answered = await callProviders(deps, started, options, results);
-  results.push(...(await recordAnswers(deps, tenantId, answered)));
+  results.push(...(await recordAnswers(deps, tenantId, answered, options)));
 
   const batched = new Set(started.map((s) => s.scheduledId));
   for (const scheduledId of scheduledIds) {
@@ -217,14 +223,16 @@ async function recordAnswers(
   deps: EngineDeps,
   tenantId: string,
   answered: Answered[],
+  options: ScheduledBatchOptions,
 ): Promise<ScheduledResult[]> {
   const results: ScheduledResult[] = [];
   const successes = answered.filter((a) => a.answer.outcome?.status === 'succeeded');
   let recorded = new Set<string>();
   try {
     recorded = await recordSuccesses(deps, tenantId, successes);
-  } catch {
+  } catch (error) {
     // Rolled back as a whole: each of them is recorded on its own below.
+    options.onBatchFailed?.('phase 3', error, successes.length);
   }
   for (const a of successes) {
     if (!recorded.has(a.submission.paymentId)) continue;

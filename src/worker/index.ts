@@ -308,6 +308,11 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
             workerId,
             retryLaterMs: () => retryDelayMs(1, random),
             callsInFlight: concurrency,
+            onBatchFailed: (phase, error, payments) =>
+              logger?.warn(
+                { err: error, worker: workerId, tenantId, phase, payments },
+                `worker: a batch's ${phase} failed as a whole; its payments go one by one`,
+              ),
           });
           const moved = new Set<string>();
           for (const r of results) {

@@ -477,6 +477,45 @@ describe('worker', () => {
     }
   });
 
+  it('a batch whose phase 1 fails as a whole says so, and its payments go one by one', async () => {
+    await f.addInvoice('FALL-1', 41_00);
+    await f.addInvoice('FALL-2', 42_00);
+    const ids = [
+      await scheduleApproved(f, agent, 'FALL-1', '41.00', 'stripe'),
+      await scheduleApproved(f, agent, 'FALL-2', '42.00', 'stripe'),
+    ];
+    // What breaks a batch and not a single payment: a statement inserting several payments at once.
+    await f.t.db.withSystem((c) =>
+      c.query(`
+        CREATE FUNCTION test_refuse_batches() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF (SELECT count(*) FROM inserted) > 1 THEN RAISE EXCEPTION 'no batches today'; END IF;
+          RETURN NULL;
+        END $$;
+        CREATE TRIGGER test_refuse_batches AFTER INSERT ON payments REFERENCING NEW TABLE AS inserted
+          FOR EACH STATEMENT EXECUTE FUNCTION test_refuse_batches();`),
+    );
+    const warnings: { fields: Record<string, unknown>; message: string }[] = [];
+    const logger = {
+      info: () => {},
+      error: () => {},
+      warn: (fields: Record<string, unknown>, message: string) => warnings.push({ fields, message }),
+    };
+    try {
+      const pass = await createWorker(f.deps, { batchSize: 10, logger: logger as never }).runOnce();
+      expect(pass.scheduled).toMatchObject({ claimed: 2, started: 2, paid: 2 });
+      expect(pass.errors).toBe(0);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]!.fields).toMatchObject({ phase: 'phase 1', payments: 2, tenantId: f.tenant.id });
+      expect(warnings[0]!.message).toMatch(/failed as a whole; its payments go one by one/);
+      for (const id of ids) expect((await scheduleRow(f, id)).status).toBe('executed');
+    } finally {
+      await f.t.db.withSystem((c) =>
+        c.query('DROP TRIGGER test_refuse_batches ON payments; DROP FUNCTION test_refuse_batches()'),
+      );
+    }
+  });
+
   it('stops on its signal: finishes the batch in flight, releases the batches it claimed but did not start', async () => {
     // One claim, two tenants: two batches, the stop arrives during the first.
     const other = await createFixture({ slug: 'stop-co', t: f.t, sandbox: f.sandbox });
