@@ -206,13 +206,14 @@ describe('failures follow the rules', () => {
       await c.query('SELECT id FROM payments WHERE id = $1 FOR UPDATE', [id]);
       await c.query(
         `INSERT INTO refunds (tenant_id, payment_id, amount_minor, currency, status, recovery_point, provider_reference, refunded_at)
-         VALUES ($1, $2, 10_00, 'USD', 'succeeded', 'finished', 're_outside', now())`,
+         VALUES ($1, $2, 1000, 'USD', 'succeeded', 'finished', 're_outside', now())`,
         [f.tenant.id, id],
       );
       refunded();
       await held;
     });
-    await refundWritten;
+    // The holder's own failure ends the wait too, rather than leaving this test hanging on it.
+    await Promise.race([refundWritten, holder]);
     const moving = f.t.db.withTenant(f.tenant.id, (c) =>
       applyPaymentOutcome(c, id, { status: 'succeeded' }, { actorType: 'provider', actorId: 'stripe' }),
     );
