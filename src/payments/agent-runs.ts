@@ -113,7 +113,7 @@ const ADMISSION_LOCK_TIMEOUT = '5s';
  * `rate_limit_per_minute` money-moving calls in the last minute, else put this call on the record as
  * `running`, and read the tenant. Admissions of one key queue on a lock until the row is committed, so
  * calls still in flight count and a burst of concurrent calls gets exactly the limit through. The lock is
- * held for these four statements only, never across the call's row locks or the audit chain's, so a
+ * held for these few statements only, never across the call's row locks or the audit chain's, so a
  * key's waiting calls cannot tie up the pool behind a slow payment; and should an admission stall (its
  * process paused inside them), the key's other calls give up after ADMISSION_LOCK_TIMEOUT with a
  * retryable refusal rather than wait. Times are taken after the lock (clock_timestamp), so a call that
@@ -124,7 +124,7 @@ export async function admitMoneyMovingCall(db: Db, caller: Caller, run: Run): Pr
   try {
     return await db.withTenant(tenantId, (client) => admit(client, caller, run));
   } catch (error) {
-    // Only a stalled admission (a process paused inside these four statements) holds the lock this long.
+    // Only a stalled admission (a process paused inside its few statements) holds the lock this long.
     if (pgErrorCode(error) === PgError.lockNotAvailable) {
       throw new RefusedError(
         'rate_limited',
