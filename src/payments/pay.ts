@@ -7,6 +7,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import {
   type Approval,
   type ApprovalEvidence,
+  type ConsumedApproval,
   consumeApprovalToken,
   requestApproval,
 } from '../approvals/approvals.js';
@@ -424,31 +425,59 @@ function confirmation(
   return { success: true, ...json, ...extra };
 }
 
+/** What phase 1 of a pay or schedule call works from: the plan, the approval it consumed, the locked invoice. */
+interface Approved<Params> {
+  tenant: Tenant;
+  p: Plan;
+  params: Params;
+  consumed: ConsumedApproval;
+  invoice: Invoice;
+}
+
 /**
- * The start of a money-moving call: admit it (rate limit, the call's row, tenant), then one transaction
- * in which `fn` plans it and either asks a human or consumes the approval and writes phase 1, so that
- * everything before the provider call commits together or not at all. A refused approval token rolls
- * that back and is put on the record in a transaction of its own; `subject` names what the agent tried
- * to pay.
+ * The start of pay_invoice and schedule_payment: admit the call (rate limit, the call's row, tenant),
+ * then one transaction that plans it (`prepare`) and either asks a human or consumes the approval (bound
+ * to exactly these params), re-reads the invoice under its lock, re-checks it, and writes phase 1
+ * (`start`), so that everything before the provider call commits together or not at all. A refused
+ * approval token rolls that back and is put on the record in a transaction of its own.
  */
-async function openCall<T>(
+async function openCall<Params extends PayParams | ScheduleParams, T>(
   deps: EngineDeps,
   caller: Caller,
-  run: Run<ApprovalAction>,
-  subject: () => string,
-  fn: (client: Queryable, tenant: Tenant) => Promise<T>,
-): Promise<T> {
+  run: Run<'pay_invoice' | 'schedule_payment'>,
+  input: PayInput,
+  server: ServerEvidence | undefined,
+  prepare: (client: Queryable, tenant: Tenant) => Promise<{ p: Plan; params: Params }>,
+  start: (client: Queryable, approved: Approved<Params>) => Promise<T>,
+): Promise<{ ask: ApprovalRequired } | { started: T }> {
+  const evidence = evidenceOf(input.approval_token, server);
+  let subject = String(input.invoice);
   const tenant = await admitMoneyMovingCall(deps.db, caller, run);
   try {
-    return await deps.db.withTenant(tenant.id, (client) => fn(client, tenant));
+    return await deps.db.withTenant(tenant.id, async (client) => {
+      const { p, params } = await prepare(client, tenant);
+      subject = p.invoice.number;
+      if (!evidence) {
+        return {
+          ask: await askForApproval(client, deps, caller, tenant, run.tool, params, p, input.approver),
+        };
+      }
+      const consumed = await consumeApprovalToken(client, {
+        tenantId: tenant.id,
+        agentKey: caller.agentKey,
+        action: run.tool,
+        params,
+        ...evidence,
+      });
+      const invoice = (await findInvoice(client, p.invoice.id, { forUpdate: true }))!;
+      checkPayable(invoice, p);
+      return { started: await start(client, { tenant, p, params, consumed, invoice }) };
+    });
   } catch (error) {
-    await auditIfTokenRefused(deps, caller, run.tool, error, subject());
+    await auditIfTokenRefused(deps, caller, run.tool, error, subject);
     throw error;
   }
 }
-
-/** What a call's opening transaction decided: ask a human, or go on with what phase 1 wrote. */
-type Opened<T> = { ask: ApprovalRequired } | { started: T };
 
 export async function payInvoice(
   deps: EngineDeps,
@@ -464,32 +493,17 @@ export async function payInvoice(
       input.idempotency_key,
       requestDigest('pay_invoice', input),
       async () => {
-        const evidence = evidenceOf(input.approval_token, server);
-        let subject = String(input.invoice);
         const opened = await openCall(
           deps,
           caller,
           run,
-          () => subject,
-          async (client, tenant): Promise<Opened<Submission>> => {
+          input,
+          server,
+          async (client, tenant) => {
             const p = await plan(client, tenant, caller, input);
-            subject = p.invoice.number;
-            const params = payParams(p);
-            if (!evidence)
-              return {
-                ask: await askForApproval(
-                  client,
-                  deps,
-                  caller,
-                  tenant,
-                  'pay_invoice',
-                  params,
-                  p,
-                  input.approver,
-                ),
-              };
-            return { started: await startPayment(client, caller, tenant, p, params, evidence) };
+            return { p, params: payParams(p) };
           },
+          (client, approved) => startPayment(client, caller, approved),
         );
         if ('ask' in opened) return opened.ask;
         const payment = await executeSubmission(deps, caller.agentKey.tenantId, opened.started);
@@ -500,27 +514,14 @@ export async function payInvoice(
 }
 
 /**
- * Phase 1 of paying now, in the call's opening transaction: consume the approval (bound to exactly
- * these params), re-check the invoice and the caps under the invoice's lock, write the `processing`
- * payment, and read back what phase 2 sends the provider.
+ * Phase 1 of paying now, after openCall consumed the approval and locked the invoice: re-check the
+ * caps, write the `processing` payment, and read back what phase 2 sends the provider.
  */
 async function startPayment(
   client: Queryable,
   caller: Caller,
-  tenant: Tenant,
-  p: Plan,
-  params: PayParams,
-  evidence: ApprovalEvidence,
+  { tenant, p, consumed, invoice }: Approved<PayParams>,
 ): Promise<Submission> {
-  const consumed = await consumeApprovalToken(client, {
-    tenantId: tenant.id,
-    agentKey: caller.agentKey,
-    action: 'pay_invoice',
-    params,
-    ...evidence,
-  });
-  const invoice = (await findInvoice(client, p.invoice.id, { forUpdate: true }))!;
-  checkPayable(invoice, p);
   await checkCaps(client, tenant, caller, p.amountMinor, p.currency);
   const paymentId = randomUUID();
   await insertPayment(client, {
@@ -574,33 +575,18 @@ export async function schedulePayment(
       input.idempotency_key,
       requestDigest('schedule_payment', input),
       async () => {
-        const evidence = evidenceOf(input.approval_token, server);
-        let subject = String(input.invoice);
         const opened = await openCall(
           deps,
           caller,
           run,
-          () => subject,
-          async (client, tenant): Promise<Opened<PaymentConfirmation>> => {
+          input,
+          server,
+          async (client, tenant) => {
             checkScheduleDate(date, tenant);
             const p = await plan(client, tenant, caller, input, { day: date });
-            subject = p.invoice.number;
-            const params: ScheduleParams = { ...payParams(p), scheduled_date: date };
-            if (!evidence)
-              return {
-                ask: await askForApproval(
-                  client,
-                  deps,
-                  caller,
-                  tenant,
-                  'schedule_payment',
-                  params,
-                  p,
-                  input.approver,
-                ),
-              };
-            return { started: await startSchedule(client, caller, tenant, p, params, evidence) };
+            return { p, params: { ...payParams(p), scheduled_date: date } };
           },
+          (client, approved) => startSchedule(client, caller, approved),
         );
         return 'ask' in opened ? opened.ask : opened.started;
       },
@@ -623,24 +609,12 @@ function checkScheduleDate(date: string, tenant: Tenant): void {
   }
 }
 
-/** Phase 1 of scheduling, in the call's opening transaction: consume the approval, write the schedule. */
+/** Phase 1 of scheduling, after openCall consumed the approval and locked the invoice: write the schedule. */
 async function startSchedule(
   client: Queryable,
   caller: Caller,
-  tenant: Tenant,
-  p: Plan,
-  params: ScheduleParams,
-  evidence: ApprovalEvidence,
+  { tenant, p, params, consumed, invoice }: Approved<ScheduleParams>,
 ): Promise<PaymentConfirmation> {
-  const consumed = await consumeApprovalToken(client, {
-    tenantId: tenant.id,
-    agentKey: caller.agentKey,
-    action: 'schedule_payment',
-    params,
-    ...evidence,
-  });
-  const invoice = (await findInvoice(client, p.invoice.id, { forUpdate: true }))!;
-  checkPayable(invoice, p);
   const scheduledId = randomUUID();
   const date = params.scheduled_date;
   await client.query(
