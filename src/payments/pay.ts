@@ -32,7 +32,7 @@ import type { Caller, EngineDeps } from './context.js';
 import { crashPoint } from './crash-points.js';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from './idempotency.js';
 import { checkDate, findInvoice, type Invoice, transitionInvoice } from './invoices.js';
-import { getPayment, insertPayment, type Payment, paymentJson } from './payments.js';
+import { insertPayment, type Payment, paymentJson } from './payments.js';
 import { executePayment, executeSubmission, loadSubmissions, type Submission } from './phases.js';
 
 /** How far ahead a payment may be scheduled. */
@@ -772,10 +772,11 @@ export async function executeScheduledPayment(
   });
   if (!started) return null;
   crashPoint('after_phase1');
-  await executePayment(deps, tenantId, paymentId, { retryLaterMs: options.retryLaterMs });
+  const payment = await executePayment(deps, tenantId, paymentId, { retryLaterMs: options.retryLaterMs });
   crashPoint('after_phase3');
+  // Settling moves only the schedule: the payment phase 3 returned is the payment as it stands.
   await settleSchedule(deps, tenantId, scheduledId);
-  return (await deps.db.withTenant(tenantId, (client) => getPayment(client, paymentId)))!;
+  return payment;
 }
 
 /** The `payment.started` entry of a payment the worker started from a schedule (one or a batch). */
