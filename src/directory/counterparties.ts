@@ -137,14 +137,6 @@ export async function findVendorByName(client: Queryable, name: string): Promise
   return rows[0] ? toCounterparty(rows[0]) : null;
 }
 
-export async function getCounterparty(client: Queryable, id: string): Promise<Counterparty | null> {
-  const { rows } = await client.query<CounterpartyRow>(
-    `SELECT ${COLUMNS} FROM counterparties WHERE id = $1`,
-    [id],
-  );
-  return rows[0] ? toCounterparty(rows[0]) : null;
-}
-
 export async function listVendors(db: Db, tenantId: string): Promise<Counterparty[]> {
   const { rows } = await db.withTenant(tenantId, (client) =>
     client.query<CounterpartyRow>(

@@ -166,17 +166,6 @@ export async function activeMethodForRail(
   return r ? { ...toPaymentMethod(r), token: r.provider_token } : null;
 }
 
-export async function getPaymentMethodToken(
-  client: Queryable,
-  id: string,
-): Promise<{ token: string; customer: string | null } | null> {
-  const { rows } = await client.query<{ provider_token: string; provider_customer: string | null }>(
-    'SELECT provider_token, provider_customer FROM payment_methods WHERE id = $1',
-    [id],
-  );
-  return rows[0] ? { token: rows[0].provider_token, customer: rows[0].provider_customer } : null;
-}
-
 export async function removePaymentMethod(db: Db, tenantId: string, admin: User, id: string): Promise<void> {
   if (admin.role !== 'admin')
     throw new RefusedError('admin_required', `${admin.email} is not an admin`, "use an admin's token");

@@ -77,12 +77,15 @@ interface PaymentRow {
   paid_at: Date | null;
 }
 
-const SELECT_PAYMENT = `SELECT p.id, p.tenant_id, p.invoice_id, i.number AS invoice_number, c.name AS vendor_name, p.agent_key_id,
+/** A payment's columns, over `payments p`, its invoice `i` and the invoice's counterparty `c`. */
+const PAYMENT_COLUMNS = `p.id, p.tenant_id, p.invoice_id, i.number AS invoice_number, c.name AS vendor_name, p.agent_key_id,
   p.approval_id, p.scheduled_payment_id, p.amount_minor, p.currency, p.rail, p.provider, p.payment_method_id, p.status,
   p.recovery_point, p.provider_reference, p.confirmation_number, p.failure_code, p.failure_provider_code, p.failure_message,
   p.approved_by, p.created_at, p.paid_at,
   COALESCE((SELECT sum(r.amount_minor) FROM refunds r WHERE r.payment_id = p.id AND r.status = 'succeeded'), 0)::bigint AS refunded_minor,
-  COALESCE((SELECT sum(r.amount_minor) FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending'), 0)::bigint AS pending_refund_minor
+  COALESCE((SELECT sum(r.amount_minor) FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending'), 0)::bigint AS pending_refund_minor`;
+
+const SELECT_PAYMENT = `SELECT ${PAYMENT_COLUMNS}
   FROM payments p JOIN invoices i ON i.id = p.invoice_id JOIN counterparties c ON c.id = i.counterparty_id`;
 
 function toPayment(r: PaymentRow): Payment {
@@ -248,18 +251,21 @@ export async function applyPaymentOutcome(
     return { payment: (await getPayment(client, paymentId))!, changed: false };
   }
   if (lateSuccess) return applyLateSuccess(client, payment, outcome.providerReference, source);
-  // processing -> succeeded or failed, in one UPDATE that also records a reference we did not have.
-  // The changed columns come back from it; the rest of the row (and what is joined to it) is as the
-  // locked read found it.
+  // processing -> succeeded or failed, in one UPDATE that also records a reference we did not have,
+  // returning the payment as it now stands. Its refund sums are read by the UPDATE too: the locked read's
+  // snapshot predates its wait for the lock, so a refund committed by the holder it waited for (a
+  // provider's refund webhook) is only seen from here.
   const failure =
     to === 'failed'
       ? (outcome.failure ?? { code: 'declined', message: 'the provider reported the payment failed' })
       : null;
-  const { rows: moved } = await client.query<OutcomeRow>(
-    `UPDATE payments SET status = $2, recovery_point = 'finished', provider_reference = COALESCE(provider_reference, $3),
+  const { rows: moved } = await client.query<PaymentRow>(
+    `UPDATE payments p SET status = $2, recovery_point = 'finished', provider_reference = COALESCE(p.provider_reference, $3),
             paid_at = CASE WHEN $2::text = 'succeeded' THEN now() END, failure_code = $4, failure_provider_code = $5,
             failure_message = $6, next_check_at = NULL, updated_at = now()
-     WHERE id = $1 RETURNING ${OUTCOME_COLUMNS}`,
+       FROM invoices i JOIN counterparties c ON c.id = i.counterparty_id
+      WHERE p.id = $1 AND i.id = p.invoice_id
+     RETURNING ${PAYMENT_COLUMNS}`,
     [
       paymentId,
       to,
@@ -286,44 +292,8 @@ export async function applyPaymentOutcome(
       note: source.note ?? null,
     },
   });
-  const row = moved[0]!;
-  return {
-    payment: {
-      ...payment,
-      status: row.status,
-      recoveryPoint: row.recovery_point,
-      providerReference: row.provider_reference,
-      failureCode: row.failure_code,
-      failureProviderCode: row.failure_provider_code,
-      failureMessage: row.failure_message,
-      paidAt: row.paid_at,
-      refundedMinor: row.refunded_minor,
-      pendingRefundMinor: row.pending_refund_minor,
-    },
-    changed: true,
-  };
+  return { payment: toPayment(moved[0]!), changed: true };
 }
-
-/**
- * What recording an outcome changes in a payment row, and its refund sums read again: the locked read's
- * snapshot predates its wait for the lock, so a refund committed by the holder it waited for (a
- * provider's refund webhook) is only seen from here.
- */
-const OUTCOME_COLUMNS = `status, recovery_point, provider_reference, failure_code, failure_provider_code, failure_message, paid_at,
-  COALESCE((SELECT sum(r.amount_minor) FROM refunds r WHERE r.payment_id = payments.id AND r.status = 'succeeded'), 0)::bigint AS refunded_minor,
-  COALESCE((SELECT sum(r.amount_minor) FROM refunds r WHERE r.payment_id = payments.id AND r.status = 'pending'), 0)::bigint AS pending_refund_minor`;
-type OutcomeRow = Pick<
-  PaymentRow,
-  | 'status'
-  | 'recovery_point'
-  | 'provider_reference'
-  | 'failure_code'
-  | 'failure_provider_code'
-  | 'failure_message'
-  | 'paid_at'
-  | 'refunded_minor'
-  | 'pending_refund_minor'
->;
 
 /** The confirmation fields of DESIGN.md's "done" answer. */
 export function paymentJson(p: Payment) {

@@ -44,7 +44,7 @@ import {
 } from './phases.js';
 
 /** Provider calls of one batch in flight at once: enough to hide the provider's latency, few enough not to flood it. */
-export const DEFAULT_CALLS_IN_FLIGHT = 16;
+const DEFAULT_CALLS_IN_FLIGHT = 16;
 
 export interface ScheduledBatchOptions {
   /** Who runs it (worker id), for the audit log. */
@@ -71,6 +71,7 @@ interface Started {
 
 interface Answered extends Started {
   answer: ProviderAnswer;
+  /** Asked when the payment was sent, as the per-payment path asks it (see ScheduledBatchOptions). */
   retryLaterMs: number | undefined;
 }
 
@@ -89,8 +90,8 @@ export async function executeScheduledBatch(
     // Nothing of phase 1 committed: every schedule takes the per-payment path below.
     options.onBatchFailed?.('phase 1', error, scheduledIds.length);
   }
-  const answered = await callProviders(deps, started, options, results);
-  results.push(...(await recordAnswers(deps, tenantId, answered, options)));
+  const { answered, faults } = await callProviders(deps, started, options);
+  results.push(...faults, ...(await recordAnswers(deps, tenantId, answered, options)));
 
   const batched = new Set(started.map((s) => s.scheduledId));
   for (const scheduledId of scheduledIds) {
@@ -192,14 +193,17 @@ async function insertPaymentsFromSchedules(
   );
 }
 
-/** Phase 2 for every started payment, `callsInFlight` at a time; an unexpected error is that schedule's result. */
+/**
+ * Phase 2 for every started payment, `callsInFlight` at a time. An unexpected error (a fault of ours, not
+ * a provider failure) is that schedule's result; its payment stays `processing` for the reconciler.
+ */
 async function callProviders(
   deps: EngineDeps,
   started: Started[],
   options: ScheduledBatchOptions,
-  results: ScheduledResult[],
-): Promise<Answered[]> {
+): Promise<{ answered: Answered[]; faults: ScheduledResult[] }> {
   const answered: Answered[] = [];
+  const faults: ScheduledResult[] = [];
   const queue = [...started];
   const lane = async () => {
     for (let s = queue.shift(); s; s = queue.shift()) {
@@ -208,14 +212,13 @@ async function callProviders(
       try {
         answered.push({ ...s, answer: await callProvider(deps, s.submission), retryLaterMs });
       } catch (error) {
-        // Not a provider failure but a fault of ours: the payment stays `processing` for the reconciler.
-        results.push({ scheduledId: s.scheduledId, error });
+        faults.push({ scheduledId: s.scheduledId, error });
       }
     }
   };
-  const lanes = Math.min(options.callsInFlight ?? DEFAULT_CALLS_IN_FLIGHT, started.length);
+  const lanes = Math.min(Math.max(1, options.callsInFlight ?? DEFAULT_CALLS_IN_FLIGHT), started.length);
   await Promise.all(Array.from({ length: lanes }, lane));
-  return answered;
+  return { answered, faults };
 }
 
 /** Phase 3: the plain successes together, everything else (and any success the batch could not take) one by one. */

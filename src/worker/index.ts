@@ -40,7 +40,7 @@ import { pruneIdempotencyKeys } from '../payments/idempotency.js';
 import { settleSchedule } from '../payments/pay.js';
 import { RETRY_BASE_DELAY_MS, reconcilePayment } from '../payments/phases.js';
 import { executeRefund } from '../payments/refund.js';
-import { DEFAULT_CALLS_IN_FLIGHT, executeScheduledBatch } from '../payments/scheduled-batch.js';
+import { executeScheduledBatch } from '../payments/scheduled-batch.js';
 import type { Runtime } from '../runtime.js';
 
 /** Submissions of one payment to its provider, first one included, all with the same idempotency key. */
@@ -83,7 +83,7 @@ export interface WorkerOptions {
    * the one-by-one steps claim at most ONE_BY_ONE_CLAIM_SIZE of theirs.
    */
   batchSize?: number;
-  /** Provider calls of a batch in flight at once; default DEFAULT_CALLS_IN_FLIGHT. */
+  /** Provider calls of a batch in flight at once; default 16 (DEFAULT_CALLS_IN_FLIGHT, scheduled-batch.ts). */
   concurrency?: number;
   /** Batches (one tenant's share of a claim) executed at the same time; default 4. */
   batchesInFlight?: number;
@@ -161,7 +161,6 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
   const sleep = options.sleep ?? realSleep;
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
   const oneByOneClaimSize = Math.min(batchSize, ONE_BY_ONE_CLAIM_SIZE);
-  const concurrency = Math.max(1, options.concurrency ?? DEFAULT_CALLS_IN_FLIGHT);
   const batchesInFlight = Math.max(1, options.batchesInFlight ?? 4);
   const leaseS = (options.leaseMs ?? DEFAULT_LEASE_MS) / 1000;
   const random = options.random ?? Math.random;
@@ -307,7 +306,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
           const results = await executeScheduledBatch(deps, tenantId, ids, {
             workerId,
             retryLaterMs: () => retryDelayMs(1, random),
-            callsInFlight: concurrency,
+            callsInFlight: options.concurrency,
             onBatchFailed: (phase, error, payments) =>
               logger?.warn(
                 { err: error, worker: workerId, tenantId, phase, payments },
