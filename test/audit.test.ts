@@ -136,6 +136,34 @@ describe('audit log', () => {
   });
 
   it("time follows the chain: an entry's time is when it was written under the lock", async () => {
+    // A transaction that began first but commits second is second in the chain, and later in time.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let appended!: () => void;
+    const firstAppended = new Promise<void>((resolve) => {
+      appended = resolve;
+    });
+    const first = t.db.withTenant(tenantId, async (c) => {
+      await appendAudit(c, { tenantId, actorType: 'system', action: 'time.began_first' });
+      appended();
+      await held;
+    });
+    await firstAppended;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await t.db.withTenant(tenantId, (c) =>
+      appendAudit(c, { tenantId, actorType: 'system', action: 'time.began_second' }),
+    );
+    release();
+    await first;
+    const { rows: raced } = await t.db.withTenant(tenantId, (c) =>
+      c.query<{ action: string; at: Date }>(
+        "SELECT action, at FROM audit_log WHERE action LIKE 'time.%' ORDER BY seq",
+      ),
+    );
+    expect(raced.map((r) => r.action)).toEqual(['time.began_second', 'time.began_first']);
+    expect(raced[1]!.at.getTime()).toBeGreaterThanOrEqual(raced[0]!.at.getTime());
     const { rows } = await t.db.withSystem((c) =>
       c.query<{ tenant_id: string; seq: number; at: Date; content: string }>(
         'SELECT tenant_id, seq, at, content FROM audit_log ORDER BY tenant_id, seq',

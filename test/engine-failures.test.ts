@@ -4,7 +4,8 @@ import { type ApprovalRequired, PaymentFailedError, payInvoice } from '../src/pa
 import { applyPaymentOutcome, getPayment } from '../src/payments/payments.js';
 import { reconcilePayment } from '../src/payments/phases.js';
 import { getPaymentStatus } from '../src/payments/status.js';
-import { createFixture, type Fixture } from './support/fixture.js';
+import { count } from './sidecar/support.js';
+import { createFixture, type Fixture, payThroughEngine } from './support/fixture.js';
 
 describe('failures follow the rules', () => {
   let base: Fixture;
@@ -182,14 +183,11 @@ describe('failures follow the rules', () => {
       bankName: 'STRIPE TEST BANK',
       last4: '0009',
     });
-    await f.addInvoice('INV-R', 42_00);
-    const input = { invoice: 'INV-R', amount: '42.00', currency: 'USD', method: 'ach' };
-    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
-    const started = (await payInvoice(
-      f.deps,
-      { agentKey: f.agentKey },
-      { ...input, approval_token: await f.approveAs(f.admin, ask.approval_id) },
-    )) as unknown as { payment_id: string; status: string };
+    const started = await payThroughEngine(f, f.agentKey, {
+      invoice: 'INV-R',
+      amountMinor: 42_00,
+      method: 'ach',
+    });
     expect(started.status).toBe('processing');
     const id = started.payment_id;
 
@@ -202,7 +200,9 @@ describe('failures follow the rules', () => {
     const refundWritten = new Promise<void>((resolve) => {
       refunded = resolve;
     });
+    let holderPid = 0;
     const holder = f.t.db.withTenant(f.tenant.id, async (c) => {
+      holderPid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
       await c.query('SELECT id FROM payments WHERE id = $1 FOR UPDATE', [id]);
       await c.query(
         `INSERT INTO refunds (tenant_id, payment_id, amount_minor, currency, status, recovery_point, provider_reference, refunded_at)
@@ -217,16 +217,16 @@ describe('failures follow the rules', () => {
     const moving = f.t.db.withTenant(f.tenant.id, (c) =>
       applyPaymentOutcome(c, id, { status: 'succeeded' }, { actorType: 'provider', actorId: 'stripe' }),
     );
-    // Let the move start waiting for the lock before the holder commits.
-    for (let waiting = 0; waiting === 0; ) {
-      waiting = await f.t.db.withSystem(
-        async (c) =>
-          (
-            await c.query<{ n: number }>(
-              `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF p%'`,
-            )
-          ).rows[0]!.n,
-      );
+    // Let the move start waiting for the holder's lock before the holder commits.
+    const deadline = Date.now() + 10_000;
+    while (
+      (await count(
+        f,
+        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))',
+        [holderPid],
+      )) === 0
+    ) {
+      if (Date.now() > deadline) throw new Error('the move never waited for the refund holder');
     }
     release();
     await holder;

@@ -43,6 +43,8 @@ it('delivers after the delay, built when sent, and records each answer', async (
   // Nothing is built (signed) before its time.
   expect(built).toEqual([]);
   await sender.idle();
+  // Each waited its own delay: the one sent first, due in 50 ms, was built after the one due at once.
+  expect(built).toEqual([2, 1]);
   expect(accepted).toEqual({ status: 200 });
   expect(refused).toEqual({ status: 400 });
   expect(received).toEqual(

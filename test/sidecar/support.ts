@@ -4,9 +4,6 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { AgentKey } from '../../src/directory/agent-keys.js';
-import { formatAmount } from '../../src/money.js';
-import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { createSidecarApp, type SidecarApp, type SidecarOptions } from '../../src/sidecar/app.js';
 import type { Fixture } from '../support/fixture.js';
 import { readReferenceJson } from '../support/reference.js';
@@ -47,19 +44,7 @@ export async function startSidecar(
   };
 }
 
-/** Invoice, approval by the fixture's admin, and the agent's paid call: the engine's own path. */
-export async function payThroughEngine(
-  f: Fixture,
-  agentKey: AgentKey,
-  input: { invoice: string; amountMinor: number; method: 'stripe' | 'paypal' | 'ach' },
-): Promise<PaymentConfirmation> {
-  await f.addInvoice(input.invoice, input.amountMinor);
-  const amount = formatAmount(input.amountMinor, 'USD');
-  const call = { invoice: input.invoice, amount, currency: 'USD', method: input.method };
-  const ask = (await payInvoice(f.deps, { agentKey }, call)) as { approval_id: string };
-  const token = await f.approveAs(f.admin, ask.approval_id);
-  return (await payInvoice(f.deps, { agentKey }, { ...call, approval_token: token })) as PaymentConfirmation;
-}
+export { payThroughEngine } from '../support/fixture.js';
 
 export async function count(f: Fixture, sql: string, params: unknown[] = []): Promise<number> {
   const { rows } = await f.t.db.withSystem((c) => c.query<{ n: number }>(sql, params));

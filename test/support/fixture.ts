@@ -10,8 +10,10 @@ import { addPaymentMethod, type PaymentMethodInput } from '../../src/directory/p
 import { createTenant, type Tenant } from '../../src/directory/tenants.js';
 import { addUser, type User } from '../../src/directory/users.js';
 import { createGateways } from '../../src/gateways/index.js';
+import { formatAmount } from '../../src/money.js';
 import type { EngineDeps } from '../../src/payments/context.js';
 import { addInvoice } from '../../src/payments/invoices.js';
+import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { type Sandbox, startSandbox } from '../../src/sandbox/index.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 
@@ -101,4 +103,18 @@ export async function createFixture(
       if (!options.t) await t.drop();
     },
   };
+}
+
+/** Invoice, approval by the fixture's admin, and the agent's paid call: the engine's own path. */
+export async function payThroughEngine(
+  f: Fixture,
+  agentKey: AgentKey,
+  input: { invoice: string; amountMinor: number; method: 'stripe' | 'paypal' | 'ach' },
+): Promise<PaymentConfirmation> {
+  await f.addInvoice(input.invoice, input.amountMinor);
+  const amount = formatAmount(input.amountMinor, 'USD');
+  const call = { invoice: input.invoice, amount, currency: 'USD', method: input.method };
+  const ask = (await payInvoice(f.deps, { agentKey }, call)) as { approval_id: string };
+  const token = await f.approveAs(f.admin, ask.approval_id);
+  return (await payInvoice(f.deps, { agentKey }, { ...call, approval_token: token })) as PaymentConfirmation;
 }
