@@ -18,7 +18,7 @@ import type { EngineDeps } from '../src/payments/context.js';
 import { type PaymentConfirmation, payInvoice } from '../src/payments/pay.js';
 import { startRuntime } from '../src/runtime.js';
 import { capturePool } from './support/capture.js';
-import { addCpu, type CpuReading, cpuSince, perItem, postmasterPid, readCpu } from './support/cpu.js';
+import { type CpuReading, cpuMeter, postmasterPid } from './support/cpu.js';
 import type { BenchServer } from './support/database.js';
 import { benchEnv } from './support/env.js';
 import {
@@ -251,13 +251,9 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
     await runConcurrent(engineJobs.warm, payDirect);
     await runConcurrent(mcpJobs.warm, payMcp);
     const parts: Record<Side, Timed[]> = { baseline: [], engine: [], mcp: [] };
-    const zero = { benchMs: 0, serverMs: 0, postgresMs: 0 };
-    const cpu: Record<Side, CpuReading> = { baseline: zero, engine: zero, mcp: zero };
-    const sources = { serverPid: child.pid, postmasterPid: await postmasterPid(bare.pool) };
+    const cpu = cpuMeter<Side>({ serverPid: child.pid, postmasterPid: await postmasterPid(bare.pool) });
     const timed = async (side: Side, run: () => Promise<Timed>) => {
-      const before = readCpu(sources);
-      parts[side].push(await run());
-      cpu[side] = addCpu(cpu[side], cpuSince(before, sources));
+      parts[side].push(await cpu.timed(side, run));
     };
     for (let r = 0; r < rounds; r++) {
       await timed('baseline', () => runConcurrent(baselineJobs.rounds[r]!, replayOne));
@@ -303,9 +299,9 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
       engine: summarize(parts.engine),
       baseline: summarize(parts.baseline),
       cpuPerPayment: {
-        mcp: perItem(cpu.mcp, timedPayments),
-        engine: perItem(cpu.engine, timedPayments),
-        baseline: perItem(cpu.baseline, timedPayments),
+        mcp: cpu.perItem('mcp', timedPayments),
+        engine: cpu.perItem('engine', timedPayments),
+        baseline: cpu.perItem('baseline', timedPayments),
       },
       sqlPerPayment: describeTemplate(template),
       server: {

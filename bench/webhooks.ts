@@ -17,7 +17,7 @@ import { startRuntime } from '../src/runtime.js';
 import { processWebhookEvent } from '../src/sidecar/webhooks.js';
 import { bulkProcessingPayments } from './support/bulk.js';
 import { capturePool } from './support/capture.js';
-import { addCpu, type CpuReading, cpuSince, perItem, postmasterPid, readCpu } from './support/cpu.js';
+import { type CpuReading, cpuMeter, postmasterPid } from './support/cpu.js';
 import type { BenchServer } from './support/database.js';
 import { benchEnv } from './support/env.js';
 import { referenceDir } from './support/paths.js';
@@ -175,13 +175,12 @@ export async function benchWebhooks(
     await runConcurrent(b.warm, replayOne);
     await runConcurrent(h.warm, send);
     const parts: Record<'http' | 'baseline', Timed[]> = { http: [], baseline: [] };
-    const zero = { benchMs: 0, serverMs: 0, postgresMs: 0 };
-    const cpu: Record<'http' | 'baseline', CpuReading> = { http: zero, baseline: zero };
-    const sources = { serverPid: child.pid, postmasterPid: await postmasterPid(bare.pool) };
+    const cpu = cpuMeter<'http' | 'baseline'>({
+      serverPid: child.pid,
+      postmasterPid: await postmasterPid(bare.pool),
+    });
     const timed = async (side: 'http' | 'baseline', run: () => Promise<Timed>) => {
-      const before = readCpu(sources);
-      parts[side].push(await run());
-      cpu[side] = addCpu(cpu[side], cpuSince(before, sources));
+      parts[side].push(await cpu.timed(side, run));
     };
     for (let r = 0; r < rounds; r++) {
       await timed('baseline', () => runConcurrent(b.rounds[r]!, replayOne));
@@ -204,8 +203,8 @@ export async function benchWebhooks(
       baseline: summarize(parts.baseline),
       sqlPerEvent: describeTemplate(sql),
       cpuPerEvent: {
-        http: perItem(cpu.http, SENDERS * perSender),
-        baseline: perItem(cpu.baseline, SENDERS * perSender),
+        http: cpu.perItem('http', SENDERS * perSender),
+        baseline: cpu.perItem('baseline', SENDERS * perSender),
       },
     };
   } finally {

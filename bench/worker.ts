@@ -54,7 +54,8 @@ export interface WorkerBenchResult {
   /**
    * CPU ms per payment: for the worker, `serverMs` is its 2 processes (sandbox included) and `benchMs`
    * this process (idle then); for the baseline, `benchMs` is this process's replay. `postgresMs` counts
-   * every PostgreSQL process on the machine, exited backends and other sessions' included.
+   * the bench database's PostgreSQL server (its postmaster and every process it forked, exited backends
+   * included), not other servers on the machine.
    */
   cpuPerPayment: { worker: CpuReading; baseline: CpuReading };
 }

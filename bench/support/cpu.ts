@@ -5,6 +5,7 @@
  * machine). Linux only; elsewhere the readings are NaN.
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import { round } from './stats.js';
 
 const TICKS_PER_SECOND = 100; // USER_HZ, 100 on every Linux this runs on
 
@@ -100,7 +101,7 @@ export function cpuSince(before: CpuReading, sources: CpuSources): CpuReading {
   };
 }
 
-export function addCpu(a: CpuReading, b: CpuReading): CpuReading {
+function addCpu(a: CpuReading, b: CpuReading): CpuReading {
   return {
     benchMs: a.benchMs + b.benchMs,
     serverMs: a.serverMs + b.serverMs,
@@ -110,6 +111,21 @@ export function addCpu(a: CpuReading, b: CpuReading): CpuReading {
 
 /** CPU ms per item of work, rounded to 0.1 ms. */
 export function perItem(cpu: CpuReading, items: number): CpuReading {
-  const r = (ms: number) => Math.round((ms / items) * 10) / 10;
+  const r = (ms: number) => round(ms / items, 1);
   return { benchMs: r(cpu.benchMs), serverMs: r(cpu.serverMs), postgresMs: r(cpu.postgresMs) };
+}
+
+/** The CPU of interleaved timed runs, summed per side: `timed` runs one and adds its CPU to its side. */
+export function cpuMeter<Side extends string>(sources: CpuSources) {
+  const totals = new Map<Side, CpuReading>();
+  const zero: CpuReading = { benchMs: 0, serverMs: 0, postgresMs: 0 };
+  return {
+    async timed<T>(side: Side, run: () => Promise<T>): Promise<T> {
+      const before = readCpu(sources);
+      const result = await run();
+      totals.set(side, addCpu(totals.get(side) ?? zero, cpuSince(before, sources)));
+      return result;
+    },
+    perItem: (side: Side, items: number): CpuReading => perItem(totals.get(side) ?? zero, items),
+  };
 }

@@ -65,6 +65,37 @@ interface Planned {
   amountMinor: number;
 }
 
+/**
+ * Not lost, not paid twice: the invoice's schedule has one payment, paid, its schedule done, and the
+ * provider's own record holds exactly one charge for the approved amount.
+ */
+async function expectPaidOnce(
+  f: Fixture,
+  tenantId: string,
+  invoice: string,
+  amountMinor: number,
+  label: string,
+): Promise<void> {
+  const { rows } = await f.t.db.withSystem((c) =>
+    c.query<{ id: string; status: string; invoice_status: string; schedule_status: string }>(
+      `SELECT p.id, p.status, i.status AS invoice_status, s.status AS schedule_status
+         FROM invoices i JOIN scheduled_payments s ON s.invoice_id = i.id
+         LEFT JOIN payments p ON p.invoice_id = i.id
+        WHERE i.tenant_id = $1 AND i.number = $2`,
+      [tenantId, invoice],
+    ),
+  );
+  expect(rows, label).toHaveLength(1);
+  expect(rows[0], label).toMatchObject({
+    status: 'succeeded',
+    invoice_status: 'paid',
+    schedule_status: 'executed',
+  });
+  const charges = f.sandbox.ledger.charges(rows[0]!.id);
+  expect(charges, label).toHaveLength(1);
+  expect(charges[0]!.amountMinor, label).toBe(amountMinor);
+}
+
 describe('crash harness', () => {
   let a: Fixture;
   let b: Fixture;
@@ -182,27 +213,7 @@ describe('crash harness', () => {
       a.sandbox.faults.clear();
 
       for (const p of planned) {
-        const { rows } = await a.t.db.withSystem((c) =>
-          c.query<{ id: string; status: string; invoice_status: string; schedule_status: string }>(
-            `SELECT p.id, p.status, i.status AS invoice_status, s.status AS schedule_status
-               FROM invoices i JOIN scheduled_payments s ON s.invoice_id = i.id
-               LEFT JOIN payments p ON p.invoice_id = i.id
-              WHERE i.tenant_id = $1 AND i.number = $2`,
-            [p.fixture.tenant.id, p.invoice],
-          ),
-        );
-        // Not lost, not paid twice: one payment, paid, its schedule done.
-        expect(rows, `${label} ${p.invoice}`).toHaveLength(1);
-        const row = rows[0]!;
-        expect(row, `${label} ${p.invoice}`).toMatchObject({
-          status: 'succeeded',
-          invoice_status: 'paid',
-          schedule_status: 'executed',
-        });
-        // The provider's own record: exactly one charge, for the approved amount.
-        const charges = a.sandbox.ledger.charges(row.id);
-        expect(charges, `${label} ${p.invoice}`).toHaveLength(1);
-        expect(charges[0]!.amountMinor).toBe(p.amountMinor);
+        await expectPaidOnce(a, p.fixture.tenant.id, p.invoice, p.amountMinor, `${label} ${p.invoice}`);
         payments += 1;
       }
     }
@@ -271,24 +282,7 @@ describe('crash harness: one batch', () => {
     const restart = await createWorker(f.deps, { clock: () => new Date(Date.now() + 10 * 60_000) }).runOnce();
     expect(restart.errors).toBe(0);
     for (const p of planned) {
-      const { rows } = await f.t.db.withSystem((c) =>
-        c.query<{ id: string; status: string; invoice_status: string; schedule_status: string }>(
-          `SELECT p.id, p.status, i.status AS invoice_status, s.status AS schedule_status
-             FROM invoices i JOIN scheduled_payments s ON s.invoice_id = i.id
-             LEFT JOIN payments p ON p.invoice_id = i.id
-            WHERE i.tenant_id = $1 AND i.number = $2`,
-          [f.tenant.id, p.invoice],
-        ),
-      );
-      expect(rows, p.invoice).toHaveLength(1);
-      expect(rows[0], p.invoice).toMatchObject({
-        status: 'succeeded',
-        invoice_status: 'paid',
-        schedule_status: 'executed',
-      });
-      const charges = f.sandbox.ledger.charges(rows[0]!.id);
-      expect(charges, p.invoice).toHaveLength(1);
-      expect(charges[0]!.amountMinor).toBe(p.amountMinor);
+      await expectPaidOnce(f, f.tenant.id, p.invoice, p.amountMinor, p.invoice);
     }
     expect((await verifyAuditLog(f.t.db)).ok).toBe(true);
   });
