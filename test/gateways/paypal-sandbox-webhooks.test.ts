@@ -81,6 +81,8 @@ it('capture and refund events arrive signed and verify in sandbox mode only', as
       }),
     );
   }
+  // Deliveries run concurrently, so they may arrive in either order (PayPal promises no order either).
+  events.sort((a, b) => a.action.localeCompare(b.action));
   expect(events.map((e) => [e.action, e.paymentId, e.providerReference])).toEqual([
     ['payment_succeeded', paymentId, paid.providerReference],
     ['refund_succeeded', undefined, paid.providerReference],
