@@ -28,8 +28,13 @@ function readStatusKb(pid: number, field: string): number {
   return match ? Number(match[1]) : Number.NaN;
 }
 
-/** BENCH_PROFILE_DIR=/some/dir: the server writes a V8 CPU profile there when it stops (node --cpu-prof). */
+/**
+ * BENCH_PROFILE_DIR=/some/dir: the server writes a V8 CPU profile there when it stops (node --cpu-prof).
+ * BENCH_PERF=1: the server writes /tmp/perf-<pid>.map for `perf record -a -g` around the bench, which
+ * samples CPU time (the V8 profile samples wall time, so a socket write the kernel preempts looks costly).
+ */
 export function profileFlags(): string[] {
+  if (process.env.BENCH_PERF) return ['--perf-basic-prof', '--interpreted-frames-native-stack'];
   const dir = process.env.BENCH_PROFILE_DIR;
   return dir ? ['--cpu-prof', '--cpu-prof-dir', dir] : [];
 }

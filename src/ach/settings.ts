@@ -14,7 +14,7 @@ import type { Sealer } from '../directory/encryption.js';
 import type { User } from '../directory/users.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { type NachaSettings, nachaSettingsSchema } from '../gateways/nacha/writer.js';
-import { nextBusinessDay } from '../payments/calendar.js';
+import { addBusinessDays, isBusinessDay, nextBusinessDay } from '../payments/calendar.js';
 
 const sealedAccountSchema = z.object({
   accountNumberSealed: z.string().min(1),
@@ -251,23 +251,11 @@ export function localClock(timeZone: string, now: Date): { date: string; minutes
   };
 }
 
-export function isBusinessDay(date: string): boolean {
-  const day = new Date(`${date}T00:00:00Z`).getUTCDay();
-  return day !== 0 && day !== 6;
-}
-
-export function addBusinessDays(date: string, days: number): string {
-  let d = date;
-  for (let i = 0; i < days; i++) d = nextBusinessDay(d);
-  return d;
-}
-
 /**
  * When a file exported at `now` settles. Before the cutoff on a banking day the ODFI sends it today and
- * it settles the next banking day (standard next-day ACH); after the cutoff, or on a weekend, it goes
- * with the next banking day's window. The return window then runs `settlementDays` banking days past
- * the effective date. (Bank holidays are the bank's calendar; we do not model them: a holiday shifts
- * settlement by a day, and the window's end only decides when we stop waiting for returns.)
+ * it settles the next banking day (standard next-day ACH); after the cutoff, on a weekend or on a
+ * Federal Reserve holiday, it goes with the next banking day's window. The return window then runs
+ * `settlementDays` banking days past the effective date, so a holiday in it does not end it early.
  */
 export function fileDates(
   settings: Pick<StoredAchSettings, 'cutoff' | 'settlementDays'>,

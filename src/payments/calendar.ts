@@ -1,4 +1,8 @@
-/** Dates in the tenant's time zone: "today" for scheduling, and the next business day for reschedules. */
+/**
+ * Dates in the tenant's time zone, "today" for scheduling, and banking days: the days ACH settles, when
+ * a file goes to the bank, and the next day a failed payment is tried again.
+ */
+import { allForYear } from '@18f/us-federal-holidays';
 
 /** Today's date (YYYY-MM-DD) in an IANA time zone. */
 export function todayIn(timeZone: string, now: Date = new Date()): string {
@@ -17,12 +21,41 @@ export function addDays(date: string, days: number): string {
   return d.toISOString().slice(0, 10);
 }
 
-/** The next Monday-to-Friday after `date`. (Bank holidays are the bank's: ACH settles on its calendar.) */
+/**
+ * The Federal Reserve's holidays in `year` as YYYY-MM-DD: the US federal holidays (OPM's list, kept by
+ * GSA's 18F), a Sunday holiday observed on the Monday after; a Saturday one is not moved, since the Fed
+ * opens the Friday before (federalreserve.gov, "Holidays Observed by the Federal Reserve System").
+ */
+const holidaysByYear = new Map<number, Set<string>>();
+function federalReserveHolidays(year: number): Set<string> {
+  let holidays = holidaysByYear.get(year);
+  if (!holidays) {
+    holidays = new Set(
+      allForYear(year, { shiftSaturdayHolidays: false, shiftSundayHolidays: true }).map((holiday) =>
+        holiday.date.toISOString().slice(0, 10),
+      ),
+    );
+    holidaysByYear.set(year, holidays);
+  }
+  return holidays;
+}
+
+/** A banking day: Monday to Friday, and not a Federal Reserve holiday (no ACH settles on one). */
+export function isBusinessDay(date: string): boolean {
+  const day = new Date(`${date}T00:00:00Z`).getUTCDay();
+  return day !== 0 && day !== 6 && !federalReserveHolidays(Number(date.slice(0, 4))).has(date);
+}
+
+/** The next banking day after `date`. */
 export function nextBusinessDay(date: string): string {
   let next = addDays(date, 1);
-  for (;;) {
-    const day = new Date(`${next}T00:00:00Z`).getUTCDay();
-    if (day !== 0 && day !== 6) return next;
-    next = addDays(next, 1);
-  }
+  while (!isBusinessDay(next)) next = addDays(next, 1);
+  return next;
+}
+
+/** `days` banking days after `date`. */
+export function addBusinessDays(date: string, days: number): string {
+  let d = date;
+  for (let i = 0; i < days; i++) d = nextBusinessDay(d);
+  return d;
 }

@@ -1,0 +1,16 @@
+/** Banking days: weekends and the Federal Reserve's holidays are skipped wherever a date is moved on. */
+import { expect, it } from 'vitest';
+import { addBusinessDays, isBusinessDay, nextBusinessDay } from '../src/payments/calendar.js';
+
+it('skips the Federal Reserve’s holidays as it skips weekends', () => {
+  expect(isBusinessDay('2026-11-26')).toBe(false); // Thanksgiving
+  expect(isBusinessDay('2026-11-27')).toBe(true); // the Friday after: the Fed is open
+  expect(nextBusinessDay('2026-11-25')).toBe('2026-11-27');
+  expect(nextBusinessDay('2027-01-15')).toBe('2027-01-19'); // Friday, then Martin Luther King Jr. Day
+  expect(isBusinessDay('2027-06-18')).toBe(true); // Juneteenth 2027 is a Saturday: not moved to Friday
+  expect(isBusinessDay('2028-12-25')).toBe(false); // Christmas on a Monday
+  expect(isBusinessDay('2027-07-05')).toBe(false); // Independence Day 2027 is a Sunday: observed Monday
+  expect(isBusinessDay('2027-12-31')).toBe(true); // New Year's Day 2028 is a Saturday: the Fed opens Friday
+  expect(nextBusinessDay('2027-12-31')).toBe('2028-01-03');
+  expect(addBusinessDays('2026-12-23', 3)).toBe('2026-12-29'); // 24th, (25th Christmas), 28th, 29th
+});
