@@ -148,7 +148,10 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
     });
   const overHttps = securityHeaders(true);
   const overHttp = securityHeaders(false);
-  app.use((req, res, next) => (secureRequest(req) ? overHttps : overHttp)(req, res, next));
+  // For what a browser shows (pages, their assets, error pages); the machine endpoints (webhooks,
+  // /healthz, /metrics) answer programs, which read no policy, and skip the work on every call.
+  const forBrowsers: express.RequestHandler = (req, res, next) =>
+    (secureRequest(req) ? overHttps : overHttp)(req, res, next);
 
   // --- webhooks: raw bytes in, verified before anything is parsed ---------------------------------
 
@@ -251,10 +254,10 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
 
   // --- approval pages -------------------------------------------------------------------------------
 
-  app.get('/assets/approvals.css', (_req, res) => {
+  app.get('/assets/approvals.css', forBrowsers, (_req, res) => {
     res.type('text/css').set('Cache-Control', 'public, max-age=3600').send(STYLESHEET);
   });
-  app.get('/assets/approvals.js', (_req, res) => {
+  app.get('/assets/approvals.js', forBrowsers, (_req, res) => {
     res.type('text/javascript').set('Cache-Control', 'public, max-age=3600').send(COPY_SCRIPT);
   });
 
@@ -264,6 +267,7 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
   });
 
   const pages = express.Router();
+  pages.use(forBrowsers);
   pages.use(cookieParser());
   pages.use(express.urlencoded({ extended: false, limit: '16kb' }));
   pages.use((_req, res, next) => {
