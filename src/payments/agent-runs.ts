@@ -139,27 +139,29 @@ export async function admitMoneyMovingCall(db: Db, caller: Caller, run: Run): Pr
 
 async function admit(client: Queryable, caller: Caller, run: Run): Promise<Tenant> {
   const tenantId = caller.agentKey.tenantId;
-  await client.query(`SET LOCAL lock_timeout = '${ADMISSION_LOCK_TIMEOUT}'`);
-  await client.query('SELECT pg_advisory_xact_lock($1)', [
-    advisoryLockKey(`rate-limit:${caller.agentKey.id}`),
-  ]);
+  // The lock timeout, the key's lock, the count and the call's row, in one round trip
+  // (migrations/014_admit_call.sql); the row is written only when the count is under the limit.
   const { rows } = await client.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM agent_runs WHERE tenant_id = $1 AND agent_key_id = $2 AND tool = ANY($3)
-     AND created_at > clock_timestamp() - interval '1 minute'`,
-    [tenantId, caller.agentKey.id, MONEY_MOVING_TOOLS],
+    'SELECT paygate_admit_call($1, $2, $3, $4, $5, $6, $7, $8) AS n',
+    [
+      advisoryLockKey(`rate-limit:${caller.agentKey.id}`),
+      ADMISSION_LOCK_TIMEOUT,
+      run.id,
+      tenantId,
+      caller.agentKey.id,
+      run.tool,
+      MONEY_MOVING_TOOLS,
+      caller.agentKey.rateLimitPerMinute,
+    ],
   );
-  if (rows[0]!.n >= caller.agentKey.rateLimitPerMinute) {
+  const calls = rows[0]!.n;
+  if (calls >= caller.agentKey.rateLimitPerMinute) {
     throw new RefusedError(
       'rate_limited',
-      `this agent key made ${rows[0]!.n} money-moving calls in the last minute (limit ${caller.agentKey.rateLimitPerMinute})`,
+      `this agent key made ${calls} money-moving calls in the last minute (limit ${caller.agentKey.rateLimitPerMinute})`,
       'wait a minute before calling again; do not loop on approval requests',
       true,
     );
   }
-  await client.query(
-    `INSERT INTO agent_runs (id, tenant_id, agent_key_id, tool, outcome, duration_ms, created_at)
-     VALUES ($1, $2, $3, $4, 'running', 0, clock_timestamp())`,
-    [run.id, tenantId, caller.agentKey.id, run.tool],
-  );
   return readTenant(client, tenantId);
 }
