@@ -2,6 +2,21 @@
 import { expect, it } from 'vitest';
 import { addBusinessDays, isBusinessDay, nextBusinessDay } from '../src/payments/calendar.js';
 
+it('whatever time zone the server runs in', () => {
+  // Years no other test here has asked for, so their holidays are computed under this zone.
+  const zone = process.env.TZ;
+  process.env.TZ = 'Asia/Tokyo';
+  try {
+    expect(isBusinessDay('2029-11-22')).toBe(false); // Thanksgiving
+    expect(isBusinessDay('2029-11-21')).toBe(true);
+    expect(isBusinessDay('2030-01-01')).toBe(false); // New Year's Day
+    expect(isBusinessDay('2029-12-31')).toBe(true);
+  } finally {
+    if (zone === undefined) delete process.env.TZ;
+    else process.env.TZ = zone;
+  }
+});
+
 it('skips the Federal Reserve’s holidays as it skips weekends', () => {
   expect(isBusinessDay('2026-11-26')).toBe(false); // Thanksgiving
   expect(isBusinessDay('2026-11-27')).toBe(true); // the Friday after: the Fed is open

@@ -61,11 +61,11 @@ export function paymentIdentity(p: PaymentIdentity): Identity {
   };
 }
 
-/** The id of the agent_runs row a captured call wrote when it was admitted. */
+/** The id of the agent_runs row a captured call wrote when it was admitted (paygate_admit_call's third argument). */
 export function capturedRunId(template: Captured[]): string {
-  const admitted = template.find((s) => /^\s*INSERT INTO agent_runs/.test(s.text));
-  if (!admitted) throw new Error('the captured payment wrote no agent_runs row');
-  return String(admitted.values[0]);
+  const admitted = template.find((s) => /^\s*SELECT paygate_admit_call\(/.test(s.text));
+  if (!admitted) throw new Error('the captured payment was not admitted (no paygate_admit_call)');
+  return String(admitted.values[2]);
 }
 
 function substituter(from: Identity, to: Identity) {

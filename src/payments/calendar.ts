@@ -31,8 +31,9 @@ function federalReserveHolidays(year: number): Set<string> {
   let holidays = holidaysByYear.get(year);
   if (!holidays) {
     holidays = new Set(
-      allForYear(year, { shiftSaturdayHolidays: false, shiftSundayHolidays: true }).map((holiday) =>
-        holiday.date.toISOString().slice(0, 10),
+      // dateString, not date: date is local midnight, a day early in UTC wherever the server is east of it.
+      allForYear(year, { shiftSaturdayHolidays: false, shiftSundayHolidays: true }).map(
+        (holiday) => holiday.dateString,
       ),
     );
     holidaysByYear.set(year, holidays);
