@@ -135,6 +135,51 @@ describe('audit log', () => {
     expect(rows.map((r) => r.action)).toEqual(['probe.first', 'probe.from_hook']);
   });
 
+  it("takes the chain's lock only inside COMMIT: a transaction paused after asking to append holds none", async () => {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let paused!: (pid: number) => void;
+    const pausedAt = new Promise<number>((resolve) => {
+      paused = resolve;
+    });
+    const first = t.db.withTenant(tenantId, async (c) => {
+      const { rows } = await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      await appendAudit(c, { tenantId, actorType: 'system', action: 'commit_lock.first' });
+      // Runs after the audit's own hook has sent its append request: the client is between that and COMMIT.
+      openTransactionOf(c)!.beforeCommit.push(async () => {
+        paused(rows[0]!.pid);
+        await held;
+      });
+    });
+    const pid = await pausedAt;
+    try {
+      const { rows: locks } = await t.db.withSystem((c) =>
+        c.query("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = $1", [pid]),
+      );
+      expect(locks[0]!.n).toBe(0);
+      // So another transaction of the tenant appends and commits meanwhile, and is first in the chain.
+      await t.db.withTenant(tenantId, (c) =>
+        appendAudit(c, { tenantId, actorType: 'system', action: 'commit_lock.second' }),
+      );
+    } finally {
+      // Released whatever happened above, so that a failure fails instead of leaving the transaction open.
+      release();
+      await first;
+    }
+    const { rows } = await t.db.withTenant(tenantId, (c) =>
+      c.query<{ action: string }>(
+        "SELECT action FROM audit_log WHERE action LIKE 'commit_lock.%' ORDER BY seq",
+      ),
+    );
+    expect(rows.map((r) => r.action)).toEqual(['commit_lock.second', 'commit_lock.first']);
+    const { rows: pending } = await t.db.withSystem((c) =>
+      c.query('SELECT count(*)::int AS n FROM audit_append_requests'),
+    );
+    expect(pending[0]!.n).toBe(0);
+  });
+
   it("time follows the chain: an entry's time is when it was written under the lock", async () => {
     // A transaction that began first but commits second is second in the chain, and later in time.
     let release!: () => void;

@@ -2,7 +2,7 @@
  * The append-only, hash-chained audit log. Each tenant has its own chain: an entry's hash is
  * SHA-256(previous hash || canonical JSON of the entry), so changing, removing or reordering any entry
  * breaks every hash after it. Appends to one tenant's chain are serialized by a transaction-level
- * advisory lock, taken just before the caller's transaction commits and held until it has.
+ * advisory lock, taken while the caller's transaction commits and held until it has.
  */
 import { createHash } from 'node:crypto';
 import canonicalizeModule from 'canonicalize';
@@ -72,24 +72,43 @@ interface PendingEntry {
 
 const PENDING = Symbol('audit entries to append at commit');
 
-/** Append entries of one tenant's chain in one round trip (migrations/012_audit_append.sql). */
+const entryArrays = (tenantId: string, entries: PendingEntry[]) => [
+  tenantId,
+  entries.map((e) => e.actorType),
+  entries.map((e) => e.actorId),
+  entries.map((e) => e.action),
+  entries.map((e) => e.subjectId),
+  entries.map((e) => e.beforeAt),
+  entries.map((e) => e.betweenAtAndSeq),
+  entries.map((e) => e.afterSeq),
+];
+
+/** Append entries of one tenant's chain now, in one round trip (migrations/012_audit_append.sql). */
 async function appendNow(client: Queryable, tenantId: string, entries: PendingEntry[]): Promise<void> {
-  await client.query('SELECT paygate_audit_append($1, $2, $3, $4, $5, $6, $7, $8)', [
-    tenantId,
-    entries.map((e) => e.actorType),
-    entries.map((e) => e.actorId),
-    entries.map((e) => e.action),
-    entries.map((e) => e.subjectId),
-    entries.map((e) => e.beforeAt),
-    entries.map((e) => e.betweenAtAndSeq),
-    entries.map((e) => e.afterSeq),
-  ]);
+  await client.query(
+    'SELECT paygate_audit_append($1, $2, $3, $4, $5, $6, $7, $8)',
+    entryArrays(tenantId, entries),
+  );
 }
 
 /**
- * Append one entry in the caller's transaction. Inside withTenant/withSystem the entry is written just
- * before COMMIT, with the transaction's other entries, so the tenant's chain is locked only for that
- * statement and the COMMIT; if the transaction fails, nothing is written. Entries are chained in the
+ * Ask for entries of one tenant's chain to be appended when the transaction commits: a deferred trigger
+ * makes the append inside COMMIT, so the chain's lock is never held across a round trip to this process
+ * (migrations/015_audit_append_at_commit.sql).
+ */
+async function appendAtCommit(client: Queryable, tenantId: string, entries: PendingEntry[]): Promise<void> {
+  await client.query(
+    `INSERT INTO audit_append_requests (tenant_id, actor_type, actor_id, action, subject_id, content_before_at,
+                                        content_between_at_and_seq, content_after_seq)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+    entryArrays(tenantId, entries),
+  );
+}
+
+/**
+ * Append one entry in the caller's transaction. Inside withTenant/withSystem the entry is written by its
+ * COMMIT, with the transaction's other entries, so the tenant's chain is locked only while the commit
+ * runs; if the transaction fails, nothing is written. Entries are chained in the
  * order they were appended and timestamped when written, so time never runs backwards along a chain.
  */
 export async function appendAudit(client: Queryable, entry: AuditEntry): Promise<void> {
@@ -115,7 +134,7 @@ export async function appendAudit(client: Queryable, entry: AuditEntry): Promise
       // Chains in one order everywhere (a transaction may touch a tenant's and the system's), so two
       // transactions never wait on each other's chain locks in opposite orders.
       for (const tenantId of [...pending.keys()].sort())
-        await appendNow(client, tenantId, pending.get(tenantId)!);
+        await appendAtCommit(client, tenantId, pending.get(tenantId)!);
     });
   }
   const entries = byTenant.get(entry.tenantId);
