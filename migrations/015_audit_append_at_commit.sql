@@ -9,9 +9,9 @@
 -- and the commit's own flush only. Same function, same entries, same hashes: the time is still taken
 -- under the lock, and a transaction that fails (or whose commit fails) appends nothing. A request row
 -- lives only inside its transaction: the trigger deletes it once the append is made (unlogged: it never
--- needs to survive a crash). Requests of several chains in one transaction fire in the order inserted,
--- which the client keeps sorted by tenant, so two transactions never take two chains' locks in opposite
--- orders.
+-- needs to survive a crash). Requests fire in the order inserted, and the client inserts one
+-- transaction's requests sorted by tenant, as it called the function before, so the order in which a
+-- transaction takes several chains' locks is what it was.
 CREATE UNLOGGED TABLE audit_append_requests (
   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   tenant_id uuid NOT NULL,
@@ -37,6 +37,10 @@ $$;
 CREATE CONSTRAINT TRIGGER audit_append_at_commit AFTER INSERT ON audit_append_requests
   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION paygate_audit_append_requested();
 
--- No row-level security here: a request is visible to no other transaction (it is deleted before its own
--- commits), and the append it asks for goes into audit_log, whose policies apply as to any insert.
+-- A request is visible to no other transaction (it is deleted before its own commits), and the append it
+-- asks for goes into audit_log, whose policies apply as to any insert. The tenant's policy here too, in
+-- case a request ever outlived its transaction (a trigger disabled by hand).
+ALTER TABLE audit_append_requests ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON audit_append_requests USING (tenant_id = paygate_current_tenant())
+  WITH CHECK (tenant_id = paygate_current_tenant());
 GRANT SELECT, INSERT, DELETE ON audit_append_requests TO paygate_app;

@@ -153,7 +153,13 @@ describe('audit log', () => {
         await held;
       });
     });
-    const pid = await pausedAt;
+    // Should the transaction end before it pauses (a failed request), say so instead of waiting forever.
+    const pid = await Promise.race([
+      pausedAt,
+      first.then(() => {
+        throw new Error('the transaction committed without pausing');
+      }),
+    ]);
     try {
       const { rows: locks } = await t.db.withSystem((c) =>
         c.query("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = $1", [pid]),
