@@ -113,7 +113,11 @@ async function matchPayment(client: Queryable, event: WebhookEvent): Promise<Mat
  * of a stored event, an event matched only by the provider's reference) returns null and takes the full
  * path below, whose outcome for this event would have been the same.
  */
-async function storeIfConfirming(client: Queryable, event: WebhookEvent): Promise<ProcessedWebhook | null> {
+async function storeIfConfirming(
+  client: Queryable,
+  event: WebhookEvent,
+  payload: string,
+): Promise<ProcessedWebhook | null> {
   if (event.action !== 'payment_succeeded' && event.action !== 'payment_failed') return null;
   if (!event.paymentId || !UUID.test(event.paymentId)) return null;
   const target = PAYMENT_STATUS[event.action];
@@ -131,7 +135,7 @@ async function storeIfConfirming(client: Queryable, event: WebhookEvent): Promis
       event.provider,
       event.eventId,
       event.type,
-      JSON.stringify(event.payload),
+      payload,
       event.paymentId,
       target,
       event.providerReference ?? null,
@@ -158,13 +162,15 @@ const PAYMENT_STATUS = {
  * (the event is then kept unprocessed so a redelivery retries it).
  */
 export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent): Promise<ProcessedWebhook> {
+  // Serialised once: the confirming store and the full path's insert store the same text.
+  const payload = JSON.stringify(event.payload);
   const stored = await deps.db.withSystem(async (client) => {
-    const confirmed = await storeIfConfirming(client, event);
+    const confirmed = await storeIfConfirming(client, event, payload);
     if (confirmed) return { confirmed };
     const inserted = await client.query<{ id: string }>(
       `INSERT INTO webhook_events (provider, event_id, event_type, payload) VALUES ($1, $2, $3, $4)
        ON CONFLICT (provider, event_id) DO NOTHING RETURNING id`,
-      [event.provider, event.eventId, event.type, JSON.stringify(event.payload)],
+      [event.provider, event.eventId, event.type, payload],
     );
     let id = inserted.rows[0]?.id;
     if (!id) {
