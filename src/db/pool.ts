@@ -81,10 +81,24 @@ function spoilsPreparedStatements(error: unknown): boolean {
 export interface Db {
   readonly pool: pg.Pool;
   /** Run `fn` in one transaction in which only `tenantId`'s rows exist. */
-  withTenant<T>(tenantId: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
+  withTenant<T>(
+    tenantId: string,
+    fn: (client: pg.PoolClient) => Promise<T>,
+    options?: TransactionOptions,
+  ): Promise<T>;
   /** Run `fn` in one transaction as the connecting user (no row-level security): cross-tenant jobs only. */
   withSystem<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
   close(): Promise<void>;
+}
+
+export interface TransactionOptions {
+  /**
+   * false: COMMIT returns without waiting for the WAL flush (`synchronous_commit` off for this transaction
+   * only). What it wrote is visible at once and made durable by the next commit that does wait (the log is
+   * flushed in order); a crash in between can lose it. Only for bookkeeping whose loss is harmless: never
+   * money, approvals or audit entries. Default true.
+   */
+  waitForDisk?: boolean;
 }
 
 export interface DbOptions {
@@ -133,11 +147,15 @@ export function createDb(connectionString: string, options: DbOptions = {}): Db 
 
   return {
     pool,
-    withTenant: (tenantId, fn) => {
+    withTenant: (tenantId, fn, options = {}) => {
       // Inlined into the opening query, so it must be exactly a UUID (it always is: it comes from us).
       if (!UUID.test(tenantId))
         return Promise.reject(new Error(`not a tenant id: ${JSON.stringify(tenantId)}`));
-      return transaction(`SELECT set_config('app.tenant_id', '${tenantId}', true)`, fn);
+      const opening = `SELECT set_config('app.tenant_id', '${tenantId}', true)`;
+      return transaction(
+        options.waitForDisk === false ? `${opening}, set_config('synchronous_commit', 'off', true)` : opening,
+        fn,
+      );
     },
     withSystem: (fn) => transaction('SET LOCAL ROLE NONE', fn),
     close: () => pool.end(),

@@ -68,37 +68,44 @@ export async function recordRun<T, Tool extends string>(
     throw error;
   } finally {
     const durationMs = Math.round(performance.now() - started);
+    // A refusal's audit entry waits for the disk like any other; the row alone is bookkeeping, and the
+    // call's answer need not wait for its flush (a crash could leave it `running`, as a dying process does).
+    const refusedEntry = refusal && (MONEY_MOVING_TOOLS as readonly string[]).includes(tool) ? refusal : null;
     await deps.db
-      .withTenant(caller.agentKey.tenantId, async (client) => {
-        // The row the admission wrote, completed; or the whole row, when there was no admission or its
-        // transaction rolled back.
-        await client.query(
-          `INSERT INTO agent_runs (id, tenant_id, agent_key_id, tool, outcome, error_code, subject_id, duration_ms)
+      .withTenant(
+        caller.agentKey.tenantId,
+        async (client) => {
+          // The row the admission wrote, completed; or the whole row, when there was no admission or its
+          // transaction rolled back.
+          await client.query(
+            `INSERT INTO agent_runs (id, tenant_id, agent_key_id, tool, outcome, error_code, subject_id, duration_ms)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
            ON CONFLICT (id) DO UPDATE SET outcome = EXCLUDED.outcome, error_code = EXCLUDED.error_code,
              subject_id = EXCLUDED.subject_id, duration_ms = EXCLUDED.duration_ms`,
-          [
-            run.id,
-            caller.agentKey.tenantId,
-            caller.agentKey.id,
-            tool,
-            outcome,
-            errorCode,
-            subjectId,
-            durationMs,
-          ],
-        );
-        // Every refusal of a money-moving call is on the record, with the reason the agent was given.
-        if (refusal && (MONEY_MOVING_TOOLS as readonly string[]).includes(tool)) {
-          await appendAudit(client, {
-            tenantId: caller.agentKey.tenantId,
-            actorType: 'agent',
-            actorId: caller.agentKey.id,
-            action: `${tool}.refused`,
-            details: refusal,
-          });
-        }
-      })
+            [
+              run.id,
+              caller.agentKey.tenantId,
+              caller.agentKey.id,
+              tool,
+              outcome,
+              errorCode,
+              subjectId,
+              durationMs,
+            ],
+          );
+          // Every refusal of a money-moving call is on the record, with the reason the agent was given.
+          if (refusedEntry) {
+            await appendAudit(client, {
+              tenantId: caller.agentKey.tenantId,
+              actorType: 'agent',
+              actorId: caller.agentKey.id,
+              action: `${tool}.refused`,
+              details: refusedEntry,
+            });
+          }
+        },
+        { waitForDisk: refusedEntry !== null },
+      )
       .catch(() => {
         // The record of a run must never turn a finished payment into an error.
       });
