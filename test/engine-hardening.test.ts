@@ -7,13 +7,9 @@ import { removePaymentMethod } from '../src/directory/payment-methods.js';
 import { addUser } from '../src/directory/users.js';
 import { RefusedError } from '../src/errors.js';
 import { addDays, todayIn } from '../src/payments/calendar.js';
-import {
-  type ApprovalRequired,
-  executeScheduledPayment,
-  payInvoice,
-  schedulePayment,
-} from '../src/payments/pay.js';
+import { type ApprovalRequired, payInvoice, schedulePayment } from '../src/payments/pay.js';
 import { refundPayment } from '../src/payments/refund.js';
+import { executeScheduledPayment } from '../src/payments/scheduled.js';
 import { createFixture, type Fixture } from './support/fixture.js';
 
 describe('engine hardening', () => {
@@ -25,6 +21,7 @@ describe('engine hardening', () => {
     await f.addInvoice('INV-1500', 1_500_00);
     await f.addInvoice('INV-SCH', 60_00);
     await f.addInvoice('INV-PIN', 61_00);
+    await f.addInvoice('INV-MOVED', 62_00);
   });
   afterAll(async () => f.close());
 
@@ -220,5 +217,40 @@ describe('engine hardening', () => {
     }
     // The lock released, the key's next call is admitted.
     expect(await payInvoice(f.deps, { agentKey }, input)).toMatchObject({ status: 'approval_required' });
+  });
+
+  it('a scheduled payment whose invoice was moved by hand does not start, and says why', async () => {
+    const input = {
+      invoice: 'INV-MOVED',
+      amount: '62.00',
+      currency: 'USD',
+      method: 'stripe',
+      scheduled_date: addDays(todayIn('UTC'), 1),
+    };
+    const ask = (await schedulePayment(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+    const { scheduled_payment_id: scheduledId } = (await schedulePayment(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...input, approval_token: await f.approveAs(f.admin, ask.approval_id) },
+    )) as unknown as { scheduled_payment_id: string };
+    await f.t.db.withSystem((c) =>
+      c.query("UPDATE invoices SET status = 'approved' WHERE number = 'INV-MOVED'"),
+    );
+    const before = f.sandbox.ledger.charges().length;
+    await expect(executeScheduledPayment(f.deps, f.tenant.id, scheduledId)).rejects.toThrow(
+      /cannot start: its invoice is not scheduled/,
+    );
+    expect(f.sandbox.ledger.charges()).toHaveLength(before);
+    const state = await f.t.db.withTenant(f.tenant.id, async (c) => ({
+      schedule: (
+        await c.query<{ status: string; payment_id: string | null }>(
+          'SELECT status, payment_id FROM scheduled_payments WHERE id = $1',
+          [scheduledId],
+        )
+      ).rows[0],
+      payments: (await c.query('SELECT id FROM payments WHERE scheduled_payment_id = $1', [scheduledId])).rows
+        .length,
+    }));
+    expect(state).toEqual({ schedule: { status: 'scheduled', payment_id: null }, payments: 0 });
   });
 });

@@ -4,14 +4,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { approve } from '../src/approvals/approvals.js';
 import { verifyAuditLog } from '../src/audit/verify.js';
 import { addDays, todayIn } from '../src/payments/calendar.js';
-import {
-  type ApprovalRequired,
-  executeScheduledPayment,
-  payInvoice,
-  schedulePayment,
-} from '../src/payments/pay.js';
+import { type ApprovalRequired, payInvoice, schedulePayment } from '../src/payments/pay.js';
 import { reconcilePayment } from '../src/payments/phases.js';
 import { refundPayment } from '../src/payments/refund.js';
+import { executeScheduledPayment } from '../src/payments/scheduled.js';
 import { getPaymentStatus } from '../src/payments/status.js';
 import { createFixture, type Fixture } from './support/fixture.js';
 

@@ -6,7 +6,7 @@
  * 1. due scheduled payments (`scheduled_date <= today in the tenant's time zone`): claimed across
  *    tenants in one short system transaction (`FOR UPDATE SKIP LOCKED`, so workers never wait on or
  *    take each other's rows) that stamps a lease (`locked_until`); then each tenant's share of the claim
- *    is executed as one batch by `executeScheduledBatch` (src/payments/scheduled-batch.ts): one phase-1
+ *    is executed as one batch by `executeScheduledBatch` (src/payments/scheduled.ts): one phase-1
  *    transaction re-checks the rows under a lock and creates every payment in the same transaction that
  *    moves its schedule to `running`, the provider calls run a bounded number at a time, and one
  *    phase-3 transaction records the successes; anything unusual takes executeScheduledPayment's
@@ -37,10 +37,9 @@ import type { Logger } from '../config.js';
 import type { EngineDeps } from '../payments/context.js';
 import { crashPoint } from '../payments/crash-points.js';
 import { pruneIdempotencyKeys } from '../payments/idempotency.js';
-import { settleSchedule } from '../payments/pay.js';
 import { RETRY_BASE_DELAY_MS, reconcilePayment } from '../payments/phases.js';
 import { executeRefund } from '../payments/refund.js';
-import { executeScheduledBatch } from '../payments/scheduled-batch.js';
+import { executeScheduledBatch, settleSchedule } from '../payments/scheduled.js';
 import type { Runtime } from '../runtime.js';
 
 /** Submissions of one payment to its provider, first one included, all with the same idempotency key. */
@@ -83,7 +82,7 @@ export interface WorkerOptions {
    * the one-by-one steps claim at most ONE_BY_ONE_CLAIM_SIZE of theirs.
    */
   batchSize?: number;
-  /** Provider calls of a batch in flight at once; default 16 (DEFAULT_CALLS_IN_FLIGHT, scheduled-batch.ts). */
+  /** Provider calls of a batch in flight at once; default 16 (DEFAULT_CALLS_IN_FLIGHT, scheduled.ts). */
   concurrency?: number;
   /** Batches (one tenant's share of a claim) executed at the same time; default 4. */
   batchesInFlight?: number;

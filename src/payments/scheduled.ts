@@ -1,47 +1,48 @@
 /**
- * The worker's due scheduled payments of one tenant, a batch at a time, through the same atomic phases
- * as one payment (executeScheduledPayment), with the SQL done set-based:
+ * The worker's due scheduled payments, one or a batch of one tenant's at a time, through the atomic
+ * phases, with the SQL done set-based:
  *
  * phase 1, one transaction: the schedules that are plainly ready (still `scheduled`, invoice
  *   `scheduled`, payment method active) are locked; each gets its payment inserted `processing` at
  *   recovery point `started` with `next_check_at` one lease ahead, its schedule moved to `running`, its
- *   invoice to `processing`, and a `payment.started` audit entry. Exactly what executeScheduledPayment
- *   commits for one schedule, so a crash after it leaves payments the reconciler finds and resolves
- *   (asking the provider, re-sending only under the same payment id).
+ *   invoice to `processing`, and a `payment.started` audit entry. Exactly once: the payment is inserted
+ *   in the transaction that moves its schedule from `scheduled` to `running` under the schedule's row
+ *   lock, so a schedule gets at most one payment per run; a `running` schedule is never started again,
+ *   its payment is resolved by reconciliation (`reconcilePayment`), which asks the provider and at most
+ *   re-sends the same payment id. A crash after phase 1 leaves payments the reconciler finds one lease on.
  * phase 2: each payment is sent to its provider on its own, a bounded number in flight, each with its
  *   own idempotency key (derived from its payment id).
  * phase 3, one transaction: the payments the provider says succeeded are recorded succeeded, their
  *   invoices paid, their schedules executed, with a `payment.succeeded` entry each.
  *
  * Everything else takes the per-payment code paths, so it gets exactly the outcome it gets today without
- * holding up the rest: a schedule that is not plainly ready (no longer scheduled, its method removed,
- * its invoice moved) goes through executeScheduledPayment; an answer other than a success (a failure for
- * handleFailure, a deferral, a timeout, a pending ACH) through recordProviderAnswer; a success whose
- * payment changed meanwhile (a webhook got there first) through applyPaymentOutcome. When a batch
- * transaction fails as a whole (a deadlock, an invoice moved under it), nothing of it is committed and
- * each of its payments takes the per-payment path instead.
+ * holding up the rest: a schedule that is not plainly ready goes through executeScheduledPayment, whose
+ * phase 1 is the same set-based one for a single schedule after it has dealt with what made it unready
+ * (no longer scheduled: nothing to do; its method removed: failed, with an alert); an answer other than
+ * a success (a failure for handleFailure, a deferral, a timeout, a pending ACH) goes through
+ * recordProviderAnswer; a success whose payment changed meanwhile (a webhook got there first) through
+ * applyPaymentOutcome. When a batch transaction fails as a whole (a deadlock, an invoice moved under
+ * it), nothing of it is committed and each of its payments takes the per-payment path instead.
  */
 import { randomUUID } from 'node:crypto';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
+import { createAlert, ruleFor } from './alerts.js';
 import type { EngineDeps } from './context.js';
 import { crashPoint } from './crash-points.js';
-import { transitionInvoices } from './invoices.js';
-import {
-  auditScheduledStart,
-  executeScheduledPayment,
-  SCHEDULED_PAYMENT_LEASE_MS,
-  settleSchedule,
-  settleSchedules,
-} from './pay.js';
+import { transitionInvoice, transitionInvoices } from './invoices.js';
 import { newConfirmationNumber, type Payment } from './payments.js';
 import {
   callProvider,
+  executeSubmission,
   loadSubmissions,
   type ProviderAnswer,
   recordProviderAnswer,
   type Submission,
 } from './phases.js';
+
+/** How long a payment started by the worker is left alone before the reconciler looks at it. */
+export const SCHEDULED_PAYMENT_LEASE_MS = 5 * 60_000;
 
 /** Provider calls of one batch in flight at once: enough to hide the provider's latency, few enough not to flood it. */
 const DEFAULT_CALLS_IN_FLIGHT = 16;
@@ -109,60 +110,84 @@ export async function executeScheduledBatch(
   return results;
 }
 
-/** Phase 1 for the schedules that are plainly ready; the others are left as they are. */
+/** Phase 1 for the schedules that are plainly ready, in one transaction; the others are left as they are. */
 function startScheduledPayments(
   deps: EngineDeps,
   tenantId: string,
   scheduledIds: string[],
   options: ScheduledBatchOptions,
 ): Promise<Started[]> {
-  return deps.db.withTenant(tenantId, async (client) => {
-    // Locks the schedules in id order, as executeScheduledPayment locks its one (other workers' claims
-    // only ever SKIP LOCKED past them). Their invoices are not locked here: transitionInvoices below
-    // moves all of them or fails the whole batch, which then takes the per-payment path.
-    const { rows } = await client.query<{
-      id: string;
-      invoice_id: string;
-      amount_minor: number;
-      currency: string;
-      rail: string;
-      approved_by: string[];
-    }>(
-      `SELECT s.id, s.invoice_id, s.amount_minor, s.currency, s.rail, s.approved_by
-         FROM scheduled_payments s
-         JOIN invoices i ON i.id = s.invoice_id
-         JOIN payment_methods m ON m.id = s.payment_method_id
-        WHERE s.id = ANY($1::uuid[]) AND s.status = 'scheduled' AND i.status = 'scheduled' AND m.status = 'active'
-        ORDER BY s.id
-          FOR UPDATE OF s`,
-      [scheduledIds],
-    );
-    if (rows.length === 0) return [];
-    const schedules = rows.map((s) => ({ ...s, paymentId: randomUUID() }));
-    const paymentIds = schedules.map((s) => s.paymentId);
-    await insertPaymentsFromSchedules(
-      client,
-      schedules.map((s) => ({ scheduledId: s.id, paymentId: s.paymentId })),
-      SCHEDULED_PAYMENT_LEASE_MS / 1000,
-    );
-    await client.query(
-      `UPDATE scheduled_payments s SET status = 'running', payment_id = u.payment_id, attempts = s.attempts + 1,
-              locked_until = NULL, locked_by = NULL, updated_at = now()
-         FROM unnest($1::uuid[], $2::uuid[]) AS u(id, payment_id)
-        WHERE s.id = u.id`,
-      [schedules.map((s) => s.id), paymentIds],
-    );
-    await transitionInvoices(
-      client,
-      schedules.map((s) => s.invoice_id),
-      'scheduled',
-      'processing',
-    );
-    const submissions = new Map((await loadSubmissions(client, paymentIds)).map((s) => [s.paymentId, s]));
-    // Written at commit with the batch's other entries, in one round trip (src/audit/log.ts).
-    for (const s of schedules) await auditScheduledStart(client, tenantId, options.workerId, s);
-    return schedules.map((s) => ({ scheduledId: s.id, submission: submissions.get(s.paymentId)! }));
-  });
+  return deps.db.withTenant(tenantId, (client) =>
+    startReadySchedules(client, tenantId, scheduledIds, options),
+  );
+}
+
+/** Phase 1 of the plainly ready among `scheduledIds`, in the caller's transaction. */
+async function startReadySchedules(
+  client: Queryable,
+  tenantId: string,
+  scheduledIds: string[],
+  options: { workerId?: string },
+): Promise<Started[]> {
+  // Locks the schedules in id order (other workers' claims only ever SKIP LOCKED past them). Their
+  // invoices are not locked here: transitionInvoices below moves all of them or fails the whole batch,
+  // which then takes the per-payment path.
+  const { rows } = await client.query<{
+    id: string;
+    invoice_id: string;
+    amount_minor: number;
+    currency: string;
+    rail: string;
+    approved_by: string[];
+  }>(
+    `SELECT s.id, s.invoice_id, s.amount_minor, s.currency, s.rail, s.approved_by
+       FROM scheduled_payments s
+       JOIN invoices i ON i.id = s.invoice_id
+       JOIN payment_methods m ON m.id = s.payment_method_id
+      WHERE s.id = ANY($1::uuid[]) AND s.status = 'scheduled' AND i.status = 'scheduled' AND m.status = 'active'
+      ORDER BY s.id
+        FOR UPDATE OF s`,
+    [scheduledIds],
+  );
+  if (rows.length === 0) return [];
+  const schedules = rows.map((s) => ({ ...s, paymentId: randomUUID() }));
+  const paymentIds = schedules.map((s) => s.paymentId);
+  await insertPaymentsFromSchedules(
+    client,
+    schedules.map((s) => ({ scheduledId: s.id, paymentId: s.paymentId })),
+    SCHEDULED_PAYMENT_LEASE_MS / 1000,
+  );
+  await client.query(
+    `UPDATE scheduled_payments s SET status = 'running', payment_id = u.payment_id, attempts = s.attempts + 1,
+            locked_until = NULL, locked_by = NULL, updated_at = now()
+       FROM unnest($1::uuid[], $2::uuid[]) AS u(id, payment_id)
+      WHERE s.id = u.id`,
+    [schedules.map((s) => s.id), paymentIds],
+  );
+  await transitionInvoices(
+    client,
+    schedules.map((s) => s.invoice_id),
+    'scheduled',
+    'processing',
+  );
+  const submissions = new Map((await loadSubmissions(client, paymentIds)).map((s) => [s.paymentId, s]));
+  // Written at commit with the transaction's other entries (src/audit/log.ts).
+  for (const s of schedules)
+    await appendAudit(client, {
+      tenantId,
+      actorType: 'system',
+      actorId: options.workerId ?? 'worker',
+      action: 'payment.started',
+      subjectId: s.paymentId,
+      details: {
+        scheduled_payment_id: s.id,
+        amount_minor: s.amount_minor,
+        currency: s.currency.trim(),
+        rail: s.rail,
+        approved_by: s.approved_by,
+      },
+    });
+  return schedules.map((s) => ({ scheduledId: s.id, submission: submissions.get(s.paymentId)! }));
 }
 
 /**
@@ -327,4 +352,97 @@ async function recordSuccesses(
       });
     return new Set(rows.map((r) => r.id));
   });
+}
+
+export interface ScheduledExecution {
+  /** Who runs it (worker id), for the audit log. */
+  workerId?: string;
+  /** See ExecuteOptions.retryLaterMs: defer a retryable failure instead of recording it. */
+  retryLaterMs?: number;
+}
+
+/**
+ * One due scheduled payment the worker has claimed, on its own: what made it not plainly ready is dealt
+ * with (see the top of this file), then the same phase 1 as a batch's, for this schedule, then phases 2
+ * and 3. Returns the payment phase 3 recorded, or null when the schedule was not (or no longer)
+ * `scheduled`, or its method was removed.
+ */
+export async function executeScheduledPayment(
+  deps: EngineDeps,
+  tenantId: string,
+  scheduledId: string,
+  options: ScheduledExecution = {},
+): Promise<Payment | null> {
+  const started = await deps.db.withTenant(tenantId, async (client) => {
+    // Wait for the lock rather than skip: the only other holders are short claim transactions of other
+    // workers (a claim's FOR UPDATE can lock a row it then rejects for its lease), and skipping would
+    // leave this worker's own claimed schedule unstarted until its lease ran out.
+    const { rows } = await client.query<{ invoice_id: string; status: string; method_status: string | null }>(
+      `SELECT s.invoice_id, s.status, m.status AS method_status
+         FROM scheduled_payments s LEFT JOIN payment_methods m ON m.id = s.payment_method_id
+        WHERE s.id = $1
+          FOR UPDATE OF s`,
+      [scheduledId],
+    );
+    const s = rows[0];
+    if (s?.status !== 'scheduled') return null;
+    if (s.method_status !== 'active') {
+      // An admin removed the method after the human approved the schedule: never charge it.
+      await client.query(
+        "UPDATE scheduled_payments SET status = 'failed', last_error = 'payment_method_invalid', updated_at = now() WHERE id = $1",
+        [scheduledId],
+      );
+      await transitionInvoice(client, s.invoice_id, 'scheduled', 'approved');
+      const rule = ruleFor('payment_method_invalid');
+      await createAlert(client, {
+        tenantId,
+        kind: 'payment_request_payment_method',
+        code: 'payment_method_invalid',
+        message: 'a scheduled payment was not made: its payment method was removed after it was approved',
+        nextStep: rule.nextStep,
+        scheduledPaymentId: scheduledId,
+      });
+      return null;
+    }
+    const [one] = await startReadySchedules(client, tenantId, [scheduledId], options);
+    // Scheduled, its method active, and still not ready: its invoice is not `scheduled` (moved by hand).
+    if (!one) throw new Error(`scheduled payment ${scheduledId} cannot start: its invoice is not scheduled`);
+    return one;
+  });
+  if (!started) return null;
+  crashPoint('after_phase1');
+  const payment = await executeSubmission(deps, tenantId, started.submission, {
+    retryLaterMs: options.retryLaterMs,
+  });
+  crashPoint('after_phase3');
+  // Settling moves only the schedule: the payment phase 3 returned is the payment as it stands.
+  await settleSchedule(deps, tenantId, scheduledId);
+  return payment;
+}
+
+/**
+ * A `running` schedule follows its payment: executed once the provider has it (paid, or accepted and
+ * settling), failed when the payment failed and the rules did not reschedule it (handleFailure already
+ * moved an insufficient-funds failure back to `scheduled`). A payment still waiting to be submitted
+ * (a deferred retry, or a crash before phase 2) leaves it running. Idempotent; the worker also calls it
+ * for schedules whose payment the reconciler resolved.
+ */
+export async function settleSchedule(deps: EngineDeps, tenantId: string, scheduledId: string): Promise<void> {
+  await deps.db.withTenant(tenantId, (client) => settleSchedules(client, [scheduledId]));
+}
+
+/** settleSchedule for several schedules of the caller's tenant, in the caller's transaction. */
+export async function settleSchedules(client: Queryable, scheduledIds: string[]): Promise<void> {
+  // No audit entry of its own: the schedule's state is derived from its payment's, and every change of
+  // the payment is audited (an extra entry here would also serialize on the tenant's audit chain).
+  await client.query(
+    `UPDATE scheduled_payments s
+        SET status = CASE WHEN p.status = 'failed' THEN 'failed' ELSE 'executed' END,
+            last_error = CASE WHEN p.status = 'failed' THEN p.failure_code ELSE s.last_error END,
+            updated_at = now()
+       FROM payments p
+      WHERE s.id = ANY($1::uuid[]) AND s.status = 'running' AND p.id = s.payment_id
+        AND NOT (p.status = 'processing' AND p.recovery_point = 'started')`,
+    [scheduledIds],
+  );
 }
