@@ -67,7 +67,7 @@ export async function executePayment(
   return executeSubmission(deps, tenantId, submission, options);
 }
 
-/** executePayment for a payment whose submission the caller loaded (pay-now does, in its phase 1). */
+/** executePayment for a payment whose submission the caller loaded in its phase 1 (pay-now, a scheduled payment). */
 export async function executeSubmission(
   deps: EngineDeps,
   tenantId: string,

@@ -42,7 +42,7 @@ import {
 } from './phases.js';
 
 /** How long a payment started by the worker is left alone before the reconciler looks at it. */
-export const SCHEDULED_PAYMENT_LEASE_MS = 5 * 60_000;
+const SCHEDULED_PAYMENT_LEASE_MS = 5 * 60_000;
 
 /** Provider calls of one batch in flight at once: enough to hide the provider's latency, few enough not to flood it. */
 const DEFAULT_CALLS_IN_FLIGHT = 16;
@@ -130,8 +130,8 @@ async function startReadySchedules(
   options: { workerId?: string },
 ): Promise<Started[]> {
   // Locks the schedules in id order (other workers' claims only ever SKIP LOCKED past them). Their
-  // invoices are not locked here: transitionInvoices below moves all of them or fails the whole batch,
-  // which then takes the per-payment path.
+  // invoices are not locked here: transitionInvoices below moves all of them or fails the transaction (a
+  // batch's payments then take the per-payment path; a single schedule's failure is its error).
   const { rows } = await client.query<{
     id: string;
     invoice_id: string;
@@ -191,8 +191,8 @@ async function startReadySchedules(
 }
 
 /**
- * One payment per schedule, as insertPayment writes it for executeScheduledPayment: `processing` at
- * recovery point `started`, its first submission counted, and due for the reconciler one lease ahead.
+ * One payment per schedule, `processing` at recovery point `started` like a pay-now payment
+ * (insertPayment), with its first submission counted and due for the reconciler one lease ahead.
  */
 async function insertPaymentsFromSchedules(
   client: Queryable,
@@ -354,7 +354,7 @@ async function recordSuccesses(
   });
 }
 
-export interface ScheduledExecution {
+interface ScheduledExecution {
   /** Who runs it (worker id), for the audit log. */
   workerId?: string;
   /** See ExecuteOptions.retryLaterMs: defer a retryable failure instead of recording it. */
@@ -405,8 +405,12 @@ export async function executeScheduledPayment(
       return null;
     }
     const [one] = await startReadySchedules(client, tenantId, [scheduledId], options);
-    // Scheduled, its method active, and still not ready: its invoice is not `scheduled` (moved by hand).
-    if (!one) throw new Error(`scheduled payment ${scheduledId} cannot start: its invoice is not scheduled`);
+    // Scheduled, its method active a statement ago, and still not ready: its invoice is not `scheduled`
+    // (moved by hand), or an admin removed the method just now (the next pass fails the schedule then).
+    if (!one)
+      throw new Error(
+        `scheduled payment ${scheduledId} cannot start: its invoice is not scheduled or its payment method was just removed`,
+      );
     return one;
   });
   if (!started) return null;
@@ -432,7 +436,7 @@ export async function settleSchedule(deps: EngineDeps, tenantId: string, schedul
 }
 
 /** settleSchedule for several schedules of the caller's tenant, in the caller's transaction. */
-export async function settleSchedules(client: Queryable, scheduledIds: string[]): Promise<void> {
+async function settleSchedules(client: Queryable, scheduledIds: string[]): Promise<void> {
   // No audit entry of its own: the schedule's state is derived from its payment's, and every change of
   // the payment is audited (an extra entry here would also serialize on the tenant's audit chain).
   await client.query(
