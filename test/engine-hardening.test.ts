@@ -76,10 +76,11 @@ describe('engine hardening', () => {
     expect((await approve(f.t.db, f.tenant.id, cfo.user, second.approval_id)).approvalToken).toMatch(/^apt_/);
   });
 
-  it('a scheduled payment never charges a payment method removed after the approval', async () => {
+  /** A Stripe payment of `invoice` scheduled for tomorrow and approved by the admin: the schedule's id. */
+  const scheduleApproved = async (invoice: string, amount: string): Promise<string> => {
     const input = {
-      invoice: 'INV-SCH',
-      amount: '60.00',
+      invoice,
+      amount,
       currency: 'USD',
       method: 'stripe',
       scheduled_date: addDays(todayIn('UTC'), 1),
@@ -89,9 +90,12 @@ describe('engine hardening', () => {
       f.deps,
       { agentKey: f.agentKey },
       { ...input, approval_token: await f.approveAs(f.admin, ask.approval_id) },
-    )) as unknown as {
-      scheduled_payment_id: string;
-    };
+    )) as unknown as { scheduled_payment_id: string };
+    return scheduled.scheduled_payment_id;
+  };
+
+  it('a scheduled payment never charges a payment method removed after the approval', async () => {
+    const scheduledId = await scheduleApproved('INV-SCH', '60.00');
     const methodId = await f.t.db.withTenant(
       f.tenant.id,
       async (c) =>
@@ -103,19 +107,19 @@ describe('engine hardening', () => {
     );
     await removePaymentMethod(f.t.db, f.tenant.id, f.admin, methodId);
     const before = f.sandbox.ledger.charges().length;
-    expect(await executeScheduledPayment(f.deps, f.tenant.id, scheduled.scheduled_payment_id)).toBeNull();
+    expect(await executeScheduledPayment(f.deps, f.tenant.id, scheduledId)).toBeNull();
     expect(f.sandbox.ledger.charges()).toHaveLength(before);
     const state = await f.t.db.withTenant(f.tenant.id, async (c) => ({
       schedule: (
         await c.query<{ status: string }>('SELECT status FROM scheduled_payments WHERE id = $1', [
-          scheduled.scheduled_payment_id,
+          scheduledId,
         ])
       ).rows[0]!.status,
       invoice: (await c.query<{ status: string }>("SELECT status FROM invoices WHERE number = 'INV-SCH'"))
         .rows[0]!.status,
       alerts: (
         await c.query<{ code: string }>('SELECT code FROM alerts WHERE scheduled_payment_id = $1', [
-          scheduled.scheduled_payment_id,
+          scheduledId,
         ])
       ).rows,
     }));
@@ -220,19 +224,7 @@ describe('engine hardening', () => {
   });
 
   it('a scheduled payment whose invoice was moved by hand does not start, and says why', async () => {
-    const input = {
-      invoice: 'INV-MOVED',
-      amount: '62.00',
-      currency: 'USD',
-      method: 'stripe',
-      scheduled_date: addDays(todayIn('UTC'), 1),
-    };
-    const ask = (await schedulePayment(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
-    const { scheduled_payment_id: scheduledId } = (await schedulePayment(
-      f.deps,
-      { agentKey: f.agentKey },
-      { ...input, approval_token: await f.approveAs(f.admin, ask.approval_id) },
-    )) as unknown as { scheduled_payment_id: string };
+    const scheduledId = await scheduleApproved('INV-MOVED', '62.00');
     await f.t.db.withSystem((c) =>
       c.query("UPDATE invoices SET status = 'approved' WHERE number = 'INV-MOVED'"),
     );
