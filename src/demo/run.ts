@@ -14,7 +14,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startServe } from '../cli/serve.js';
 import { embeddedStatus, stopEmbeddedServer } from '../db/embedded.js';
-import { addDays, todayIn } from '../payments/calendar.js';
+import { addDays, nextBusinessDay, todayIn } from '../payments/calendar.js';
 import { readDemoCredentials } from './seed.js';
 
 const execFileAsync = promisify(execFile);
@@ -103,7 +103,8 @@ export async function runDemo(options: { dataDir?: string; out: Out }): Promise<
       `  ✓ ${paid.status}: confirmation ${paid.confirmation_number}, Stripe ${paid.gateway_reference}, approved by ${paid.approved_by}\n`,
     );
 
-    const date = addDays(todayIn('UTC'), 3);
+    // A banking day, as a finance team would pick for ACH (a file made on another day waits for one).
+    const date = nextBusinessDay(addDays(todayIn('UTC'), 2));
     const scheduled = await askThenDo(
       `Schedule INV-2025-002, 1250.00 USD, by ACH for ${date}`,
       'schedule_payment',
