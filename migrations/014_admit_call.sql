@@ -1,8 +1,7 @@
 -- A money-moving call's admission (src/payments/agent-runs.ts) took five round trips inside its short
 -- transaction: set the lock timeout, take the agent key's lock, count the key's calls in the last minute,
 -- put this call on the record, read the tenant. The first four are this function, one round trip; the
--- lock is still held only until the admission's COMMIT, and the caller still reads the tenant. That
--- COMMIT no longer waits for the disk (below).
+-- lock is still held only until the admission's COMMIT, and the caller still reads the tenant.
 --
 -- Returns the number of the key's counted calls in the last minute before this one; the call is on the
 -- record (`running`, stamped after the lock) only when that number was below p_limit. SECURITY INVOKER:
@@ -22,10 +21,6 @@ DECLARE
 BEGIN
   -- Until the transaction ends: a stalled admission holding the lock makes the key's others give up.
   PERFORM set_config('lock_timeout', p_lock_timeout, true);
-  -- The admission's COMMIT does not wait for its WAL flush (visibility to the next admission does not
-  -- depend on it). The row becomes durable with the call's next commit, which flushes everything before
-  -- it; a crash can lose it only for a call that had committed nothing else, whose row counted for nothing.
-  PERFORM set_config('synchronous_commit', 'off', true);
   PERFORM pg_advisory_xact_lock(p_lock_key);
   -- A new statement, so a new snapshot (READ COMMITTED): it counts the calls of whoever held the lock.
   SELECT count(*)::int INTO v_count FROM agent_runs

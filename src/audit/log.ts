@@ -122,6 +122,10 @@ export async function appendAudit(client: Queryable, entry: AuditEntry): Promise
   const pendingEntry: PendingEntry = { ...fields, ...contentAround(fields) };
   const transaction = openTransactionOf(client);
   if (!transaction) return appendNow(client, entry.tenantId, [pendingEntry]);
+  if (!transaction.waitsForDisk) {
+    // An entry a crash could take back would be a hole in the record: never in such a transaction.
+    throw new Error(`audit entry ${entry.action} in a transaction opened with waitForDisk: false`);
+  }
   let byTenant = transaction.locals.get(PENDING) as Map<string, PendingEntry[]> | undefined;
   if (!byTenant) {
     const pending = new Map<string, PendingEntry[]>();

@@ -26,6 +26,8 @@ export type Queryable = Pick<pg.PoolClient, 'query'>;
 export interface OpenTransaction {
   readonly beforeCommit: (() => Promise<void>)[];
   readonly locals: Map<symbol, unknown>;
+  /** False when opened with `waitForDisk: false`: its COMMIT does not wait for the WAL flush. */
+  readonly waitsForDisk: boolean;
 }
 
 const openTransactions = new WeakMap<object, OpenTransaction>();
@@ -94,9 +96,9 @@ export interface Db {
 export interface TransactionOptions {
   /**
    * false: COMMIT returns without waiting for the WAL flush (`synchronous_commit` off for this transaction
-   * only). What it wrote is visible at once and made durable by the next commit that does wait (the log is
-   * flushed in order); a crash in between can lose it. Only for bookkeeping whose loss is harmless: never
-   * money, approvals or audit entries. Default true.
+   * only). What it wrote is visible at once and made durable by the next commit that writes and waits
+   * (the log is flushed in order); a crash in between can lose it. Only for bookkeeping whose loss is
+   * harmless: never money or approvals, and appendAudit refuses to write in such a transaction. Default true.
    */
   waitForDisk?: boolean;
 }
@@ -122,9 +124,13 @@ export function createDb(connectionString: string, options: DbOptions = {}): Db 
    * One transaction. `opening` is sent as one simple-protocol query with BEGIN, so opening a transaction
    * costs one round trip rather than two; it may hold only constants we produced (no parameters).
    */
-  async function transaction<T>(opening: string, fn: (client: pg.PoolClient) => Promise<T>) {
+  async function transaction<T>(
+    opening: string,
+    fn: (client: pg.PoolClient) => Promise<T>,
+    waitsForDisk = true,
+  ) {
     const client = await pool.connect();
-    const open: OpenTransaction = { beforeCommit: [], locals: new Map() };
+    const open: OpenTransaction = { beforeCommit: [], locals: new Map(), waitsForDisk };
     let broken: Error | undefined;
     try {
       await client.query(`BEGIN; ${opening}`);
@@ -152,10 +158,9 @@ export function createDb(connectionString: string, options: DbOptions = {}): Db 
       if (!UUID.test(tenantId))
         return Promise.reject(new Error(`not a tenant id: ${JSON.stringify(tenantId)}`));
       const opening = `SELECT set_config('app.tenant_id', '${tenantId}', true)`;
-      return transaction(
-        options.waitForDisk === false ? `${opening}, set_config('synchronous_commit', 'off', true)` : opening,
-        fn,
-      );
+      return options.waitForDisk === false
+        ? transaction(`${opening}, set_config('synchronous_commit', 'off', true)`, fn, false)
+        : transaction(opening, fn);
     },
     withSystem: (fn) => transaction('SET LOCAL ROLE NONE', fn),
     close: () => pool.end(),

@@ -129,7 +129,9 @@ const ADMISSION_LOCK_TIMEOUT = '5s';
 export async function admitMoneyMovingCall(db: Db, caller: Caller, run: Run): Promise<Tenant> {
   const tenantId = caller.agentKey.tenantId;
   try {
-    return await db.withTenant(tenantId, (client) => admit(client, caller, run));
+    // Bookkeeping: the COMMIT need not wait for the disk. The row is visible to the key's next admission
+    // at once, and durable with the call's next commit that writes (it flushes the log up to itself).
+    return await db.withTenant(tenantId, (client) => admit(client, caller, run), { waitForDisk: false });
   } catch (error) {
     // Only a stalled admission (a process paused inside its few statements) holds the lock this long.
     if (pgErrorCode(error) === PgError.lockNotAvailable) {

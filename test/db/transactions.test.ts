@@ -4,6 +4,7 @@
  * next transaction on the same session.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { appendAudit } from '../../src/audit/log.js';
 import { createDb, type Db } from '../../src/db/pool.js';
 import { createTenant } from '../../src/directory/tenants.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
@@ -42,4 +43,16 @@ it('waits for the disk unless told not to, and the exception ends with its trans
     c.query<{ sync: string }>("SELECT current_setting('synchronous_commit') AS sync"),
   );
   expect(rows[0]!.sync).toBe('on');
+});
+
+it('refuses an audit entry in a transaction that does not wait for the disk, and writes nothing', async () => {
+  await expect(
+    db.withTenant(tenantId, (c) => appendAudit(c, { tenantId, actorType: 'system', action: 'test.async' }), {
+      waitForDisk: false,
+    }),
+  ).rejects.toThrow(/waitForDisk: false/);
+  const { rows } = await db.withTenant(tenantId, (c) =>
+    c.query("SELECT count(*)::int AS n FROM audit_log WHERE action = 'test.async'"),
+  );
+  expect(rows[0]!.n).toBe(0);
 });
