@@ -115,6 +115,7 @@ export async function startRuntime(options: RuntimeOptions = {}): Promise<Runtim
       sandbox: sandbox ? { stripeUrl: sandbox.stripeUrl, paypalUrl: sandbox.paypalUrl } : shared,
     }),
     publicUrl: options.publicUrl ?? config.publicUrl ?? 'http://127.0.0.1:8787',
+    logger,
     onAlert: (notice) => {
       for (const listener of listeners) {
         try {

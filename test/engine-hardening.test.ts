@@ -245,4 +245,41 @@ describe('engine hardening', () => {
     }));
     expect(state).toEqual({ schedule: { status: 'scheduled', payment_id: null }, payments: 0 });
   });
+
+  it('a refusal whose record cannot be written is still the answer, and the process log says so', async () => {
+    const owner = new pg.Client({ connectionString: f.t.url });
+    await owner.connect();
+    const warnings: { obj: Record<string, unknown>; msg?: string }[] = [];
+    const deps = {
+      ...f.deps,
+      logger: {
+        warn: (obj: object, msg?: string) => warnings.push({ obj: obj as Record<string, unknown>, msg }),
+      },
+    };
+    try {
+      // The database refuses to record a refused call (as a full disk or a lost connection would).
+      await owner.query(`CREATE FUNCTION refuse_refused_run() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'agent_runs is unavailable'; END $$`);
+      await owner.query(`CREATE TRIGGER refuse_refused_run BEFORE INSERT OR UPDATE ON agent_runs FOR EACH ROW
+        WHEN (NEW.outcome = 'refused') EXECUTE FUNCTION refuse_refused_run()`);
+      const input = { invoice: 'INV-PIN', amount: '61.00', currency: 'USD', method: 'stripe' };
+      await expect(
+        payInvoice(deps, { agentKey: f.agentKey }, { ...input, approval_token: 'apt_not-a-real-token' }),
+      ).rejects.toMatchObject({ code: 'invalid_approval_token' });
+      expect(warnings).toEqual([
+        expect.objectContaining({
+          msg: 'the record of an agent call could not be written',
+          obj: expect.objectContaining({
+            tool: 'pay_invoice',
+            outcome: 'refused',
+            refusal: 'invalid_approval_token',
+          }),
+        }),
+      ]);
+    } finally {
+      await owner.query('DROP TRIGGER IF EXISTS refuse_refused_run ON agent_runs');
+      await owner.query('DROP FUNCTION IF EXISTS refuse_refused_run()');
+      await owner.end();
+    }
+  });
 });

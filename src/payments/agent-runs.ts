@@ -35,7 +35,7 @@ export interface Run<Tool extends string = string> {
  * call's admission has already written the row (`admitMoneyMovingCall`); the end completes it.
  */
 export async function recordRun<T, Tool extends string>(
-  deps: Pick<EngineDeps, 'db'>,
+  deps: Pick<EngineDeps, 'db' | 'logger'>,
   caller: Caller,
   tool: Tool,
   fn: (run: Run<Tool>) => Promise<T>,
@@ -106,8 +106,13 @@ export async function recordRun<T, Tool extends string>(
         },
         { waitForDisk: refusedEntry !== null },
       )
-      .catch(() => {
-        // The record of a run must never turn a finished payment into an error.
+      .catch((error: unknown) => {
+        // The record of a run must never turn a finished payment into an error, but a missing record (a
+        // refusal's audit entry above all) must not go unnoticed either.
+        deps.logger?.warn(
+          { err: error, tool, runId: run.id, outcome, refusal: refusedEntry?.code ?? null },
+          'the record of an agent call could not be written',
+        );
       });
   }
 }

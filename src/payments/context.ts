@@ -24,6 +24,8 @@ export interface EngineDeps {
   publicUrl: string;
   /** Called after an alert is committed (error analysis hangs here); must not throw or block. */
   onAlert?: (notice: FailureNotice) => void;
+  /** Where the engine reports what it cannot put on the record itself (the process logger). */
+  logger?: { warn(obj: object, msg?: string): void };
 }
 
 export interface Caller {
