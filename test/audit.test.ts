@@ -8,6 +8,7 @@ import { openTransactionOf } from '../src/db/pool.js';
 import { createTenant } from '../src/directory/tenants.js';
 import { cliFor } from './support/cli.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
+import { deferred } from './support/deferred.js';
 
 const canonicalize = canonicalizeModule as unknown as (value: unknown) => string | undefined;
 
@@ -136,26 +137,20 @@ describe('audit log', () => {
   });
 
   it("takes the chain's lock only inside COMMIT: a transaction paused after asking to append holds none", async () => {
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let paused!: (pid: number) => void;
-    const pausedAt = new Promise<number>((resolve) => {
-      paused = resolve;
-    });
+    const held = deferred();
+    const paused = deferred<number>();
     const first = t.db.withTenant(tenantId, async (c) => {
       const { rows } = await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
       await appendAudit(c, { tenantId, actorType: 'system', action: 'commit_lock.first' });
       // Runs after the audit's own hook has sent its append request: the client is between that and COMMIT.
       openTransactionOf(c)!.beforeCommit.push(async () => {
-        paused(rows[0]!.pid);
-        await held;
+        paused.resolve(rows[0]!.pid);
+        await held.promise;
       });
     });
     // Should the transaction end before it pauses (a failed request), say so instead of waiting forever.
     const pid = await Promise.race([
-      pausedAt,
+      paused.promise,
       first.then(() => {
         throw new Error('the transaction committed without pausing');
       }),
@@ -171,7 +166,7 @@ describe('audit log', () => {
       );
     } finally {
       // Released whatever happened above, so that a failure fails instead of leaving the transaction open.
-      release();
+      held.resolve();
       await first;
     }
     const { rows } = await t.db.withTenant(tenantId, (c) =>
@@ -188,25 +183,19 @@ describe('audit log', () => {
 
   it("time follows the chain: an entry's time is when it was written under the lock", async () => {
     // A transaction that began first but commits second is second in the chain, and later in time.
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let appended!: () => void;
-    const firstAppended = new Promise<void>((resolve) => {
-      appended = resolve;
-    });
+    const held = deferred();
+    const appended = deferred();
     const first = t.db.withTenant(tenantId, async (c) => {
       await appendAudit(c, { tenantId, actorType: 'system', action: 'time.began_first' });
-      appended();
-      await held;
+      appended.resolve();
+      await held.promise;
     });
-    await firstAppended;
+    await appended.promise;
     await new Promise((resolve) => setTimeout(resolve, 5));
     await t.db.withTenant(tenantId, (c) =>
       appendAudit(c, { tenantId, actorType: 'system', action: 'time.began_second' }),
     );
-    release();
+    held.resolve();
     await first;
     const { rows: raced } = await t.db.withTenant(tenantId, (c) =>
       c.query<{ action: string; at: Date }>(

@@ -5,6 +5,7 @@ import { applyPaymentOutcome, getPayment } from '../src/payments/payments.js';
 import { reconcilePayment } from '../src/payments/phases.js';
 import { getPaymentStatus } from '../src/payments/status.js';
 import { count } from './sidecar/support.js';
+import { deferred } from './support/deferred.js';
 import { createFixture, type Fixture, payThroughEngine } from './support/fixture.js';
 
 describe('failures follow the rules', () => {
@@ -192,14 +193,8 @@ describe('failures follow the rules', () => {
     const id = started.payment_id;
 
     // A provider's refund webhook records a refund made outside paygate, holding the payment's lock.
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let refunded!: () => void;
-    const refundWritten = new Promise<void>((resolve) => {
-      refunded = resolve;
-    });
+    const held = deferred();
+    const refundWritten = deferred();
     let holderPid = 0;
     const holder = f.t.db.withTenant(f.tenant.id, async (c) => {
       holderPid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
@@ -209,11 +204,11 @@ describe('failures follow the rules', () => {
          VALUES ($1, $2, 1000, 'USD', 'succeeded', 'finished', 're_outside', now())`,
         [f.tenant.id, id],
       );
-      refunded();
-      await held;
+      refundWritten.resolve();
+      await held.promise;
     });
     // The holder's own failure ends the wait too, rather than leaving this test hanging on it.
-    await Promise.race([refundWritten, holder]);
+    await Promise.race([refundWritten.promise, holder]);
     const moving = f.t.db.withTenant(f.tenant.id, (c) =>
       applyPaymentOutcome(c, id, { status: 'succeeded' }, { actorType: 'provider', actorId: 'stripe' }),
     );
@@ -228,7 +223,7 @@ describe('failures follow the rules', () => {
     ) {
       if (Date.now() > deadline) throw new Error('the move never waited for the refund holder');
     }
-    release();
+    held.resolve();
     await holder;
     const applied = await moving;
     expect(applied.payment.status).toBe('succeeded');

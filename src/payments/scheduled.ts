@@ -86,7 +86,9 @@ export async function executeScheduledBatch(
   const results: ScheduledResult[] = [];
   let started: Started[] = [];
   try {
-    started = await startScheduledPayments(deps, tenantId, scheduledIds, options);
+    started = await deps.db.withTenant(tenantId, (client) =>
+      startReadySchedules(client, tenantId, scheduledIds, options),
+    );
   } catch (error) {
     // Nothing of phase 1 committed: every schedule takes the per-payment path below.
     options.onBatchFailed?.('phase 1', error, scheduledIds.length);
@@ -110,19 +112,7 @@ export async function executeScheduledBatch(
   return results;
 }
 
-/** Phase 1 for the schedules that are plainly ready, in one transaction; the others are left as they are. */
-function startScheduledPayments(
-  deps: EngineDeps,
-  tenantId: string,
-  scheduledIds: string[],
-  options: ScheduledBatchOptions,
-): Promise<Started[]> {
-  return deps.db.withTenant(tenantId, (client) =>
-    startReadySchedules(client, tenantId, scheduledIds, options),
-  );
-}
-
-/** Phase 1 of the plainly ready among `scheduledIds`, in the caller's transaction. */
+/** Phase 1 of the plainly ready among `scheduledIds`, in the caller's transaction; the others are left as they are. */
 async function startReadySchedules(
   client: Queryable,
   tenantId: string,
@@ -155,7 +145,6 @@ async function startReadySchedules(
   await insertPaymentsFromSchedules(
     client,
     schedules.map((s) => ({ scheduledId: s.id, paymentId: s.paymentId })),
-    SCHEDULED_PAYMENT_LEASE_MS / 1000,
   );
   await client.query(
     `UPDATE scheduled_payments s SET status = 'running', payment_id = u.payment_id, attempts = s.attempts + 1,
@@ -197,7 +186,6 @@ async function startReadySchedules(
 async function insertPaymentsFromSchedules(
   client: Queryable,
   pairs: { scheduledId: string; paymentId: string }[],
-  leaseS: number,
 ): Promise<void> {
   await client.query(
     `INSERT INTO payments (id, tenant_id, invoice_id, agent_key_id, approval_id, scheduled_payment_id, amount_minor,
@@ -213,7 +201,7 @@ async function insertPaymentsFromSchedules(
       pairs.map((p) => p.scheduledId),
       pairs.map((p) => p.paymentId),
       pairs.map(() => newConfirmationNumber()),
-      leaseS,
+      SCHEDULED_PAYMENT_LEASE_MS / 1000,
     ],
   );
 }

@@ -10,9 +10,9 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { verifyAuditLog } from '../../src/audit/verify.js';
 import type { AgentKey } from '../../src/directory/agent-keys.js';
 import { signStripeWebhookForTest } from '../../src/gateways/stripe/webhook.js';
-import { createFixture, type Fixture } from '../support/fixture.js';
+import { createFixture, type Fixture, payThroughEngine } from '../support/fixture.js';
 import { referenceRoot } from '../support/reference.js';
-import { payThroughEngine, type RunningSidecar, startSidecar } from './support.js';
+import { type RunningSidecar, startSidecar } from './support.js';
 
 const SECRET = 'whsec_convergence_0123456789abcdef';
 const PAYMENTS = 50;

@@ -44,8 +44,6 @@ export async function startSidecar(
   };
 }
 
-export { payThroughEngine } from '../support/fixture.js';
-
 export async function count(f: Fixture, sql: string, params: unknown[] = []): Promise<number> {
   const { rows } = await f.t.db.withSystem((c) => c.query<{ n: number }>(sql, params));
   return Number(rows[0]!.n);

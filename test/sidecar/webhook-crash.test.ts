@@ -21,8 +21,8 @@ import { verifyAuditLog } from '../../src/audit/verify.js';
 import { signStripeWebhookForTest } from '../../src/gateways/stripe/webhook.js';
 import type { CrashPoint } from '../../src/payments/crash-points.js';
 import { CLI } from '../support/cli.js';
-import { createFixture, type Fixture } from '../support/fixture.js';
-import { count, payThroughEngine, stripeEventFor } from './support.js';
+import { createFixture, type Fixture, payThroughEngine } from '../support/fixture.js';
+import { count, stripeEventFor } from './support.js';
 
 const STRIPE_SECRET = 'whsec_webhook_crash_test_0123456789abcdef';
 

@@ -10,9 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SYSTEM_TENANT_ID } from '../../src/audit/log.js';
 import { verifyAuditLog } from '../../src/audit/verify.js';
 import { signStripeWebhookForTest } from '../../src/gateways/stripe/webhook.js';
-import { createFixture, type Fixture } from '../support/fixture.js';
+import { createFixture, type Fixture, payThroughEngine } from '../support/fixture.js';
 import { referenceRoot } from '../support/reference.js';
-import { count, payThroughEngine, type RunningSidecar, startSidecar, stripeEventFor } from './support.js';
+import { count, type RunningSidecar, startSidecar, stripeEventFor } from './support.js';
 
 const STRIPE_SECRET = 'whsec_sidecar_test_secret_0123456789';
 const stripeEventsDir = path.join(referenceRoot, 'stripe/events');

@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LedgerEntry } from '../../src/sandbox/ledger.js';
+import { deferred } from '../support/deferred.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
 import { envFor, runPaygate, scheduleApproved } from './support.js';
 
@@ -18,10 +19,7 @@ describe('paygate sandbox shared by a worker process', () => {
   it('prints its URLs, serves the worker, exposes its ledger, and exits 0 on SIGTERM', async () => {
     let pid = 0;
     let output = '';
-    let urls: () => void;
-    const ready = new Promise<void>((resolve) => {
-      urls = resolve;
-    });
+    const ready = deferred();
     const sandboxProcess = runPaygate(
       ['sandbox'],
       {},
@@ -31,11 +29,11 @@ describe('paygate sandbox shared by a worker process', () => {
         },
         onStdout: (chunk) => {
           output += chunk;
-          if (output.includes('ledger: ')) urls();
+          if (output.includes('ledger: ')) ready.resolve();
         },
       },
     );
-    await ready;
+    await ready.promise;
     const url = (name: string) =>
       new RegExp(`^${name}: (http://127\\.0\\.0\\.1:\\d+\\S*)$`, 'm').exec(output)![1]!;
     const stripe = url('stripe');

@@ -14,6 +14,7 @@ import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js'
 import { insertPayment } from '../../src/payments/payments.js';
 import { refundPayment } from '../../src/payments/refund.js';
 import { createWorker, retryDelayMs } from '../../src/worker/index.js';
+import { deferred } from '../support/deferred.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
 import { envFor, runPaygate, scheduleApproved } from './support.js';
 
@@ -562,10 +563,7 @@ describe('worker', () => {
 
   it('paygate worker exits 0 on SIGTERM', async () => {
     let pid = 0;
-    let started: () => void;
-    const ready = new Promise<void>((resolve) => {
-      started = resolve;
-    });
+    const ready = deferred();
     const done = runPaygate(
       ['worker'],
       { ...envFor(f), PAYGATE_LOG_LEVEL: 'info' },
@@ -574,11 +572,11 @@ describe('worker', () => {
           pid = p;
         },
         onStderr: (chunk) => {
-          if (chunk.includes('worker started')) started();
+          if (chunk.includes('worker started')) ready.resolve();
         },
       },
     );
-    await ready;
+    await ready.promise;
     process.kill(pid, 'SIGTERM');
     const result = await done;
     expect(result.code).toBe(0);
