@@ -11,6 +11,7 @@
  * Every token is minted (payInvoice without a token, approve() as the admin) before any timing.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import http from 'node:http';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { createDb } from '../src/db/pool.js';
@@ -21,6 +22,7 @@ import { capturePool } from './support/capture.js';
 import { type CpuReading, cpuMeter, postmasterPid } from './support/cpu.js';
 import type { BenchServer } from './support/database.js';
 import { benchEnv } from './support/env.js';
+import { nodeHttpFetch } from './support/node-fetch.js';
 import {
   capturedRunId,
   describeTemplate,
@@ -149,6 +151,9 @@ async function connectAgent(url: string, agent: BenchAgent): Promise<Client> {
   await client.connect(
     new StreamableHTTPClientTransport(new URL(`${url}/mcp`), {
       requestInit: { headers: { Authorization: `Bearer ${agent.key}` } },
+      ...(process.env.BENCH_MCP_FETCH === 'undici'
+        ? {}
+        : { fetch: nodeHttpFetch(new http.Agent({ keepAlive: true })) }),
     }),
   );
   return client;
