@@ -1,6 +1,11 @@
 /** Banking days: weekends and the Federal Reserve's holidays are skipped wherever a date is moved on. */
 import { expect, it } from 'vitest';
-import { addBusinessDays, isBusinessDay, nextBusinessDay } from '../src/payments/calendar.js';
+import {
+  addBusinessDays,
+  isBusinessDay,
+  nextBusinessDay,
+  whyNotBusinessDay,
+} from '../src/payments/calendar.js';
 
 it('whatever time zone the server runs in', () => {
   // Years no other test here has asked for, so their holidays are computed under this zone.
@@ -28,4 +33,12 @@ it('skips the Federal Reserve’s holidays as it skips weekends', () => {
   expect(isBusinessDay('2027-12-31')).toBe(true); // New Year's Day 2028 is a Saturday: the Fed opens Friday
   expect(nextBusinessDay('2027-12-31')).toBe('2028-01-03');
   expect(addBusinessDays('2026-12-23', 3)).toBe('2026-12-29'); // 24th, (25th Christmas), 28th, 29th
+});
+
+it('says why a day is not a banking day, as a refusal shows it', () => {
+  expect(whyNotBusinessDay('2026-11-26')).toBe('Thanksgiving Day, a Federal Reserve holiday');
+  expect(whyNotBusinessDay('2027-07-05')).toBe('Independence Day, a Federal Reserve holiday'); // observed
+  expect(whyNotBusinessDay('2026-11-28')).toBe('a Saturday');
+  expect(whyNotBusinessDay('2026-11-29')).toBe('a Sunday');
+  expect(whyNotBusinessDay('2026-11-27')).toBeNull();
 });

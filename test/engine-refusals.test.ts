@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { approve, reject } from '../src/approvals/approvals.js';
 import { addUser } from '../src/directory/users.js';
 import { RefusedError, UsageError } from '../src/errors.js';
-import { addDays, todayIn } from '../src/payments/calendar.js';
+import { addDays, isBusinessDay, nextBusinessDay, todayIn } from '../src/payments/calendar.js';
 import { type ApprovalRequired, payInvoice, schedulePayment } from '../src/payments/pay.js';
 import { refundPayment } from '../src/payments/refund.js';
 import { cancelScheduledPayment } from '../src/payments/status.js';
@@ -145,6 +145,44 @@ describe('the refusal table', () => {
     await refused('approval_token_used', () =>
       schedulePayment(f.deps, { agentKey: f.agentKey }, { ...input, approval_token: token }),
     );
+  });
+
+  it('an ACH schedule for a weekend or a Federal Reserve holiday: refused, naming the next banking day', async () => {
+    const today = todayIn(f.tenant.timezone);
+    // The next Saturday, and the next weekday holiday (there is one within any year), from today.
+    const days = Array.from({ length: 366 }, (_, i) => addDays(today, i + 1));
+    const saturday = days.find((d) => new Date(`${d}T00:00:00Z`).getUTCDay() === 6)!;
+    const holiday = days.find(
+      (d) => ![0, 6].includes(new Date(`${d}T00:00:00Z`).getUTCDay()) && !isBusinessDay(d),
+    )!;
+    const ach = (date: string) => ({ ...pay('INV-SCHED', '75.00', { method: 'ach' }), scheduled_date: date });
+    for (const [date, reason] of [
+      [saturday, 'is a Saturday'],
+      [holiday, 'a Federal Reserve holiday'],
+    ] as const) {
+      await refused('invalid_date', () => schedulePayment(f.deps, { agentKey: f.agentKey }, ach(date)));
+      const error = (await schedulePayment(f.deps, { agentKey: f.agentKey }, ach(date)).catch(
+        (e: unknown) => e,
+      )) as UsageError;
+      expect(error.message).toContain(reason);
+      expect(error.nextStep).toBe(`schedule it for ${nextBusinessDay(date)}, the next banking day`);
+    }
+    // A card moves money any day; ACH on the next banking day is asked for as usual.
+    const byCard = await schedulePayment(
+      f.deps,
+      { agentKey: f.agentKey },
+      {
+        ...pay('INV-SCHED', '75.00'),
+        scheduled_date: saturday,
+      },
+    );
+    expect(byCard).toMatchObject({ status: 'approval_required' });
+    const onBankingDay = await schedulePayment(
+      f.deps,
+      { agentKey: f.agentKey },
+      ach(nextBusinessDay(holiday)),
+    );
+    expect(onBankingDay).toMatchObject({ status: 'approval_required' });
   });
 
   it("another tenant's token, and another agent's token", async () => {

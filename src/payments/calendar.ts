@@ -22,29 +22,38 @@ export function addDays(date: string, days: number): string {
 }
 
 /**
- * The Federal Reserve's holidays in `year` as YYYY-MM-DD: the US federal holidays (OPM's list, kept by
- * GSA's 18F), a Sunday holiday observed on the Monday after; a Saturday one is not moved, since the Fed
+ * The Federal Reserve's holidays in `year`, YYYY-MM-DD to name: the US federal holidays (OPM's list, kept
+ * by GSA's 18F), a Sunday holiday observed on the Monday after; a Saturday one is not moved, since the Fed
  * opens the Friday before (federalreserve.gov, "Holidays Observed by the Federal Reserve System").
  */
-const holidaysByYear = new Map<number, Set<string>>();
-function federalReserveHolidays(year: number): Set<string> {
+const holidaysByYear = new Map<number, Map<string, string>>();
+function federalReserveHolidays(year: number): Map<string, string> {
   let holidays = holidaysByYear.get(year);
   if (!holidays) {
-    holidays = new Set(
+    holidays = new Map(
       // dateString, not date: date is local midnight, a day early in UTC wherever the server is east of it.
-      allForYear(year, { shiftSaturdayHolidays: false, shiftSundayHolidays: true }).map(
-        (holiday) => holiday.dateString,
-      ),
+      allForYear(year, { shiftSaturdayHolidays: false, shiftSundayHolidays: true }).map((holiday) => [
+        holiday.dateString,
+        holiday.name,
+      ]),
     );
     holidaysByYear.set(year, holidays);
   }
   return holidays;
 }
 
+/** Why `date` is not a banking day ("a Sunday", "Thanksgiving Day, a Federal Reserve holiday"), or null. */
+export function whyNotBusinessDay(date: string): string | null {
+  const day = new Date(`${date}T00:00:00Z`).getUTCDay();
+  if (day === 0) return 'a Sunday';
+  if (day === 6) return 'a Saturday';
+  const holiday = federalReserveHolidays(Number(date.slice(0, 4))).get(date);
+  return holiday ? `${holiday}, a Federal Reserve holiday` : null;
+}
+
 /** A banking day: Monday to Friday, and not a Federal Reserve holiday (no ACH settles on one). */
 export function isBusinessDay(date: string): boolean {
-  const day = new Date(`${date}T00:00:00Z`).getUTCDay();
-  return day !== 0 && day !== 6 && !federalReserveHolidays(Number(date.slice(0, 4))).has(date);
+  return whyNotBusinessDay(date) === null;
 }
 
 /** The next banking day after `date`. */

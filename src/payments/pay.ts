@@ -26,7 +26,7 @@ import { RefusedError, UsageError } from '../errors.js';
 import type { Rail } from '../gateways/types.js';
 import { formatAmount, formatMoney, MoneyError, parseMoney } from '../money.js';
 import { admitMoneyMovingCall, type Run, recordRun } from './agent-runs.js';
-import { addDays, todayIn } from './calendar.js';
+import { addDays, nextBusinessDay, todayIn, whyNotBusinessDay } from './calendar.js';
 import type { Caller, EngineDeps } from './context.js';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from './idempotency.js';
 import { checkDate, findInvoice, type Invoice, transitionInvoice } from './invoices.js';
@@ -582,6 +582,7 @@ export async function schedulePayment(
           async (client, tenant) => {
             checkScheduleDate(date, tenant);
             const p = await plan(client, tenant, caller, input, { day: date });
+            if (p.rail === 'ach') checkAchScheduleDate(date);
             return { p, params: { ...payParams(p), scheduled_date: date } };
           },
           (client, approved) => startSchedule(client, caller, approved),
@@ -604,6 +605,21 @@ function checkScheduleDate(date: string, tenant: Tenant): void {
   }
   if (date > addDays(today, MAX_SCHEDULE_AHEAD_DAYS)) {
     throw new UsageError(`scheduled_date ${date} is more than a year ahead`, 'invalid_date');
+  }
+}
+
+/**
+ * ACH moves money on banking days only. A schedule for a weekend or a Federal Reserve holiday would go to
+ * the bank on the next banking day, later than the date the human approved: refused, naming that day.
+ */
+function checkAchScheduleDate(date: string): void {
+  const reason = whyNotBusinessDay(date);
+  if (reason) {
+    throw new UsageError(
+      `scheduled_date ${date} is ${reason}; ACH payments move on banking days only`,
+      'invalid_date',
+      `schedule it for ${nextBusinessDay(date)}, the next banking day`,
+    );
   }
 }
 

@@ -2,12 +2,17 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { expect } from 'vitest';
-import { todayIn } from '../../src/payments/calendar.js';
+import { isBusinessDay, nextBusinessDay, todayIn } from '../../src/payments/calendar.js';
 import { type ApprovalRequired, schedulePayment } from '../../src/payments/pay.js';
 import { CLI } from '../support/cli.js';
 import type { Fixture } from '../support/fixture.js';
 
-/** An agent schedules, a human approves, the agent schedules again with the token: the real protocol. */
+/**
+ * An agent schedules, a human approves, the agent schedules again with the token: the real protocol. With
+ * no date the schedule is due today; by ACH it is made for the first banking day from today (ACH may only
+ * be scheduled on one) and, when that is a later day, moved to today by hand afterwards, so that these
+ * tests of what the worker does with a due schedule run on any day of the year.
+ */
 export async function scheduleApproved(
   f: Fixture,
   agent: Fixture['agentKey'],
@@ -16,12 +21,14 @@ export async function scheduleApproved(
   method: 'stripe' | 'paypal' | 'ach',
   date?: string,
 ): Promise<string> {
+  const today = todayIn(f.tenant.timezone);
+  const bankingDay = isBusinessDay(today) ? today : nextBusinessDay(today);
   const input = {
     invoice,
     amount,
     currency: 'USD',
     method,
-    scheduled_date: date ?? todayIn(f.tenant.timezone),
+    scheduled_date: date ?? (method === 'ach' ? bankingDay : today),
   };
   const ask = (await schedulePayment(f.deps, { agentKey: agent }, input)) as ApprovalRequired;
   expect(ask.status).toBe('approval_required');
@@ -37,7 +44,13 @@ export async function scheduleApproved(
       [invoice],
     ),
   );
-  return rows[0]!.id;
+  const id = rows[0]!.id;
+  if (date === undefined && input.scheduled_date !== today) {
+    await f.t.db.withTenant(f.tenant.id, (c) =>
+      c.query('UPDATE scheduled_payments SET scheduled_date = $2 WHERE id = $1', [id, today]),
+    );
+  }
+  return id;
 }
 
 /**
