@@ -34,9 +34,11 @@ function readStatusKb(pid: number, field: string): number {
  * samples CPU time (the V8 profile samples wall time, so a socket write the kernel preempts looks costly).
  */
 export function profileFlags(): string[] {
-  if (process.env.BENCH_PERF) return ['--perf-basic-prof', '--interpreted-frames-native-stack'];
+  // BENCH_NODE_FLAGS: more flags for the server's node, to try a V8 setting (`--trace-gc`, heap sizes).
+  const extra = process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
+  if (process.env.BENCH_PERF) return [...extra, '--perf-basic-prof', '--interpreted-frames-native-stack'];
   const dir = process.env.BENCH_PROFILE_DIR;
-  return dir ? ['--cpu-prof', '--cpu-prof-dir', dir] : [];
+  return dir ? [...extra, '--cpu-prof', '--cpu-prof-dir', dir] : extra;
 }
 
 interface Started {
