@@ -4,6 +4,7 @@ import {
   addBusinessDays,
   isBusinessDay,
   nextBusinessDay,
+  previousBusinessDay,
   whyNotBusinessDay,
 } from '../src/payments/calendar.js';
 
@@ -32,6 +33,8 @@ it('skips the Federal Reserve’s holidays as it skips weekends', () => {
   expect(isBusinessDay('2027-07-05')).toBe(false); // Independence Day 2027 is a Sunday: observed Monday
   expect(isBusinessDay('2027-12-31')).toBe(true); // New Year's Day 2028 is a Saturday: the Fed opens Friday
   expect(nextBusinessDay('2027-12-31')).toBe('2028-01-03');
+  expect(previousBusinessDay('2026-11-27')).toBe('2026-11-25'); // back over Thanksgiving
+  expect(previousBusinessDay('2027-01-19')).toBe('2027-01-15'); // back over a weekend and MLK Day
   expect(addBusinessDays('2026-12-23', 3)).toBe('2026-12-29'); // 24th, (25th Christmas), 28th, 29th
 });
 

@@ -7,7 +7,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { approve, reject } from '../src/approvals/approvals.js';
 import { addUser } from '../src/directory/users.js';
 import { RefusedError, UsageError } from '../src/errors.js';
-import { addDays, isBusinessDay, nextBusinessDay, todayIn } from '../src/payments/calendar.js';
+import {
+  addDays,
+  isBusinessDay,
+  nextBusinessDay,
+  previousBusinessDay,
+  todayIn,
+} from '../src/payments/calendar.js';
 import { type ApprovalRequired, payInvoice, schedulePayment } from '../src/payments/pay.js';
 import { refundPayment } from '../src/payments/refund.js';
 import { cancelScheduledPayment } from '../src/payments/status.js';
@@ -147,41 +153,50 @@ describe('the refusal table', () => {
     );
   });
 
-  it('an ACH schedule for a weekend or a Federal Reserve holiday: refused, naming the next banking day', async () => {
+  it('an ACH schedule for a weekend or a Federal Reserve holiday: refused, naming the banking days either side', async () => {
+    // Its own key: this file's calls on f.agentKey come near the key's 60 a minute.
+    const { agentKey } = await f.newAgent({ name: 'ach-dates' });
     const today = todayIn(f.tenant.timezone);
     // The next Saturday, and the next weekday holiday (there is one within any year), from today.
     const days = Array.from({ length: 366 }, (_, i) => addDays(today, i + 1));
-    const saturday = days.find((d) => new Date(`${d}T00:00:00Z`).getUTCDay() === 6)!;
-    const holiday = days.find(
-      (d) => ![0, 6].includes(new Date(`${d}T00:00:00Z`).getUTCDay()) && !isBusinessDay(d),
-    )!;
-    const ach = (date: string) => ({ ...pay('INV-SCHED', '75.00', { method: 'ach' }), scheduled_date: date });
+    const weekday = (d: string) => new Date(`${d}T00:00:00Z`).getUTCDay();
+    const saturday = days.find((d) => weekday(d) === 6)!;
+    const holiday = days.find((d) => ![0, 6].includes(weekday(d)) && !isBusinessDay(d))!;
+    const ach = (date: string, extra: Record<string, string> = {}) => ({
+      ...pay('INV-SCHED', '75.00', { method: 'ach', ...extra }),
+      scheduled_date: date,
+    });
+    const refusal = (input: ReturnType<typeof ach>) =>
+      schedulePayment(f.deps, { agentKey }, input).catch((e: unknown) => e) as Promise<UsageError>;
     for (const [date, reason] of [
       [saturday, 'is a Saturday'],
       [holiday, 'a Federal Reserve holiday'],
     ] as const) {
-      await refused('invalid_date', () => schedulePayment(f.deps, { agentKey: f.agentKey }, ach(date)));
-      const error = (await schedulePayment(f.deps, { agentKey: f.agentKey }, ach(date)).catch(
-        (e: unknown) => e,
-      )) as UsageError;
+      await refused('invalid_date', () => schedulePayment(f.deps, { agentKey }, ach(date)));
+      const error = await refusal(ach(date));
       expect(error.message).toContain(reason);
-      expect(error.nextStep).toBe(`schedule it for ${nextBusinessDay(date)}, the next banking day`);
+      expect(error.nextStep).toContain(`${nextBusinessDay(date)} (the banking day after)`);
+      expect(error.nextStep).not.toContain('approval_token');
     }
+    // The banking day before is offered only when it is not in the past.
+    const dayBefore = `${previousBusinessDay(saturday)} (the banking day before)`;
+    const offered = (await refusal(ach(saturday))).nextStep;
+    if (previousBusinessDay(saturday) >= today) expect(offered).toContain(dayBefore);
+    else expect(offered).not.toContain(dayBefore);
+    const yesterday = `${addDays(today, -1)}`;
+    expect(offered).not.toContain(yesterday);
+    // With a token (one approved for that date before the rule): the new date needs a new approval.
+    const withToken = await refusal(ach(saturday, { approval_token: `apt_${'x'.repeat(43)}` }));
+    expect(withToken.code).toBe('invalid_date');
+    expect(withToken.nextStep).toContain('without approval_token');
     // A card moves money any day; ACH on the next banking day is asked for as usual.
     const byCard = await schedulePayment(
       f.deps,
-      { agentKey: f.agentKey },
-      {
-        ...pay('INV-SCHED', '75.00'),
-        scheduled_date: saturday,
-      },
+      { agentKey },
+      { ...pay('INV-SCHED', '75.00'), scheduled_date: saturday },
     );
     expect(byCard).toMatchObject({ status: 'approval_required' });
-    const onBankingDay = await schedulePayment(
-      f.deps,
-      { agentKey: f.agentKey },
-      ach(nextBusinessDay(holiday)),
-    );
+    const onBankingDay = await schedulePayment(f.deps, { agentKey }, ach(nextBusinessDay(holiday)));
     expect(onBankingDay).toMatchObject({ status: 'approval_required' });
   });
 

@@ -14,32 +14,40 @@ const NO_BODY = new Set([101, 204, 205, 304]);
 export function nodeHttpFetch(agent: http.Agent): typeof fetch {
   return (input, init = {}) =>
     new Promise<Response>((resolve, reject) => {
-      const url = input instanceof Request ? input.url : String(input);
+      // The SDK passes a URL and an init; a Request would carry its own method, headers and body.
+      if (input instanceof Request) throw new Error('nodeHttpFetch: pass a URL and an init, not a Request');
+      if (init.body !== undefined && init.body !== null && typeof init.body !== 'string') {
+        throw new Error('nodeHttpFetch: only string bodies (the MCP SDK sends JSON text)');
+      }
       const headers: Record<string, string> = {};
       new Headers(init.headers).forEach((value, name) => {
         headers[name] = value;
       });
       const request = http.request(
-        url,
+        String(input),
         { method: init.method ?? 'GET', headers, agent, signal: init.signal ?? undefined },
         (response) => {
-          const responseHeaders = new Headers();
-          for (const [name, value] of Object.entries(response.headers)) {
-            if (value !== undefined)
-              responseHeaders.set(name, Array.isArray(value) ? value.join(', ') : value);
+          try {
+            const responseHeaders = new Headers();
+            for (const [name, value] of Object.entries(response.headers)) {
+              if (value !== undefined)
+                responseHeaders.set(name, Array.isArray(value) ? value.join(', ') : value);
+            }
+            const status = response.statusCode ?? 502;
+            const body = NO_BODY.has(status)
+              ? null
+              : (Readable.toWeb(response) as ReadableStream<Uint8Array>);
+            if (!body) response.resume();
+            resolve(
+              new Response(body, { status, statusText: response.statusMessage, headers: responseHeaders }),
+            );
+          } catch (error) {
+            response.destroy();
+            reject(error);
           }
-          const status = response.statusCode ?? 502;
-          const body = NO_BODY.has(status) ? null : (Readable.toWeb(response) as ReadableStream<Uint8Array>);
-          if (!body) response.resume();
-          resolve(new Response(body, { status, headers: responseHeaders }));
         },
       );
       request.on('error', reject);
-      if (init.body !== undefined && init.body !== null && typeof init.body !== 'string') {
-        request.destroy();
-        reject(new Error('nodeHttpFetch: only string bodies (the MCP SDK sends JSON text)'));
-        return;
-      }
       request.end(init.body ?? undefined);
     });
 }

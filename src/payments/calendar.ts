@@ -63,6 +63,13 @@ export function nextBusinessDay(date: string): string {
   return next;
 }
 
+/** The last banking day before `date`. */
+export function previousBusinessDay(date: string): string {
+  let previous = addDays(date, -1);
+  while (!isBusinessDay(previous)) previous = addDays(previous, -1);
+  return previous;
+}
+
 /** `days` banking days after `date`. */
 export function addBusinessDays(date: string, days: number): string {
   let d = date;

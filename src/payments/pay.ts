@@ -26,7 +26,7 @@ import { RefusedError, UsageError } from '../errors.js';
 import type { Rail } from '../gateways/types.js';
 import { formatAmount, formatMoney, MoneyError, parseMoney } from '../money.js';
 import { admitMoneyMovingCall, type Run, recordRun } from './agent-runs.js';
-import { addDays, nextBusinessDay, todayIn, whyNotBusinessDay } from './calendar.js';
+import { addDays, nextBusinessDay, previousBusinessDay, todayIn, whyNotBusinessDay } from './calendar.js';
 import type { Caller, EngineDeps } from './context.js';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from './idempotency.js';
 import { checkDate, findInvoice, type Invoice, transitionInvoice } from './invoices.js';
@@ -582,7 +582,7 @@ export async function schedulePayment(
           async (client, tenant) => {
             checkScheduleDate(date, tenant);
             const p = await plan(client, tenant, caller, input, { day: date });
-            if (p.rail === 'ach') checkAchScheduleDate(date);
+            if (p.rail === 'ach') checkAchScheduleDate(date, tenant, Boolean(input.approval_token || server));
             return { p, params: { ...payParams(p), scheduled_date: date } };
           },
           (client, approved) => startSchedule(client, caller, approved),
@@ -610,17 +610,28 @@ function checkScheduleDate(date: string, tenant: Tenant): void {
 
 /**
  * ACH moves money on banking days only. A schedule for a weekend or a Federal Reserve holiday would go to
- * the bank on the next banking day, later than the date the human approved: refused, naming that day.
+ * the bank on the next banking day, later than the date the human approved: refused, naming the banking
+ * days either side (in range) for the human to choose from. An approval minted before this rule for such a
+ * date cannot be used; the agent is told to ask again for the new date, which needs its own approval.
  */
-function checkAchScheduleDate(date: string): void {
+function checkAchScheduleDate(date: string, tenant: Tenant, approved: boolean): void {
   const reason = whyNotBusinessDay(date);
-  if (reason) {
-    throw new UsageError(
-      `scheduled_date ${date} is ${reason}; ACH payments move on banking days only`,
-      'invalid_date',
-      `schedule it for ${nextBusinessDay(date)}, the next banking day`,
-    );
-  }
+  if (!reason) return;
+  const today = todayIn(tenant.timezone);
+  const before = previousBusinessDay(date);
+  const after = nextBusinessDay(date);
+  const choices = [
+    before >= today ? `${before} (the banking day before)` : null,
+    after <= addDays(today, MAX_SCHEDULE_AHEAD_DAYS) ? `${after} (the banking day after)` : null,
+  ].filter((choice) => choice !== null);
+  const again = approved
+    ? 'call schedule_payment again with that date and without approval_token: the new date needs its own approval'
+    : 'call schedule_payment again with that date';
+  throw new UsageError(
+    `scheduled_date ${date} is ${reason}; ACH payments move on banking days only`,
+    'invalid_date',
+    `ask the human which banking day they want, ${choices.join(' or ')}, then ${again}`,
+  );
 }
 
 /** Phase 1 of scheduling, after openCall consumed the approval and locked the invoice: write the schedule. */
