@@ -40,7 +40,7 @@ it('skips the Federal Reserve’s holidays as it skips weekends', () => {
 
 it('says why a day is not a banking day, as a refusal shows it', () => {
   expect(whyNotBusinessDay('2026-11-26')).toBe('Thanksgiving Day, a Federal Reserve holiday');
-  expect(whyNotBusinessDay('2027-07-05')).toBe('Independence Day, a Federal Reserve holiday'); // observed
+  expect(whyNotBusinessDay('2027-07-05')).toBe('Independence Day (observed), a Federal Reserve holiday');
   expect(whyNotBusinessDay('2026-11-28')).toBe('a Saturday');
   expect(whyNotBusinessDay('2026-11-29')).toBe('a Sunday');
   expect(whyNotBusinessDay('2026-11-27')).toBeNull();

@@ -30,11 +30,15 @@ const holidaysByYear = new Map<number, Map<string, string>>();
 function federalReserveHolidays(year: number): Map<string, string> {
   let holidays = holidaysByYear.get(year);
   if (!holidays) {
+    // Where it falls, to name a Sunday holiday's Monday "(observed)".
+    const actual = new Set(
+      allForYear(year, { shiftSaturdayHolidays: false, shiftSundayHolidays: false }).map((h) => h.dateString),
+    );
     holidays = new Map(
       // dateString, not date: date is local midnight, a day early in UTC wherever the server is east of it.
       allForYear(year, { shiftSaturdayHolidays: false, shiftSundayHolidays: true }).map((holiday) => [
         holiday.dateString,
-        holiday.name,
+        actual.has(holiday.dateString) ? holiday.name : `${holiday.name} (observed)`,
       ]),
     );
     holidaysByYear.set(year, holidays);
