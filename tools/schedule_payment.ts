@@ -7,7 +7,9 @@ export const scheduleInput = {
   ...payInvoiceInput,
   scheduled_date: z
     .string()
-    .describe("the day to pay, YYYY-MM-DD; today (in the tenant's time zone) or up to a year ahead; for ACH a banking day (Monday to Friday, not a US Federal Reserve holiday)"),
+    .describe(
+      "the day to pay, YYYY-MM-DD; today (in the tenant's time zone) or up to a year ahead; for ACH a banking day (Monday to Friday, not a US Federal Reserve holiday)",
+    ),
 };
 
 export const schedulePaymentTool = defineTool({
