@@ -14,13 +14,15 @@ describe('paygate demo', () => {
     const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'paygate-demo-test-'));
     try {
       const { stdout } = await exec(process.execPath, [CLI, '--data-dir', dataDir, 'demo'], {
-        env: { PATH: process.env.PATH, HOME: process.env.HOME, PAYGATE_LOG_LEVEL: 'warn' },
+        env: { PATH: process.env.PATH, HOME: process.env.HOME },
         timeout: 120_000,
       });
       expect(stdout).toMatch(/✓ paid: confirmation PG-\w+, Stripe pi_\w+, approved by admin@example.com/);
       expect(stdout).toMatch(/✓ scheduled for \d{4}-\d{2}-\d{2}, approved by jdoe@example.com/);
       expect(stdout).toMatch(/✓ refunded: 320.00 USD back through PayPal, approved by jdoe@example.com/);
       expect(stdout).toMatch(/--as admin@example.com` with their own token/);
+      // Written for a person: no routine JSON log lines between the steps.
+      expect(stdout).not.toMatch(/^\{"level"/m);
       // The embedded server it started is stopped again.
       expect((await embeddedStatus(dataDir)).running).toBe(false);
     } finally {

@@ -38,6 +38,8 @@ export async function runDemo(options: { dataDir?: string; out: Out }): Promise<
   const wasRunning = (await embeddedStatus(dataDir)).running;
   // The demo always uses its own embedded database, never a DATABASE_URL from the environment.
   delete process.env.DATABASE_URL;
+  // Its output is for a person: the server's routine JSON log lines would interleave with the steps.
+  process.env.PAYGATE_LOG_LEVEL ??= 'warn';
   out(
     `paygate demo: data in ${dataDir}${temporary ? ' (temporary)' : ''}; providers are the local sandbox, no real money moves\n`,
   );
@@ -103,7 +105,7 @@ export async function runDemo(options: { dataDir?: string; out: Out }): Promise<
       `  ✓ ${paid.status}: confirmation ${paid.confirmation_number}, Stripe ${paid.gateway_reference}, approved by ${paid.approved_by}\n`,
     );
 
-    // A banking day, as a finance team would pick for ACH (a file made on another day waits for one).
+    // ACH is scheduled on banking days only.
     const date = nextBusinessDay(addDays(todayIn('UTC'), 2));
     const scheduled = await askThenDo(
       `Schedule INV-2025-002, 1250.00 USD, by ACH for ${date}`,
