@@ -22,6 +22,9 @@ export interface VerifyResult {
 interface Row {
   tenant_id: string;
   seq: number;
+  at: Date;
+  actor_type: string;
+  actor_id: string | null;
   action: string;
   subject_id: string | null;
   content: string;
@@ -38,14 +41,25 @@ function checkEntry(row: Row, expectedSeq: number, prevHash: Buffer): string | u
   if (!row.prev_hash.equals(prevHash)) return 'its previous-hash link does not match the entry before it';
   if (!chainHash(row.prev_hash, row.content).equals(row.hash))
     return 'its content does not match its hash: the entry was altered';
-  let parsed: { seq?: unknown; action?: unknown; subjectId?: unknown };
+  let parsed: {
+    seq?: unknown;
+    at?: unknown;
+    actorType?: unknown;
+    actorId?: unknown;
+    action?: unknown;
+    subjectId?: unknown;
+  };
   try {
     parsed = JSON.parse(row.content);
   } catch {
     return 'its content is not valid JSON';
   }
+  // Every column that is also in the hashed content (history is read from the columns, not the content).
   if (
     parsed.seq !== row.seq ||
+    parsed.at !== row.at.toISOString() ||
+    parsed.actorType !== row.actor_type ||
+    (parsed.actorId ?? null) !== row.actor_id ||
     parsed.action !== row.action ||
     (parsed.subjectId ?? null) !== row.subject_id
   ) {
@@ -69,7 +83,7 @@ export async function verifyAuditLog(db: Db, options: { tenantId?: string } = {}
       let prevHash = GENESIS_HASH;
       for (;;) {
         const { rows } = await client.query<Row>(
-          `SELECT tenant_id, seq, action, subject_id, content, prev_hash, hash FROM audit_log
+          `SELECT tenant_id, seq, at, actor_type, actor_id, action, subject_id, content, prev_hash, hash FROM audit_log
            WHERE tenant_id = $1 AND seq >= $2 ORDER BY seq LIMIT ${PAGE}`,
           [tenantId, expectedSeq],
         );
