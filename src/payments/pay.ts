@@ -19,7 +19,7 @@ import {
 } from '../approvals/canonical.js';
 import { requiredApprovals } from '../approvals/policy.js';
 import { appendAudit } from '../audit/log.js';
-import type { Queryable } from '../db/pool.js';
+import { advisoryLockKey, type Queryable } from '../db/pool.js';
 import { activeMethodForRail, checkRail, type PaymentMethod } from '../directory/payment-methods.js';
 import type { Tenant } from '../directory/tenants.js';
 import { RefusedError, UsageError } from '../errors.js';
@@ -256,6 +256,11 @@ async function checkCaps(
     );
   }
   if (key.maxPerDayMinor !== null) {
+    // The key's money-moving calls take turns from here to their commit (this runs in the transaction
+    // that writes the payment or schedule): two approved calls started together would otherwise each
+    // sum the day without the other and both pass. The sum below is a new statement, so it sees what the
+    // previous holder committed.
+    await client.query('SELECT pg_advisory_xact_lock($1)', [advisoryLockKey(`daily-cap:${key.id}`)]);
     // The day's payments plus the schedules still waiting for that day: a cap cannot be dodged by
     // scheduling several payments for today.
     const { rows } = await client.query<{ total: number }>(
@@ -512,15 +517,15 @@ export async function payInvoice(
 }
 
 /**
- * Phase 1 of paying now, after openCall consumed the approval and locked the invoice: re-check the
- * caps, write the `processing` payment, and read back what phase 2 sends the provider.
+ * Phase 1 of paying now, after openCall consumed the approval and locked the invoice: write the
+ * `processing` payment and read back what phase 2 sends the provider. The caps were checked by the plan,
+ * in this same transaction, under the key's daily-cap lock.
  */
 async function startPayment(
   client: Queryable,
   caller: Caller,
   { tenant, p, consumed, invoice }: Approved<PayParams>,
 ): Promise<Submission> {
-  await checkCaps(client, tenant, caller, p.amountMinor, p.currency);
   const paymentId = randomUUID();
   await insertPayment(client, {
     id: paymentId,

@@ -175,6 +175,16 @@ export async function refundPayment(
           });
           const locked = (await getPayment(client, payment.id, { forUpdate: true }))!;
           checkRefundable(locked, amountMinor);
+          // Dual control again, under the payment's lock, over what is refunded by now: two requests asked
+          // while nothing was refunded each looked small enough for one approver.
+          const total = locked.refundedMinor + locked.pendingRefundMinor + amountMinor;
+          if (consumed.approvedBy.length < requiredApprovals(tenant, total, payment.currency)) {
+            throw new RefusedError(
+              'dual_approval_required',
+              `refunds of payment ${payment.confirmationNumber} would total ${formatMoney(total, payment.currency)}, which needs two approvers; this one was approved by ${consumed.approvedBy.join(', ')} alone`,
+              'call refund_payment again without approval_token to ask for an approval of two humans',
+            );
+          }
           await client.query(
             `INSERT INTO refunds (id, tenant_id, payment_id, approval_id, agent_key_id, amount_minor, currency, reason, approved_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,

@@ -1,0 +1,118 @@
+/** Limits that must hold across calls (the daily cap, dual control), not only within one. */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { approve } from '../src/approvals/approvals.js';
+import { addUser } from '../src/directory/users.js';
+import { type ApprovalRequired, payInvoice } from '../src/payments/pay.js';
+import { refundPayment } from '../src/payments/refund.js';
+import { createFixture, type Fixture } from './support/fixture.js';
+
+const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('limits across calls', () => {
+  let f: Fixture;
+  let owner: pg.Client;
+  beforeAll(async () => {
+    f = await createFixture({ dualAbove: 1_000_00 });
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_visa' });
+    owner = new pg.Client({ connectionString: f.t.adminUrl });
+    await owner.connect();
+  });
+  afterAll(async () => {
+    await owner.end();
+    await f.close();
+  });
+
+  it('the daily cap holds for two approved payments started at the same time', async () => {
+    const capped = await f.newAgent({ name: 'race-capped', maxPerDayMinor: 600_00, capsCurrency: 'USD' });
+    const caller = { agentKey: capped.agentKey };
+    const inputs = ['INV-RACE-1', 'INV-RACE-2'].map((invoice) => ({
+      invoice,
+      amount: '500.00',
+      currency: 'USD',
+      method: 'stripe',
+    }));
+    for (const i of inputs) await f.addInvoice(i.invoice, 500_00);
+    // Each is within the cap when asked (nothing paid yet), and a human approves each.
+    const tokens: string[] = [];
+    for (const i of inputs) {
+      const ask = (await payInvoice(f.deps, caller, i)) as ApprovalRequired;
+      tokens.push((await f.approveAs(f.admin, ask.approval_id))!);
+    }
+    // Hold inserts into payments (reads still pass) so both calls are inside phase 1 at once.
+    const holder = new pg.Client({ connectionString: f.t.adminUrl });
+    await holder.connect();
+    await holder.query('BEGIN');
+    await holder.query('LOCK TABLE payments IN SHARE MODE');
+    const calls = inputs.map((i, n) =>
+      payInvoice(f.deps, caller, { ...i, approval_token: tokens[n] }).then(
+        (r) => ({ ok: true as const, r }),
+        (e: unknown) => ({ ok: false as const, code: (e as { code?: string }).code }),
+      ),
+    );
+    // Wait until two backends are waiting on a lock (on the table, or on whatever a fix serialises on),
+    // or until one has been alone waiting for a while (a fix that makes the second wait elsewhere).
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const { rows } = await owner.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> $1`,
+        [(holder as unknown as { processID: number }).processID],
+      );
+      if (rows[0]!.n >= 2 || Date.now() > deadline) break;
+      await settle(20);
+    }
+    await holder.query('COMMIT');
+    await holder.end();
+    const results = await Promise.all(calls);
+    const paid = results.filter((r) => r.ok);
+    // 1000.00 against a cap of 600.00 per day: at most one of them may move money.
+    expect(paid).toHaveLength(1);
+    expect(results.filter((r) => !r.ok).map((r) => (r as { code?: string }).code)).toEqual([
+      'agent_daily_cap_exceeded',
+    ]);
+  });
+
+  it('dual control cannot be split into refund requests asked before either is made', async () => {
+    const cfo = await addUser(f.t.db, f.tenant.id, f.admin, { email: 'cfo2@example.com', role: 'approver' });
+    await f.addInvoice('INV-SPLIT', 1_500_00);
+    const input = { invoice: 'INV-SPLIT', amount: '1500.00', currency: 'USD', method: 'stripe' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+    await approve(f.t.db, f.tenant.id, f.admin, ask.approval_id);
+    const token = (await approve(f.t.db, f.tenant.id, cfo.user, ask.approval_id)).approvalToken;
+    const paid = (await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...input, approval_token: token },
+    )) as { payment_id: string };
+    // Two requests of 600.00, both asked while nothing is refunded: each alone is under 1000.00.
+    const a = { payment: paid.payment_id, amount: '600.00', reason: 'part a' };
+    const b = { payment: paid.payment_id, amount: '600.00', reason: 'part b' };
+    const askA = (await refundPayment(f.deps, { agentKey: f.agentKey }, a)) as ApprovalRequired;
+    const askB = (await refundPayment(f.deps, { agentKey: f.agentKey }, b)) as ApprovalRequired;
+    const tokenA = await f.approveAs(f.admin, askA.approval_id);
+    const tokenB = await f.approveAs(f.admin, askB.approval_id);
+    await refundPayment(f.deps, { agentKey: f.agentKey }, { ...a, approval_token: tokenA });
+    // 1200.00 refunded in all, above the 1000.00 threshold, on one human's word: must be refused.
+    const second = await refundPayment(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...b, approval_token: tokenB },
+    ).then(
+      () => 'refunded',
+      (e: unknown) => (e as { code?: string }).code ?? 'error',
+    );
+    expect(second).toBe('dual_approval_required');
+    expect(f.sandbox.ledger.refunds()).toHaveLength(1);
+    // Asked again, it needs two humans, and with them it is made.
+    const again = (await refundPayment(f.deps, { agentKey: f.agentKey }, b)) as ApprovalRequired;
+    expect(again.status).toBe('approval_required');
+    await approve(f.t.db, f.tenant.id, f.admin, again.approval_id);
+    const both = (await approve(f.t.db, f.tenant.id, cfo.user, again.approval_id)).approvalToken!;
+    const made = (await refundPayment(f.deps, { agentKey: f.agentKey }, { ...b, approval_token: both })) as {
+      refund_status: string;
+    };
+    expect(made.refund_status).toBe('succeeded');
+    expect(f.sandbox.ledger.refunds()).toHaveLength(2);
+  });
+});
