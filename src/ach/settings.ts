@@ -71,8 +71,26 @@ export interface AchSettingsInput {
   settlementDays?: number;
 }
 
+/** Settings fields by the `paygate ach settings` flag that sets them, so a refusal names what to type. */
+const FLAG_OF: Record<string, string> = {
+  balanced: '--balanced or --unbalanced',
+  offsetAccount: '--offset-account',
+  'offsetAccount.accountNumberSealed': '--offset-account',
+  'offsetAccount.accountType': '--offset-account-type',
+  'offsetAccount.name': '--offset-account-name',
+};
+
 function issuesText(error: z.ZodError): string {
-  return error.issues.map((i) => `${i.path.join('.') || 'settings'}: ${i.message}`).join('; ');
+  return error.issues
+    .map((issue) => {
+      if (issue.path.length === 0) return `settings: ${issue.message}`;
+      const field = issue.path.join('.');
+      const flag = FLAG_OF[field] ?? `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+      return issue.code === 'invalid_type' && /received undefined/.test(issue.message)
+        ? `${flag} is missing`
+        : `${flag}: ${issue.message}`;
+    })
+    .join('; ');
 }
 
 export async function readStoredAchSettings(

@@ -1,11 +1,13 @@
-/** `paygate demo`: the seed's three requests through a real MCP client, approved by the named humans. */
+/** `paygate demo`: the seed's three requests and a refund through a real MCP client, approved by the named humans. */
 import type { Command } from 'commander';
 import type { GlobalOptions } from './context.js';
 
 export function registerDemoCommand(program: Command): void {
   program
     .command('demo')
-    .description('run the three seed requests through a real MCP client in a temporary sandbox')
+    .description(
+      "run the seed's three requests and a refund through a real MCP client in a temporary sandbox",
+    )
     .action(async () => {
       const global = program.opts<GlobalOptions>();
       const { runDemo } = await import('../demo/run.js');

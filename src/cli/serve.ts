@@ -128,7 +128,9 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
 export function registerServeCommand(program: Command): void {
   program
     .command('serve')
-    .description('run the approval pages, provider webhooks, /healthz and /metrics')
+    .description(
+      'run the MCP endpoint (/mcp), the approval pages, provider webhooks, /healthz, /metrics and the worker',
+    )
     .option('--port <port>', 'port to listen on', '8787')
     .option(
       '--host <host>',

@@ -71,7 +71,7 @@ describe('paygate ach (CLI)', () => {
     expect(refused.stderr).toMatch(/not an admin/);
     const bad = await cli.cli([...settingsArgs, '--odfi-routing', '091400607'], admin);
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toMatch(/odfiRouting: invalid routing check digit/);
+    expect(bad.stderr).toMatch(/--odfi-routing: invalid routing check digit/);
     const set = await cli.json(settingsArgs, admin);
     expect(set).toMatchObject({
       odfi_routing: '091400606',

@@ -109,6 +109,15 @@ describe('setAchSettings', () => {
     );
   });
 
+  it('names the flags still missing, as the admin types them', async () => {
+    const partial = { odfiRouting: odfiSettings.odfiRouting, companyId: odfiSettings.companyId };
+    const refusal = setAchSettings(f.t.db, f.tenant.id, f.admin, sealer, partial);
+    await expect(refusal).rejects.toThrow(/--company-name is missing/);
+    await expect(setAchSettings(f.t.db, f.tenant.id, f.admin, sealer, partial)).rejects.toThrow(
+      /--immediate-destination is missing; .*--balanced or --unbalanced is missing/,
+    );
+  });
+
   it('is admin-only', async () => {
     await expect(setAchSettings(f.t.db, f.tenant.id, f.approver, sealer, odfiSettings)).rejects.toMatchObject(
       {
@@ -120,10 +129,10 @@ describe('setAchSettings', () => {
   it('refuses a routing number with a bad check digit, and balanced without an offset account', async () => {
     await expect(
       setAchSettings(f.t.db, f.tenant.id, f.admin, sealer, { ...odfiSettings, odfiRouting: '091400607' }),
-    ).rejects.toThrow(/odfiRouting: invalid routing check digit/);
+    ).rejects.toThrow(/--odfi-routing: invalid routing check digit/);
     await expect(
       setAchSettings(f.t.db, f.tenant.id, f.admin, sealer, { ...odfiSettings, balanced: true }),
-    ).rejects.toThrow(/offsetAccount/);
+    ).rejects.toThrow(/--offset-account/);
     await expect(
       setAchSettings(f.t.db, f.tenant.id, f.admin, sealer, { ...odfiSettings, cutoff: '25:00' }),
     ).rejects.toThrow(/cutoff/);
