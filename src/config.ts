@@ -73,7 +73,7 @@ export function loadConfig(
   // bank account numbers, and a lost data directory would make them unreadable for good.
   if (live && e.PAYGATE_SECRET === undefined) {
     throw new ConfigError(
-      "live provider keys are set but PAYGATE_SECRET is not: it encrypts bank account numbers and signs sessions, and every paygate process must share it. Generate one with: node -e \"console.log(require('crypto').randomBytes(32).toString('base64url'))\"",
+      `live provider keys are set but PAYGATE_SECRET is not: it encrypts bank account numbers and signs sessions, and every paygate process must share it. If ${path.join(path.resolve(overrides.dataDir ?? e.PAYGATE_DATA_DIR), 'secret')} exists, it sealed what is stored so far: set PAYGATE_SECRET to its contents. Otherwise generate one with: node -e "console.log(require('crypto').randomBytes(32).toString('base64url'))"`,
     );
   }
   return {

@@ -9,6 +9,10 @@ const SECRET = { PAYGATE_SECRET: 'test-secret-of-enough-length-0123456789' };
 it('live keys need PAYGATE_SECRET, which every process must share', () => {
   expect(() => loadConfig(LIVE_STRIPE)).toThrow(ConfigError);
   expect(() => loadConfig(LIVE_STRIPE)).toThrow(/PAYGATE_SECRET is not/);
+  // An existing deployment's data directory secret sealed what is stored: it says to keep that one.
+  expect(() => loadConfig(LIVE_STRIPE, { dataDir: '/srv/paygate' })).toThrow(
+    /If \/srv\/paygate\/secret exists, .* set PAYGATE_SECRET to its contents/,
+  );
   const livePaypal = { PAYPAL_CLIENT_ID: 'id', PAYPAL_CLIENT_SECRET: 's', PAYPAL_ENVIRONMENT: 'live' };
   expect(() => loadConfig(livePaypal)).toThrow(/PAYGATE_SECRET is not/);
   expect(loadConfig({ ...LIVE_STRIPE, ...SECRET })).toMatchObject({ live: true, sandbox: false });

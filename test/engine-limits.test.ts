@@ -73,6 +73,58 @@ describe('limits across calls', () => {
     ]);
   });
 
+  it('two refunds made at the same time are counted against each other (dual control, and the amount left)', async () => {
+    const cfo = await addUser(f.t.db, f.tenant.id, f.admin, { email: 'cfo3@example.com', role: 'approver' });
+    await f.addInvoice('INV-SPLIT-RACE', 1_500_00);
+    const input = { invoice: 'INV-SPLIT-RACE', amount: '1500.00', currency: 'USD', method: 'stripe' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+    await approve(f.t.db, f.tenant.id, f.admin, ask.approval_id);
+    const token = (await approve(f.t.db, f.tenant.id, cfo.user, ask.approval_id)).approvalToken;
+    const paid = (await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...input, approval_token: token },
+    )) as { payment_id: string };
+    const parts = ['race a', 'race b'].map((reason) => ({
+      payment: paid.payment_id,
+      amount: '600.00',
+      reason,
+    }));
+    const tokens: string[] = [];
+    for (const part of parts) {
+      const asked = (await refundPayment(f.deps, { agentKey: f.agentKey }, part)) as ApprovalRequired;
+      tokens.push((await f.approveAs(f.admin, asked.approval_id))!);
+    }
+    const before = f.sandbox.ledger.refunds().length;
+    // Hold inserts into refunds, so the first call waits holding the payment's lock and the second
+    // waits for that lock: both are inside their consuming transaction at once.
+    const holder = new pg.Client({ connectionString: f.t.adminUrl });
+    await holder.connect();
+    await holder.query('BEGIN');
+    await holder.query('LOCK TABLE refunds IN SHARE MODE');
+    const calls = parts.map((part, n) =>
+      refundPayment(f.deps, { agentKey: f.agentKey }, { ...part, approval_token: tokens[n] }).then(
+        () => 'refunded',
+        (e: unknown) => (e as { code?: string }).code ?? 'error',
+      ),
+    );
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const { rows } = await owner.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> $1`,
+        [(holder as unknown as { processID: number }).processID],
+      );
+      if (rows[0]!.n >= 2 || Date.now() > deadline) break;
+      await settle(20);
+    }
+    await holder.query('COMMIT');
+    await holder.end();
+    // 1200.00 in all on one approver each: one is made, the other needs two humans.
+    expect((await Promise.all(calls)).sort()).toEqual(['dual_approval_required', 'refunded']);
+    expect(f.sandbox.ledger.refunds()).toHaveLength(before + 1);
+  });
+
   it('dual control cannot be split into refund requests asked before either is made', async () => {
     const cfo = await addUser(f.t.db, f.tenant.id, f.admin, { email: 'cfo2@example.com', role: 'approver' });
     await f.addInvoice('INV-SPLIT', 1_500_00);
@@ -88,6 +140,7 @@ describe('limits across calls', () => {
     // Two requests of 600.00, both asked while nothing is refunded: each alone is under 1000.00.
     const a = { payment: paid.payment_id, amount: '600.00', reason: 'part a' };
     const b = { payment: paid.payment_id, amount: '600.00', reason: 'part b' };
+    const ledgerBefore = f.sandbox.ledger.refunds().length;
     const askA = (await refundPayment(f.deps, { agentKey: f.agentKey }, a)) as ApprovalRequired;
     const askB = (await refundPayment(f.deps, { agentKey: f.agentKey }, b)) as ApprovalRequired;
     const tokenA = await f.approveAs(f.admin, askA.approval_id);
@@ -103,7 +156,7 @@ describe('limits across calls', () => {
       (e: unknown) => (e as { code?: string }).code ?? 'error',
     );
     expect(second).toBe('dual_approval_required');
-    expect(f.sandbox.ledger.refunds()).toHaveLength(1);
+    expect(f.sandbox.ledger.refunds()).toHaveLength(ledgerBefore + 1);
     // Asked again, it needs two humans, and with them it is made.
     const again = (await refundPayment(f.deps, { agentKey: f.agentKey }, b)) as ApprovalRequired;
     expect(again.status).toBe('approval_required');
@@ -113,6 +166,6 @@ describe('limits across calls', () => {
       refund_status: string;
     };
     expect(made.refund_status).toBe('succeeded');
-    expect(f.sandbox.ledger.refunds()).toHaveLength(2);
+    expect(f.sandbox.ledger.refunds()).toHaveLength(ledgerBefore + 2);
   });
 });

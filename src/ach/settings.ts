@@ -74,8 +74,6 @@ export interface AchSettingsInput {
 /** Settings fields by the `paygate ach settings` flag that sets them, so a refusal names what to type. */
 const FLAG_OF: Record<string, string> = {
   balanced: '--balanced or --unbalanced',
-  offsetAccount: '--offset-account',
-  'offsetAccount.accountNumberSealed': '--offset-account',
   'offsetAccount.accountType': '--offset-account-type',
   'offsetAccount.name': '--offset-account-name',
 };
@@ -85,7 +83,12 @@ function issuesText(error: z.ZodError): string {
     .map((issue) => {
       if (issue.path.length === 0) return `settings: ${issue.message}`;
       const field = issue.path.join('.');
-      const flag = FLAG_OF[field] ?? `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+      // The account itself, sealed or opened, and its last4 are all set by --offset-account.
+      const flag =
+        FLAG_OF[field] ??
+        (field.startsWith('offsetAccount')
+          ? '--offset-account'
+          : `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
       return issue.code === 'invalid_type' && /received undefined/.test(issue.message)
         ? `${flag} is missing`
         : `${flag}: ${issue.message}`;

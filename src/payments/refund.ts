@@ -173,7 +173,11 @@ export async function refundPayment(
             params,
             ...evidence,
           });
-          const locked = (await getPayment(client, payment.id, { forUpdate: true }))!;
+          // The lock first, then the read: one SELECT ... FOR UPDATE would sum the payment's refunds as
+          // of before it waited, missing a concurrent refund that committed meanwhile (it inserts a
+          // refund without changing the payment row, so nothing makes PostgreSQL read again).
+          await client.query('SELECT 1 FROM payments WHERE id = $1 FOR UPDATE', [payment.id]);
+          const locked = (await getPayment(client, payment.id))!;
           checkRefundable(locked, amountMinor);
           // Dual control again, under the payment's lock, over what is refunded by now: two requests asked
           // while nothing was refunded each looked small enough for one approver.
