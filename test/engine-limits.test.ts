@@ -23,6 +23,48 @@ describe('limits across calls', () => {
     await f.close();
   });
 
+  /** A 1500.00 card payment of a new invoice, approved by the admin and a new approver (dual control). */
+  async function paidByTwo(invoice: string, cfoEmail: string) {
+    const cfo = await addUser(f.t.db, f.tenant.id, f.admin, { email: cfoEmail, role: 'approver' });
+    await f.addInvoice(invoice, 1_500_00);
+    const input = { invoice, amount: '1500.00', currency: 'USD', method: 'stripe' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+    await approve(f.t.db, f.tenant.id, f.admin, ask.approval_id);
+    const token = (await approve(f.t.db, f.tenant.id, cfo.user, ask.approval_id)).approvalToken;
+    const paid = (await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...input, approval_token: token },
+    )) as { payment_id: string };
+    return { payment_id: paid.payment_id, cfo };
+  }
+
+  /**
+   * Start `calls` while a table lock holds their writes, so both are inside their transaction at once;
+   * release it once two backends wait on a lock (the table's, or whatever a fix serialises them on), or
+   * after 10 s (a fix that makes the second wait where this does not see it), and return their outcomes.
+   */
+  async function together<T>(lockTable: string, calls: () => Promise<T>[]): Promise<T[]> {
+    const holder = new pg.Client({ connectionString: f.t.adminUrl });
+    await holder.connect();
+    await holder.query('BEGIN');
+    await holder.query(`LOCK TABLE ${lockTable} IN SHARE MODE`);
+    const started = calls();
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const { rows } = await owner.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> $1`,
+        [(holder as unknown as { processID: number }).processID],
+      );
+      if (rows[0]!.n >= 2 || Date.now() > deadline) break;
+      await settle(20);
+    }
+    await holder.query('COMMIT');
+    await holder.end();
+    return Promise.all(started);
+  }
+
   it('the daily cap holds for two approved payments started at the same time', async () => {
     const capped = await f.newAgent({ name: 'race-capped', maxPerDayMinor: 600_00, capsCurrency: 'USD' });
     const caller = { agentKey: capped.agentKey };
@@ -39,32 +81,15 @@ describe('limits across calls', () => {
       const ask = (await payInvoice(f.deps, caller, i)) as ApprovalRequired;
       tokens.push((await f.approveAs(f.admin, ask.approval_id))!);
     }
-    // Hold inserts into payments (reads still pass) so both calls are inside phase 1 at once.
-    const holder = new pg.Client({ connectionString: f.t.adminUrl });
-    await holder.connect();
-    await holder.query('BEGIN');
-    await holder.query('LOCK TABLE payments IN SHARE MODE');
-    const calls = inputs.map((i, n) =>
-      payInvoice(f.deps, caller, { ...i, approval_token: tokens[n] }).then(
-        (r) => ({ ok: true as const, r }),
-        (e: unknown) => ({ ok: false as const, code: (e as { code?: string }).code }),
+    // Inserts into payments held (reads pass), so both calls are inside phase 1 at once.
+    const results = await together('payments', () =>
+      inputs.map((i, n) =>
+        payInvoice(f.deps, caller, { ...i, approval_token: tokens[n] }).then(
+          (r) => ({ ok: true as const, r }),
+          (e: unknown) => ({ ok: false as const, code: (e as { code?: string }).code }),
+        ),
       ),
     );
-    // Wait until two backends are waiting on a lock (on the table, or on whatever a fix serialises on),
-    // or until one has been alone waiting for a while (a fix that makes the second wait elsewhere).
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const { rows } = await owner.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM pg_stat_activity
-          WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> $1`,
-        [(holder as unknown as { processID: number }).processID],
-      );
-      if (rows[0]!.n >= 2 || Date.now() > deadline) break;
-      await settle(20);
-    }
-    await holder.query('COMMIT');
-    await holder.end();
-    const results = await Promise.all(calls);
     const paid = results.filter((r) => r.ok);
     // 1000.00 against a cap of 600.00 per day: at most one of them may move money.
     expect(paid).toHaveLength(1);
@@ -74,17 +99,7 @@ describe('limits across calls', () => {
   });
 
   it('two refunds made at the same time are counted against each other (dual control, and the amount left)', async () => {
-    const cfo = await addUser(f.t.db, f.tenant.id, f.admin, { email: 'cfo3@example.com', role: 'approver' });
-    await f.addInvoice('INV-SPLIT-RACE', 1_500_00);
-    const input = { invoice: 'INV-SPLIT-RACE', amount: '1500.00', currency: 'USD', method: 'stripe' };
-    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
-    await approve(f.t.db, f.tenant.id, f.admin, ask.approval_id);
-    const token = (await approve(f.t.db, f.tenant.id, cfo.user, ask.approval_id)).approvalToken;
-    const paid = (await payInvoice(
-      f.deps,
-      { agentKey: f.agentKey },
-      { ...input, approval_token: token },
-    )) as { payment_id: string };
+    const paid = await paidByTwo('INV-SPLIT-RACE', 'cfo3@example.com');
     const parts = ['race a', 'race b'].map((reason) => ({
       payment: paid.payment_id,
       amount: '600.00',
@@ -96,47 +111,23 @@ describe('limits across calls', () => {
       tokens.push((await f.approveAs(f.admin, asked.approval_id))!);
     }
     const before = f.sandbox.ledger.refunds().length;
-    // Hold inserts into refunds, so the first call waits holding the payment's lock and the second
-    // waits for that lock: both are inside their consuming transaction at once.
-    const holder = new pg.Client({ connectionString: f.t.adminUrl });
-    await holder.connect();
-    await holder.query('BEGIN');
-    await holder.query('LOCK TABLE refunds IN SHARE MODE');
-    const calls = parts.map((part, n) =>
-      refundPayment(f.deps, { agentKey: f.agentKey }, { ...part, approval_token: tokens[n] }).then(
-        () => 'refunded',
-        (e: unknown) => (e as { code?: string }).code ?? 'error',
+    // Inserts into refunds held: the first call waits holding the payment's lock, the second for that lock.
+    const outcomes = await together('refunds', () =>
+      parts.map((part, n) =>
+        refundPayment(f.deps, { agentKey: f.agentKey }, { ...part, approval_token: tokens[n] }).then(
+          () => 'refunded',
+          (e: unknown) => (e as { code?: string }).code ?? 'error',
+        ),
       ),
     );
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const { rows } = await owner.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM pg_stat_activity
-          WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> $1`,
-        [(holder as unknown as { processID: number }).processID],
-      );
-      if (rows[0]!.n >= 2 || Date.now() > deadline) break;
-      await settle(20);
-    }
-    await holder.query('COMMIT');
-    await holder.end();
     // 1200.00 in all on one approver each: one is made, the other needs two humans.
-    expect((await Promise.all(calls)).sort()).toEqual(['dual_approval_required', 'refunded']);
+    expect(outcomes.sort()).toEqual(['dual_approval_required', 'refunded']);
     expect(f.sandbox.ledger.refunds()).toHaveLength(before + 1);
   });
 
   it('dual control cannot be split into refund requests asked before either is made', async () => {
-    const cfo = await addUser(f.t.db, f.tenant.id, f.admin, { email: 'cfo2@example.com', role: 'approver' });
-    await f.addInvoice('INV-SPLIT', 1_500_00);
-    const input = { invoice: 'INV-SPLIT', amount: '1500.00', currency: 'USD', method: 'stripe' };
-    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
-    await approve(f.t.db, f.tenant.id, f.admin, ask.approval_id);
-    const token = (await approve(f.t.db, f.tenant.id, cfo.user, ask.approval_id)).approvalToken;
-    const paid = (await payInvoice(
-      f.deps,
-      { agentKey: f.agentKey },
-      { ...input, approval_token: token },
-    )) as { payment_id: string };
+    const paid = await paidByTwo('INV-SPLIT', 'cfo2@example.com');
+    const cfo = paid.cfo;
     // Two requests of 600.00, both asked while nothing is refunded: each alone is under 1000.00.
     const a = { payment: paid.payment_id, amount: '600.00', reason: 'part a' };
     const b = { payment: paid.payment_id, amount: '600.00', reason: 'part b' };
