@@ -3,7 +3,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { approve } from '../src/approvals/approvals.js';
 import { addUser } from '../src/directory/users.js';
-import { type ApprovalRequired, payInvoice } from '../src/payments/pay.js';
+import { todayIn } from '../src/payments/calendar.js';
+import { type ApprovalRequired, payInvoice, schedulePayment } from '../src/payments/pay.js';
 import { refundPayment } from '../src/payments/refund.js';
 import { createFixture, type Fixture } from './support/fixture.js';
 
@@ -96,6 +97,39 @@ describe('limits across calls', () => {
     expect(results.filter((r) => !r.ok).map((r) => (r as { code?: string }).code)).toEqual([
       'agent_daily_cap_exceeded',
     ]);
+  });
+
+  it('the daily cap counts a schedule overdue from an earlier day: it runs today', async () => {
+    const capped = await f.newAgent({ name: 'overdue-capped', maxPerDayMinor: 600_00, capsCurrency: 'USD' });
+    const caller = { agentKey: capped.agentKey };
+    await f.addInvoice('INV-OVERDUE', 500_00);
+    const scheduled = {
+      invoice: 'INV-OVERDUE',
+      amount: '500.00',
+      currency: 'USD',
+      method: 'stripe',
+      scheduled_date: todayIn(f.tenant.timezone),
+    };
+    const ask = (await schedulePayment(f.deps, caller, scheduled)) as ApprovalRequired;
+    const token = await f.approveAs(f.admin, ask.approval_id);
+    await schedulePayment(f.deps, caller, { ...scheduled, approval_token: token });
+    // The worker was stopped yesterday: the schedule is overdue, and its next pass runs it today.
+    await f.t.db.withTenant(f.tenant.id, (c) =>
+      c.query(
+        `UPDATE scheduled_payments SET scheduled_date = scheduled_date - 1
+          WHERE agent_key_id = $1 AND status = 'scheduled'`,
+        [capped.agentKey.id],
+      ),
+    );
+    await f.addInvoice('INV-OVER-CAP', 200_00);
+    await f.addInvoice('INV-UNDER-CAP', 100_00);
+    const now = (invoice: string, amount: string) =>
+      payInvoice(f.deps, caller, { invoice, amount, currency: 'USD', method: 'stripe' }).catch(
+        (e: unknown) => (e as { code?: string }).code,
+      );
+    // 500.00 overdue + 200.00 now is over 600.00 today; 100.00 more is exactly the cap.
+    expect(await now('INV-OVER-CAP', '200.00')).toBe('agent_daily_cap_exceeded');
+    expect(await now('INV-UNDER-CAP', '100.00')).toMatchObject({ status: 'approval_required' });
   });
 
   it('two refunds made at the same time are counted against each other (dual control, and the amount left)', async () => {

@@ -262,14 +262,17 @@ async function checkCaps(
     // previous holder committed.
     await client.query('SELECT pg_advisory_xact_lock($1)', [advisoryLockKey(`daily-cap:${key.id}`)]);
     // The day's payments plus the schedules still waiting for that day: a cap cannot be dodged by
-    // scheduling several payments for today.
+    // scheduling several payments for today. For today, also the schedules overdue from earlier days (the
+    // worker was stopped, or a retry waits): they run today, so they count toward today.
     const { rows } = await client.query<{ total: number }>(
-      `SELECT ((SELECT COALESCE(sum(amount_minor), 0) FROM payments
+      `WITH d AS (SELECT COALESCE($4::date, (now() AT TIME ZONE $3)::date) AS day,
+                         (now() AT TIME ZONE $3)::date AS today)
+       SELECT ((SELECT COALESCE(sum(amount_minor), 0) FROM payments, d
                 WHERE agent_key_id = $1 AND status IN ('processing', 'succeeded') AND currency = $2
-                  AND (created_at AT TIME ZONE $3)::date = COALESCE($4::date, (now() AT TIME ZONE $3)::date))
-            + (SELECT COALESCE(sum(amount_minor), 0) FROM scheduled_payments
+                  AND (created_at AT TIME ZONE $3)::date = d.day)
+            + (SELECT COALESCE(sum(amount_minor), 0) FROM scheduled_payments, d
                 WHERE agent_key_id = $1 AND status = 'scheduled' AND currency = $2
-                  AND scheduled_date = COALESCE($4::date, (now() AT TIME ZONE $3)::date)))::bigint AS total`,
+                  AND (scheduled_date = d.day OR (d.day = d.today AND scheduled_date < d.today))))::bigint AS total`,
       [key.id, currency, tenant.timezone, day ?? null],
     );
     const today = rows[0]!.total;
