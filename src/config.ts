@@ -69,16 +69,17 @@ export function loadConfig(
   if (e.PAYPAL_CLIENT_ID !== undefined && e.PAYPAL_CLIENT_SECRET === undefined) {
     throw new ConfigError('PAYPAL_CLIENT_ID is set but PAYPAL_CLIENT_SECRET is not: set both or neither');
   }
+  const dataDir = path.resolve(overrides.dataDir ?? e.PAYGATE_DATA_DIR);
   // Without it each data directory makes its own: processes on other hosts could not read each other's
   // bank account numbers, and a lost data directory would make them unreadable for good.
   if (live && e.PAYGATE_SECRET === undefined) {
     throw new ConfigError(
-      `live provider keys are set but PAYGATE_SECRET is not: it encrypts bank account numbers and signs sessions, and every paygate process must share it. If ${path.join(path.resolve(overrides.dataDir ?? e.PAYGATE_DATA_DIR), 'secret')} exists, it sealed what is stored so far: set PAYGATE_SECRET to its contents. Otherwise generate one with: node -e "console.log(require('crypto').randomBytes(32).toString('base64url'))"`,
+      `live provider keys are set but PAYGATE_SECRET is not: it encrypts bank account numbers and signs sessions, and every paygate process must share it. If ${path.join(dataDir, 'secret')} exists, it sealed what is stored so far: set PAYGATE_SECRET to its contents. Otherwise generate one with: node -e "console.log(require('crypto').randomBytes(32).toString('base64url'))"`,
     );
   }
   return {
     databaseUrl: overrides.databaseUrl ?? e.DATABASE_URL,
-    dataDir: path.resolve(overrides.dataDir ?? e.PAYGATE_DATA_DIR),
+    dataDir,
     stripe: { secretKey: stripeKey, webhookSecret: e.STRIPE_WEBHOOK_SECRET },
     paypal: {
       clientId: e.PAYPAL_CLIENT_ID,

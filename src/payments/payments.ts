@@ -120,6 +120,11 @@ function toPayment(r: PaymentRow): Payment {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/**
+ * A payment by our id. With `forUpdate` its row is locked too; the refund totals in the answer are then
+ * those from before any wait for the lock (the row is read again after the wait, the refunds are not):
+ * for totals that include what committed meanwhile, `lockPayment` and then read.
+ */
 export async function getPayment(
   client: Queryable,
   id: string,
@@ -133,15 +138,19 @@ export async function getPayment(
   return rows[0] ? toPayment(rows[0]) : null;
 }
 
+/**
+ * Lock a payment's row until the transaction ends, reading nothing: the serialisation point for its
+ * refunds. A read after it (a new statement) sees every refund committed while this waited.
+ */
+export async function lockPayment(client: Queryable, id: string): Promise<void> {
+  await client.query('SELECT 1 FROM payments WHERE id = $1 FOR UPDATE', [id]);
+}
+
 /** By our id, the provider's reference, or our confirmation number. */
-export async function findPayment(
-  client: Queryable,
-  ref: string,
-  options: { forUpdate?: boolean } = {},
-): Promise<Payment | null> {
-  if (UUID.test(ref)) return getPayment(client, ref, options);
+export async function findPayment(client: Queryable, ref: string): Promise<Payment | null> {
+  if (UUID.test(ref)) return getPayment(client, ref);
   const { rows } = await client.query<PaymentRow>(
-    `${SELECT_PAYMENT} WHERE p.provider_reference = $1 OR p.confirmation_number = $1 ORDER BY p.created_at DESC LIMIT 1${options.forUpdate ? ' FOR UPDATE OF p' : ''}`,
+    `${SELECT_PAYMENT} WHERE p.provider_reference = $1 OR p.confirmation_number = $1 ORDER BY p.created_at DESC LIMIT 1`,
     [ref],
   );
   return rows[0] ? toPayment(rows[0]) : null;

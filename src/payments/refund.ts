@@ -26,7 +26,7 @@ import {
   type ServerEvidence,
   withIdempotency,
 } from './pay.js';
-import { findPayment, getPayment, type Payment, paymentJson } from './payments.js';
+import { findPayment, getPayment, lockPayment, type Payment, paymentJson } from './payments.js';
 
 export interface RefundInput {
   payment: string;
@@ -173,10 +173,9 @@ export async function refundPayment(
             params,
             ...evidence,
           });
-          // The lock first, then the read: one SELECT ... FOR UPDATE would sum the payment's refunds as
-          // of before it waited, missing a concurrent refund that committed meanwhile (it inserts a
-          // refund without changing the payment row, so nothing makes PostgreSQL read again).
-          await client.query('SELECT 1 FROM payments WHERE id = $1 FOR UPDATE', [payment.id]);
+          // The lock first, then the read, so the totals include a refund that committed while this
+          // waited (getPayment's own lock would sum them as of before the wait).
+          await lockPayment(client, payment.id);
           const locked = (await getPayment(client, payment.id))!;
           checkRefundable(locked, amountMinor);
           // Dual control again, under the payment's lock, over what is refunded by now: two requests asked

@@ -29,7 +29,7 @@ import { formatMoney } from '../money.js';
 import { createAlert } from '../payments/alerts.js';
 import type { EngineDeps, FailureNotice } from '../payments/context.js';
 import { crashPoint } from '../payments/crash-points.js';
-import { applyPaymentOutcome, getPayment, type Payment } from '../payments/payments.js';
+import { applyPaymentOutcome, getPayment, lockPayment, type Payment } from '../payments/payments.js';
 import { handleFailure } from '../payments/phases.js';
 
 export type WebhookOutcome = 'applied' | 'ignored' | 'unmatched' | 'failed';
@@ -356,7 +356,7 @@ async function applyRefundEvent(
   const reported = event.refund;
   if (!reported) return { outcome: 'ignored', note: 'the event names no refund' };
   // Lock the payment first, as refund.ts does, so a concurrent refund cannot overlap this one.
-  await getPayment(client, payment.id, { forUpdate: true });
+  await lockPayment(client, payment.id);
   const select = 'SELECT id, status, amount_minor, provider_reference FROM refunds';
   let row = (
     await client.query<RefundRow>(`${select} WHERE payment_id = $1 AND provider_reference = $2 FOR UPDATE`, [
