@@ -52,6 +52,20 @@ export interface Config {
 
 export class ConfigError extends Error {}
 
+/**
+ * Live keys need PAYGATE_SECRET. Without it each data directory makes its own: processes on other hosts
+ * could not read each other's bank account numbers, and a lost data directory would make them unreadable
+ * for good. Checked where the secret is used (every long-running process at start, and every command
+ * that seals or signs), not when the configuration loads, so that `db status|stop`, `migrate`, `audit
+ * verify` and the humans' commands still work while the operator sets it.
+ */
+export function requireSharedSecret(config: Pick<Config, 'live' | 'secret' | 'dataDir'>): void {
+  if (!config.live || config.secret !== undefined) return;
+  throw new ConfigError(
+    `live provider keys are set but PAYGATE_SECRET is not: it encrypts bank account numbers and signs sessions, and every paygate process must share it. If ${path.join(config.dataDir, 'secret')} exists, it sealed what is stored so far: set PAYGATE_SECRET to its contents. Otherwise generate one with: node -e "console.log(require('crypto').randomBytes(32).toString('base64url'))"`,
+  );
+}
+
 export function loadConfig(
   env: NodeJS.ProcessEnv = process.env,
   overrides: { dataDir?: string; databaseUrl?: string } = {},
@@ -70,13 +84,6 @@ export function loadConfig(
     throw new ConfigError('PAYPAL_CLIENT_ID is set but PAYPAL_CLIENT_SECRET is not: set both or neither');
   }
   const dataDir = path.resolve(overrides.dataDir ?? e.PAYGATE_DATA_DIR);
-  // Without it each data directory makes its own: processes on other hosts could not read each other's
-  // bank account numbers, and a lost data directory would make them unreadable for good.
-  if (live && e.PAYGATE_SECRET === undefined) {
-    throw new ConfigError(
-      `live provider keys are set but PAYGATE_SECRET is not: it encrypts bank account numbers and signs sessions, and every paygate process must share it. If ${path.join(dataDir, 'secret')} exists, it sealed what is stored so far: set PAYGATE_SECRET to its contents. Otherwise generate one with: node -e "console.log(require('crypto').randomBytes(32).toString('base64url'))"`,
-    );
-  }
   return {
     databaseUrl: overrides.databaseUrl ?? e.DATABASE_URL,
     dataDir,

@@ -5,7 +5,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { analyzeAlertInBackground, settleAnalyses } from './analysis/index.js';
-import { type Config, ConfigError, createLogger, type Logger, loadConfig } from './config.js';
+import {
+  type Config,
+  ConfigError,
+  createLogger,
+  type Logger,
+  loadConfig,
+  requireSharedSecret,
+} from './config.js';
 import { openDatabase } from './db/connect.js';
 import type { Db } from './db/pool.js';
 import { RefusedError } from './errors.js';
@@ -48,6 +55,8 @@ export async function startRuntime(options: RuntimeOptions = {}): Promise<Runtim
     dataDir: options.dataDir,
     databaseUrl: options.databaseUrl,
   });
+  // Every long-running process (serve, mcp, worker) refuses before it connects or moves anything.
+  requireSharedSecret(config);
   if (config.live && !config.databaseUrl && !options.allowEmbeddedLive) {
     throw new RefusedError(
       'embedded_live_refused',

@@ -2,11 +2,12 @@
  * Bank account numbers at rest: AES-256-GCM under a key derived from PAYGATE_SECRET (HKDF-SHA256), stored
  * as iv (12 bytes) || tag (16) || ciphertext. Without PAYGATE_SECRET (sandbox mode on the embedded
  * database) a random secret is generated once into the data directory (mode 0600); live keys require
- * PAYGATE_SECRET to be set (config.ts refuses otherwise).
+ * PAYGATE_SECRET to be set (refused here and when a runtime starts).
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { type Config, requireSharedSecret } from '../config.js';
 
 const INFO = 'paygate bank account numbers v1';
 
@@ -33,7 +34,8 @@ export function createSealer(secret: string): Sealer {
 }
 
 /** PAYGATE_SECRET, or the data directory's generated one (created on first use). */
-export async function resolveSecret(config: { secret?: string; dataDir: string }): Promise<string> {
+export async function resolveSecret(config: Pick<Config, 'live' | 'secret' | 'dataDir'>): Promise<string> {
+  requireSharedSecret(config);
   if (config.secret) return config.secret;
   const file = path.join(config.dataDir, 'secret');
   try {

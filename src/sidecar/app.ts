@@ -65,7 +65,7 @@ export interface SidecarRuntime {
   deps: EngineDeps;
   webhooks: { stripeSecret?: string; paypalWebhookId?: string };
   sandbox?: { paypalUrl: string };
-  config?: { dataDir: string; secret?: string };
+  config?: { dataDir: string; secret?: string; live: boolean };
   logger?: {
     info(obj: object, msg?: string): void;
     warn(obj: object, msg?: string): void;
