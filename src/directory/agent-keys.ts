@@ -22,7 +22,7 @@ export interface AgentKey {
   disabled: boolean;
 }
 
-interface AgentKeyRow {
+export interface AgentKeyRow {
   id: string;
   tenant_id: string;
   name: string;
@@ -38,7 +38,17 @@ interface AgentKeyRow {
 const COLUMNS =
   'id, tenant_id, name, key_prefix, acts_for_user_id, max_per_payment_minor, max_per_day_minor, caps_currency, rate_limit_per_minute, disabled_at';
 
-function toAgentKey(r: AgentKeyRow): AgentKey {
+/**
+ * The key's columns as `alias.column`, for a statement of another module that reads the key in the same
+ * round trip as its own work (a money-moving call's admission); `toAgentKey` maps the row.
+ */
+export function agentKeyColumns(alias: string): string {
+  return COLUMNS.split(', ')
+    .map((column) => `${alias}.${column}`)
+    .join(', ');
+}
+
+export function toAgentKey(r: AgentKeyRow): AgentKey {
   return {
     id: r.id,
     tenantId: r.tenant_id,

@@ -33,6 +33,11 @@ export interface McpServerOptions {
   approvalWaitMs?: number;
   /** How often the approval is re-read while waiting. */
   approvalPollMs?: number;
+  /**
+   * Runs before every tool call; a refusal it throws is the call's answer. stdio proves the key again
+   * here (Streamable HTTP does on every request, before the call reaches the server).
+   */
+  beforeEachCall?: (caller: Caller) => Promise<void>;
 }
 
 const INSTRUCTIONS = `paygate pays, schedules and refunds invoices for your tenant. No money moves until a human approves the exact action.
@@ -69,6 +74,7 @@ function register(
   server.registerTool(tool.name, tool.config, (async (args: Record<string, unknown>, extra: Extra) => {
     const ctx: ToolContext = { deps: runtime.deps, caller };
     try {
+      await options.beforeEachCall?.(caller);
       const answer = await tool.handler(ctx, args as never);
       if (
         tool.movesMoney &&

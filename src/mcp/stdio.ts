@@ -1,7 +1,7 @@
 /**
  * `paygate mcp`: one agent over stdin/stdout. The agent key comes from PAYGATE_AGENT_KEY and is
  * authenticated before the transport starts, so a bad key fails at launch with a clear message rather
- * than on the first tool call. Logs go to stderr (stdout is the protocol).
+ * than on the first tool call, and again before every call. Logs go to stderr (stdout is the protocol).
  */
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { authenticateAgent } from '../directory/agent-keys.js';
@@ -14,8 +14,16 @@ export async function serveStdio(
   agentKeySecret: string | undefined,
   options: McpServerOptions = {},
 ): Promise<void> {
-  const caller: Caller = { agentKey: await authenticateAgent(runtime.deps.db, agentKeySecret?.trim()) };
-  const server = createMcpServer(runtime, caller, options);
+  const secret = agentKeySecret?.trim();
+  const caller: Caller = { agentKey: await authenticateAgent(runtime.deps.db, secret) };
+  // And again before every call, so a key an admin disables (or whose caps change) while this process
+  // runs is refused (or capped) from its next call, as over HTTP.
+  const server = createMcpServer(runtime, caller, {
+    ...options,
+    beforeEachCall: async (current) => {
+      current.agentKey = await authenticateAgent(runtime.deps.db, secret);
+    },
+  });
   const transport = new StdioServerTransport();
   const closed = new Promise<void>((resolve) => {
     process.stdin.once('end', resolve);

@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { appendAudit } from '../audit/log.js';
 import { advisoryLockKey, type Db, PgError, pgErrorCode, type Queryable } from '../db/pool.js';
+import { type AgentKey, type AgentKeyRow, agentKeyColumns, toAgentKey } from '../directory/agent-keys.js';
 import { readTenant, type Tenant } from '../directory/tenants.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { MoneyError } from '../money.js';
@@ -133,10 +134,11 @@ const ADMISSION_LOCK_TIMEOUT = '5s';
  */
 export async function admitMoneyMovingCall(db: Db, caller: Caller, run: Run): Promise<Tenant> {
   const tenantId = caller.agentKey.tenantId;
+  let admitted: { tenant: Tenant; agentKey: AgentKey };
   try {
     // Bookkeeping: the COMMIT need not wait for the disk. The row is visible to the key's next admission
     // at once, and durable with the call's next commit that writes (it flushes the log up to itself).
-    return await db.withTenant(tenantId, (client) => admit(client, caller, run), { waitForDisk: false });
+    admitted = await db.withTenant(tenantId, (client) => admit(client, caller, run), { waitForDisk: false });
   } catch (error) {
     // Only a stalled admission (a process paused inside its few statements) holds the lock this long.
     if (pgErrorCode(error) === PgError.lockNotAvailable) {
@@ -149,14 +151,27 @@ export async function admitMoneyMovingCall(db: Db, caller: Caller, run: Run): Pr
     }
     throw error;
   }
+  // The rest of the call (caps, the human it acts for) goes by the key as it is now. The caller is the
+  // session's, so its next calls start from this too (stdio authenticates once, at launch).
+  caller.agentKey = admitted.agentKey;
+  return admitted.tenant;
 }
 
-async function admit(client: Queryable, caller: Caller, run: Run): Promise<Tenant> {
+async function admit(
+  client: Queryable,
+  caller: Caller,
+  run: Run,
+): Promise<{ tenant: Tenant; agentKey: AgentKey }> {
   const tenantId = caller.agentKey.tenantId;
-  // The lock timeout, the key's lock, the count and the call's row, in one round trip
-  // (migrations/014_admit_call.sql); the row is written only when the count is under the limit.
-  const { rows } = await client.query<{ n: number }>(
-    'SELECT paygate_admit_call($1, $2, $3, $4, $5, $6, $7, $8) AS n',
+  // The key as it is now, the lock timeout, the key's lock, the count and the call's row, in one round
+  // trip (migrations/014_admit_call.sql). The key was authenticated when the request arrived, but a call
+  // can outlive that: one waiting for a human on the approval page, or any call over stdio, where the key
+  // is checked at launch. A key disabled since then has no row here, so nothing is admitted for it; and
+  // the rate limit is the key's current one.
+  const { rows } = await client.query<AgentKeyRow & { calls: number }>(
+    `SELECT paygate_admit_call($1, $2, $3, $4, $5, $6, $7, k.rate_limit_per_minute) AS calls,
+            ${agentKeyColumns('k')}
+       FROM agent_keys k WHERE k.id = $5 AND k.tenant_id = $4 AND k.disabled_at IS NULL`,
     [
       advisoryLockKey(`rate-limit:${caller.agentKey.id}`),
       ADMISSION_LOCK_TIMEOUT,
@@ -165,17 +180,24 @@ async function admit(client: Queryable, caller: Caller, run: Run): Promise<Tenan
       caller.agentKey.id,
       run.tool,
       MONEY_MOVING_TOOLS,
-      caller.agentKey.rateLimitPerMinute,
     ],
   );
-  const calls = rows[0]!.n;
-  if (calls >= caller.agentKey.rateLimitPerMinute) {
+  if (!rows[0]) {
+    throw new RefusedError(
+      'agent_key_disabled',
+      'this agent key has been disabled',
+      'ask an admin for a new key',
+    );
+  }
+  const { calls, ...row } = rows[0];
+  const agentKey = toAgentKey(row);
+  if (calls >= agentKey.rateLimitPerMinute) {
     throw new RefusedError(
       'rate_limited',
-      `this agent key made ${calls} money-moving calls in the last minute (limit ${caller.agentKey.rateLimitPerMinute})`,
+      `this agent key made ${calls} money-moving calls in the last minute (limit ${agentKey.rateLimitPerMinute})`,
       'wait a minute before calling again; do not loop on approval requests',
       true,
     );
   }
-  return readTenant(client, tenantId);
+  return { tenant: await readTenant(client, tenantId), agentKey };
 }
