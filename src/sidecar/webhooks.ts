@@ -68,15 +68,30 @@ interface Match {
   paymentId: string;
 }
 
+/**
+ * Whether an event's own object may be the payment its metadata names. The metadata (Stripe's
+ * paygate_payment_id, PayPal's custom_id) is free text that anyone with access to the provider account
+ * can edit; the object's id cannot be. So a payment whose reference we already hold is only the subject
+ * of events about that reference. A reversal is exempt: PayPal's names the reversal, not the capture,
+ * and it only raises an alert.
+ */
+function referenceAgrees(event: WebhookEvent, heldReference: string | null): boolean {
+  if (event.action === 'payment_reversed') return true;
+  return heldReference === null || !event.providerReference || heldReference === event.providerReference;
+}
+
 /** Which tenant's payment an event is about. System transaction: the tenant is what we are finding. */
 async function matchPayment(client: Queryable, event: WebhookEvent): Promise<Match | null> {
   const provider = event.provider;
   if (event.paymentId && UUID.test(event.paymentId)) {
-    const { rows } = await client.query<{ id: string; tenant_id: string }>(
-      'SELECT id, tenant_id FROM payments WHERE id = $1 AND provider = $2',
+    const { rows } = await client.query<{ id: string; tenant_id: string; provider_reference: string | null }>(
+      'SELECT id, tenant_id, provider_reference FROM payments WHERE id = $1 AND provider = $2',
       [event.paymentId, provider],
     );
-    if (rows[0]) return { tenantId: rows[0].tenant_id, paymentId: rows[0].id };
+    // Metadata naming another payment than the event's object: the object decides (matched below by
+    // its reference), or nothing matches and the event is held for an operator.
+    if (rows[0] && referenceAgrees(event, rows[0].provider_reference))
+      return { tenantId: rows[0].tenant_id, paymentId: rows[0].id };
   }
   if (event.providerReference) {
     const { rows } = await client.query<{ id: string; tenant_id: string }>(
@@ -107,8 +122,8 @@ async function matchPayment(client: Queryable, event: WebhookEvent): Promise<Mat
 
 /**
  * Most deliveries confirm what our own call already recorded (the charge answered before its webhook
- * arrived): the event names our payment id and the payment already has the status it reports (and its
- * reference), so applying it would change nothing. Such an event is stored already processed, as
+ * arrived): the event names our payment id and the payment already has the status and the reference it
+ * reports, so applying it would change nothing. Such an event is stored already processed, as
  * `ignored`, in one statement: no tenant transaction, no lock. Anything else (a first delivery that changes something, a redelivery
  * of a stored event, an event matched only by the provider's reference) returns null and takes the full
  * path below, whose outcome for this event would have been the same.
@@ -126,7 +141,7 @@ async function storeIfConfirming(
     `WITH confirmed AS (
          SELECT id, tenant_id FROM payments
           WHERE id = $5 AND provider = $1 AND status = $6
-            AND (provider_reference IS NOT NULL OR $7::text IS NULL))
+            AND (provider_reference = $7 OR $7::text IS NULL))
        INSERT INTO webhook_events (provider, event_id, event_type, payload, tenant_id, outcome, note, processed_at)
        SELECT $1, $2, $3, $4, tenant_id, 'ignored', $8, now() FROM confirmed
        ON CONFLICT (provider, event_id) DO NOTHING
