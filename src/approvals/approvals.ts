@@ -5,7 +5,7 @@
  * inside the transaction that starts the payment.
  */
 import { appendAudit } from '../audit/log.js';
-import type { Db, Queryable } from '../db/pool.js';
+import { type Db, isUuid, type Queryable } from '../db/pool.js';
 import type { AgentKey } from '../directory/agent-keys.js';
 import { hashSecret, looksLike, newSecret } from '../directory/credentials.js';
 import { getTenant } from '../directory/tenants.js';
@@ -101,7 +101,7 @@ export function approvalJson(a: Approval) {
 }
 
 export async function getApproval(client: Queryable, id: string): Promise<Approval | null> {
-  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) return null;
+  if (!isUuid(id)) return null;
   const { rows } = await client.query<ApprovalRow>(`${SELECT_APPROVAL} WHERE a.id = $1`, [id]);
   return rows[0] ? toApproval(rows[0]) : null;
 }
@@ -133,12 +133,23 @@ export async function requestApproval(
   request: ApprovalRequest,
 ): Promise<{ approval: Approval; created: boolean }> {
   const digest = paramsDigest(request);
-  // A pending request past its expiry no longer counts: mark it expired so a fresh one can be made.
-  await client.query(
+  // A pending request past its expiry no longer counts: mark it expired so a fresh one can be made. The
+  // worker would have audited the expiry; it no longer sees the row, so it is audited here.
+  const expired = await client.query<{ id: string }>(
     `UPDATE approvals SET status = 'expired', decided_at = now()
-     WHERE tenant_id = $1 AND agent_key_id = $2 AND action = $3 AND params_digest = $4 AND status = 'pending' AND expires_at <= now()`,
+     WHERE tenant_id = $1 AND agent_key_id = $2 AND action = $3 AND params_digest = $4 AND status = 'pending' AND expires_at <= now()
+     RETURNING id`,
     [request.tenantId, request.agentKeyId, request.action, digest],
   );
+  for (const row of expired.rows) {
+    await appendAudit(client, {
+      tenantId: request.tenantId,
+      actorType: 'system',
+      actorId: 'engine',
+      action: 'approval.expired',
+      subjectId: row.id,
+    });
+  }
   const inserted = await client.query<{ id: string }>(
     `INSERT INTO approvals (tenant_id, action, params, params_digest, agent_key_id, requested_approver, summary,
                             amount_minor, currency, required_approvals, expires_at)
@@ -197,6 +208,9 @@ async function loadForDecision(
   user: User,
   decidable: readonly ApprovalStatus[] = ['pending'],
 ): Promise<Approval> {
+  // Not a uuid: no such approval (the database would refuse the cast with its own words).
+  if (!isUuid(approvalId))
+    throw new RefusedError('approval_not_found', `no approval ${approvalId} in ${user.email}'s tenant`);
   const { rows } = await client.query<ApprovalRow>(`${SELECT_APPROVAL} WHERE a.id = $1 FOR UPDATE OF a`, [
     approvalId,
   ]);

@@ -1,6 +1,7 @@
 /** Humans at the terminal: approving and rejecting, and looking at payments and alerts. */
 import type { Command } from 'commander';
 import { type ApprovalStatus, approvalJson, approve, listApprovals, reject } from '../approvals/approvals.js';
+import { isUuid } from '../db/pool.js';
 import { findUserByToken, type User } from '../directory/users.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { listAlerts } from '../payments/alerts.js';
@@ -70,6 +71,7 @@ export function registerApprovalCommands(program: Command, run: Run): void {
     .requiredOption('--as <email>', 'your email (your personal access token must match it)')
     .action((approvalId: string, o: { as: string }) =>
       run(async (ctx) => {
+        checkApprovalId(approvalId);
         const user = await provenHuman(ctx, o.as);
         const { approval, approvalToken } = await approve(await ctx.db(), user.tenantId, user, approvalId);
         ctx.print(
@@ -92,6 +94,7 @@ export function registerApprovalCommands(program: Command, run: Run): void {
     .option('--reason <text>')
     .action((approvalId: string, o: { as: string; reason?: string }) =>
       run(async (ctx) => {
+        checkApprovalId(approvalId);
         const user = await provenHuman(ctx, o.as);
         const approval = await reject(await ctx.db(), user.tenantId, user, approvalId, o.reason);
         ctx.print({ approval_id: approval.id, status: approval.status }, `rejected: ${approval.summary}`);
@@ -181,5 +184,13 @@ export function registerApprovalCommands(program: Command, run: Run): void {
                 .join('\n\n'),
         );
       }),
+    );
+}
+
+/** A malformed id is bad usage (exit 2), before anyone is asked for a token. */
+function checkApprovalId(approvalId: string): void {
+  if (!isUuid(approvalId))
+    throw new UsageError(
+      `"${approvalId}" is not an approval id: use the approval_id from \`paygate approvals list\` (a UUID)`,
     );
 }

@@ -17,6 +17,12 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (text: string) => {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** Whether `text` can be one of our ids: checked before a lookup, so that anything else is "not found"
+ * rather than the database refusing the cast in its own words. */
+export function isUuid(text: string): boolean {
+  return UUID.test(text);
+}
+
 export type Queryable = Pick<pg.PoolClient, 'query'>;
 
 /**
@@ -155,8 +161,7 @@ export function createDb(connectionString: string, options: DbOptions = {}): Db 
     pool,
     withTenant: (tenantId, fn, options = {}) => {
       // Inlined into the opening query, so it must be exactly a UUID (it always is: it comes from us).
-      if (!UUID.test(tenantId))
-        return Promise.reject(new Error(`not a tenant id: ${JSON.stringify(tenantId)}`));
+      if (!isUuid(tenantId)) return Promise.reject(new Error(`not a tenant id: ${JSON.stringify(tenantId)}`));
       const opening = `SELECT set_config('app.tenant_id', '${tenantId}', true)`;
       return options.waitForDisk === false
         ? transaction(`${opening}, set_config('synchronous_commit', 'off', true)`, fn, false)

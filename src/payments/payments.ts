@@ -4,7 +4,7 @@
  * a refresh). Later reports that disagree are recorded and ignored: nothing moves a payment backwards.
  */
 import { type ActorType, appendAudit } from '../audit/log.js';
-import type { Queryable } from '../db/pool.js';
+import { isUuid, type Queryable } from '../db/pool.js';
 import type { GatewayFailure, PaymentOutcome, Provider, Rail } from '../gateways/types.js';
 import { formatAmount } from '../money.js';
 import { createAlert } from './alerts.js';
@@ -118,8 +118,6 @@ function toPayment(r: PaymentRow): Payment {
   };
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /**
  * A payment by our id. With `forUpdate` its row is locked too; the refund totals in the answer are then
  * those from before any wait for the lock (the row is read again after the wait, the refunds are not):
@@ -130,7 +128,7 @@ export async function getPayment(
   id: string,
   options: { forUpdate?: boolean } = {},
 ): Promise<Payment | null> {
-  if (!UUID.test(id)) return null;
+  if (!isUuid(id)) return null;
   const { rows } = await client.query<PaymentRow>(
     `${SELECT_PAYMENT} WHERE p.id = $1${options.forUpdate ? ' FOR UPDATE OF p' : ''}`,
     [id],
@@ -148,7 +146,7 @@ export async function lockPayment(client: Queryable, id: string): Promise<void> 
 
 /** By our id, the provider's reference, or our confirmation number. */
 export async function findPayment(client: Queryable, ref: string): Promise<Payment | null> {
-  if (UUID.test(ref)) return getPayment(client, ref);
+  if (isUuid(ref)) return getPayment(client, ref);
   const { rows } = await client.query<PaymentRow>(
     `${SELECT_PAYMENT} WHERE p.provider_reference = $1 OR p.confirmation_number = $1 ORDER BY p.created_at DESC LIMIT 1`,
     [ref],

@@ -23,7 +23,7 @@
  * an alert for a human, rather than pretend it did not happen.
  */
 import { appendAudit, SYSTEM_TENANT_ID } from '../audit/log.js';
-import type { Queryable } from '../db/pool.js';
+import { isUuid, type Queryable } from '../db/pool.js';
 import type { GatewayFailure, WebhookEvent } from '../gateways/types.js';
 import { formatMoney } from '../money.js';
 import { createAlert } from '../payments/alerts.js';
@@ -42,8 +42,6 @@ export interface ProcessedWebhook {
   paymentId?: string;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /** Stripe says which refund through its metadata; PayPal through the refund's custom_id. */
 export function ourRefundId(event: WebhookEvent): string | undefined {
   const payload = event.payload as Record<string, unknown> | null;
@@ -60,7 +58,7 @@ export function ourRefundId(event: WebhookEvent): string | undefined {
   } else {
     candidate = (payload?.resource as Record<string, unknown> | undefined)?.custom_id;
   }
-  return typeof candidate === 'string' && UUID.test(candidate) ? candidate : undefined;
+  return typeof candidate === 'string' && isUuid(candidate) ? candidate : undefined;
 }
 
 interface Match {
@@ -83,7 +81,7 @@ function referenceAgrees(event: WebhookEvent, heldReference: string | null): boo
 /** Which tenant's payment an event is about. System transaction: the tenant is what we are finding. */
 async function matchPayment(client: Queryable, event: WebhookEvent): Promise<Match | null> {
   const provider = event.provider;
-  if (event.paymentId && UUID.test(event.paymentId)) {
+  if (event.paymentId && isUuid(event.paymentId)) {
     const { rows } = await client.query<{ id: string; tenant_id: string; provider_reference: string | null }>(
       'SELECT id, tenant_id, provider_reference FROM payments WHERE id = $1 AND provider = $2',
       [event.paymentId, provider],
@@ -134,7 +132,7 @@ async function storeIfConfirming(
   payload: string,
 ): Promise<ProcessedWebhook | null> {
   if (event.action !== 'payment_succeeded' && event.action !== 'payment_failed') return null;
-  if (!event.paymentId || !UUID.test(event.paymentId)) return null;
+  if (!event.paymentId || !isUuid(event.paymentId)) return null;
   const target = PAYMENT_STATUS[event.action];
   const note = `payment already ${target}`;
   const { rows } = await client.query<{ tenant_id: string }>(
