@@ -391,7 +391,15 @@ async function applyRefundEvent(
     if (to === 'failed') return { outcome: 'ignored', note: 'a refund we never recorded failed' };
     return recordOutsideRefund(client, event, payment, reported, notices);
   }
-  if (row.status !== 'pending') {
+  // Our refund, by its reference or our id, but for another sum: which one is true is for a human to find
+  // out at the provider; neither is recorded over the other.
+  if (reported.amountMinor !== row.amount_minor || reported.currency !== payment.currency) {
+    return refundAmountMismatch(client, event, payment, row, reported, notices);
+  }
+  // A refund moves once from pending, except that Stripe can fail one it reported succeeded (days later:
+  // the payee's bank returned it, and the money is back in the provider balance).
+  const failsAfterSuccess = row.status === 'succeeded' && to === 'failed';
+  if (row.status !== 'pending' && !failsAfterSuccess) {
     if (row.status !== to) {
       await appendAudit(client, {
         tenantId: payment.tenantId,
@@ -420,7 +428,7 @@ async function applyRefundEvent(
     tenantId: payment.tenantId,
     actorType: 'provider',
     actorId: event.provider,
-    action: `refund.${to}`,
+    action: failsAfterSuccess ? 'refund.failed_after_success' : `refund.${to}`,
     subjectId: row.id,
     details: {
       payment_id: payment.id,
@@ -432,13 +440,18 @@ async function applyRefundEvent(
     },
   });
   if (failure) {
-    const message = `Refund of ${formatMoney(row.amount_minor, payment.currency)} on invoice ${payment.invoiceNumber} failed: ${failure.message}`;
+    const message = failsAfterSuccess
+      ? `Refund of ${formatMoney(row.amount_minor, payment.currency)} on invoice ${payment.invoiceNumber}, reported succeeded, has failed: ${failure.message}`
+      : `Refund of ${formatMoney(row.amount_minor, payment.currency)} on invoice ${payment.invoiceNumber} failed: ${failure.message}`;
     const alertId = await createAlert(client, {
       tenantId: payment.tenantId,
       kind: 'refund_failed',
       code: failure.code,
       message,
-      nextStep: 'review the refund with the provider; the payer has not been paid back',
+      nextStep: failsAfterSuccess
+        ? 'the payer has not been paid back after all and the money is back in the provider balance; contact the payer and refund again another way'
+        : 'review the refund with the provider; the payer has not been paid back',
+      ...(failsAfterSuccess ? { severity: 'critical' as const } : {}),
       paymentId: payment.id,
       refundId: row.id,
     });
@@ -451,7 +464,57 @@ async function applyRefundEvent(
       refundId: row.id,
     });
   }
-  return { outcome: 'applied', note: `refund pending -> ${to}` };
+  return { outcome: 'applied', note: `refund ${row.status} -> ${to}` };
+}
+
+/** A provider event about our refund with another amount or currency than ours: held for a human. */
+async function refundAmountMismatch(
+  client: Queryable,
+  event: WebhookEvent,
+  payment: Payment,
+  row: RefundRow,
+  reported: NonNullable<WebhookEvent['refund']>,
+  notices: FailureNotice[],
+): Promise<Applied> {
+  const ours = formatMoney(row.amount_minor, payment.currency);
+  const theirs = formatMoney(reported.amountMinor, reported.currency);
+  await appendAudit(client, {
+    tenantId: payment.tenantId,
+    actorType: 'provider',
+    actorId: event.provider,
+    action: 'refund.amount_mismatch',
+    subjectId: row.id,
+    details: {
+      payment_id: payment.id,
+      amount_minor: row.amount_minor,
+      currency: payment.currency,
+      reported_amount_minor: reported.amountMinor,
+      reported_currency: reported.currency,
+      reported_status: event.action === 'refund_succeeded' ? 'succeeded' : 'failed',
+      provider_reference: reported.providerReference,
+      event_id: event.eventId,
+    },
+  });
+  const message = `${event.provider} reports refund ${reported.providerReference} on invoice ${payment.invoiceNumber} as ${theirs}; paygate approved and recorded ${ours}.`;
+  const alertId = await createAlert(client, {
+    tenantId: payment.tenantId,
+    kind: 'refund_amount_mismatch',
+    code: 'refund_amount_mismatch',
+    severity: 'critical',
+    message,
+    nextStep: `check the refund in the ${event.provider} dashboard; paygate left its record of it unchanged`,
+    paymentId: payment.id,
+    refundId: row.id,
+  });
+  notices.push({
+    tenantId: payment.tenantId,
+    alertId,
+    code: 'refund_amount_mismatch',
+    message,
+    paymentId: payment.id,
+    refundId: row.id,
+  });
+  return { outcome: 'ignored', note: `refund amount ${theirs} differs from ours (${ours}); alert raised` };
 }
 
 /** A refund made at the provider without paygate: record the fact, and make sure a human sees it. */

@@ -1,0 +1,195 @@
+/**
+ * Refunds and the provider's later word about them: the sandbox's Stripe emulator delivers its signed
+ * events to a real sidecar on loopback; refunds are made through the engine (approval, token, phases).
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyAuditLog } from '../../src/audit/verify.js';
+import { signStripeWebhookForTest } from '../../src/gateways/stripe/webhook.js';
+import { refundPayment } from '../../src/payments/refund.js';
+import { getPaymentStatus } from '../../src/payments/status.js';
+import { type Sandbox, startSandbox } from '../../src/sandbox/index.js';
+import { createSidecarApp } from '../../src/sidecar/app.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { createFixture, type Fixture, payThroughEngine } from '../support/fixture.js';
+import { startSidecar } from './support.js';
+
+const SECRET = 'whsec_hostile_refunds_0123456789abcdef';
+
+async function freePort(): Promise<number> {
+  const server = http.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+async function refundThroughEngine(f: Fixture, payment: string, amount?: string) {
+  const caller = { agentKey: f.agentKey };
+  const input = { payment, ...(amount ? { amount } : {}), reason: 'hostile test' };
+  const ask = (await refundPayment(f.deps, caller, input)) as { approval_id: string; status: string };
+  expect(ask.status).toBe('approval_required');
+  const token = await f.approveAs(f.admin, ask.approval_id);
+  return (await refundPayment(f.deps, caller, { ...input, approval_token: token })) as Record<
+    string,
+    unknown
+  >;
+}
+
+async function refundRows(f: Fixture, paymentId: string) {
+  const { rows } = await f.t.db.withSystem((c) =>
+    c.query<{ id: string; status: string; amount_minor: number; provider_reference: string | null }>(
+      'SELECT id, status, amount_minor, provider_reference FROM refunds WHERE payment_id = $1 ORDER BY created_at',
+      [paymentId],
+    ),
+  );
+  return rows;
+}
+
+describe('Stripe refunds with webhooks delivered by the sandbox to a live sidecar', () => {
+  let t: TestDatabase;
+  let sandbox: Sandbox;
+  let f: Fixture;
+  let server: http.Server;
+
+  beforeAll(async () => {
+    const port = await freePort();
+    t = await createTestDatabase();
+    sandbox = await startSandbox({
+      stripe: {
+        webhookUrl: `http://127.0.0.1:${port}/webhooks/stripe`,
+        webhookSecret: SECRET,
+        webhookDelayMs: 0,
+      },
+    });
+    f = await createFixture({ slug: 'hostile-refunds', t, sandbox });
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_refundFail', brand: 'visa', last4: '5126' });
+    const app = createSidecarApp({
+      db: t.db,
+      deps: f.deps,
+      webhooks: { stripeSecret: SECRET },
+      sandbox: { paypalUrl: sandbox.paypalUrl },
+      logger: { info() {}, warn() {}, error: (obj, msg) => console.error(msg, obj) },
+    });
+    server = http.createServer(app);
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  }, 120_000);
+
+  afterAll(async () => {
+    await sandbox.stripe.webhooksIdle();
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+    await f.close();
+    await sandbox.close();
+    await t.drop();
+  });
+
+  it('a refund Stripe reports succeeded and later failed (refund.failed) ends failed, with an alert', async () => {
+    const paid = await payThroughEngine(f, f.agentKey, {
+      invoice: 'INV-RF-1',
+      amountMinor: 70_00,
+      method: 'stripe',
+    });
+    expect(paid.status).toBe('paid');
+    const done = await refundThroughEngine(f, paid.payment_id);
+    expect(done.refund_status).toBe('succeeded');
+    await sandbox.stripe.webhooksIdle();
+
+    // Stripe's documented pm_card_refundFail: the refund succeeds, then fails (refund.failed).
+    await sandbox.stripe.settleRefunds();
+    await sandbox.stripe.webhooksIdle();
+    expect(sandbox.stripe.deliveries().some((d) => d.type === 'refund.failed')).toBe(true);
+
+    const rows = await refundRows(f, paid.payment_id);
+    expect(rows).toHaveLength(1);
+    // The payer was not paid back: the refund must not stay `succeeded`.
+    expect(rows[0]!.status).toBe('failed');
+    const { rows: alerts } = await t.db.withSystem((c) =>
+      c.query("SELECT kind FROM alerts WHERE refund_id = $1 AND kind = 'refund_failed'", [rows[0]!.id]),
+    );
+    expect(alerts).toHaveLength(1);
+    const status = (await getPaymentStatus(
+      f.deps,
+      { agentKey: f.agentKey },
+      { payment: paid.payment_id },
+    )) as {
+      status: string;
+    };
+    expect(status.status).not.toBe('refunded');
+    const { rows: audit } = await t.db.withSystem((c) =>
+      c.query<{ action: string }>('SELECT action FROM audit_log WHERE subject_id = $1 ORDER BY seq', [
+        rows[0]!.id,
+      ]),
+    );
+    expect(audit.map((a) => a.action)).toContain('refund.failed_after_success');
+    expect((await verifyAuditLog(t.db)).ok).toBe(true);
+  });
+});
+
+describe('a refund event about our refund with another amount', () => {
+  let f: Fixture;
+  beforeAll(async () => {
+    f = await createFixture({ slug: 'refund-amount-mismatch' });
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_pendingRefund', brand: 'visa', last4: '7726' });
+  }, 120_000);
+  afterAll(async () => {
+    await f.close();
+  });
+
+  it('is held for a human: our record unchanged, a critical alert', async () => {
+    const paid = await payThroughEngine(f, f.agentKey, {
+      invoice: 'INV-RP-2',
+      amountMinor: 80_00,
+      method: 'stripe',
+    });
+    const done = await refundThroughEngine(f, paid.payment_id, '10.00');
+    expect(done.refund_status).toBe('pending');
+    const [row] = await refundRows(f, paid.payment_id);
+    const sidecar = await startSidecar(f, { stripeSecret: SECRET });
+    try {
+      // Signed by Stripe, about our refund (its id and metadata), but for 75.00, not 10.00.
+      const event = {
+        id: 'evt_hostile_amount_1',
+        object: 'event',
+        api_version: '2023-08-16',
+        created: Math.floor(Date.now() / 1000),
+        type: 'refund.updated',
+        data: {
+          object: {
+            id: row!.provider_reference,
+            object: 'refund',
+            amount: 75_00,
+            currency: 'usd',
+            status: 'succeeded',
+            payment_intent: paid.gateway_reference,
+            metadata: { paygate_refund_id: row!.id, paygate_payment_id: paid.payment_id },
+          },
+        },
+      };
+      const payload = JSON.stringify(event);
+      const response = await fetch(`${sidecar.url}/webhooks/stripe`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'stripe-signature': signStripeWebhookForTest(payload, SECRET),
+        },
+        body: payload,
+      });
+      expect(response.status).toBeLessThan(500);
+    } finally {
+      await sidecar.close();
+    }
+    // Neither sum is recorded over the other: ours stays as it was, and a human is told they disagree.
+    const rows = await refundRows(f, paid.payment_id);
+    expect(rows).toMatchObject([{ id: row!.id, status: 'pending', amount_minor: 10_00 }]);
+    const { rows: alerts } = await f.t.db.withSystem((c) =>
+      c.query<{ kind: string; severity: string }>('SELECT kind, severity FROM alerts WHERE payment_id = $1', [
+        paid.payment_id,
+      ]),
+    );
+    expect(alerts).toEqual([{ kind: 'refund_amount_mismatch', severity: 'critical' }]);
+  });
+});
