@@ -1,13 +1,37 @@
 /**
  * Agent-supplied idempotency keys on money-moving calls. Same key and same parameters replay the first
- * answer; same key with other parameters is refused; a key whose first call is still running answers
- * "in progress" instead of running twice. Only final answers are stored: an `approval_required` answer
- * releases the key, so the retry that carries the token can use it.
+ * answer; same key with other parameters is refused; a key whose first call has not answered is never run
+ * twice (the caller answers with what that call did so far, or "in progress"). Only final answers are
+ * stored: an `approval_required` answer releases the key, so the retry that carries the token can use it.
  */
 import type { Db } from '../db/pool.js';
 import { RefusedError, UsageError } from '../errors.js';
 
-export type IdempotencyClaim = { kind: 'claimed' } | { kind: 'replay'; response: unknown };
+/** A first call this old that has not answered stopped (its process died), rather than still running. */
+const INTERRUPTED_AFTER_MS = 10 * 60 * 1000;
+
+/** The answer for a key whose first call has not answered and left nothing to report. */
+export function inProgressError(key: string, since: Date, now = new Date()): RefusedError {
+  if (now.getTime() - since.getTime() < INTERRUPTED_AFTER_MS) {
+    return new RefusedError(
+      'request_in_progress',
+      `the request with idempotency_key "${key}" is still in progress`,
+      'wait a moment and call again with the same key',
+      true,
+    );
+  }
+  return new RefusedError(
+    'request_interrupted',
+    `the request with idempotency_key "${key}" started at ${since.toISOString()} and never answered (paygate restarted during it); nothing it did is on record`,
+    'call get_payment_status for the invoice or payment; if nothing was paid, call again with a new idempotency_key',
+  );
+}
+
+export type IdempotencyClaim =
+  | { kind: 'claimed' }
+  | { kind: 'replay'; response: unknown }
+  /** The first call with this key has not answered: still running, or its process died mid-call. */
+  | { kind: 'in_progress'; since: Date };
 
 const KEY = /^[A-Za-z0-9._:-]{1,255}$/;
 
@@ -28,8 +52,9 @@ export async function claimIdempotencyKey(
       request_digest: Buffer;
       status: string;
       response: unknown;
+      created_at: Date;
     }>(
-      'SELECT action, request_digest, status, response FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3',
+      'SELECT action, request_digest, status, response, created_at FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3',
       [scope.tenantId, scope.agentKeyId, scope.key],
     );
     const row = rows[0];
@@ -41,14 +66,7 @@ export async function claimIdempotencyKey(
         'use a new idempotency_key for a different request',
       );
     }
-    if (row.status !== 'completed') {
-      throw new RefusedError(
-        'request_in_progress',
-        `the request with idempotency_key "${scope.key}" is still in progress`,
-        'wait a moment and call again with the same key',
-        true,
-      );
-    }
+    if (row.status !== 'completed') return { kind: 'in_progress', since: row.created_at };
     return { kind: 'replay', response: row.response };
   });
 }

@@ -28,9 +28,14 @@ import { formatAmount, formatMoney, MoneyError, parseMoney } from '../money.js';
 import { admitMoneyMovingCall, type Run, recordRun } from './agent-runs.js';
 import { addDays, nextBusinessDay, previousBusinessDay, todayIn, whyNotBusinessDay } from './calendar.js';
 import type { Caller, EngineDeps } from './context.js';
-import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from './idempotency.js';
+import {
+  claimIdempotencyKey,
+  completeIdempotencyKey,
+  inProgressError,
+  releaseIdempotencyKey,
+} from './idempotency.js';
 import { checkDate, findInvoice, type Invoice, transitionInvoice } from './invoices.js';
-import { insertPayment, type Payment, paymentJson } from './payments.js';
+import { insertPayment, latestPaymentOf, type Payment, paymentJson } from './payments.js';
 import { executeSubmission, loadSubmissions, type Submission } from './phases.js';
 
 /** How far ahead a payment may be scheduled. */
@@ -372,10 +377,21 @@ export async function withIdempotency<T>(
   key: string | undefined,
   digest: Buffer,
   fn: () => Promise<T>,
+  /**
+   * For a key whose first call has not answered: what that call has done so far, found in the records
+   * (a payment it made after `since`), or undefined. A call that crashed between its phases leaves its
+   * key unanswered for good; the agent retrying with it gets the payment's state, not "in progress".
+   */
+  recover?: (since: Date) => Promise<T | undefined>,
 ): Promise<T> {
   if (key === undefined) return fn();
   const scope = { tenantId: caller.agentKey.tenantId, agentKeyId: caller.agentKey.id, key };
   const claim = await claimIdempotencyKey(deps.db, { ...scope, action, requestDigest: digest });
+  if (claim.kind === 'in_progress') {
+    const sofar = recover ? await recover(claim.since) : undefined;
+    if (sofar === undefined) throw inProgressError(key, claim.since);
+    return sofar;
+  }
   if (claim.kind === 'replay') {
     const stored = claim.response as {
       error?: { code: string; message: string; next_step: string; retryable: boolean };
@@ -514,6 +530,16 @@ export async function payInvoice(
         if ('ask' in opened) return opened.ask;
         const payment = await executeSubmission(deps, caller.agentKey.tenantId, opened.started);
         return confirmation(payment);
+      },
+      async (since) => {
+        const payment = await deps.db.withTenant(caller.agentKey.tenantId, (client) =>
+          latestPaymentOf(client, {
+            agentKeyId: caller.agentKey.id,
+            invoiceNumber: String(input.invoice),
+            since,
+          }),
+        );
+        return payment ? confirmation(payment) : undefined;
       },
     ),
   );

@@ -1,0 +1,142 @@
+/**
+ * An agent retries pay_invoice with the same idempotency_key after the paygate process died
+ * between the provider call and phase 3 (PAYGATE_CRASH_AT=after_provider_call, a real `paygate mcp`
+ * process on stdio, built CLI). The reconciler resolves the payment; the retry with the same key must
+ * then answer (replay / current state), not "in progress" for the key's 7-day retention.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ApprovalRequired, payInvoice, requestDigest } from '../../src/payments/pay.js';
+import { createWorker } from '../../src/worker/index.js';
+import { freePort } from '../mcp/helpers.js';
+import { CLI } from '../support/cli.js';
+import { createFixture, type Fixture } from '../support/fixture.js';
+
+describe('an idempotency key after a crash between phases', () => {
+  let f: Fixture;
+  let dataDir: string;
+  let env: Record<string, string>;
+  const clients: Client[] = [];
+
+  async function connect(extra: Record<string, string> = {}): Promise<Client> {
+    const client = new Client({ name: 'idempotency-crash', version: '1.0.0' });
+    await client.connect(
+      new StdioClientTransport({
+        command: process.execPath,
+        args: [CLI, 'mcp'],
+        env: { ...env, PAYGATE_AGENT_KEY: f.agentKeySecret, ...extra },
+        stderr: 'ignore',
+      }),
+    );
+    clients.push(client);
+    return client;
+  }
+
+  beforeAll(async () => {
+    f = await createFixture({ slug: 'idem-crash' });
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', brand: 'visa', last4: '4242' });
+    await f.addInvoice('INV-IC-1', 42_00);
+    dataDir = await mkdtemp(path.join(tmpdir(), 'paygate-idem-'));
+    env = {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '',
+      DATABASE_URL: f.t.url,
+      PAYGATE_DATA_DIR: dataDir,
+      PAYGATE_LOG_LEVEL: 'warn',
+      PAYGATE_SECRET: 'test-secret',
+      PAYGATE_SANDBOX_STRIPE_URL: f.sandbox.stripeUrl,
+      PAYGATE_SANDBOX_PAYPAL_URL: f.sandbox.paypalUrl,
+      PAYGATE_PUBLIC_URL: `http://127.0.0.1:${await freePort()}`,
+    };
+  });
+  afterAll(async () => {
+    for (const c of clients) await c.close().catch(() => {});
+    await f?.close();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('same key after the crash and the reconciler: an answer about the one payment, never a second charge', async () => {
+    const args = { invoice: 'INV-IC-1', amount: '42.00', currency: 'USD', method: 'stripe' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
+    const token = await f.approveAs(f.admin, ask.approval_id);
+
+    const dying = await connect({ PAYGATE_CRASH_AT: 'after_provider_call:1' });
+    await expect(
+      dying.callTool({
+        name: 'pay_invoice',
+        arguments: { ...args, approval_token: token, idempotency_key: 'k-crash-1' },
+      }),
+    ).rejects.toThrow();
+    const { rows } = await f.t.db.withSystem((c) =>
+      c.query<{ id: string; status: string }>('SELECT id, status FROM payments'),
+    );
+    expect(rows).toHaveLength(1);
+    expect(f.sandbox.ledger.charges(rows[0]!.id)).toHaveLength(1);
+
+    // The reconciler (a worker pass past the lease) resolves the charged payment.
+    await new Promise((r) => setTimeout(r, 500));
+    const pass = await createWorker(f.deps, { clock: () => new Date(Date.now() + 10 * 60_000) }).runOnce();
+    expect(pass.errors).toBe(0);
+    const after = await f.t.db.withSystem((c) =>
+      c.query<{ status: string }>('SELECT status FROM payments WHERE id = $1', [rows[0]!.id]),
+    );
+    expect(after.rows[0]!.status).toBe('succeeded');
+
+    // The agent's retry, as its client would: same arguments, same key, in a fresh process.
+    const retry = await connect();
+    const answer = (await retry.callTool({
+      name: 'pay_invoice',
+      arguments: { ...args, approval_token: token, idempotency_key: 'k-crash-1' },
+    })) as { isError?: boolean; structuredContent?: Record<string, unknown> };
+    expect(f.sandbox.ledger.charges(rows[0]!.id)).toHaveLength(1);
+    // The answer the first call would have given: the one payment, paid.
+    expect(answer.isError, JSON.stringify(answer.structuredContent)).toBeFalsy();
+    expect(answer.structuredContent).toMatchObject({
+      success: true,
+      status: 'paid',
+      payment_id: rows[0]!.id,
+    });
+  }, 120_000);
+
+  it('a key whose call died before it paid anything: "in progress" at first, then "interrupted", never a charge', async () => {
+    await f.addInvoice('INV-IC-2', 17_00);
+    const args = { invoice: 'INV-IC-2', amount: '17.00', currency: 'USD', method: 'stripe' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
+    const token = await f.approveAs(f.admin, ask.approval_id);
+    // What a process that died right after claiming the key leaves: the claim, and nothing else.
+    const claim = (minutesAgo: number) =>
+      f.t.db.withTenant(f.tenant.id, (c) =>
+        c.query(
+          `INSERT INTO idempotency_keys (tenant_id, agent_key_id, key, action, request_digest, created_at)
+           VALUES ($1, $2, $3, 'pay_invoice', $4, now() - make_interval(mins => $5))
+           ON CONFLICT (tenant_id, agent_key_id, key) DO UPDATE SET created_at = EXCLUDED.created_at`,
+          [f.tenant.id, f.agentKey.id, 'k-died-early', requestDigest('pay_invoice', args), minutesAgo],
+        ),
+      );
+    const retry = () =>
+      payInvoice(
+        f.deps,
+        { agentKey: f.agentKey },
+        { ...args, approval_token: token, idempotency_key: 'k-died-early' },
+      );
+    await claim(1);
+    await expect(retry()).rejects.toMatchObject({ code: 'request_in_progress', retryable: true });
+    await claim(30);
+    await expect(retry()).rejects.toMatchObject({ code: 'request_interrupted', retryable: false });
+    const { rows } = await f.t.db.withSystem((c) =>
+      c.query("SELECT 1 FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.number = 'INV-IC-2'"),
+    );
+    expect(rows).toHaveLength(0);
+    // The approval was not used up: a new key pays it.
+    const paid = await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...args, approval_token: token, idempotency_key: 'k-new' },
+    );
+    expect(paid).toMatchObject({ status: 'paid' });
+  });
+});
