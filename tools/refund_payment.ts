@@ -28,7 +28,7 @@ export const refundPaymentTool = defineTool({
   name: 'refund_payment',
   config: {
     title: 'Refund a payment',
-    description: `Refund a completed payment, fully or partly, through the provider that took it; refunds never add up to more than was captured. ${APPROVAL_PROTOCOL} The approval is bound to the payment, amount and reason.`,
+    description: `Refund a completed payment, fully or partly, through the provider that took it; refunds never add up to more than was captured. A payment sent by ACH file (NACHA) cannot be refunded here. ${APPROVAL_PROTOCOL} The approval is bound to the payment, amount and reason.`,
     inputSchema: refundInput,
     outputSchema: z.looseObject(confirmationOutput),
     annotations: moneyMovingAnnotations('Refund a payment'),

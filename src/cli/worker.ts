@@ -19,7 +19,7 @@ function describe(s: PassSummary): string {
     `scheduled ${s.scheduled.started} started (${s.scheduled.paid} paid, ${s.scheduled.pending} pending, ${s.scheduled.deferred} deferred, ${s.scheduled.failed} failed);`,
     `reconciled ${s.reconciled.checked} (${s.reconciled.succeeded} succeeded, ${s.reconciled.failed} failed, ${s.reconciled.still_processing} still processing);`,
     `schedules settled ${s.schedules_settled};`,
-    `refunds re-driven ${s.refunds.redriven};`,
+    `refunds looked up ${s.refunds.looked_up}, re-driven ${s.refunds.redriven}, alerted ${s.refunds.alerted};`,
     `ACH settled ${s.ach_settled};`,
     `approvals expired ${s.approvals_expired};`,
     `idempotency keys pruned ${s.idempotency_keys_pruned};`,

@@ -21,6 +21,8 @@ function withRetryPolicy(gateway: Gateway, sleep?: (ms: number) => Promise<void>
     retrieve: (lookup) =>
       withRetry(() => gateway.retrieve(lookup), { sleep, checkOutcome: async () => null }),
     refund: (request) => withRetry(() => gateway.refund(request), { sleep }),
+    retrieveRefund: (lookup) =>
+      withRetry(() => gateway.retrieveRefund(lookup), { sleep, checkOutcome: async () => null }),
   };
 }
 

@@ -105,6 +105,9 @@ export interface RefundOutcome {
   status: RefundStatus;
   providerReference: string;
   failure?: GatewayFailure;
+  /** What the provider says this refund is for, in ISO 4217 minor units, when its answer says. */
+  amountMinor?: number;
+  currency?: string;
 }
 
 /** A verified provider event reduced to what our engine acts on. */
@@ -147,4 +150,11 @@ export interface Gateway {
    */
   retrieve(lookup: { paymentId: string; providerReference?: string }): Promise<PaymentOutcome | null>;
   refund(request: RefundRequest): Promise<RefundOutcome>;
+  /**
+   * Ask the provider what became of a refund it already answered for (it gave us `providerReference`),
+   * never creating one. A pending refund whose webhook was lost is resolved this way: sending the create
+   * again with the same idempotency key only replays the provider's first answer ("pending"). Returns
+   * null when the provider has no such refund, or one that is not ours (`refundId`).
+   */
+  retrieveRefund(lookup: { refundId: string; providerReference: string }): Promise<RefundOutcome | null>;
 }

@@ -12,6 +12,7 @@ import { requiredApprovals } from '../approvals/policy.js';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
 import { RefusedError, UsageError } from '../errors.js';
+import { NACHA_REFUND_REFUSAL } from '../gateways/nacha/gateway.js';
 import { GatewayError, type RefundOutcome } from '../gateways/types.js';
 import { formatAmount, formatMoney, MoneyError, parseAmount } from '../money.js';
 import { admitMoneyMovingCall, recordRun } from './agent-runs.js';
@@ -27,6 +28,7 @@ import {
   withIdempotency,
 } from './pay.js';
 import { findPayment, getPayment, lockPayment, type Payment, paymentJson } from './payments.js';
+import { applyRefundReport } from './refund-outcome.js';
 
 export interface RefundInput {
   payment: string;
@@ -86,6 +88,15 @@ function remainingOf(payment: Payment): number {
 }
 
 function checkRefundable(payment: Payment, amountMinor: number): void {
+  // Refused before anything else, so no approver is asked for what cannot happen: a NACHA payment is a
+  // credit pushed to the vendor's bank in a file, and no file of ours can pull it back.
+  if (payment.provider === 'nacha') {
+    throw new RefusedError(
+      'refund_not_supported',
+      `payment ${payment.confirmationNumber} (invoice ${payment.invoiceNumber}) was paid by bank ACH in a NACHA file; ${NACHA_REFUND_REFUSAL}`,
+      'ask the vendor to return the funds, or have your bank originate an ACH reversal; no approval was requested',
+    );
+  }
   if (payment.status !== 'succeeded') {
     throw new RefusedError(
       'payment_not_refundable',
@@ -348,4 +359,190 @@ export async function executeRefund(
   });
   for (const n of notices) deps.onAlert?.(n);
   return outcome;
+}
+
+/** Alert kind raised when a refund is still pending at the end of the worker's re-drive window. */
+export const REFUND_PENDING_TOO_LONG = 'refund_pending_too_long';
+
+export interface PendingRefundCheck {
+  /** Asked the provider (`looked_up`), sent the create again (`redriven`), or neither (`none`). */
+  action: 'looked_up' | 'redriven' | 'none';
+  /** The refund's status afterwards. */
+  status: RefundStatus;
+  /** A human was alerted: still pending past the re-drive window. */
+  alerted: boolean;
+}
+
+export interface PendingRefundOptions {
+  /** The worker's clock (tests move it); default the real one. */
+  now?: Date;
+  /**
+   * The worker's window. A pending refund with no provider reference (the create's answer was lost) is
+   * sent again, same refund id and so the same key, only while younger than this; one still pending
+   * when it is older raises an alert for a human, once. Absent (a status refresh): only look up.
+   */
+  redriveWindowMs?: number;
+}
+
+/**
+ * Resolve a pending refund. With a provider reference the provider has answered before, so it is asked
+ * (gateway.retrieveRefund), never sent again: a create with the same key would only replay its first
+ * answer ("pending") however the refund has since ended. A final answer is recorded by
+ * applyRefundReport, the webhook's own path. Without a reference the create is re-sent (executeRefund)
+ * within the window. Never throws for a provider failure: the refund stays pending and is asked later.
+ */
+export async function checkPendingRefund(
+  deps: EngineDeps,
+  tenantId: string,
+  refundId: string,
+  options: PendingRefundOptions = {},
+): Promise<PendingRefundCheck> {
+  const now = options.now ?? new Date();
+  const loaded = await deps.db.withTenant(tenantId, async (client) => {
+    const { rows } = await client.query<{
+      payment_id: string;
+      status: RefundStatus;
+      amount_minor: number;
+      provider_reference: string | null;
+      created_at: Date;
+    }>('SELECT payment_id, status, amount_minor, provider_reference, created_at FROM refunds WHERE id = $1', [
+      refundId,
+    ]);
+    const row = rows[0];
+    return row ? { row, payment: (await getPayment(client, row.payment_id))! } : null;
+  });
+  if (!loaded) throw new Error(`refund ${refundId} not found in tenant ${tenantId}`);
+  const { row, payment } = loaded;
+  if (row.status !== 'pending') return { action: 'none', status: row.status, alerted: false };
+  const window = options.redriveWindowMs;
+  const inWindow = window !== undefined && now.getTime() - row.created_at.getTime() < window;
+  let action: PendingRefundCheck['action'] = 'none';
+  let status: RefundStatus = 'pending';
+  if (row.provider_reference) {
+    action = 'looked_up';
+    status = await lookUpRefund(deps, payment, {
+      id: refundId,
+      amountMinor: row.amount_minor,
+      providerReference: row.provider_reference,
+    });
+  } else if (inWindow) {
+    action = 'redriven';
+    status = (await executeRefund(deps, tenantId, refundId)).status;
+  }
+  if (status !== 'pending' || window === undefined || inWindow) return { action, status, alerted: false };
+  return { action, status, alerted: await alertStillPending(deps, payment, refundId, now) };
+}
+
+/** get_payment_status with refresh: ask the provider about each of the payment's pending refunds. */
+export async function refreshPendingRefunds(deps: EngineDeps, tenantId: string, paymentId: string) {
+  const { rows } = await deps.db.withTenant(tenantId, (client) =>
+    client.query<{ id: string }>(
+      `SELECT id FROM refunds WHERE payment_id = $1 AND status = 'pending' AND provider_reference IS NOT NULL
+       ORDER BY created_at`,
+      [paymentId],
+    ),
+  );
+  for (const r of rows) await checkPendingRefund(deps, tenantId, r.id);
+}
+
+async function lookUpRefund(
+  deps: EngineDeps,
+  payment: Payment,
+  refund: { id: string; amountMinor: number; providerReference: string },
+): Promise<RefundStatus> {
+  const { id: refundId, providerReference } = refund;
+  const gateway = deps.gateway(payment.provider);
+  if (!gateway) return 'pending';
+  let outcome: RefundOutcome | null;
+  try {
+    outcome = await gateway.retrieveRefund({ refundId, providerReference });
+  } catch (error) {
+    if (!(error instanceof GatewayError)) throw error;
+    deps.logger?.warn(
+      { err: error, refundId, provider: payment.provider },
+      'refund lookup failed; it stays pending and is asked again later',
+    );
+    return 'pending';
+  }
+  // Null: the provider does not know the reference it gave us. Nothing to apply; if it never resolves,
+  // the worker's alert at the end of the window tells a human.
+  if (!outcome || outcome.status === 'pending') return 'pending';
+  const notices: FailureNotice[] = [];
+  const result = await deps.db.withTenant(payment.tenantId, (client) =>
+    applyRefundReport(
+      client,
+      payment,
+      {
+        status: outcome.status as 'succeeded' | 'failed',
+        providerReference: outcome.providerReference || providerReference,
+        refundId,
+        // Both providers' refund objects carry the amount; were one not to, there is nothing to compare.
+        amountMinor: outcome.amountMinor ?? refund.amountMinor,
+        currency: outcome.currency ?? payment.currency,
+        ...(outcome.failure ? { failure: outcome.failure } : {}),
+      },
+      {
+        provider: payment.provider,
+        actorType: 'system',
+        actorId: 'reconciler',
+        note: `refund looked up at ${payment.provider}`,
+      },
+      notices,
+    ),
+  );
+  for (const n of notices) deps.onAlert?.(n);
+  return result.outcome === 'no_such_refund' ? 'pending' : result.status;
+}
+
+/** Once per refund: the worker stops re-sending and looking up; a human takes it from here. */
+async function alertStillPending(
+  deps: EngineDeps,
+  payment: Payment,
+  refundId: string,
+  now: Date,
+): Promise<boolean> {
+  const notices: FailureNotice[] = [];
+  await deps.db.withTenant(payment.tenantId, async (client) => {
+    const { rows } = await client.query<{
+      amount_minor: number;
+      currency: string;
+      provider_reference: string | null;
+      created_at: Date;
+    }>(
+      `SELECT amount_minor, currency, provider_reference, created_at FROM refunds
+       WHERE id = $1 AND status = 'pending' FOR UPDATE`,
+      [refundId],
+    );
+    const row = rows[0];
+    if (!row) return;
+    const already = await client.query(`SELECT 1 FROM alerts WHERE refund_id = $1 AND kind = $2`, [
+      refundId,
+      REFUND_PENDING_TOO_LONG,
+    ]);
+    if (already.rows.length > 0) return;
+    const hours = Math.floor((now.getTime() - row.created_at.getTime()) / 3_600_000);
+    const currency = row.currency.trim();
+    const message = `Refund of ${formatMoney(row.amount_minor, currency)} on invoice ${payment.invoiceNumber} (payment ${payment.confirmationNumber}) is still pending at ${payment.provider} after ${hours} hours; paygate has stopped asking.`;
+    const alertId = await createAlert(client, {
+      tenantId: payment.tenantId,
+      kind: REFUND_PENDING_TOO_LONG,
+      code: REFUND_PENDING_TOO_LONG,
+      message,
+      nextStep: row.provider_reference
+        ? `check refund ${row.provider_reference} in the ${payment.provider} dashboard; get_payment_status with refresh: true asks again. While it is pending its amount cannot be refunded again`
+        : `the refund may never have reached ${payment.provider}: check its dashboard for a refund of this payment before anything else; while it is pending its amount cannot be refunded again`,
+      paymentId: payment.id,
+      refundId,
+    });
+    notices.push({
+      tenantId: payment.tenantId,
+      alertId,
+      code: REFUND_PENDING_TOO_LONG,
+      message,
+      paymentId: payment.id,
+      refundId,
+    });
+  });
+  for (const n of notices) deps.onAlert?.(n);
+  return notices.length > 0;
 }

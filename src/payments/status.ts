@@ -1,6 +1,7 @@
 /**
  * get_payment_status and cancel_scheduled_payment. Status is read-only unless `refresh` asks the
- * provider, whose answer goes through the same state machine as every other report.
+ * provider (about the payment if it is still processing, and about its pending refunds), whose answer
+ * goes through the same state machine as every other report.
  */
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
@@ -10,9 +11,9 @@ import { recordRun } from './agent-runs.js';
 import { listAlerts } from './alerts.js';
 import type { Caller, EngineDeps } from './context.js';
 import { findInvoice, transitionInvoice } from './invoices.js';
-import { findPayment, type Payment, paymentJson, paymentsOfInvoice } from './payments.js';
+import { findPayment, getPayment, type Payment, paymentJson, paymentsOfInvoice } from './payments.js';
 import { reconcilePayment } from './phases.js';
-import { refundsOf } from './refund.js';
+import { refreshPendingRefunds, refundsOf } from './refund.js';
 
 export interface StatusInput {
   payment?: string;
@@ -120,6 +121,13 @@ export async function getPaymentStatus(deps: EngineDeps, caller: Caller, input: 
       payment = await reconcilePayment(deps, tenantId, payment.id, {
         notSubmittedAfterMs: Number.POSITIVE_INFINITY,
       });
+    }
+    if (input.refresh && payment.pendingRefundMinor > 0) {
+      // Its pending refunds are asked about too (a lookup, never a new refund): a refund whose webhook
+      // was lost would otherwise read pending here forever.
+      const id = payment.id;
+      await refreshPendingRefunds(deps, tenantId, id);
+      payment = (await deps.db.withTenant(tenantId, (client) => getPayment(client, id)))!;
     }
     const p = payment;
     return deps.db.withTenant(tenantId, async (client) => {

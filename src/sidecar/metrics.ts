@@ -93,6 +93,8 @@ function instrumentGateway(gateway: Gateway, metrics: SidecarMetrics): Gateway {
     pay: (request) => timed(metrics, gateway.provider, 'pay', () => gateway.pay(request)),
     retrieve: (lookup) => timed(metrics, gateway.provider, 'retrieve', () => gateway.retrieve(lookup)),
     refund: (request) => timed(metrics, gateway.provider, 'refund', () => gateway.refund(request)),
+    retrieveRefund: (lookup) =>
+      timed(metrics, gateway.provider, 'retrieve_refund', () => gateway.retrieveRefund(lookup)),
   };
 }
 

@@ -29,8 +29,9 @@ import { formatMoney } from '../money.js';
 import { createAlert } from '../payments/alerts.js';
 import type { EngineDeps, FailureNotice } from '../payments/context.js';
 import { crashPoint } from '../payments/crash-points.js';
-import { applyPaymentOutcome, getPayment, lockPayment, type Payment } from '../payments/payments.js';
+import { applyPaymentOutcome, getPayment, type Payment } from '../payments/payments.js';
 import { handleFailure } from '../payments/phases.js';
+import { applyRefundReport } from '../payments/refund-outcome.js';
 
 export type WebhookOutcome = 'applied' | 'ignored' | 'unmatched' | 'failed';
 
@@ -353,13 +354,11 @@ async function applyEvent(
   }
 }
 
-interface RefundRow {
-  id: string;
-  status: 'pending' | 'succeeded' | 'failed';
-  amount_minor: number;
-  provider_reference: string | null;
-}
-
+/**
+ * A refund event: recorded by applyRefundReport, the same path a lookup of a pending refund takes (its
+ * rules: matching by reference then our id, amount checks, one move from pending, Stripe's failure after
+ * success). A refund we have no row for was made at the provider without us.
+ */
 async function applyRefundEvent(
   client: Queryable,
   event: WebhookEvent,
@@ -368,153 +367,25 @@ async function applyRefundEvent(
 ): Promise<Applied> {
   const reported = event.refund;
   if (!reported) return { outcome: 'ignored', note: 'the event names no refund' };
-  // Lock the payment first, as refund.ts does, so a concurrent refund cannot overlap this one.
-  await lockPayment(client, payment.id);
-  const select = 'SELECT id, status, amount_minor, provider_reference FROM refunds';
-  let row = (
-    await client.query<RefundRow>(`${select} WHERE payment_id = $1 AND provider_reference = $2 FOR UPDATE`, [
-      payment.id,
-      reported.providerReference,
-    ])
-  ).rows[0];
   const refundId = ourRefundId(event);
-  if (!row && refundId) {
-    row = (
-      await client.query<RefundRow>(`${select} WHERE id = $1 AND payment_id = $2 FOR UPDATE`, [
-        refundId,
-        payment.id,
-      ])
-    ).rows[0];
-  }
-  const to = event.action === 'refund_succeeded' ? 'succeeded' : 'failed';
-  if (!row) {
-    if (to === 'failed') return { outcome: 'ignored', note: 'a refund we never recorded failed' };
-    return recordOutsideRefund(client, event, payment, reported, notices);
-  }
-  // Our refund, by its reference or our id, but for another sum: which one is true is for a human to find
-  // out at the provider; neither is recorded over the other.
-  if (reported.amountMinor !== row.amount_minor || reported.currency !== payment.currency) {
-    return refundAmountMismatch(client, event, payment, row, reported, notices);
-  }
-  // A refund moves once from pending, except that Stripe can fail one it reported succeeded (days later:
-  // the payee's bank returned it, and the money is back in the provider balance).
-  const failsAfterSuccess = row.status === 'succeeded' && to === 'failed';
-  if (row.status !== 'pending' && !failsAfterSuccess) {
-    if (row.status !== to) {
-      await appendAudit(client, {
-        tenantId: payment.tenantId,
-        actorType: 'provider',
-        actorId: event.provider,
-        action: 'refund.stale_outcome_ignored',
-        subjectId: row.id,
-        details: { current: row.status, reported: to, event_id: event.eventId },
-      });
-      return {
-        outcome: 'ignored',
-        note: `stale: refund is already ${row.status}; ${to} recorded and ignored`,
-      };
-    }
-    return { outcome: 'ignored', note: `refund already ${row.status}` };
-  }
-  const failure =
-    to === 'failed' ? (event.failure ?? { code: 'declined', message: 'the refund failed' }) : null;
-  await client.query(
-    `UPDATE refunds SET status = $2, provider_reference = COALESCE(provider_reference, $3), failure_code = $4, failure_message = $5,
-            recovery_point = 'finished', refunded_at = CASE WHEN $2 = 'succeeded' THEN now() END, updated_at = now()
-     WHERE id = $1`,
-    [row.id, to, reported.providerReference, failure?.code ?? null, failure?.message ?? null],
+  const result = await applyRefundReport(
+    client,
+    payment,
+    {
+      status: event.action === 'refund_succeeded' ? 'succeeded' : 'failed',
+      providerReference: reported.providerReference,
+      ...(refundId ? { refundId } : {}),
+      amountMinor: reported.amountMinor,
+      currency: reported.currency,
+      ...(event.failure ? { failure: event.failure } : {}),
+    },
+    { provider: event.provider, actorType: 'provider', actorId: event.provider, eventId: event.eventId },
+    notices,
   );
-  await appendAudit(client, {
-    tenantId: payment.tenantId,
-    actorType: 'provider',
-    actorId: event.provider,
-    action: failsAfterSuccess ? 'refund.failed_after_success' : `refund.${to}`,
-    subjectId: row.id,
-    details: {
-      payment_id: payment.id,
-      amount_minor: row.amount_minor,
-      currency: payment.currency,
-      provider_reference: reported.providerReference,
-      failure,
-      event_id: event.eventId,
-    },
-  });
-  if (failure) {
-    const message = failsAfterSuccess
-      ? `Refund of ${formatMoney(row.amount_minor, payment.currency)} on invoice ${payment.invoiceNumber}, reported succeeded, has failed: ${failure.message}`
-      : `Refund of ${formatMoney(row.amount_minor, payment.currency)} on invoice ${payment.invoiceNumber} failed: ${failure.message}`;
-    const alertId = await createAlert(client, {
-      tenantId: payment.tenantId,
-      kind: 'refund_failed',
-      code: failure.code,
-      message,
-      nextStep: failsAfterSuccess
-        ? 'the payer has not been paid back after all and the money is back in the provider balance; contact the payer and refund again another way'
-        : 'review the refund with the provider; the payer has not been paid back',
-      ...(failsAfterSuccess ? { severity: 'critical' as const } : {}),
-      paymentId: payment.id,
-      refundId: row.id,
-    });
-    notices.push({
-      tenantId: payment.tenantId,
-      alertId,
-      code: failure.code,
-      message,
-      paymentId: payment.id,
-      refundId: row.id,
-    });
-  }
-  return { outcome: 'applied', note: `refund ${row.status} -> ${to}` };
-}
-
-/** A provider event about our refund with another amount or currency than ours: held for a human. */
-async function refundAmountMismatch(
-  client: Queryable,
-  event: WebhookEvent,
-  payment: Payment,
-  row: RefundRow,
-  reported: NonNullable<WebhookEvent['refund']>,
-  notices: FailureNotice[],
-): Promise<Applied> {
-  const ours = formatMoney(row.amount_minor, payment.currency);
-  const theirs = formatMoney(reported.amountMinor, reported.currency);
-  await appendAudit(client, {
-    tenantId: payment.tenantId,
-    actorType: 'provider',
-    actorId: event.provider,
-    action: 'refund.amount_mismatch',
-    subjectId: row.id,
-    details: {
-      payment_id: payment.id,
-      amount_minor: row.amount_minor,
-      currency: payment.currency,
-      reported_amount_minor: reported.amountMinor,
-      reported_currency: reported.currency,
-      reported_status: event.action === 'refund_succeeded' ? 'succeeded' : 'failed',
-      provider_reference: reported.providerReference,
-      event_id: event.eventId,
-    },
-  });
-  const message = `${event.provider} reports refund ${reported.providerReference} on invoice ${payment.invoiceNumber} as ${theirs}; paygate approved and recorded ${ours}.`;
-  const alertId = await createAlert(client, {
-    tenantId: payment.tenantId,
-    kind: 'refund_amount_mismatch',
-    code: 'refund_amount_mismatch',
-    severity: 'critical',
-    message,
-    nextStep: `check the refund in the ${event.provider} dashboard; paygate left its record of it unchanged`,
-    paymentId: payment.id,
-    refundId: row.id,
-  });
-  notices.push({
-    tenantId: payment.tenantId,
-    alertId,
-    code: 'refund_amount_mismatch',
-    message,
-    paymentId: payment.id,
-    refundId: row.id,
-  });
-  return { outcome: 'ignored', note: `refund amount ${theirs} differs from ours (${ours}); alert raised` };
+  if (result.outcome !== 'no_such_refund') return { outcome: result.outcome, note: result.note };
+  if (event.action === 'refund_failed')
+    return { outcome: 'ignored', note: 'a refund we never recorded failed' };
+  return recordOutsideRefund(client, event, payment, reported, notices);
 }
 
 /** A refund made at the provider without paygate: record the fact, and make sure a human sees it. */

@@ -18,7 +18,10 @@
  *    the provider and, only when the provider has no record of it, re-sends the same payment id (same
  *    idempotency key) up to MAX_SUBMIT_ATTEMPTS times; checks widen (nextCheckDelaySeconds).
  * 3. `running` schedules whose payment is resolved are marked executed or failed.
- * 4. `pending` refunds untouched for a while are re-driven by `executeRefund` (same refund id, same key).
+ * 4. `pending` refunds untouched for a while are resolved by `checkPendingRefund`: one the provider has
+ *    answered for (it has a provider reference) is looked up, never sent again (a create with the same
+ *    key only replays the first answer); one without is re-driven by `executeRefund` (same refund id,
+ *    same key). One still pending at the end of REFUND_REDRIVE_WINDOW_MS raises an alert, once.
  * 5. NACHA payments past their return window settle (src/ach/settlement.ts); stale approvals expire;
  *    idempotency keys past their retention are pruned.
  *
@@ -38,7 +41,7 @@ import type { EngineDeps } from '../payments/context.js';
 import { crashPoint } from '../payments/crash-points.js';
 import { pruneIdempotencyKeys } from '../payments/idempotency.js';
 import { RETRY_BASE_DELAY_MS, reconcilePayment } from '../payments/phases.js';
-import { executeRefund } from '../payments/refund.js';
+import { checkPendingRefund, REFUND_PENDING_TOO_LONG } from '../payments/refund.js';
 import { executeScheduledBatch, settleSchedule } from '../payments/scheduled.js';
 import type { Runtime } from '../runtime.js';
 
@@ -52,10 +55,23 @@ export const DEFAULT_LEASE_MS = 2 * 60_000;
 export const REFUND_GRACE_MS = 60_000;
 /**
  * A pending refund is re-sent (same key) only this long after it was created: well inside the 24 hours
- * Stripe keeps an idempotency key, after which a re-send could make a second refund. Older pending
- * refunds are left to the provider's webhooks (refund.updated / charge.refunded) and its dashboard.
+ * Stripe keeps an idempotency key, after which a re-send could make a second refund. It is also how long
+ * the worker keeps asking the provider about a pending refund it has a reference for: one still pending
+ * at the end raises an alert for a human (a card refund settles in minutes to days; half a day with no
+ * news while its amount cannot be refunded again is worth a look). After that, the provider's webhooks,
+ * get_payment_status with refresh, and the human.
  */
 export const REFUND_REDRIVE_WINDOW_MS = 12 * 60 * 60_000;
+
+/**
+ * When a pending refund the provider still calls pending is asked about again: every 5 minutes for its
+ * first half hour (most settle by then), then hourly; the last check falls at the window's end, where
+ * a refund still pending is alerted on.
+ */
+export function refundCheckDelayMs(ageMs: number): number {
+  const delay = ageMs < 30 * 60_000 ? 5 * 60_000 : 60 * 60_000;
+  return Math.max(60_000, Math.min(delay, REFUND_REDRIVE_WINDOW_MS - ageMs));
+}
 /**
  * Due schedules claimed at a time. Each tenant's share of a claim is one batch: its SQL is a few
  * set-based statements whatever its size, so bigger batches mean fewer transactions per payment; the
@@ -105,7 +121,18 @@ export interface PassSummary {
   };
   reconciled: { checked: number; succeeded: number; failed: number; still_processing: number };
   schedules_settled: number;
-  refunds: { redriven: number; succeeded: number; failed: number; pending: number };
+  /**
+   * Pending refunds: `looked_up` at the provider, `redriven` (sent again, same key, no reference yet),
+   * their outcomes, and `alerted`: still pending at the end of the window, a human told.
+   */
+  refunds: {
+    looked_up: number;
+    redriven: number;
+    succeeded: number;
+    failed: number;
+    pending: number;
+    alerted: number;
+  };
   /** NACHA payments whose return window ended without a return: succeeded (settleAchPayments). */
   ach_settled: number;
   approvals_expired: number;
@@ -225,25 +252,46 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
     });
   }
 
-  function claimRefunds(now: Date, exclude: string[]): Promise<Claimed[]> {
+  /**
+   * Pending refunds due a check: untouched for the grace period, not leased, and either inside the
+   * window or past it without the alert yet (its last check raises it; alerted ones are left to humans,
+   * webhooks and refresh). `locked_until` is both the lease and, after a lookup, the next check.
+   */
+  function claimRefunds(now: Date, exclude: string[]): Promise<(Claimed & { created_at: Date })[]> {
     return db.withSystem(async (client) => {
-      const { rows } = await client.query<Claimed>(
+      const { rows } = await client.query<Claimed & { created_at: Date }>(
         `WITH due AS (
-           SELECT id FROM refunds
-            WHERE status = 'pending' AND updated_at <= $1::timestamptz - make_interval(secs => $5)
-              AND created_at > $1::timestamptz - make_interval(secs => $6)
-              AND (locked_until IS NULL OR locked_until <= $1)
-              AND NOT (id = ANY($4::uuid[]))
-            ORDER BY updated_at
+           SELECT r.id FROM refunds r
+            WHERE r.status = 'pending' AND r.updated_at <= $1::timestamptz - make_interval(secs => $5)
+              AND (r.created_at > $1::timestamptz - make_interval(secs => $6)
+                   OR NOT EXISTS (SELECT 1 FROM alerts a WHERE a.refund_id = r.id AND a.kind = $7))
+              AND (r.locked_until IS NULL OR r.locked_until <= $1)
+              AND NOT (r.id = ANY($4::uuid[]))
+            ORDER BY r.updated_at
             LIMIT $2
-              FOR UPDATE SKIP LOCKED)
+              FOR UPDATE OF r SKIP LOCKED)
          UPDATE refunds r SET locked_until = $1::timestamptz + make_interval(secs => $3)
            FROM due WHERE r.id = due.id
-         RETURNING r.id, r.tenant_id`,
-        [now, oneByOneClaimSize, leaseS, exclude, REFUND_GRACE_MS / 1000, REFUND_REDRIVE_WINDOW_MS / 1000],
+         RETURNING r.id, r.tenant_id, r.created_at`,
+        [
+          now,
+          oneByOneClaimSize,
+          leaseS,
+          exclude,
+          REFUND_GRACE_MS / 1000,
+          REFUND_REDRIVE_WINDOW_MS / 1000,
+          REFUND_PENDING_TOO_LONG,
+        ],
       );
       return rows;
     });
+  }
+
+  /** A looked-up refund still pending is checked again later, not on every pass. */
+  async function deferRefundCheck(id: string, until: Date): Promise<void> {
+    await db.withSystem((client) =>
+      client.query(`UPDATE refunds SET locked_until = $2 WHERE id = $1 AND status = 'pending'`, [id, until]),
+    );
   }
 
   /** Running schedules whose payment is no longer waiting for a submission. */
@@ -265,7 +313,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
       scheduled: { claimed: 0, started: 0, paid: 0, pending: 0, deferred: 0, failed: 0 },
       reconciled: { checked: 0, succeeded: 0, failed: 0, still_processing: 0 },
       schedules_settled: 0,
-      refunds: { redriven: 0, succeeded: 0, failed: 0, pending: 0 },
+      refunds: { looked_up: 0, redriven: 0, succeeded: 0, failed: 0, pending: 0, alerted: 0 },
       ach_settled: 0,
       approvals_expired: 0,
       idempotency_keys_pruned: 0,
@@ -390,9 +438,19 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
         seenRefunds.push(r.id);
         if (stop()) break;
         try {
-          const outcome = await executeRefund(deps, r.tenant_id, r.id);
-          summary.refunds.redriven += 1;
-          summary.refunds[outcome.status] += 1;
+          const now = clock();
+          const check = await checkPendingRefund(deps, r.tenant_id, r.id, {
+            now,
+            redriveWindowMs: REFUND_REDRIVE_WINDOW_MS,
+          });
+          if (check.action === 'none' && !check.alerted) continue;
+          if (check.action !== 'none') summary.refunds[check.action] += 1;
+          summary.refunds[check.status] += 1;
+          if (check.alerted) summary.refunds.alerted += 1;
+          if (check.action === 'looked_up' && check.status === 'pending' && !check.alerted) {
+            const age = now.getTime() - r.created_at.getTime();
+            await deferRefundCheck(r.id, new Date(now.getTime() + refundCheckDelayMs(age)));
+          }
         } catch (error) {
           failed('refund', r.id, error);
         }
@@ -413,7 +471,15 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
   }
 
   function didWork(s: PassSummary): boolean {
-    return s.scheduled.claimed + s.reconciled.checked + s.schedules_settled + s.refunds.redriven > 0;
+    return (
+      s.scheduled.claimed +
+        s.reconciled.checked +
+        s.schedules_settled +
+        s.refunds.redriven +
+        s.refunds.looked_up +
+        s.refunds.alerted >
+      0
+    );
   }
 
   return {

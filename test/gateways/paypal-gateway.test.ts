@@ -384,6 +384,42 @@ describe('refund', () => {
     expect(await gateway.retrieve({ paymentId: request.paymentId })).toMatchObject({ status: 'succeeded' });
   });
 
+  it('retrieveRefund: GET /v2/payments/refunds/{id} through the SDK, ours only, never a new refund', async () => {
+    const request = payRequest('pp_vault_success');
+    const paid = await gateway.pay(request);
+    const refundId = `ref_${randomUUID()}`;
+    const made = await gateway.refund({
+      refundId,
+      paymentId: request.paymentId,
+      tenantId: 't',
+      paymentProviderReference: paid.providerReference,
+      amountMinor: 12_345,
+      currency: 'USD',
+    });
+    const writes = emulator.requests().filter((r) => r.method === 'POST').length;
+    expect(await gateway.retrieveRefund({ refundId, providerReference: made.providerReference })).toEqual({
+      status: 'succeeded',
+      providerReference: made.providerReference,
+      amountMinor: 12_345,
+      currency: 'USD',
+    });
+    expect(
+      emulator
+        .requests()
+        .filter((r) => r.method === 'GET' && r.path === `/v2/payments/refunds/${made.providerReference}`),
+    ).toHaveLength(1);
+    // Another refund's id (its custom_id is not ours) and an id PayPal does not know: no record of ours.
+    expect(
+      await gateway.retrieveRefund({
+        refundId: `ref_${randomUUID()}`,
+        providerReference: made.providerReference,
+      }),
+    ).toBeNull();
+    expect(await gateway.retrieveRefund({ refundId, providerReference: 'NOSUCHREFUND0000' })).toBeNull();
+    expect(emulator.requests().filter((r) => r.method === 'POST')).toHaveLength(writes);
+    expect(ledger.refunds(request.paymentId)).toHaveLength(1);
+  });
+
   it('a timeout after the refund took effect, retried with the same key, is one refund', async () => {
     const request = payRequest('pp_vault_success');
     const paid = await gateway.pay(request);
@@ -406,6 +442,8 @@ describe('refund', () => {
     expect(retried).toEqual({
       status: 'succeeded',
       providerReference: ledger.refunds(request.paymentId)[0]!.id,
+      amountMinor: 10_000,
+      currency: 'USD',
     });
     expect(ledger.refunds(request.paymentId)).toHaveLength(1);
     expect(ledger.totalRefunded(request.paymentId)).toBe(10_000);

@@ -5,10 +5,12 @@
 import type Stripe from 'stripe';
 import { describe, expect, it } from 'vitest';
 import {
+  fromStripeAmount,
   mapPaymentIntent,
   mapRefund,
   mapStripeError,
   type StripeErrorLike,
+  toStripeAmount,
 } from '../../src/gateways/stripe/mapping.js';
 import { signStripeWebhookForTest, verifyStripeWebhook } from '../../src/gateways/stripe/webhook.js';
 import { WebhookVerificationError } from '../../src/gateways/types.js';
@@ -296,6 +298,32 @@ describe('mapPaymentIntent and mapRefund', () => {
     expect(failed('insufficient_funds').failure?.code).toBe('insufficient_funds');
     expect(failed('account_closed').failure?.code).toBe('payment_method_invalid');
     expect(failed('debit_not_authorized').failure?.code).toBe('payment_method_invalid');
+  });
+
+  it('amounts: ISK and UGX are two-decimal at Stripe (x100), every other currency is its ISO minor unit', () => {
+    expect(toStripeAmount(5, 'ISK')).toBe(500);
+    expect(toStripeAmount(1_500, 'UGX')).toBe(150_000);
+    expect(fromStripeAmount(500, 'isk')).toBe(5);
+    expect(fromStripeAmount(150_000, 'ugx')).toBe(1_500);
+    for (const [currency, minor] of [
+      ['USD', 12_34],
+      ['JPY', 1_000],
+      ['KWD', 1_230],
+      ['HUF', 1_234_56],
+      ['TWD', 800_45],
+    ] as const) {
+      expect(toStripeAmount(minor, currency)).toBe(minor);
+      expect(fromStripeAmount(minor, currency.toLowerCase())).toBe(minor);
+    }
+    // Stripe refuses fractional ISK/UGX; one arriving anyway is named, never rounded.
+    expect(() => fromStripeAmount(1_050, 'isk')).toThrow(/not a whole number of ISK/);
+    const refund = {
+      id: 're_1',
+      status: 'succeeded',
+      amount: 2_500,
+      currency: 'isk',
+    } as unknown as Stripe.Refund;
+    expect(mapRefund(refund)).toMatchObject({ amountMinor: 25, currency: 'ISK' });
   });
 
   it('refund statuses', () => {

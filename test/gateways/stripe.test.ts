@@ -404,15 +404,16 @@ describe('refund test methods', () => {
     const { gw } = gateway();
     const request = payRequest(pm);
     const paid = await gw.pay(request);
+    const refundId = `ref_${randomUUID().replaceAll('-', '')}`;
     const outcome = await gw.refund({
-      refundId: `ref_${randomUUID().replaceAll('-', '')}`,
+      refundId,
       paymentId: request.paymentId,
       tenantId: request.tenantId,
       paymentProviderReference: paid.providerReference,
       amountMinor,
       currency: 'USD',
     });
-    return { request, outcome };
+    return { request, outcome, refundId };
   };
 
   it('pm_card_pendingRefund: pending, then succeeded with a signed refund.updated', async () => {
@@ -431,6 +432,25 @@ describe('refund test methods', () => {
     expect(sandbox.ledger.totalRefunded(request.paymentId)).toBe(5_000);
   });
 
+  it('retrieveRefund reads a pending refund (pm_card_pendingRefund) as Stripe has it now, never refunding again', async () => {
+    const { request, outcome, refundId } = await refundOf('pm_card_pendingRefund', 4_000);
+    expect(outcome.status).toBe('pending');
+    const { gw } = gateway();
+    const lookup = { refundId, providerReference: outcome.providerReference };
+    expect(await gw.retrieveRefund(lookup)).toMatchObject({ status: 'pending', amountMinor: 4_000 });
+    await sandbox.stripe.settleRefunds();
+    expect(await gw.retrieveRefund(lookup)).toEqual({
+      status: 'succeeded',
+      providerReference: outcome.providerReference,
+      amountMinor: 4_000,
+      currency: 'USD',
+    });
+    // A refund made by another of our rows (its metadata names another id), and one Stripe does not know.
+    expect(await gw.retrieveRefund({ ...lookup, refundId: 'ref_someone_else' })).toBeNull();
+    expect(await gw.retrieveRefund({ refundId, providerReference: 're_doesnotexist' })).toBeNull();
+    expect(sandbox.ledger.refunds(request.paymentId)).toHaveLength(1);
+  });
+
   it('pm_card_refundFail: succeeded, then failed with refund.failed; the ledger takes it back', async () => {
     const { request, outcome } = await refundOf('pm_card_refundFail', 7_000);
     expect(outcome.status).toBe('succeeded');
@@ -446,5 +466,52 @@ describe('refund test methods', () => {
       failure: { code: 'declined' },
     });
     expect(sandbox.ledger.totalRefunded(request.paymentId)).toBe(0);
+  });
+});
+
+describe('currencies Stripe keeps two-decimal though ISO 4217 gives them none (ISK, UGX)', () => {
+  // https://docs.stripe.com/currencies#special-cases: "to charge 5 ISK, provide an amount value of 500";
+  // the same for UGX. Our minor units for both are whole units (exponent 0). The emulator refuses an
+  // amount that is not a multiple of 100 and records the ledger in ISO minor units, as money moved.
+  for (const currency of ['ISK', 'UGX']) {
+    it(`${currency}: charged, refunded and reported in whole ${currency}, not a hundredth of them`, async () => {
+      const { gw } = gateway();
+      const request = payRequest('pm_card_visa', { amountMinor: 12_345, currency });
+      const paid = await gw.pay(request);
+      expect(paid).toMatchObject({ status: 'succeeded', amountMinor: 12_345, currency });
+      expect(sandbox.ledger.charges(request.paymentId)[0]!.amountMinor).toBe(12_345);
+      const refundId = `ref_${randomUUID().replaceAll('-', '')}`;
+      const refund = await gw.refund({
+        refundId,
+        paymentId: request.paymentId,
+        tenantId: request.tenantId,
+        paymentProviderReference: paid.providerReference,
+        amountMinor: 2_345,
+        currency,
+      });
+      expect(refund).toMatchObject({ status: 'succeeded', amountMinor: 2_345, currency });
+      expect(sandbox.ledger.totalRefunded(request.paymentId)).toBe(2_345);
+      expect(
+        await gw.retrieveRefund({ refundId, providerReference: refund.providerReference }),
+      ).toMatchObject({ amountMinor: 2_345 });
+      await sandbox.stripe.webhooksIdle();
+      const event = received.find(
+        (e) => e.action === 'refund_succeeded' && e.refund?.providerReference === refund.providerReference,
+      );
+      expect(event?.refund).toEqual({
+        providerReference: refund.providerReference,
+        amountMinor: 2_345,
+        currency,
+      });
+    });
+  }
+
+  it('HUF and TWD, zero-decimal at Stripe only for payouts, are charged in ISO minor units unchanged', async () => {
+    for (const currency of ['HUF', 'TWD']) {
+      const { gw } = gateway();
+      const request = payRequest('pm_card_visa', { amountMinor: 1_234_56, currency });
+      expect(await gw.pay(request)).toMatchObject({ status: 'succeeded', amountMinor: 1_234_56 });
+      expect(sandbox.ledger.charges(request.paymentId)[0]!.amountMinor).toBe(1_234_56);
+    }
   });
 });

@@ -10,6 +10,14 @@ export function queuedReference(paymentId: string): string {
   return `nacha:${paymentId}`;
 }
 
+/**
+ * Why a NACHA payment cannot be refunded here: it was an ACH credit pushed to the vendor's bank, and
+ * nothing in a NACHA file pulls it back without the vendor's authorization. refund.ts refuses such a
+ * refund before an approval is asked with the same words.
+ */
+export const NACHA_REFUND_REFUSAL =
+  'a NACHA payment cannot be refunded through paygate: ask the vendor to return the funds, or originate a reversal with your bank';
+
 export function createNachaGateway(): Gateway {
   return {
     provider: 'nacha',
@@ -23,11 +31,11 @@ export function createNachaGateway(): Gateway {
       };
     },
     async refund() {
-      throw new GatewayError(
-        'configuration_error',
-        'a NACHA payment cannot be refunded through paygate: ask the vendor to return the funds, or originate a reversal with your bank',
-        'nacha',
-      );
+      throw new GatewayError('configuration_error', NACHA_REFUND_REFUSAL, 'nacha');
+    },
+    async retrieveRefund() {
+      // No NACHA refund is ever made (refund() refuses, and refund.ts refuses before asking anyone).
+      return null;
     },
   };
 }

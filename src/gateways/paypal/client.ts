@@ -11,6 +11,7 @@ import {
   type Order,
   OrdersController,
   PaymentsController,
+  type Refund,
 } from '@paypal/paypal-server-sdk';
 import axios, { type AxiosAdapter, type AxiosResponse, type InternalAxiosRequestConfig } from 'axios';
 import type { Gateway, PaymentOutcome, PayRequest, RefundOutcome, RefundRequest } from '../types.js';
@@ -206,6 +207,22 @@ export function createPaypalGateway(options: PaypalGatewayOptions): PaypalGatewa
           body: buildRefundRequest(request),
         }),
       );
+      return refundToOutcome(refund);
+    },
+
+    async retrieveRefund({ refundId, providerReference }): Promise<RefundOutcome | null> {
+      let refund: Refund;
+      try {
+        refund = (await payments.getRefund({ refundId: providerReference })).result;
+      } catch (error) {
+        const mapped = mapPaypalError(error, 'get refund');
+        // PayPal answers an unknown id with 404 RESOURCE_NOT_FOUND, issue INVALID_RESOURCE_ID.
+        const code = mapped.details.providerCode;
+        if (code === 'INVALID_RESOURCE_ID' || code === 'RESOURCE_NOT_FOUND') return null;
+        throw mapped;
+      }
+      // Our refunds carry our refund id as custom_id (buildRefundRequest): another one is not ours.
+      if (refund.customId !== undefined && refund.customId !== refundId) return null;
       return refundToOutcome(refund);
     },
   };

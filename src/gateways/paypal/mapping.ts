@@ -218,9 +218,11 @@ export function refundToOutcome(refund: Refund): RefundOutcome {
   if (!refund.id) throw missing('refund.id');
   if (!refund.status) throw missing('refund.status');
   const status = refundStatusToOurs(refund.status);
+  const money = refund.amount ? fromPaypalMoney(refund.amount) : undefined;
   return {
     status,
     providerReference: refund.id,
+    ...(money ? { amountMinor: money.amountMinor, currency: money.currency } : {}),
     ...(status === 'failed'
       ? {
           failure: {

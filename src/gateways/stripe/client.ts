@@ -22,7 +22,14 @@ import {
   type RefundOutcome,
   type RefundRequest,
 } from '../types.js';
-import { isStripeErrorLike, METADATA, mapPaymentIntent, mapRefund, mapStripeError } from './mapping.js';
+import {
+  isStripeErrorLike,
+  METADATA,
+  mapPaymentIntent,
+  mapRefund,
+  mapStripeError,
+  toStripeAmount,
+} from './mapping.js';
 
 /**
  * A payment call waits at most this long. Long enough for a slow issuer (Stripe's own p99 is seconds),
@@ -148,7 +155,8 @@ export function createStripeGateway(options: StripeGatewayOptions): Gateway {
         throw new GatewayError('configuration_error', 'amountMinor must be a positive integer.', 'stripe');
       }
       const params: Stripe.PaymentIntentCreateParams = {
-        amount: request.amountMinor,
+        // Stripe's amount, not always our minor units (ISK, UGX: mapping.ts).
+        amount: toStripeAmount(request.amountMinor, request.currency),
         currency: request.currency.toLowerCase(),
         payment_method: request.paymentMethodToken,
         // ACH debits go through us_bank_account: they answer `processing` and settle days later.
@@ -210,7 +218,11 @@ export function createStripeGateway(options: StripeGatewayOptions): Gateway {
           mapRefund(
             await call(() =>
               stripe.refunds.create(
-                { payment_intent: request.paymentProviderReference, amount: request.amountMinor, metadata },
+                {
+                  payment_intent: request.paymentProviderReference,
+                  amount: toStripeAmount(request.amountMinor, request.currency),
+                  metadata,
+                },
                 { idempotencyKey },
               ),
             ),
@@ -225,6 +237,27 @@ export function createStripeGateway(options: StripeGatewayOptions): Gateway {
             return mine ? mapRefund(mine) : null;
           },
         },
+      );
+    },
+
+    async retrieveRefund({ refundId, providerReference }): Promise<RefundOutcome | null> {
+      // A read: no idempotency key, nothing to check after a timeout but to ask again.
+      return withRetry(
+        async () => {
+          let refund: Stripe.Refund;
+          try {
+            refund = await call(() => stripe.refunds.retrieve(providerReference));
+          } catch (error) {
+            if (error instanceof GatewayError && error.details.providerCode === 'resource_missing')
+              return null;
+            throw error;
+          }
+          // Every refund we create carries our id; a reference that names another refund is not ours.
+          const ours = refund.metadata?.[METADATA.refundId];
+          if (ours !== undefined && ours !== refundId) return null;
+          return mapRefund(refund);
+        },
+        { ...retryBase, checkOutcome: async () => null },
       );
     },
   };

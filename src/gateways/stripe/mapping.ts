@@ -37,6 +37,41 @@ export const METADATA = {
   refundId: 'paygate_refund_id',
 } as const;
 
+/**
+ * Currencies whose Stripe amount is not their ISO 4217 minor unit. ISO gives ISK and UGX exponent 0
+ * (money.ts, so 1000 ISK is amountMinor 1000), but Stripe's API kept them two-decimal for backwards
+ * compatibility: "to charge 5 ISK, provide an amount value of 500. The amount value must be evenly
+ * divisible by 100" (the same for UGX; https://docs.stripe.com/currencies#special-cases). Sending our
+ * minor units unchanged would charge a hundredth of the amount.
+ * Not here on purpose: HUF and TWD, Stripe's other special cases, are zero-decimal only for payouts
+ * (which paygate never makes); their charges and refunds are two-decimal, as ISO 4217 says (exponent 2).
+ */
+const STRIPE_TWO_DECIMAL_FOR_ISO_ZERO = new Set(['ISK', 'UGX']);
+
+/** Our ISO 4217 minor units -> the `amount` Stripe expects in that currency. */
+export function toStripeAmount(amountMinor: number, currency: string): number {
+  return STRIPE_TWO_DECIMAL_FOR_ISO_ZERO.has(currency.toUpperCase()) ? amountMinor * 100 : amountMinor;
+}
+
+/**
+ * A Stripe `amount` (charge, refund, event) -> ISO 4217 minor units. Stripe refuses an ISK or UGX
+ * amount that is not a whole multiple of 100 (invalid_charge_amount_no_decimal_compatible), so one
+ * arriving here is not something this mapping can read: an explicit error naming it, never a rounding.
+ */
+export function fromStripeAmount(amount: number, currency: string): number {
+  const code = currency.toUpperCase();
+  if (!STRIPE_TWO_DECIMAL_FOR_ISO_ZERO.has(code)) return amount;
+  if (amount % 100 !== 0) {
+    throw new GatewayError(
+      'api_error',
+      `Stripe amount ${amount} ${code} is not a whole number of ${code} (Stripe sends ${code} with two decimals, always a multiple of 100)`,
+      'stripe',
+      { providerCode: 'unsupported:fractional_amount', retryable: false },
+    );
+  }
+  return amount / 100;
+}
+
 /** Codes that mean the stored payment method cannot be charged as it is. */
 const METHOD_INVALID_CODES = new Set([
   // cards
@@ -197,7 +232,7 @@ export function mapPaymentIntent(intent: Stripe.PaymentIntent): PaymentOutcome {
   const outcome: PaymentOutcome = {
     status: 'processing',
     providerReference: intent.id,
-    amountMinor: intent.amount,
+    amountMinor: fromStripeAmount(intent.amount, intent.currency),
     currency: intent.currency.toUpperCase(),
   };
   const display = paymentMethodDisplay(intent.payment_method);
@@ -279,20 +314,23 @@ type RefundStatusWord = (typeof REFUND_STATUSES)[number];
 
 export function mapRefund(refund: Stripe.Refund): RefundOutcome {
   const status = refund.status ?? 'pending';
-  const reference = refund.id;
-  if (!(REFUND_STATUSES as readonly string[]).includes(status))
-    return { status: 'pending', providerReference: reference };
+  const base = {
+    providerReference: refund.id,
+    amountMinor: fromStripeAmount(refund.amount, refund.currency),
+    currency: refund.currency.toUpperCase(),
+  };
+  if (!(REFUND_STATUSES as readonly string[]).includes(status)) return { status: 'pending', ...base };
   switch (status as RefundStatusWord) {
     case 'succeeded':
-      return { status: 'succeeded', providerReference: reference };
+      return { status: 'succeeded', ...base };
     case 'pending':
     case 'requires_action':
-      return { status: 'pending', providerReference: reference };
+      return { status: 'pending', ...base };
     case 'failed':
     case 'canceled':
       return {
         status: 'failed',
-        providerReference: reference,
+        ...base,
         failure: {
           code: 'declined',
           providerCode: refund.failure_reason ?? status,
@@ -386,7 +424,7 @@ export function mapStripeEvent(event: Stripe.Event): MappedStripeEvent {
         mapped.action = refundAction(latest);
         mapped.refund = {
           providerReference: latest.id,
-          amountMinor: latest.amount,
+          amountMinor: fromStripeAmount(latest.amount, latest.currency),
           currency: latest.currency.toUpperCase(),
         };
       }
@@ -399,7 +437,7 @@ export function mapStripeEvent(event: Stripe.Event): MappedStripeEvent {
         action: handled === 'refund.failed' ? 'refund_failed' : refundAction(refund),
         refund: {
           providerReference: refund.id,
-          amountMinor: refund.amount,
+          amountMinor: fromStripeAmount(refund.amount, refund.currency),
           currency: refund.currency.toUpperCase(),
         },
       };

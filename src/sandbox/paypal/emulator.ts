@@ -6,6 +6,7 @@
  *   POST /v2/checkout/orders/:id/capture           capture it: the money moves here
  *   GET  /v2/checkout/orders/:id                   the order with its captures
  *   POST /v2/payments/captures/:id/refund          full or partial refund of a capture
+ *   GET  /v2/payments/refunds/:id                  one refund as it is now
  *   GET  /v1/notifications/certs/:name             the sandbox's webhook-signing certificate
  *
  * Faithful where the client's correctness depends on it: PayPal's error body
@@ -610,6 +611,17 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
       const reply = refundCapture(decodeURIComponent(segments[3]!), body, key, prefer);
       if (key) keys.set(`refund:${key}`, { kind: 'refund', id: reply.body['id'] as string });
       return reply;
+    }
+    if (
+      method === 'GET' &&
+      segments.length === 4 &&
+      segments[0] === 'v2' &&
+      segments[1] === 'payments' &&
+      segments[2] === 'refunds'
+    ) {
+      const stored = refunds.get(decodeURIComponent(segments[3]!));
+      if (!stored) throw new PaypalFailure(404, 'INVALID_RESOURCE_ID', '/refund_id');
+      return { status: 200, body: structuredClone(stored.refund) };
     }
     throw new PaypalFailure(404);
   }

@@ -6,6 +6,7 @@
  *   GET  /v1/payment_intents/:id        retrieve
  *   POST /v1/refunds                    full or partial refund of a PaymentIntent
  *   GET  /v1/refunds?payment_intent=    find our refund after a timeout (never a create)
+ *   GET  /v1/refunds/:id                retrieve one refund (a pending refund whose webhook was lost)
  *
  * What it is faithful to, because the client's correctness depends on it: form-encoded bodies parsed
  * as Stripe parses them (qs, bracket notation), Stripe's error body and status codes (402 card errors
@@ -13,7 +14,9 @@
  * idempotency (same key and parameters: the saved response replayed with `Idempotent-Replayed: true`;
  * same key, other parameters: 400 idempotency_error; a key still executing: 409), the documented test
  * payment methods (test-methods.ts), ACH debits that stay `processing` until settled, and signed
- * webhooks. Every charge and refund that moves money is written to the shared ledger.
+ * webhooks, and Stripe's currency special cases: ISK and UGX amounts are two-decimal on the wire
+ * (ISO 4217 gives them no decimals) and must be multiples of 100. Every charge and refund that moves
+ * money is written to the shared ledger, in ISO 4217 minor units (so 5 ISK, `amount=500`, is 5 there).
  *
  * What it is not: a general Stripe. Unknown routes answer Stripe's 404 so a new adapter call fails
  * loudly until it is emulated here on purpose.
@@ -132,6 +135,30 @@ function invalid(message: string, param?: string, code?: string, status = 400): 
 }
 
 const parseOptions = { depth: 5, arrayLimit: 100, parameterLimit: 1000 } as const;
+
+/**
+ * Stripe's special cases (https://docs.stripe.com/currencies#special-cases): ISK and UGX are
+ * "effectively zero-decimal", but "to maintain backwards compatibility, you must pass in amounts with
+ * two decimals ... The amount value must be evenly divisible by 100". Kept here apart from the adapter's
+ * own table (gateways/stripe/mapping.ts) so a mistake there shows up against this, as against Stripe.
+ */
+const TWO_DECIMAL_ON_THE_WIRE = new Set(['isk', 'ugx']);
+
+/** Refuses an ISK/UGX amount Stripe would refuse (charge or refund). */
+function checkWholeUnits(amount: number, currency: string, param: string): void {
+  if (TWO_DECIMAL_ON_THE_WIRE.has(currency) && amount % 100 !== 0) {
+    throw invalid(
+      `Invalid amount. Currency ${currency.toUpperCase()} has become effectively zero-decimal and charged amounts must be evenly divisible by 100. See https://stripe.com/docs/currencies#special-cases for more information.`,
+      param,
+      'invalid_charge_amount_no_decimal_compatible',
+    );
+  }
+}
+
+/** A wire amount as the ledger records money: ISO 4217 minor units. */
+function isoMinor(amount: number, currency: string): number {
+  return TWO_DECIMAL_ON_THE_WIRE.has(currency) ? amount / 100 : amount;
+}
 
 export async function startStripeEmulator(options: StripeEmulatorOptions): Promise<StripeEmulator> {
   const { ledger, faults } = options;
@@ -308,6 +335,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     }
     const currency = stringParam(params, 'currency', true)!.toLowerCase();
     if (!/^[a-z]{3}$/.test(currency)) throw invalid(`Invalid currency: ${currency}.`, 'currency');
+    checkWholeUnits(amount, currency, 'amount');
     const confirm = booleanParam(params, 'confirm');
     const offSession = booleanParam(params, 'off_session');
     if (offSession && !confirm) {
@@ -444,7 +472,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
       kind: 'charge',
       id,
       paymentId: metadata['paygate_payment_id'] as string | undefined,
-      amountMinor: amount,
+      amountMinor: isoMinor(amount, currency),
       currency,
       status: intent['status'] as string,
       idempotencyKey: request.idempotencyKey,
@@ -535,6 +563,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
         'amount_too_large',
       );
     }
+    checkWholeUnits(amount, stored.intent['currency'] as string, 'amount');
     const reason = stringParam(params, 'reason', false);
     if (reason !== undefined && !['duplicate', 'fraudulent', 'requested_by_customer'].includes(reason)) {
       throw invalid(
@@ -567,7 +596,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
       id: refund['id'] as string,
       paymentId: (stored.intent['metadata'] as JsonObject)['paygate_payment_id'] as string | undefined,
       refundOf: intentId,
-      amountMinor: amount,
+      amountMinor: isoMinor(amount, refund['currency'] as string),
       currency: refund['currency'] as string,
       status: refund['status'] as string,
       idempotencyKey: request.idempotencyKey,
@@ -596,6 +625,15 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     };
   }
 
+  /** GET /v1/refunds/:id: the refund as it is now (pending until settleRefunds() moves it). */
+  function retrieveRefund(id: string): Reply {
+    for (const stored of intents.values()) {
+      const refund = stored.refunds.find((r) => r['id'] === id);
+      if (refund) return { status: 200, body: structuredClone(refund) };
+    }
+    throw invalid(`No such refund: '${id}'`, 'id', 'resource_missing', 404);
+  }
+
   // --- HTTP plumbing ------------------------------------------------------------------------------
 
   function route(
@@ -610,6 +648,8 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     if (method === 'GET' && retrieve) return retrievePaymentIntent(decodeURIComponent(retrieve[1]!), params);
     if (method === 'POST' && path === '/v1/refunds') return createRefund(params, request);
     if (method === 'GET' && path === '/v1/refunds') return listRefunds(params);
+    const refund = /^\/v1\/refunds\/([^/]+)$/.exec(path);
+    if (method === 'GET' && refund) return retrieveRefund(decodeURIComponent(refund[1]!));
     throw invalid(`Unrecognized request URL (${method}: ${path}).`, undefined, undefined, 404);
   }
 
