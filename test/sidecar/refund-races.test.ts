@@ -72,6 +72,7 @@ describe('refunds racing their webhooks and each other', () => {
         webhookDelayMs: 0,
       },
     });
+    certCacheDir = await mkdtemp(path.join(os.tmpdir(), 'paygate-certs-'));
     f = await createFixture({ slug: 'refund-races', t, sandbox });
     await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', brand: 'visa', last4: '4242' });
     await f.addMethod({ rail: 'paypal', token: 'pp_vault_success', label: 'Company PayPal' });
@@ -83,7 +84,7 @@ describe('refunds racing their webhooks and each other', () => {
         sandbox: { paypalUrl: sandbox.paypalUrl },
         logger: { info() {}, warn() {}, error: (obj, msg) => console.error(msg, obj) },
       },
-      { certCacheDir: (certCacheDir = await mkdtemp(path.join(os.tmpdir(), 'paygate-certs-'))) },
+      { certCacheDir },
     );
     server = http.createServer(app);
     await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
