@@ -157,4 +157,10 @@ export interface Gateway {
    * null when the provider has no such refund, or one that is not ours (`refundId`).
    */
   retrieveRefund(lookup: { refundId: string; providerReference: string }): Promise<RefundOutcome | null>;
+  /**
+   * Why this provider cannot move `amountMinor` of `currency` on `rail` (a currency it does not take, a
+   * step it does not allow), or undefined. Asked before a human is asked to approve, so that no one
+   * approves a payment or refund the provider would refuse.
+   */
+  amountProblem(amount: { amountMinor: number; currency: string; rail: Rail }): string | undefined;
 }

@@ -23,7 +23,7 @@ import { advisoryLockKey, type Queryable } from '../db/pool.js';
 import { activeMethodForRail, checkRail, type PaymentMethod } from '../directory/payment-methods.js';
 import type { Tenant } from '../directory/tenants.js';
 import { RefusedError, UsageError } from '../errors.js';
-import type { Rail } from '../gateways/types.js';
+import type { Provider, Rail } from '../gateways/types.js';
 import { formatAmount, formatMoney, MoneyError, parseMoney } from '../money.js';
 import { admitMoneyMovingCall, type Run, recordRun } from './agent-runs.js';
 import { addDays, nextBusinessDay, previousBusinessDay, todayIn, whyNotBusinessDay } from './calendar.js';
@@ -175,6 +175,27 @@ async function plan(
   }
   await checkCaps(client, tenant, caller, money.amountMinor, money.currency, options.day);
   return { tenant, invoice, method, rail, amountMinor: money.amountMinor, currency: money.currency };
+}
+
+/**
+ * What the provider itself cannot move (a currency it does not take, an amount step it refuses), refused
+ * before a human is asked to approve a payment or refund that would only fail at the provider.
+ */
+export function checkProviderTakes(
+  deps: Pick<EngineDeps, 'gateway'>,
+  provider: Provider,
+  amount: { amountMinor: number; currency: string; rail: Rail },
+  what: 'payment' | 'refund',
+): void {
+  const problem = deps.gateway(provider)?.amountProblem(amount);
+  if (!problem) return;
+  throw new RefusedError(
+    'amount_not_supported',
+    `a ${what} of ${formatMoney(amount.amountMinor, amount.currency)} by ${amount.rail} cannot be made: ${problem}`,
+    what === 'payment'
+      ? 'pay it by another method (list_payment_methods), or a human pays it outside paygate; nothing was asked of an approver'
+      : 'refund an amount the provider takes, or a human refunds it at the provider; nothing was asked of an approver',
+  );
 }
 
 function checkPayable(
@@ -523,6 +544,7 @@ export async function payInvoice(
           server,
           async (client, tenant) => {
             const p = await plan(client, tenant, caller, input);
+            checkProviderTakes(deps, p.method.provider, p, 'payment');
             return { p, params: payParams(p) };
           },
           (client, approved) => startPayment(client, caller, approved),
@@ -616,6 +638,7 @@ export async function schedulePayment(
           async (client, tenant) => {
             checkScheduleDate(date, tenant);
             const p = await plan(client, tenant, caller, input, { day: date });
+            checkProviderTakes(deps, p.method.provider, p, 'payment');
             if (p.rail === 'ach') checkAchScheduleDate(date, tenant, Boolean(input.approval_token || server));
             return { p, params: { ...payParams(p), scheduled_date: date } };
           },

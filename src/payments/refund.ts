@@ -22,6 +22,7 @@ import {
   type ApprovalRequired,
   approvalRequiredAnswer,
   auditIfTokenRefused,
+  checkProviderTakes,
   evidenceOf,
   requestDigest,
   type ServerEvidence,
@@ -146,6 +147,12 @@ export async function refundPayment(
         throw error;
       }
       checkRefundable(payment, amountMinor);
+      checkProviderTakes(
+        deps,
+        payment.provider,
+        { amountMinor, currency: payment.currency, rail: payment.rail },
+        'refund',
+      );
       const params: RefundParams = {
         payment_id: payment.id,
         amount_minor: amountMinor,

@@ -18,6 +18,9 @@ export function queuedReference(paymentId: string): string {
 export const NACHA_REFUND_REFUSAL =
   'a NACHA payment cannot be refunded through paygate: ask the vendor to return the funds, or originate a reversal with your bank';
 
+/** A NACHA entry's amount field is 10 digits of cents. */
+const MAX_ENTRY_CENTS = 9_999_999_999;
+
 export function createNachaGateway(): Gateway {
   return {
     provider: 'nacha',
@@ -36,6 +39,12 @@ export function createNachaGateway(): Gateway {
     async retrieveRefund() {
       // No NACHA refund is ever made (refund() refuses, and refund.ts refuses before asking anyone).
       return null;
+    },
+    amountProblem({ amountMinor, currency }) {
+      if (currency !== 'USD') return `a NACHA file moves US dollars only, not ${currency}`;
+      if (amountMinor > MAX_ENTRY_CENTS)
+        return 'a NACHA entry holds at most 99,999,999.99 USD (its amount field is 10 digits of cents)';
+      return undefined;
     },
   };
 }

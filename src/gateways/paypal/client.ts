@@ -25,6 +25,7 @@ import {
   LOOKUP_NOT_FOUND_ISSUE,
   mapPaypalError,
   orderToOutcome,
+  paypalAmountProblem,
   paypalRequestIds,
   refundToOutcome,
 } from './mapping.js';
@@ -225,5 +226,7 @@ export function createPaypalGateway(options: PaypalGatewayOptions): PaypalGatewa
       if (refund.customId !== undefined && refund.customId !== refundId) return null;
       return refundToOutcome(refund);
     },
+
+    amountProblem: paypalAmountProblem,
   };
 }

@@ -42,10 +42,55 @@ export const paypalRequestIds = {
 } as const;
 
 /** Minor units to PayPal's decimal string ("500.00"; "1500" for JPY), through money.ts only. */
+/**
+ * The currencies PayPal's REST API takes (https://developer.paypal.com/api/rest/reference/currency-codes/;
+ * BRL, CNY, INR and MYR only for accounts in their country, which PayPal itself refuses otherwise).
+ * HUF and TWD have two decimals in ISO 4217, but PayPal refuses any decimal in them: whole units only.
+ */
+const PAYPAL_CURRENCIES = new Set([
+  'AUD',
+  'BRL',
+  'CAD',
+  'CNY',
+  'CZK',
+  'DKK',
+  'EUR',
+  'HKD',
+  'HUF',
+  'ILS',
+  'INR',
+  'JPY',
+  'MYR',
+  'MXN',
+  'TWD',
+  'NZD',
+  'NOK',
+  'PHP',
+  'PLN',
+  'GBP',
+  'SGD',
+  'SEK',
+  'CHF',
+  'THB',
+  'USD',
+]);
+const WHOLE_UNITS_ONLY = new Set(['HUF', 'TWD']);
+
+/** Asked before approval (Gateway.amountProblem). */
+export function paypalAmountProblem(amount: { amountMinor: number; currency: string }): string | undefined {
+  if (!PAYPAL_CURRENCIES.has(amount.currency)) return `PayPal does not take ${amount.currency}`;
+  if (WHOLE_UNITS_ONLY.has(amount.currency) && amount.amountMinor % 100 !== 0)
+    return `PayPal takes ${amount.currency} in whole units only, without decimals`;
+  return undefined;
+}
+
 export function toPaypalMoney(
   amountMinor: number,
   currency: string,
 ): { currencyCode: string; value: string } {
+  // "100", not "100.00": PayPal refuses decimals in these even when they are zeros.
+  if (WHOLE_UNITS_ONLY.has(currency) && amountMinor % 100 === 0)
+    return { currencyCode: currency, value: String(amountMinor / 100) };
   return { currencyCode: currency, value: formatAmount(amountMinor, currency) };
 }
 

@@ -28,6 +28,7 @@ import {
   mapPaymentIntent,
   mapRefund,
   mapStripeError,
+  stripeAmountProblem,
   toStripeAmount,
 } from './mapping.js';
 
@@ -260,5 +261,7 @@ export function createStripeGateway(options: StripeGatewayOptions): Gateway {
         { ...retryBase, checkOutcome: async () => null },
       );
     },
+
+    amountProblem: stripeAmountProblem,
   };
 }

@@ -20,14 +20,35 @@
  * Stripe's own code is always kept as providerCode.
  */
 import type Stripe from 'stripe';
+import { formatMoney } from '../../money.js';
 import {
   GatewayError,
   type GatewayErrorCode,
   type GatewayFailure,
   type PaymentOutcome,
+  type Rail,
   type RefundOutcome,
   type WebhookAction,
 } from '../types.js';
+
+/**
+ * Stripe takes the three-decimal currencies with the last digit 0 ("your integration must round amounts
+ * to the nearest ten", https://docs.stripe.com/currencies#three-decimal), and ACH Direct Debit in US
+ * dollars only. Asked before approval (Gateway.amountProblem).
+ */
+const THREE_DECIMAL = new Set(['BHD', 'JOD', 'KWD', 'OMR', 'TND']);
+
+export function stripeAmountProblem(amount: {
+  amountMinor: number;
+  currency: string;
+  rail: Rail;
+}): string | undefined {
+  if (amount.rail === 'ach' && amount.currency !== 'USD')
+    return `Stripe's ACH Direct Debit moves US dollars only, not ${amount.currency}`;
+  if (THREE_DECIMAL.has(amount.currency) && amount.amountMinor % 10 !== 0)
+    return `Stripe takes ${amount.currency} in steps of ${formatMoney(10, amount.currency)} (the last of its three decimals must be 0)`;
+  return undefined;
+}
 
 /** Metadata keys we put on every PaymentIntent and refund; search and webhooks rely on them. */
 export const METADATA = {

@@ -111,6 +111,9 @@ const MESSAGES: Readonly<Record<number, [string, string]>> = {
   500: ['INTERNAL_SERVER_ERROR', 'An internal server error occurred.'],
 };
 
+/** PayPal refuses any decimal point in these, "100.00" included (its currency-codes reference). */
+const NO_DECIMALS = new Set(['HUF', 'JPY', 'TWD']);
+
 /**
  * PayPal's documented description for each issue the emulator raises, word for word from its OpenAPI
  * documents (the schemas enumerate them, so a paraphrase would not be PayPal's error). Issues whose
@@ -120,6 +123,8 @@ const ISSUE_DESCRIPTIONS: Readonly<Record<string, string>> = {
   CANNOT_BE_ZERO_OR_NEGATIVE:
     'Must be greater than zero. If the currency supports decimals, only two decimal place precision is supported.',
   DECIMAL_PRECISION: 'If the currency supports decimals, only two decimal place precision is supported.',
+  DECIMALS_NOT_SUPPORTED:
+    'Currency does not support decimals. Please refer to https://developer.paypal.com/docs/api/reference/currency-codes/ for more information.',
   PAYMENT_SOURCE_INFO_CANNOT_BE_VERIFIED:
     'The combination of the payment_source name, billing address, shipping name and shipping address could not be verified. Please correct this information and try again by creating a new order.',
   UNSUPPORTED_INTENT:
@@ -314,6 +319,9 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
         "/purchase_units/@reference_id=='default'/amount/value",
       );
     }
+    if (NO_DECIMALS.has(currency) && value.includes('.')) {
+      throw new PaypalFailure(422, 'DECIMALS_NOT_SUPPORTED', '/purchase_units/0/amount/value');
+    }
     let amountMinor: number;
     try {
       amountMinor = parseAmount(value, currency);
@@ -488,6 +496,9 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
       const value = amount['value'];
       if (typeof value !== 'string' || /^0+(\.0*)?$/.test(value) || !/^\d+(\.\d+)?$/.test(value)) {
         throw new PaypalFailure(422, 'CANNOT_BE_ZERO_OR_NEGATIVE', '/amount/value');
+      }
+      if (NO_DECIMALS.has(stored.currency) && value.includes('.')) {
+        throw new PaypalFailure(422, 'DECIMALS_NOT_SUPPORTED', '/amount/value');
       }
       try {
         amountMinor = parseAmount(value, stored.currency);
