@@ -30,8 +30,8 @@ describe('paygate approvals approve', () => {
   };
 
   beforeAll(async () => {
-    f = await createFixture({ slug: 'hostile-cli' });
-    other = await createFixture({ slug: 'hostile-cli-other', t: f.t, sandbox: f.sandbox });
+    f = await createFixture({ slug: 'cli' });
+    other = await createFixture({ slug: 'cli-other', t: f.t, sandbox: f.sandbox });
     await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', last4: '4242' });
     await other.addMethod({ rail: 'stripe', token: 'pm_card_visa', last4: '4242' });
     cli = cliFor(f.t.url).cli;

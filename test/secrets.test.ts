@@ -21,7 +21,7 @@ describe('secrets in clear', () => {
   const results: string[] = [];
 
   beforeAll(async () => {
-    f = await createFixture({ slug: 'hostile-secrets' });
+    f = await createFixture({ slug: 'secrets' });
     await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', last4: '4242' });
     await f.addInvoice('INV-S-1', 321_00);
     http = await startHttp(f.deps);

@@ -96,8 +96,8 @@ describe('approval pages', () => {
     (await sql<{ status: string }>('SELECT status FROM approvals WHERE id = $1', [id]))[0]!.status;
 
   beforeAll(async () => {
-    f = await createFixture({ slug: 'hostile-pages', dualAbove: 1_000_00 });
-    other = await createFixture({ slug: 'hostile-pages-other', t: f.t, sandbox: f.sandbox });
+    f = await createFixture({ slug: 'pages', dualAbove: 1_000_00 });
+    other = await createFixture({ slug: 'pages-other', t: f.t, sandbox: f.sandbox });
     await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', last4: '4242' });
     await other.addMethod({ rail: 'stripe', token: 'pm_card_visa', last4: '4242' });
     const v = await addUser(f.t.db, f.tenant.id, f.admin, { email: 'viewer@example.com', role: 'viewer' });

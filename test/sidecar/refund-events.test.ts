@@ -15,7 +15,7 @@ import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { createFixture, type Fixture, payThroughEngine } from '../support/fixture.js';
 import { startSidecar } from './support.js';
 
-const SECRET = 'whsec_hostile_refunds_0123456789abcdef';
+const SECRET = 'whsec_test_refunds_0123456789abcdef';
 
 async function freePort(): Promise<number> {
   const server = http.createServer();
@@ -63,7 +63,7 @@ describe('Stripe refunds with webhooks delivered by the sandbox to a live sideca
         webhookDelayMs: 0,
       },
     });
-    f = await createFixture({ slug: 'hostile-refunds', t, sandbox });
+    f = await createFixture({ slug: 'refunds', t, sandbox });
     await f.addMethod({ rail: 'stripe', token: 'pm_card_refundFail', brand: 'visa', last4: '5126' });
     const app = createSidecarApp({
       db: t.db,

@@ -10,7 +10,7 @@ import { signStripeWebhookForTest } from '../../src/gateways/stripe/webhook.js';
 import { createFixture, type Fixture, payThroughEngine } from '../support/fixture.js';
 import { type RunningSidecar, startSidecar, stripeEventFor } from './support.js';
 
-const SECRET = 'whsec_hostile_matching_0123456789abcdef';
+const SECRET = 'whsec_test_matching_0123456789abcdef';
 
 async function post(s: RunningSidecar, payload: string) {
   const response = await fetch(`${s.url}/webhooks/stripe`, {
@@ -41,8 +41,8 @@ describe('Stripe events whose metadata names another payment than their PaymentI
   let s: RunningSidecar;
 
   beforeAll(async () => {
-    one = await createFixture({ slug: 'hostile-match-one' });
-    two = await createFixture({ slug: 'hostile-match-two', t: one.t, sandbox: one.sandbox });
+    one = await createFixture({ slug: 'match-one' });
+    two = await createFixture({ slug: 'match-two', t: one.t, sandbox: one.sandbox });
     for (const f of [one, two]) {
       await f.addMethod({
         rail: 'ach',
