@@ -130,7 +130,17 @@ export async function proposeCorrection(
     noc.field === 'unsupported'
   )
     other.corrected_data = noc.correctedValue;
-  const digest = createHash('sha256').update(`${noc.changeCode}\n${noc.correctedValue}`).digest();
+  // Keyed (see Sealer.digest): the corrected value may be an account number. The same NOC imported
+  // again gives the same digest, which the unique key (payment, change code, digest) turns into a
+  // duplicate. A correction recorded before digests were keyed holds the plain SHA-256: it is rekeyed
+  // here, so importing its file again is still a duplicate and the guessable digest is gone.
+  const subject = `${noc.changeCode}\n${noc.correctedValue}`;
+  const digest = deps.sealer.digest(subject);
+  await client.query(
+    `UPDATE ach_corrections SET corrected_digest = $4
+     WHERE payment_id = $1 AND change_code = $2 AND corrected_digest = $3`,
+    [paymentId, noc.changeCode, createHash('sha256').update(subject).digest(), digest],
+  );
   const { rows } = await client.query<{ id: string }>(
     `INSERT INTO ach_corrections (tenant_id, payment_id, counterparty_id, change_code, field, corrected_routing_number,
                                   corrected_account_ciphertext, corrected_account_last4, corrected_account_type,

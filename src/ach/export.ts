@@ -15,8 +15,17 @@ import type { Queryable } from '../db/pool.js';
 import type { User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import { readAndValidate } from '../gateways/nacha/validator.js';
-import { NachaWriteError, type WriteEntry, type WriteResult, writeNacha } from '../gateways/nacha/writer.js';
+import {
+  MAX_ENTRY_MINOR,
+  MAX_TOTAL_MINOR,
+  NachaWriteError,
+  type WriteEntry,
+  type WriteResult,
+  writeNacha,
+} from '../gateways/nacha/writer.js';
 import type { GatewayFailure } from '../gateways/types.js';
+import { formatAmount } from '../money.js';
+import { createAlert } from '../payments/alerts.js';
 import type { FailureNotice } from '../payments/context.js';
 import { applyPaymentOutcome } from '../payments/payments.js';
 import { handleFailure } from '../payments/phases.js';
@@ -53,6 +62,8 @@ export interface ExportResult {
   path: string | null;
   /** Payments that could never be written (no bank details, not USD): failed with an alert. */
   excluded: ExcludedPayment[];
+  /** Payments left queued for the next file because this one's 12-digit control totals were full. */
+  deferred: number;
 }
 
 /**
@@ -87,14 +98,82 @@ async function failUnwritable(
   return applied.changed ? handleFailure(client, applied.payment, failure) : null;
 }
 
+/** The settings flag behind a field of the file or batch header, for a refusal that says what to fix. */
+const FLAG_OF_FIELD: Record<string, string> = {
+  'company.name': '--company-name',
+  'company.identification': '--company-id',
+  'company.entryDescription': '--entry-description',
+  immediateDestinationName: '--immediate-destination-name',
+  immediateOriginName: '--immediate-origin-name',
+  referenceCode: '--reference-code',
+};
+
+/**
+ * The writer refused the file or a batch header, not one entry (a NachaWriteError without reference):
+ * the tenant's settings, never a vendor's details, so no payment is failed for it. The export is refused
+ * as a whole, nothing of it recorded, the payments stay queued, and a human is alerted.
+ */
+async function refuseExport(
+  deps: AchDeps,
+  tenantId: string,
+  actor: User,
+  error: NachaWriteError,
+): Promise<never> {
+  const flag = FLAG_OF_FIELD[error.field];
+  const fix = flag
+    ? `an admin corrects it (paygate ach settings --tenant SLUG ${flag} ...) and exports again`
+    : 'an admin corrects the ACH settings (paygate ach settings --tenant SLUG ...) and exports again';
+  const message = `ACH export refused: the file cannot be written (${error.field}: ${error.message}); no payment was exported or failed, they stay queued`;
+  const alertId = await deps.db.withTenant(tenantId, async (client) => {
+    await appendAudit(client, {
+      tenantId,
+      actorType: 'user',
+      actorId: actor.email,
+      action: 'ach_file.refused',
+      details: { field: error.field, reason: error.message },
+    });
+    return createAlert(client, {
+      tenantId,
+      kind: 'ach_export_refused',
+      code: 'ach_export_refused',
+      message,
+      nextStep: fix,
+      severity: 'critical',
+    });
+  });
+  deps.onAlert?.({ tenantId, alertId, code: 'ach_export_refused', message });
+  throw new RefusedError('ach_export_refused', message, fix);
+}
+
+/** Marks a writer refusal of the whole file, to leave the export's transaction by rolling it back. */
+class WholeFileRefusal extends Error {
+  constructor(readonly refusal: NachaWriteError) {
+    super(refusal.message);
+  }
+}
+
 /** Claim, write and record the file in one transaction; returns the recorded file (not yet on disk). */
 export async function recordAchExport(
   deps: AchDeps,
   tenantId: string,
   actor: User,
   now: Date,
-): Promise<{ file: AchFileView | null; excluded: ExcludedPayment[] }> {
+): Promise<{ file: AchFileView | null; excluded: ExcludedPayment[]; deferred: number }> {
   requireAdmin(actor, tenantId);
+  try {
+    return await recordAchExportOnce(deps, tenantId, actor, now);
+  } catch (error) {
+    if (error instanceof WholeFileRefusal) return refuseExport(deps, tenantId, actor, error.refusal);
+    throw error;
+  }
+}
+
+async function recordAchExportOnce(
+  deps: AchDeps,
+  tenantId: string,
+  actor: User,
+  now: Date,
+): Promise<{ file: AchFileView | null; excluded: ExcludedPayment[]; deferred: number }> {
   const notices: FailureNotice[] = [];
   const result = await deps.db.withTenant(tenantId, async (client) => {
     // Exports of one tenant run one at a time; the row locks below would be enough for correctness,
@@ -124,6 +203,12 @@ export async function recordAchExport(
         failure = {
           code: 'configuration_error',
           message: `NACHA files carry US dollars only; this payment is in ${r.currency.trim()}`,
+        };
+      } else if (r.amount_minor > MAX_ENTRY_MINOR) {
+        // Not the vendor's bank details: no ACH entry carries more than its 10-digit amount field.
+        failure = {
+          code: 'declined',
+          message: `${formatAmount(r.amount_minor, 'USD')} USD is more than one ACH entry can carry (${formatAmount(MAX_ENTRY_MINOR, 'USD')}); pay it by wire or split the invoice, each part approved`,
         };
       } else if (!r.ach_routing_number || !r.ach_account_ciphertext) {
         failure = {
@@ -157,7 +242,19 @@ export async function recordAchExport(
         addenda: asciiName(`INVOICE ${r.invoice_number}`),
       });
     }
-    if (entries.length === 0) return { file: null, excluded };
+    // The batch and file control totals are 12 digits of cents. Payments are taken in queue order while
+    // the file's credits fit (a balanced file's offsets debit the same net, so one bound covers both);
+    // the rest stay queued for the next file. One entry (at most 10 digits) always fits.
+    let total = 0;
+    let fitting = 0;
+    for (const e of entries) {
+      if (total + e.amountMinor > MAX_TOTAL_MINOR) break;
+      total += e.amountMinor;
+      fitting++;
+    }
+    const deferred = entries.length - fitting;
+    entries = entries.slice(0, fitting);
+    if (entries.length === 0) return { file: null, excluded, deferred };
 
     const odfiPrefix = settings.odfiRouting.slice(0, 8);
     await client.query(
@@ -195,8 +292,11 @@ export async function recordAchExport(
           traceSequenceStart: traceStart,
         });
       } catch (error) {
+        if (!(error instanceof NachaWriteError)) throw error;
+        // Without a reference the file itself cannot be written: refused whole (refuseExport).
+        if (!error.reference) throw new WholeFileRefusal(error);
         // One entry the writer cannot write faithfully fails that payment, not the whole file.
-        if (!(error instanceof NachaWriteError) || !error.reference) throw error;
+        if (!entries.some((e) => e.reference === error.reference)) throw error;
         const bad = entries.find((e) => e.reference === error.reference)!;
         const failure: GatewayFailure = { code: 'payment_method_invalid', message: error.message };
         excluded.push({
@@ -207,7 +307,7 @@ export async function recordAchExport(
         const notice = await failUnwritable(client, bad.reference, failure, actor);
         if (notice) notices.push(notice);
         entries = entries.filter((e) => e !== bad);
-        if (entries.length === 0) return { file: null, excluded };
+        if (entries.length === 0) return { file: null, excluded, deferred };
       }
     }
     // Never hand the bank a file we would refuse ourselves.
@@ -288,9 +388,10 @@ export async function recordAchExport(
         return_window_ends: dates.returnWindowEnds,
         file_id_modifier: modifier,
         excluded: excluded.map((x) => x.payment_id),
+        left_for_next_file: deferred,
       },
     });
-    return { file: (await getAchFile(client, fileId))!, excluded };
+    return { file: (await getAchFile(client, fileId))!, excluded, deferred };
   });
   for (const notice of notices) deps.onAlert?.(notice);
   return result;
@@ -306,8 +407,13 @@ export async function exportAchFile(
   actor: User,
   options: { outDir: string; now?: Date },
 ): Promise<ExportResult> {
-  const { file, excluded } = await recordAchExport(deps, tenantId, actor, options.now ?? new Date());
-  if (!file) return { file: null, path: null, excluded };
-  const written = await writeAchFile(deps, tenantId, actor, file.ach_file_id, options.outDir);
-  return { file: written.file, path: written.path, excluded };
+  const { file, excluded, deferred } = await recordAchExport(
+    deps,
+    tenantId,
+    actor,
+    options.now ?? new Date(),
+  );
+  if (!file) return { file: null, path: null, excluded, deferred };
+  const written = await writeAchFile(deps, tenantId, actor, file.ach_file_id, options.outDir, options.now);
+  return { file: written.file, path: written.path, excluded, deferred };
 }

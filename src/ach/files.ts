@@ -14,6 +14,7 @@ import { RefusedError } from '../errors.js';
 import { formatAmount } from '../money.js';
 import type { AchDeps } from './deps.js';
 import { requireAdmin } from './deps.js';
+import { fileDates, parseStoredAchSettings, readStoredAchSettings } from './settings.js';
 
 interface FileRow {
   id: string;
@@ -159,15 +160,26 @@ export async function writeAchFile(
   actor: User,
   fileId: string,
   outDir: string,
+  now: Date = new Date(),
 ): Promise<{ path: string; file: AchFileView }> {
   requireAdmin(actor, tenantId);
-  const { text, file } = await deps.db.withTenant(tenantId, (client) => achFileText(deps, client, fileId));
+  const { text, file, window } = await deps.db.withTenant(tenantId, async (client) => {
+    const stored = await achFileText(deps, client, fileId);
+    if (stored.file.written_at) return { ...stored, window: null };
+    // A file first written late (after a crash between the export's commit and its write) reaches the
+    // bank only now, so returns may come until the window of a file sent now; settlement must not call
+    // its payments paid on the window recorded at export. Later rewrites change nothing.
+    const { raw, timezone } = await readStoredAchSettings(client, tenantId);
+    return { ...stored, window: fileDates(parseStoredAchSettings(raw), timezone, now).returnWindowEnds };
+  });
   const target = path.resolve(outDir, achFileName(file));
   await writeAtomically(target, text);
   const recorded = await deps.db.withTenant(tenantId, async (client) => {
     const { rows } = await client.query<FileRow>(
-      `UPDATE ach_files SET written_path = $2, written_at = now() WHERE id = $1 RETURNING ${FILE_COLUMNS}`,
-      [fileId, target],
+      `UPDATE ach_files SET written_path = $2, written_at = now(),
+              return_window_ends = GREATEST(return_window_ends, COALESCE($3::date, return_window_ends))
+       WHERE id = $1 RETURNING ${FILE_COLUMNS}`,
+      [fileId, target, window],
     );
     await appendAudit(client, {
       tenantId,

@@ -96,6 +96,27 @@ function issuesText(error: z.ZodError): string {
     .join('; ');
 }
 
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+
+/**
+ * The tenant-level text every file and batch header carries, by the flag that sets it. Refused at
+ * `ach settings` rather than written: names of vendors are transliterated per entry, but a tenant's own
+ * name is the admin's to spell, and one the writer cannot write would stop every export.
+ */
+function nonAsciiFlags(stored: StoredAchSettings): string[] {
+  const text: [string, string | undefined][] = [
+    ['--company-name', stored.companyName],
+    ['--entry-description', stored.entryDescription],
+    ['--immediate-destination-name', stored.immediateDestinationName],
+    ['--immediate-origin-name', stored.immediateOriginName],
+    ['--reference-code', stored.referenceCode],
+    ['--offset-account-name', stored.offsetAccount?.name],
+  ];
+  return text
+    .filter(([, value]) => value !== undefined && !PRINTABLE_ASCII.test(value))
+    .map(([flag]) => flag);
+}
+
 export async function readStoredAchSettings(
   client: Queryable,
   tenantId: string,
@@ -226,6 +247,11 @@ export async function setAchSettings(
     const workflow = storedAchSettingsSchema.safeParse(merged);
     if (!workflow.success) throw new UsageError(`ACH settings: ${issuesText(workflow.error)}`);
     const stored = workflow.data;
+    const notAscii = nonAsciiFlags(stored);
+    if (notAscii.length > 0)
+      throw new UsageError(
+        `ACH settings: ${notAscii.map((flag) => `${flag} must be printable ASCII (NACHA files carry no accents or other non-ASCII characters)`).join('; ')}`,
+      );
     // The file layer's own rules (check digits, widths, balanced => offset account), on the opened form.
     const file = nachaSettingsSchema.safeParse({
       ...stored,

@@ -4,21 +4,32 @@
  * database) a random secret is generated once into the data directory (mode 0600); live keys require
  * PAYGATE_SECRET to be set (refused here and when a runtime starts).
  */
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { type Config, requireSharedSecret } from '../config.js';
 
 const INFO = 'paygate bank account numbers v1';
+const DIGEST_INFO = 'paygate keyed digests v1';
 
 export interface Sealer {
   seal(plaintext: string): Buffer;
   open(sealed: Buffer): string;
+  /**
+   * HMAC-SHA256 of `value` under a key derived from the same secret (its own HKDF label): equal values
+   * give equal digests, so a table can find a duplicate by it, but without the secret nobody can test
+   * guesses against it, which a plain hash of a bank account number (a few billion candidates) allows.
+   */
+  digest(value: string): Buffer;
 }
 
 export function createSealer(secret: string): Sealer {
   const key = Buffer.from(hkdfSync('sha256', secret, 'paygate', INFO, 32));
+  const digestKey = Buffer.from(hkdfSync('sha256', secret, 'paygate', DIGEST_INFO, 32));
   return {
+    digest(value) {
+      return createHmac('sha256', digestKey).update(value, 'utf8').digest();
+    },
     seal(plaintext) {
       const iv = randomBytes(12);
       const cipher = createCipheriv('aes-256-gcm', key, iv);

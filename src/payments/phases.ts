@@ -304,17 +304,25 @@ async function recordOutcome(
   return recorded;
 }
 
+/**
+ * Phase 3 of a payment the provider accepted but has not settled. A payment already in a NACHA file is
+ * left alone: its provider reference is the file's trace number, which a late phase 3 (the slow
+ * original process, after the reconciler queued the payment and an export took it) must not replace
+ * with the gateway's queued reference, or a return for that trace would find nothing.
+ */
 async function markAwaitingProvider(
   client: Queryable,
   paymentId: string,
   providerReference: string | null,
   note: string,
+  options: { onlyFromStarted?: boolean } = {},
 ): Promise<void> {
   const { rows } = await client.query<{ tenant_id: string }>(
     `UPDATE payments SET recovery_point = 'provider_called', provider_reference = COALESCE($2, provider_reference),
             next_check_at = now() + make_interval(secs => $3), updated_at = now()
-     WHERE id = $1 AND status = 'processing' RETURNING tenant_id`,
-    [paymentId, providerReference, FIRST_CHECK_DELAY_S],
+     WHERE id = $1 AND status = 'processing' AND ach_file_id IS NULL
+       AND (NOT $4 OR recovery_point = 'started') RETURNING tenant_id`,
+    [paymentId, providerReference, FIRST_CHECK_DELAY_S, options.onlyFromStarted ?? false],
   );
   if (rows[0]) {
     await appendAudit(client, {
@@ -481,6 +489,26 @@ export async function reconcilePayment(
       ),
     );
     return payment;
+  }
+  // NACHA's phase 2 only queues the payment for the next file (nothing leaves paygate until an admin
+  // exports), and its retrieve answers "processing" even for a payment it never queued. So a NACHA
+  // payment whose process stopped before phase 3 is completed here, or it would wait at `started`,
+  // which no export takes, for good. No window or attempt limit: queueing is not a send.
+  if (
+    payment.provider === 'nacha' &&
+    payment.recoveryPoint === 'started' &&
+    outcome?.status === 'processing'
+  ) {
+    await deps.db.withTenant(tenantId, (client) =>
+      markAwaitingProvider(
+        client,
+        paymentId,
+        outcome.providerReference,
+        'queued for the next NACHA file (recovered: the process stopped before phase 3)',
+        { onlyFromStarted: true },
+      ),
+    );
+    return (await deps.db.withTenant(tenantId, (client) => getPayment(client, paymentId)))!;
   }
   const resubmit = options.resubmit;
   if (

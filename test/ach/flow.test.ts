@@ -129,7 +129,7 @@ describe('NACHA workflow: export, returns, notifications of change, settlement',
     expect(stored.rows.map((r) => r.ach_file_id)).toEqual([result.file!.ach_file_id]);
 
     const again = await exportAchFile(deps, f.tenant.id, f.admin, { outDir });
-    expect(again).toEqual({ file: null, path: null, excluded: [] });
+    expect(again).toEqual({ file: null, path: null, excluded: [], deferred: 0 });
     expect(await fs.readdir(outDir)).toHaveLength(1);
   });
 

@@ -133,7 +133,12 @@ export interface WriteResult {
   nextTraceSequence: number;
 }
 
-/** The input cannot be written as a valid NACHA file; `field` names what to fix. */
+/**
+ * The input cannot be written as a valid NACHA file; `field` names what to fix. `reference` is set only
+ * when one entry is at fault (its own routing, account, amount, name...): leaving that entry out would
+ * let the rest be written. Without it the fault is the file's or a batch header's (settings, company,
+ * totals), which no entry can be blamed for.
+ */
 export class NachaWriteError extends Error {
   override readonly name = 'NachaWriteError';
   constructor(
@@ -146,9 +151,9 @@ export class NachaWriteError extends Error {
 }
 
 /** The amount field is 10 digits of cents. */
-const MAX_ENTRY_MINOR = 9_999_999_999;
-/** Batch and file totals are 12 digits of cents. */
-const MAX_TOTAL_MINOR = 999_999_999_999;
+export const MAX_ENTRY_MINOR = 9_999_999_999;
+/** Batch and file totals are 12 digits of cents: a caller splits larger sets of entries across files. */
+export const MAX_TOTAL_MINOR = 999_999_999_999;
 const MAX_TRACE_SEQUENCE = 9_999_999;
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 
@@ -234,16 +239,14 @@ function checkEntry(e: WriteEntry): void {
     );
   }
   if (e.name.trim() === '') throw new NachaWriteError('name', 'receiver name is blank', ref);
-  if (e.company.name.trim() === '') throw new NachaWriteError('company.name', 'company name is blank', ref);
+  // The company fields go into the batch header, which every entry of the batch shares: an error there
+  // is the originator's, not this entry's, so it carries no reference (see NachaWriteError).
+  if (e.company.name.trim() === '') throw new NachaWriteError('company.name', 'company name is blank');
   if (e.company.identification.trim() === '' || e.company.identification.length > 10) {
-    throw new NachaWriteError(
-      'company.identification',
-      'company identification must be 1 to 10 characters',
-      ref,
-    );
+    throw new NachaWriteError('company.identification', 'company identification must be 1 to 10 characters');
   }
   if (e.company.entryDescription.trim() === '')
-    throw new NachaWriteError('company.entryDescription', 'entry description is blank', ref);
+    throw new NachaWriteError('company.entryDescription', 'entry description is blank');
   if (e.secCode !== 'CCD' && e.secCode !== 'PPD')
     throw new NachaWriteError('secCode', `SEC code ${JSON.stringify(e.secCode)} is not CCD or PPD`, ref);
 }
@@ -365,11 +368,12 @@ export function writeNacha(
     const hasDebit = lines.some((l) => l.direction === 'debit');
     const serviceClass = hasCredit && hasDebit ? '200' : hasCredit ? '220' : '225';
     const c = sample.company;
-    const companyId = alpha(c.identification, 10, 'company.identification', sample.reference);
+    // Batch-level fields: no entry reference (see NachaWriteError).
+    const companyId = alpha(c.identification, 10, 'company.identification');
     const batchNo = digits(batchNumber, 7);
     records.push(
-      `5${serviceClass}${alpha(c.name, 16, 'company.name', sample.reference)}${alpha(c.discretionaryData ?? '', 20, 'company.discretionaryData', sample.reference)}` +
-        `${companyId}${sample.secCode}${alpha(c.entryDescription, 10, 'company.entryDescription', sample.reference)}` +
+      `5${serviceClass}${alpha(c.name, 16, 'company.name')}${alpha(c.discretionaryData ?? '', 20, 'company.discretionaryData')}` +
+        `${companyId}${sample.secCode}${alpha(c.entryDescription, 10, 'company.entryDescription')}` +
         `${' '.repeat(6)}${yymmdd(sample.effectiveDate, 'effectiveDate', sample.reference)}${' '.repeat(3)}1${odfi8}${batchNo}`,
     );
     let entryAddenda = 0;
