@@ -187,9 +187,11 @@ export function registerAchCommands(program: Command, run: Run): void {
             return_window_ends: f?.return_window_ends ?? null,
             content_sha256: f?.content_sha256 ?? null,
             excluded: result.excluded,
+            // Payments past the file's 12-digit control totals: the next export takes them.
+            left_for_next_file: result.deferred,
           },
           f
-            ? `${result.path}\n${f.entry_count} entries, credits ${f.total_credit} USD, debits ${f.total_debit} USD, effective ${f.effective_date}`
+            ? `${result.path}\n${f.entry_count} entries, credits ${f.total_credit} USD, debits ${f.total_debit} USD, effective ${f.effective_date}${result.deferred ? `\n${result.deferred} more payments did not fit this file's totals: run ach export again for the next file` : ''}`
             : 'nothing to export: no NACHA payment is waiting for a file',
         );
       }),
