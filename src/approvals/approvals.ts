@@ -217,11 +217,9 @@ async function loadForDecision(
   if (!rows[0])
     throw new RefusedError('approval_not_found', `no approval ${approvalId} in ${user.email}'s tenant`);
   const approval = toApproval(rows[0]);
+  // Past its expiry (toApproval reads it so): refused. The row itself is marked, with its audit entry, by
+  // the worker or the agent's next request; here the refusal rolls the transaction back anyway.
   if (approval.status === 'expired') {
-    await client.query(
-      "UPDATE approvals SET status = 'expired', decided_at = now() WHERE id = $1 AND status = 'pending'",
-      [approvalId],
-    );
     throw new RefusedError(
       'approval_expired',
       `approval ${approvalId} expired at ${approval.expiresAt.toISOString()}`,
@@ -319,7 +317,7 @@ export function auditDecisionRefused(
       actorType: 'user',
       actorId: user.email,
       action: 'approval.decision_refused',
-      subjectId: /^[0-9a-f-]{36}$/i.test(approvalId) ? approvalId : null,
+      subjectId: isUuid(approvalId) ? approvalId : null,
       details,
     }),
   );

@@ -37,7 +37,7 @@ export interface McpServerOptions {
    * Runs before every tool call; a refusal it throws is the call's answer. stdio proves the key again
    * here (Streamable HTTP does on every request, before the call reaches the server).
    */
-  beforeEachCall?: (caller: Caller) => Promise<void>;
+  beforeEachCall?: (caller: Caller, tool: PaygateTool) => Promise<void>;
 }
 
 const INSTRUCTIONS = `paygate pays, schedules and refunds invoices for your tenant. No money moves until a human approves the exact action.
@@ -74,7 +74,7 @@ function register(
   server.registerTool(tool.name, tool.config, (async (args: Record<string, unknown>, extra: Extra) => {
     const ctx: ToolContext = { deps: runtime.deps, caller };
     try {
-      await options.beforeEachCall?.(caller);
+      await options.beforeEachCall?.(caller, tool);
       const answer = await tool.handler(ctx, args as never);
       if (
         tool.movesMoney &&

@@ -16,11 +16,13 @@ export async function serveStdio(
 ): Promise<void> {
   const secret = agentKeySecret?.trim();
   const caller: Caller = { agentKey: await authenticateAgent(runtime.deps.db, secret) };
-  // And again before every call, so a key an admin disables (or whose caps change) while this process
-  // runs is refused (or capped) from its next call, as over HTTP.
+  // And again before every read, so a key an admin disables while this process runs is refused from its
+  // next call, as over HTTP. A money-moving call is proven by its admission, which reads the key as it
+  // is now (caps included) and puts a disabled key's refusal on the audit log.
   const server = createMcpServer(runtime, caller, {
     ...options,
-    beforeEachCall: async (current) => {
+    beforeEachCall: async (current, tool) => {
+      if (tool.movesMoney) return;
       current.agentKey = await authenticateAgent(runtime.deps.db, secret);
     },
   });

@@ -5,7 +5,7 @@
  */
 import { appendAudit } from '../audit/log.js';
 import type { Db, Queryable } from '../db/pool.js';
-import { PgError, pgErrorCode } from '../db/pool.js';
+import { isUuid, PgError, pgErrorCode } from '../db/pool.js';
 import { findVendorByName } from '../directory/counterparties.js';
 import type { User } from '../directory/users.js';
 import { RefusedError, UsageError } from '../errors.js';
@@ -177,7 +177,7 @@ export async function findInvoice(
   ref: string,
   options: { forUpdate?: boolean } = {},
 ): Promise<Invoice | null> {
-  const byId = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(ref);
+  const byId = isUuid(ref);
   const { rows } = await client.query<InvoiceRow>(
     `${SELECT_INVOICE} WHERE ${byId ? 'i.id = $1::uuid' : 'i.number = $1'}${options.forUpdate ? ' FOR UPDATE OF i' : ''}`,
     [ref],

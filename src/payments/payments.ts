@@ -138,10 +138,12 @@ export async function getPayment(
 
 /**
  * Lock a payment's row until the transaction ends, reading nothing: the serialisation point for its
- * refunds. A read after it (a new statement) sees every refund committed while this waited.
+ * refunds. A read after it (a new statement) sees every refund committed while this waited. NO KEY:
+ * refunds still take turns, but an insert that only references the payment (an alert, a refund row)
+ * is not blocked, so a path that writes those before it locks cannot deadlock against one that locks first.
  */
 export async function lockPayment(client: Queryable, id: string): Promise<void> {
-  await client.query('SELECT 1 FROM payments WHERE id = $1 FOR UPDATE', [id]);
+  await client.query('SELECT 1 FROM payments WHERE id = $1 FOR NO KEY UPDATE', [id]);
 }
 
 /** By our id, the provider's reference, or our confirmation number. */

@@ -82,11 +82,14 @@ export async function applyRefundReport(
     ])
   ).rows[0];
   if (!row && report.refundId) {
+    // Our id comes from the provider object's metadata, which anyone with access to the account can
+    // edit: it names our refund only while that refund has no provider reference yet (the event came
+    // before our phase 3), never one that is another provider refund's.
     row = (
-      await client.query<RefundRow>(`${select} WHERE id = $1 AND payment_id = $2 FOR UPDATE`, [
-        report.refundId,
-        payment.id,
-      ])
+      await client.query<RefundRow>(
+        `${select} WHERE id = $1 AND payment_id = $2 AND provider_reference IS NULL FOR UPDATE`,
+        [report.refundId, payment.id],
+      )
     ).rows[0];
   }
   if (!row) return { outcome: 'no_such_refund' };

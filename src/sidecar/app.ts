@@ -103,7 +103,7 @@ export interface SidecarOptions {
 }
 
 const SILENT = { info() {}, warn() {}, error() {} };
-const APPROVAL_PATH = /^\/approvals(\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$/;
+const APPROVAL_PATH = /^\/approvals(\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$/i;
 
 export interface SidecarApp extends express.Express {
   metrics: SidecarMetrics;

@@ -109,10 +109,13 @@ async function matchPayment(client: Queryable, event: WebhookEvent): Promise<Mat
   }
   const refundId = ourRefundId(event);
   if (refundId) {
+    // By our refund id (metadata, editable at the provider): only a refund still without a reference,
+    // of a payment whose reference is the one the event names (when it names one).
     const { rows } = await client.query<{ payment_id: string; tenant_id: string }>(
       `SELECT r.payment_id, r.tenant_id FROM refunds r JOIN payments p ON p.id = r.payment_id
-       WHERE r.id = $1 AND p.provider = $2`,
-      [refundId, provider],
+       WHERE r.id = $1 AND p.provider = $2 AND r.provider_reference IS NULL
+         AND ($3::text IS NULL OR p.provider_reference = $3)`,
+      [refundId, provider, event.providerReference ?? null],
     );
     if (rows[0]) return { tenantId: rows[0].tenant_id, paymentId: rows[0].payment_id };
   }

@@ -123,6 +123,15 @@ describe('an agent key disabled while the agent is connected', () => {
     expect(result.isError, JSON.stringify(result.structuredContent)).toBe(true);
     expect(result.structuredContent).toMatchObject({ error: { code: 'agent_key_disabled' } });
     expect(await paymentsOf('INV-K-STDIO')).toBe(0);
+    // Refused in the call's admission, so the refusal is on the audit log.
+    const { rows: refusals } = await f.t.db.withSystem((c) =>
+      c.query(
+        `SELECT 1 FROM audit_log WHERE action = 'pay_invoice.refused' AND actor_id = $1
+           AND content LIKE '%agent_key_disabled%'`,
+        [agentKey.id],
+      ),
+    );
+    expect(refusals).toHaveLength(1);
     // Reads are refused too from then on.
     const list = await client.callTool({ name: 'list_invoices', arguments: {} });
     expect(list.structuredContent).toMatchObject({ error: { code: 'agent_key_disabled' } });

@@ -152,7 +152,7 @@ describe('a refund event about our refund with another amount', () => {
     try {
       // Signed by Stripe, about our refund (its id and metadata), but for 75.00, not 10.00.
       const event = {
-        id: 'evt_hostile_amount_1',
+        id: 'evt_amount_mismatch_1',
         object: 'event',
         api_version: '2023-08-16',
         created: Math.floor(Date.now() / 1000),
@@ -191,5 +191,56 @@ describe('a refund event about our refund with another amount', () => {
       ]),
     );
     expect(alerts).toEqual([{ kind: 'refund_amount_mismatch', severity: 'critical' }]);
+  });
+
+  it('an event about another provider refund whose metadata names ours changes nothing of ours', async () => {
+    const paid = await payThroughEngine(f, f.agentKey, {
+      invoice: 'INV-RP-3',
+      amountMinor: 60_00,
+      method: 'stripe',
+    });
+    const done = await refundThroughEngine(f, paid.payment_id, '10.00');
+    expect(done.refund_status).toBe('pending');
+    const [ours] = await refundRows(f, paid.payment_id);
+    expect(ours!.provider_reference).toMatch(/^re_/);
+    const sidecar = await startSidecar(f, { stripeSecret: SECRET });
+    try {
+      // A failed refund re_other of the same payment and amount, its metadata edited to name ours: were it
+      // taken as ours, our refund would read failed and its 10.00 be refundable a second time.
+      const event = {
+        id: 'evt_metadata_names_ours',
+        object: 'event',
+        api_version: '2023-08-16',
+        created: Math.floor(Date.now() / 1000),
+        type: 'refund.failed',
+        data: {
+          object: {
+            id: 're_other_refund_0001',
+            object: 'refund',
+            amount: 10_00,
+            currency: 'usd',
+            status: 'failed',
+            failure_reason: 'lost_or_stolen_card',
+            payment_intent: paid.gateway_reference,
+            metadata: { paygate_refund_id: ours!.id, paygate_payment_id: paid.payment_id },
+          },
+        },
+      };
+      const payload = JSON.stringify(event);
+      const response = await fetch(`${sidecar.url}/webhooks/stripe`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'stripe-signature': signStripeWebhookForTest(payload, SECRET),
+        },
+        body: payload,
+      });
+      expect(response.status).toBe(200);
+    } finally {
+      await sidecar.close();
+    }
+    expect(await refundRows(f, paid.payment_id)).toMatchObject([
+      { id: ours!.id, status: 'pending', amount_minor: 10_00, provider_reference: ours!.provider_reference },
+    ]);
   });
 });

@@ -41,7 +41,6 @@ export const paypalRequestIds = {
   refund: (refundId: string) => `refund:${refundId}`,
 } as const;
 
-/** Minor units to PayPal's decimal string ("500.00"; "1500" for JPY), through money.ts only. */
 /**
  * The currencies PayPal's REST API takes (https://developer.paypal.com/api/rest/reference/currency-codes/;
  * BRL, CNY, INR and MYR only for accounts in their country, which PayPal itself refuses otherwise).
@@ -84,6 +83,7 @@ export function paypalAmountProblem(amount: { amountMinor: number; currency: str
   return undefined;
 }
 
+/** Minor units to PayPal's decimal string ("500.00"; "1500" for JPY), through money.ts only. */
 export function toPaypalMoney(
   amountMinor: number,
   currency: string,
