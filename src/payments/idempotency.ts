@@ -4,15 +4,20 @@
  * twice (the caller answers with what that call did so far, or "in progress"). Only final answers are
  * stored: an `approval_required` answer releases the key, so the retry that carries the token can use it.
  */
-import type { Db } from '../db/pool.js';
+import type { Db, Queryable } from '../db/pool.js';
 import { RefusedError, UsageError } from '../errors.js';
 
 /** A first call this old that has not answered stopped (its process died), rather than still running. */
 const INTERRUPTED_AFTER_MS = 10 * 60 * 1000;
 
+/** Whether a first call that started at `since` and has not answered has stopped, not still running. */
+export function interrupted(since: Date, now = new Date()): boolean {
+  return now.getTime() - since.getTime() >= INTERRUPTED_AFTER_MS;
+}
+
 /** The answer for a key whose first call has not answered and left nothing to report. */
 export function inProgressError(key: string, since: Date, now = new Date()): RefusedError {
-  if (now.getTime() - since.getTime() < INTERRUPTED_AFTER_MS) {
+  if (!interrupted(since, now)) {
     return new RefusedError(
       'request_in_progress',
       `the request with idempotency_key "${key}" is still in progress`,
@@ -22,16 +27,19 @@ export function inProgressError(key: string, since: Date, now = new Date()): Ref
   }
   return new RefusedError(
     'request_interrupted',
-    `the request with idempotency_key "${key}" started at ${since.toISOString()} and never answered (paygate restarted during it); nothing it did is on record`,
-    'call get_payment_status for the invoice or payment; if nothing was paid, call again with a new idempotency_key',
+    `the request with idempotency_key "${key}" started at ${since.toISOString()} and never answered (paygate restarted during it)`,
+    'call get_payment_status for the invoice or payment to see what it did; call again with a new idempotency_key only if nothing was done',
   );
 }
 
 export type IdempotencyClaim =
   | { kind: 'claimed' }
   | { kind: 'replay'; response: unknown }
-  /** The first call with this key has not answered: still running, or its process died mid-call. */
-  | { kind: 'in_progress'; since: Date };
+  /**
+   * The first call with this key has not answered: still running, or its process died mid-call.
+   * `paymentId`: the payment it made, once its phase 1 committed (linkIdempotencyKey).
+   */
+  | { kind: 'in_progress'; since: Date; paymentId: string | null };
 
 const KEY = /^[A-Za-z0-9._:-]{1,255}$/;
 
@@ -53,8 +61,9 @@ export async function claimIdempotencyKey(
       status: string;
       response: unknown;
       created_at: Date;
+      payment_id: string | null;
     }>(
-      'SELECT action, request_digest, status, response, created_at FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3',
+      'SELECT action, request_digest, status, response, created_at, payment_id FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3',
       [scope.tenantId, scope.agentKeyId, scope.key],
     );
     const row = rows[0];
@@ -66,9 +75,22 @@ export async function claimIdempotencyKey(
         'use a new idempotency_key for a different request',
       );
     }
-    if (row.status !== 'completed') return { kind: 'in_progress', since: row.created_at };
+    if (row.status !== 'completed')
+      return { kind: 'in_progress', since: row.created_at, paymentId: row.payment_id };
     return { kind: 'replay', response: row.response };
   });
+}
+
+/** In the call's phase 1 transaction: the payment this key's call made (see the claim's paymentId). */
+export async function linkIdempotencyKey(
+  client: Queryable,
+  scope: { tenantId: string; agentKeyId: string; key: string },
+  paymentId: string,
+): Promise<void> {
+  await client.query(
+    'UPDATE idempotency_keys SET payment_id = $4 WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3',
+    [scope.tenantId, scope.agentKeyId, scope.key, paymentId],
+  );
 }
 
 export async function completeIdempotencyKey(

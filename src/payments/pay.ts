@@ -32,10 +32,12 @@ import {
   claimIdempotencyKey,
   completeIdempotencyKey,
   inProgressError,
+  interrupted,
+  linkIdempotencyKey,
   releaseIdempotencyKey,
 } from './idempotency.js';
 import { checkDate, findInvoice, type Invoice, transitionInvoice } from './invoices.js';
-import { insertPayment, latestPaymentOf, type Payment, paymentJson } from './payments.js';
+import { getPayment, insertPayment, type Payment, paymentJson } from './payments.js';
 import { executeSubmission, loadSubmissions, type Submission } from './phases.js';
 
 /** How far ahead a payment may be scheduled. */
@@ -391,6 +393,10 @@ export function requestDigest(action: ApprovalAction, input: object): Buffer {
   return createHash('sha256').update(canonicalJson({ action, request })).digest();
 }
 
+function keyScope(caller: Caller, key: string) {
+  return { tenantId: caller.agentKey.tenantId, agentKeyId: caller.agentKey.id, key };
+}
+
 export async function withIdempotency<T>(
   deps: EngineDeps,
   caller: Caller,
@@ -399,17 +405,17 @@ export async function withIdempotency<T>(
   digest: Buffer,
   fn: () => Promise<T>,
   /**
-   * For a key whose first call has not answered: what that call has done so far, found in the records
-   * (a payment it made after `since`), or undefined. A call that crashed between its phases leaves its
-   * key unanswered for good; the agent retrying with it gets the payment's state, not "in progress".
+   * For a key whose first call has not answered: that call's answer, from the payment it linked to the
+   * key in its phase 1, or undefined. A call that crashed between its phases leaves its key unanswered
+   * for good; the agent retrying with it gets the payment's state, not "in progress".
    */
-  recover?: (since: Date) => Promise<T | undefined>,
+  recover?: (claim: { since: Date; paymentId: string | null }) => Promise<T | undefined>,
 ): Promise<T> {
   if (key === undefined) return fn();
-  const scope = { tenantId: caller.agentKey.tenantId, agentKeyId: caller.agentKey.id, key };
+  const scope = keyScope(caller, key);
   const claim = await claimIdempotencyKey(deps.db, { ...scope, action, requestDigest: digest });
   if (claim.kind === 'in_progress') {
-    const sofar = recover ? await recover(claim.since) : undefined;
+    const sofar = recover ? await recover(claim) : undefined;
     if (sofar === undefined) throw inProgressError(key, claim.since);
     return sofar;
   }
@@ -547,21 +553,26 @@ export async function payInvoice(
             checkProviderTakes(deps, p.method.provider, p, 'payment');
             return { p, params: payParams(p) };
           },
-          (client, approved) => startPayment(client, caller, approved),
+          async (client, approved) => {
+            const submission = await startPayment(client, caller, approved);
+            // With the payment, in its transaction: a retry after a crash finds the call's payment.
+            if (input.idempotency_key !== undefined)
+              await linkIdempotencyKey(client, keyScope(caller, input.idempotency_key), submission.paymentId);
+            return submission;
+          },
         );
         if ('ask' in opened) return opened.ask;
         const payment = await executeSubmission(deps, caller.agentKey.tenantId, opened.started);
         return confirmation(payment);
       },
-      async (since) => {
+      async ({ since, paymentId }) => {
+        if (!paymentId) return undefined;
         const payment = await deps.db.withTenant(caller.agentKey.tenantId, (client) =>
-          latestPaymentOf(client, {
-            agentKeyId: caller.agentKey.id,
-            invoiceNumber: String(input.invoice),
-            since,
-          }),
+          getPayment(client, paymentId),
         );
-        return payment ? confirmation(payment) : undefined;
+        // Still processing and recent: the first call may be in its provider call; its answer is to come.
+        if (!payment || (payment.status === 'processing' && !interrupted(since))) return undefined;
+        return confirmation(payment);
       },
     ),
   );

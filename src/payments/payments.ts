@@ -156,19 +156,6 @@ export async function findPayment(client: Queryable, ref: string): Promise<Payme
   return rows[0] ? toPayment(rows[0]) : null;
 }
 
-/** The newest payment an agent key made of an invoice since a moment (an unanswered call's, say). */
-export async function latestPaymentOf(
-  client: Queryable,
-  of: { agentKeyId: string; invoiceNumber: string; since: Date },
-): Promise<Payment | null> {
-  const { rows } = await client.query<PaymentRow>(
-    `${SELECT_PAYMENT} WHERE p.agent_key_id = $1 AND i.number = $2 AND p.created_at >= $3
-     ORDER BY p.created_at DESC LIMIT 1`,
-    [of.agentKeyId, of.invoiceNumber, of.since],
-  );
-  return rows[0] ? toPayment(rows[0]) : null;
-}
-
 export async function paymentsOfInvoice(client: Queryable, invoiceId: string): Promise<Payment[]> {
   const { rows } = await client.query<PaymentRow>(
     `${SELECT_PAYMENT} WHERE p.invoice_id = $1 ORDER BY p.created_at DESC`,
