@@ -130,6 +130,8 @@ export interface WebhookEvent {
   /** The provider's payment reference (pi_..., capture id). */
   providerReference?: string;
   refund?: { providerReference: string; amountMinor: number; currency: string };
+  /** What the payment object the event is about is for (payment events), in ISO 4217 minor units. */
+  amount?: { amountMinor: number; currency: string };
   failure?: GatewayFailure;
   createdAt?: Date;
   payload: unknown;

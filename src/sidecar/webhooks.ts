@@ -71,25 +71,40 @@ interface Match {
  * Whether an event's own object may be the payment its metadata names. The metadata (Stripe's
  * paygate_payment_id, PayPal's custom_id) is free text that anyone with access to the provider account
  * can edit; the object's id cannot be. So a payment whose reference we already hold is only the subject
- * of events about that reference. A reversal is exempt: PayPal's names the reversal, not the capture,
- * and it only raises an alert.
+ * of events about that reference; one whose reference we do not hold yet (the event came before our
+ * phase 3, or the call's answer was lost) only of an object for its very amount and currency. A reversal
+ * is exempt: PayPal's names the reversal, not the capture, and it only raises an alert.
  */
-function referenceAgrees(event: WebhookEvent, heldReference: string | null): boolean {
+function objectAgrees(
+  event: WebhookEvent,
+  payment: { provider_reference: string | null; amount_minor: number; currency: string },
+): boolean {
   if (event.action === 'payment_reversed') return true;
-  return heldReference === null || !event.providerReference || heldReference === event.providerReference;
+  if (payment.provider_reference !== null)
+    return !event.providerReference || payment.provider_reference === event.providerReference;
+  return (
+    !event.amount ||
+    (event.amount.amountMinor === payment.amount_minor && event.amount.currency === payment.currency.trim())
+  );
 }
 
 /** Which tenant's payment an event is about. System transaction: the tenant is what we are finding. */
 async function matchPayment(client: Queryable, event: WebhookEvent): Promise<Match | null> {
   const provider = event.provider;
   if (event.paymentId && isUuid(event.paymentId)) {
-    const { rows } = await client.query<{ id: string; tenant_id: string; provider_reference: string | null }>(
-      'SELECT id, tenant_id, provider_reference FROM payments WHERE id = $1 AND provider = $2',
+    const { rows } = await client.query<{
+      id: string;
+      tenant_id: string;
+      provider_reference: string | null;
+      amount_minor: number;
+      currency: string;
+    }>(
+      'SELECT id, tenant_id, provider_reference, amount_minor, currency FROM payments WHERE id = $1 AND provider = $2',
       [event.paymentId, provider],
     );
     // Metadata naming another payment than the event's object: the object decides (matched below by
     // its reference), or nothing matches and the event is held for an operator.
-    if (rows[0] && referenceAgrees(event, rows[0].provider_reference))
+    if (rows[0] && objectAgrees(event, rows[0]))
       return { tenantId: rows[0].tenant_id, paymentId: rows[0].id };
   }
   if (event.providerReference) {

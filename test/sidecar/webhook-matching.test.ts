@@ -129,4 +129,41 @@ describe('Stripe events whose metadata names another payment than their PaymentI
     expect((await statusOf(one, mine.payment_id)).status).toBe('succeeded');
     expect((await verifyAuditLog(one.t.db)).ok).toBe(true);
   });
+
+  it('a payment whose reference is not recorded yet is matched by metadata only for its own amount', async () => {
+    // The reference event's PaymentIntent is for 20.00 USD.
+    const small = await payThroughEngine(one, one.agentKey, {
+      invoice: 'INV-M-NOREF-1',
+      amountMinor: 500_00,
+      method: 'ach',
+    });
+    const exact = await payThroughEngine(one, one.agentKey, {
+      invoice: 'INV-M-NOREF-2',
+      amountMinor: 20_00,
+      method: 'ach',
+    });
+    // The window before our phase 3 records the reference (a slow answer, or one lost to a crash).
+    await one.t.db.withSystem((c) =>
+      c.query('UPDATE payments SET provider_reference = NULL WHERE id = ANY($1)', [
+        [small.payment_id, exact.payment_id],
+      ]),
+    );
+    await post(
+      s,
+      stripeEventFor('payment_intent.succeeded.json', 'evt_hm_3', small.payment_id, 'pi_someone_else_20'),
+    );
+    expect(await statusOf(one, small.payment_id)).toMatchObject({
+      status: 'processing',
+      provider_reference: null,
+    });
+    // The same event for the payment it is for is the early webhook it looks like, and is applied.
+    await post(
+      s,
+      stripeEventFor('payment_intent.succeeded.json', 'evt_hm_4', exact.payment_id, 'pi_early_20'),
+    );
+    expect(await statusOf(one, exact.payment_id)).toMatchObject({
+      status: 'succeeded',
+      provider_reference: 'pi_early_20',
+    });
+  });
 });

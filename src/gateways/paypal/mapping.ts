@@ -543,12 +543,12 @@ export function paypalWebhookToEvent(payload: unknown): WebhookEvent {
   const action = webhookAction(type);
   const resource = body.resource ?? {};
   const paymentId = resource.custom_id;
+  const amount =
+    resource.amount?.currency_code && resource.amount.value
+      ? fromPaypalMoney({ currencyCode: resource.amount.currency_code, value: resource.amount.value })
+      : undefined;
   if (action === 'refund_succeeded') {
     // The resource is the refund; custom_id on it is our refund id, not the payment's.
-    const amount =
-      resource.amount?.currency_code && resource.amount.value
-        ? fromPaypalMoney({ currencyCode: resource.amount.currency_code, value: resource.amount.value })
-        : undefined;
     const captureId = capturedIdFromLinks(resource.links);
     return {
       ...base,
@@ -562,6 +562,8 @@ export function paypalWebhookToEvent(payload: unknown): WebhookEvent {
     action,
     ...(paymentId ? { paymentId } : {}),
     ...(resource.id ? { providerReference: resource.id } : {}),
+    // The capture's amount (a reversal's resource is the reversal, not the capture: left out).
+    ...(amount && action !== 'payment_reversed' ? { amount } : {}),
     ...(action === 'payment_failed' ? { failure: webhookFailure(type, resource) } : {}),
   };
 }

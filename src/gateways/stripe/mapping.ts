@@ -371,6 +371,7 @@ export interface MappedStripeEvent {
   paymentId?: string;
   providerReference?: string;
   refund?: { providerReference: string; amountMinor: number; currency: string };
+  amount?: { amountMinor: number; currency: string };
   failure?: GatewayFailure;
 }
 
@@ -420,6 +421,10 @@ export function mapStripeEvent(event: Stripe.Event): MappedStripeEvent {
               ? 'payment_processing'
               : 'payment_failed',
         providerReference: intent.id,
+        amount: {
+          amountMinor: fromStripeAmount(intent.amount, intent.currency),
+          currency: intent.currency.toUpperCase(),
+        },
       };
       const paymentId = metadataPaymentId(intent.metadata);
       if (paymentId) mapped.paymentId = paymentId;

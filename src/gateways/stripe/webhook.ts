@@ -66,6 +66,7 @@ export function verifyStripeWebhook(
   if (mapped.paymentId) result.paymentId = mapped.paymentId;
   if (mapped.providerReference) result.providerReference = mapped.providerReference;
   if (mapped.refund) result.refund = mapped.refund;
+  if (mapped.amount) result.amount = mapped.amount;
   if (mapped.failure) result.failure = mapped.failure;
   return result;
 }
