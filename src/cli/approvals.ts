@@ -7,6 +7,7 @@ import { RefusedError, UsageError } from '../errors.js';
 import { listAlerts } from '../payments/alerts.js';
 import { findPayment, listPayments, paymentJson } from '../payments/payments.js';
 import { refundsOf } from '../payments/refund.js';
+import { cancelSchedule } from '../payments/status.js';
 import { type CliContext, table } from './context.js';
 
 type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
@@ -98,6 +99,40 @@ export function registerApprovalCommands(program: Command, run: Run): void {
         const user = await provenHuman(ctx, o.as);
         const approval = await reject(await ctx.db(), user.tenantId, user, approvalId, o.reason);
         ctx.print({ approval_id: approval.id, status: approval.status }, `rejected: ${approval.summary}`);
+      }),
+    );
+
+  program
+    .command('schedules')
+    .description('scheduled payments')
+    .command('cancel')
+    .description("cancel a scheduled payment still waiting for its date (an approver's or admin's token)")
+    .requiredOption('--tenant <slug>')
+    .option('--invoice <number>', 'the invoice it pays')
+    .option('--id <scheduledPaymentId>', 'or the scheduled payment id')
+    .action((o: { tenant: string; invoice?: string; id?: string }) =>
+      run(async (ctx) => {
+        if ((o.invoice === undefined) === (o.id === undefined))
+          throw new UsageError('give --invoice NUMBER or --id SCHEDULED_PAYMENT_ID (one of them)');
+        const t = await ctx.tenant(o.tenant);
+        const user = (await ctx.human(t))!;
+        if (user.role === 'viewer')
+          throw new RefusedError(
+            'approver_required',
+            `${user.email} is a viewer; cancelling a scheduled payment needs an approver or an admin`,
+          );
+        const cancelled = await (await ctx.db()).withTenant(t.id, (c) =>
+          cancelSchedule(
+            c,
+            t.id,
+            { ...(o.invoice ? { invoice: o.invoice } : {}), ...(o.id ? { scheduled_payment: o.id } : {}) },
+            { actorType: 'user', actorId: user.email },
+          ),
+        );
+        ctx.print(
+          cancelled,
+          `cancelled the payment scheduled for ${cancelled.scheduled_date}; the invoice is approved again`,
+        );
       }),
     );
 

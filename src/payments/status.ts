@@ -165,55 +165,67 @@ export interface CancelInput {
 /** Cancelling moves no money, so it needs no approval; it is audited like everything else. */
 export async function cancelScheduledPayment(deps: EngineDeps, caller: Caller, input: CancelInput) {
   return recordRun(deps, caller, 'cancel_scheduled_payment', async () => {
-    if (!input.scheduled_payment && !input.invoice)
-      throw new UsageError('give scheduled_payment (id) or invoice (number)');
     const tenantId = caller.agentKey.tenantId;
-    return deps.db.withTenant(tenantId, async (client) => {
-      let invoiceId: string | undefined;
-      if (input.invoice) invoiceId = (await findInvoice(client, input.invoice))?.id;
-      const { rows } = await client.query<{
-        id: string;
-        invoice_id: string;
-        status: string;
-        scheduled_date: string;
-      }>(
-        `SELECT id, invoice_id, status, to_char(scheduled_date, 'YYYY-MM-DD') AS scheduled_date FROM scheduled_payments
-         WHERE ${input.scheduled_payment ? 'id::text = $1' : 'invoice_id = $1::uuid'} ORDER BY created_at DESC LIMIT 1 FOR UPDATE`,
-        [input.scheduled_payment ?? invoiceId ?? '00000000-0000-0000-0000-000000000000'],
-      );
-      const s = rows[0];
-      if (!s)
-        throw new RefusedError(
-          'scheduled_payment_not_found',
-          'no scheduled payment matches',
-          'call get_payment_status for the invoice',
-        );
-      if (s.status !== 'scheduled') {
-        throw new RefusedError(
-          'not_cancellable',
-          `the scheduled payment is ${s.status}; only a payment still waiting for its date can be cancelled`,
-        );
-      }
-      await client.query(
-        "UPDATE scheduled_payments SET status = 'cancelled', updated_at = now() WHERE id = $1",
-        [s.id],
-      );
-      await transitionInvoice(client, s.invoice_id, 'scheduled', 'approved');
-      await appendAudit(client, {
-        tenantId,
-        actorType: 'agent',
-        actorId: caller.agentKey.id,
-        action: 'payment.schedule_cancelled',
-        subjectId: s.id,
-        details: { scheduled_date: s.scheduled_date },
-      });
-      return {
-        success: true,
-        status: 'cancelled',
-        scheduled_payment_id: s.id,
-        scheduled_date: s.scheduled_date,
-        invoice_id: s.invoice_id,
-      };
-    });
+    return deps.db.withTenant(tenantId, (client) =>
+      cancelSchedule(client, tenantId, input, { actorType: 'agent', actorId: caller.agentKey.id }),
+    );
   });
+}
+
+/**
+ * Cancel a schedule still waiting for its date, in the caller's tenant transaction: the agent's tool,
+ * or a human on the CLI (`paygate schedules cancel`), who may stop what an agent key scheduled (a key
+ * disabled after its schedules were approved, say). The invoice goes back to approved.
+ */
+export async function cancelSchedule(
+  client: Queryable,
+  tenantId: string,
+  input: CancelInput,
+  actor: { actorType: 'agent' | 'user'; actorId: string },
+) {
+  if (!input.scheduled_payment && !input.invoice)
+    throw new UsageError('give scheduled_payment (id) or invoice (number)');
+  let invoiceId: string | undefined;
+  if (input.invoice) invoiceId = (await findInvoice(client, input.invoice))?.id;
+  const { rows } = await client.query<{
+    id: string;
+    invoice_id: string;
+    status: string;
+    scheduled_date: string;
+  }>(
+    `SELECT id, invoice_id, status, to_char(scheduled_date, 'YYYY-MM-DD') AS scheduled_date FROM scheduled_payments
+     WHERE ${input.scheduled_payment ? 'id::text = $1' : 'invoice_id = $1::uuid'} ORDER BY created_at DESC LIMIT 1 FOR UPDATE`,
+    [input.scheduled_payment ?? invoiceId ?? '00000000-0000-0000-0000-000000000000'],
+  );
+  const s = rows[0];
+  if (!s)
+    throw new RefusedError(
+      'scheduled_payment_not_found',
+      'no scheduled payment matches',
+      'call get_payment_status for the invoice',
+    );
+  if (s.status !== 'scheduled') {
+    throw new RefusedError(
+      'not_cancellable',
+      `the scheduled payment is ${s.status}; only a payment still waiting for its date can be cancelled`,
+    );
+  }
+  await client.query("UPDATE scheduled_payments SET status = 'cancelled', updated_at = now() WHERE id = $1", [
+    s.id,
+  ]);
+  await transitionInvoice(client, s.invoice_id, 'scheduled', 'approved');
+  await appendAudit(client, {
+    tenantId,
+    ...actor,
+    action: 'payment.schedule_cancelled',
+    subjectId: s.id,
+    details: { scheduled_date: s.scheduled_date },
+  });
+  return {
+    success: true as const,
+    status: 'cancelled' as const,
+    scheduled_payment_id: s.id,
+    scheduled_date: s.scheduled_date,
+    invoice_id: s.invoice_id,
+  };
 }
