@@ -227,7 +227,11 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
     );
   }
 
-  /** Processing payments due a check (or, with no check set, untouched for a lease: a pay-now crash). */
+  /**
+   * Processing payments due a check (or, with no check set, untouched for a lease: a pay-now crash). A
+   * NACHA payment past phase 1 is not one: it is queued for or sent in a file, there is no provider to
+   * ask, and it ends by settlement or a return file; only one stopped at `started` needs recovering.
+   */
   function claimPayments(
     now: Date,
     exclude: string[],
@@ -236,7 +240,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
       const { rows } = await client.query<Claimed & { scheduled_payment_id: string | null }>(
         `WITH due AS (
            SELECT id FROM payments
-            WHERE status = 'processing'
+            WHERE status = 'processing' AND NOT (provider = 'nacha' AND recovery_point <> 'started')
               AND (next_check_at <= $1
                    OR (next_check_at IS NULL AND updated_at <= $1::timestamptz - make_interval(secs => $3)))
               AND NOT (id = ANY($4::uuid[]))

@@ -103,6 +103,9 @@ describe('ACH payments and files across a crash', () => {
       { exported, failedWithAlert, payment: after, schedule: schedule.status },
       `the crashed ACH payment is neither in a file nor failed: ${JSON.stringify({ after, schedule, before })}`,
     ).toMatchObject({ exported: true });
+    // In its file it waits for settlement or a return: the worker has no provider to ask about it.
+    const later = await createWorker(f.deps, { clock: () => new Date(Date.now() + 3 * 3600_000) }).runOnce();
+    expect(later.reconciled.checked).toBe(0);
   }, 120_000);
 
   it('export committed but the file never written (crash before the write): settlement does not call it paid', async () => {
