@@ -9,51 +9,19 @@ import type { AgentKey } from '../../src/directory/agent-keys.js';
 import { addUser, type User } from '../../src/directory/users.js';
 import { type ApprovalRequired, payInvoice } from '../../src/payments/pay.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
-import { type RunningSidecar, startSidecar } from './support.js';
+import { PageClient, type RunningSidecar, startSidecar } from './support.js';
 
-/** A browser's cookie jar, just enough of one. */
-class Browser {
-  cookies = new Map<string, string>();
-  constructor(readonly base: string) {}
+/** A signed-in human on the pages, with the list page's CSRF token for decisions. */
+class Browser extends PageClient {
+  csrfToken = '';
 
-  async request(method: 'GET' | 'POST', path: string, form?: Record<string, string>) {
-    const response = await fetch(`${this.base}${path}`, {
-      method,
-      redirect: 'manual',
-      headers: {
-        cookie: [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '),
-        ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
-      },
-      ...(form ? { body: new URLSearchParams(form).toString() } : {}),
-    });
-    for (const line of response.headers.getSetCookie()) {
-      const [pair] = line.split(';');
-      const [name, value] = pair!.split('=') as [string, string];
-      if (value === '' || /expires=Thu, 01 Jan 1970/i.test(line)) this.cookies.delete(name);
-      else this.cookies.set(name, value);
-    }
-    return { response, text: await response.text() };
-  }
-
-  static csrf(html: string): string {
-    const match = /name="_csrf" value="([^"]+)"/.exec(html);
-    if (!match) throw new Error('no CSRF field on the page');
-    return match[1]!;
-  }
-
-  async login(token: string) {
-    const form = await this.request('GET', '/login');
-    const r = await this.request('POST', '/login', {
-      _csrf: Browser.csrf(form.text),
-      token,
-      next: '/approvals',
-    });
+  async signIn(token: string) {
+    const r = await this.login(token);
     expect(r.response.status).toBe(303);
-    const list = await this.request('GET', '/approvals');
-    this.csrfToken = Browser.csrf(list.text);
+    const list = await this.get('/approvals');
+    this.csrfToken = PageClient.csrf(list.text);
     return this;
   }
-  csrfToken = '';
 
   approve(id: string, token: string) {
     return this.request('POST', `/approvals/${id}/approve`, { _csrf: this.csrfToken, token });
@@ -117,7 +85,7 @@ describe('approval pages', () => {
 
   it('a viewer cannot approve, even with their own token typed at the step-up', async () => {
     const id = await request(10_00);
-    const b = await new Browser(s.url).login(viewer.token);
+    const b = await new Browser(s.url).signIn(viewer.token);
     const r = await b.approve(id, viewer.token);
     expect(r.response.status).toBe(409);
     expect(r.text).not.toMatch(/apt_/);
@@ -126,7 +94,7 @@ describe('approval pages', () => {
 
   it('the human an agent key acts for cannot approve that agent’s request on the page', async () => {
     const id = await request(11_00, ownersAgent);
-    const b = await new Browser(s.url).login(owner.token);
+    const b = await new Browser(s.url).signIn(owner.token);
     const r = await b.approve(id, owner.token);
     expect(r.response.status).toBe(409);
     expect(r.text).not.toMatch(/apt_/);
@@ -135,7 +103,7 @@ describe('approval pages', () => {
 
   it('dual control: the same human approving twice on the page mints no token', async () => {
     const id = await request(2_000_00);
-    const b = await new Browser(s.url).login(f.admin.token);
+    const b = await new Browser(s.url).signIn(f.admin.token);
     const first = await b.approve(id, f.admin.token);
     expect(first.response.status).toBe(200);
     expect(first.text).not.toMatch(/apt_/);
@@ -144,7 +112,7 @@ describe('approval pages', () => {
     expect(again.text).not.toMatch(/apt_/);
     expect(await statusOf(id)).toBe('pending');
     // A second, distinct human completes it.
-    const c = await new Browser(s.url).login(second.token);
+    const c = await new Browser(s.url).signIn(second.token);
     const done = await c.approve(id, second.token);
     expect(done.response.status).toBe(200);
     expect(done.text).toMatch(/apt_[A-Za-z0-9_-]{43}/);
@@ -152,7 +120,7 @@ describe('approval pages', () => {
 
   it('the step-up token must be the logged-in human’s: another approver’s token approves nothing', async () => {
     const id = await request(12_00);
-    const b = await new Browser(s.url).login(f.approver.token);
+    const b = await new Browser(s.url).signIn(f.approver.token);
     const r = await b.approve(id, f.admin.token);
     expect(r.response.status).toBe(401);
     expect(await statusOf(id)).toBe('pending');
@@ -162,7 +130,7 @@ describe('approval pages', () => {
   });
 
   it('expired, rejected and consumed approvals cannot be approved on the page', async () => {
-    const b = await new Browser(s.url).login(f.admin.token);
+    const b = await new Browser(s.url).signIn(f.admin.token);
     const expired = await request(13_00);
     await sql("UPDATE approvals SET expires_at = now() - interval '1 second' WHERE id = $1", [expired]);
     const e = await b.approve(expired, f.admin.token);
@@ -200,7 +168,7 @@ describe('approval pages', () => {
 
   it("another tenant's human can neither see nor approve nor reject this tenant's request", async () => {
     const id = await request(16_00);
-    const b = await new Browser(s.url).login(other.admin.token);
+    const b = await new Browser(s.url).signIn(other.admin.token);
     expect((await b.request('GET', `/approvals/${id}`)).response.status).toBe(404);
     const r = await b.approve(id, other.admin.token);
     expect(r.response.status).toBe(404);
@@ -211,8 +179,8 @@ describe('approval pages', () => {
 
   it('a POST without the CSRF field, or with another session’s, changes nothing', async () => {
     const id = await request(17_00);
-    const a = await new Browser(s.url).login(f.admin.token);
-    const b = await new Browser(s.url).login(f.approver.token);
+    const a = await new Browser(s.url).signIn(f.admin.token);
+    const b = await new Browser(s.url).signIn(f.approver.token);
     const noCsrf = await a.request('POST', `/approvals/${id}/reject`, {});
     expect(noCsrf.response.status).toBe(403);
     const foreign = await a.request('POST', `/approvals/${id}/approve`, {
@@ -224,7 +192,7 @@ describe('approval pages', () => {
   });
 
   it('an approve or reject POST for a malformed approval id is a 404 page, not a server error', async () => {
-    const b = await new Browser(s.url).login(f.admin.token);
+    const b = await new Browser(s.url).signIn(f.admin.token);
     for (const bad of ['not-a-uuid', '1', "x' OR '1'='1"]) {
       const path = encodeURIComponent(bad);
       const r = await b.approve(path, f.admin.token);

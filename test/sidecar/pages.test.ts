@@ -12,46 +12,7 @@ import { type ApprovalRequired, type PaymentConfirmation, payInvoice } from '../
 import { createSidecarApp } from '../../src/sidecar/app.js';
 import { escapeHtml } from '../../src/sidecar/html.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
-import { count, type RunningSidecar, startSidecar } from './support.js';
-
-/** A browser's cookie jar, just enough of one: name=value pairs from Set-Cookie. */
-class Client {
-  cookies = new Map<string, string>();
-  constructor(readonly base: string) {}
-
-  async request(method: 'GET' | 'POST', path: string, form?: Record<string, string>) {
-    const response = await fetch(`${this.base}${path}`, {
-      method,
-      redirect: 'manual',
-      headers: {
-        cookie: [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '),
-        ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
-      },
-      ...(form ? { body: new URLSearchParams(form).toString() } : {}),
-    });
-    for (const line of response.headers.getSetCookie()) {
-      const [pair] = line.split(';');
-      const [name, value] = pair!.split('=') as [string, string];
-      if (value === '' || /expires=Thu, 01 Jan 1970/i.test(line)) this.cookies.delete(name);
-      else this.cookies.set(name, value);
-    }
-    return { response, text: await response.text() };
-  }
-
-  get = (path: string) => this.request('GET', path);
-  post = (path: string, form: Record<string, string>) => this.request('POST', path, form);
-
-  static csrf(html: string): string {
-    const match = /name="_csrf" value="([^"]+)"/.exec(html);
-    if (!match) throw new Error('no CSRF field on the page');
-    return match[1]!;
-  }
-
-  async login(token: string, next = '/approvals') {
-    const form = await this.get(`/login?next=${encodeURIComponent(next)}`);
-    return this.post('/login', { _csrf: Client.csrf(form.text), token, next });
-  }
-}
+import { PageClient as Client, count, type RunningSidecar, startSidecar } from './support.js';
 
 describe('approval pages', () => {
   let f: Fixture;

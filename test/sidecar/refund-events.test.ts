@@ -2,56 +2,42 @@
  * Refunds and the provider's later word about them: the sandbox's Stripe emulator delivers its signed
  * events to a real sidecar on loopback; refunds are made through the engine (approval, token, phases).
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyAuditLog } from '../../src/audit/verify.js';
 import { signStripeWebhookForTest } from '../../src/gateways/stripe/webhook.js';
-import { refundPayment } from '../../src/payments/refund.js';
 import { getPaymentStatus } from '../../src/payments/status.js';
 import { type Sandbox, startSandbox } from '../../src/sandbox/index.js';
-import { createSidecarApp } from '../../src/sidecar/app.js';
+import { freePort } from '../mcp/helpers.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { createFixture, type Fixture, payThroughEngine } from '../support/fixture.js';
-import { startSidecar } from './support.js';
+import {
+  createFixture,
+  type Fixture,
+  payThroughEngine,
+  refundRows,
+  refundThroughEngine,
+} from '../support/fixture.js';
+import { type RunningSidecar, startSidecar } from './support.js';
 
 const SECRET = 'whsec_test_refunds_0123456789abcdef';
 
-async function freePort(): Promise<number> {
-  const server = http.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-async function refundThroughEngine(f: Fixture, payment: string, amount?: string) {
-  const caller = { agentKey: f.agentKey };
-  const input = { payment, ...(amount ? { amount } : {}), reason: 'hostile test' };
-  const ask = (await refundPayment(f.deps, caller, input)) as { approval_id: string; status: string };
-  expect(ask.status).toBe('approval_required');
-  const token = await f.approveAs(f.admin, ask.approval_id);
-  return (await refundPayment(f.deps, caller, { ...input, approval_token: token })) as Record<
-    string,
-    unknown
-  >;
-}
-
-async function refundRows(f: Fixture, paymentId: string) {
-  const { rows } = await f.t.db.withSystem((c) =>
-    c.query<{ id: string; status: string; amount_minor: number; provider_reference: string | null }>(
-      'SELECT id, status, amount_minor, provider_reference FROM refunds WHERE payment_id = $1 ORDER BY created_at',
-      [paymentId],
-    ),
-  );
-  return rows;
+/** A Stripe event signed with the sidecar's secret, posted as Stripe would. */
+function postSigned(url: string, event: object): Promise<Response> {
+  const payload = JSON.stringify(event);
+  return fetch(`${url}/webhooks/stripe`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      'stripe-signature': signStripeWebhookForTest(payload, SECRET),
+    },
+    body: payload,
+  });
 }
 
 describe('Stripe refunds with webhooks delivered by the sandbox to a live sidecar', () => {
   let t: TestDatabase;
   let sandbox: Sandbox;
   let f: Fixture;
-  let server: http.Server;
+  let sidecar: RunningSidecar;
 
   beforeAll(async () => {
     const port = await freePort();
@@ -65,23 +51,12 @@ describe('Stripe refunds with webhooks delivered by the sandbox to a live sideca
     });
     f = await createFixture({ slug: 'refunds', t, sandbox });
     await f.addMethod({ rail: 'stripe', token: 'pm_card_refundFail', brand: 'visa', last4: '5126' });
-    const app = createSidecarApp({
-      db: t.db,
-      deps: f.deps,
-      webhooks: { stripeSecret: SECRET },
-      sandbox: { paypalUrl: sandbox.paypalUrl },
-      logger: { info() {}, warn() {}, error: (obj, msg) => console.error(msg, obj) },
-    });
-    server = http.createServer(app);
-    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    sidecar = await startSidecar(f, { stripeSecret: SECRET }, {}, port);
   }, 120_000);
 
   afterAll(async () => {
     await sandbox.stripe.webhooksIdle();
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    });
+    await sidecar.close();
     await f.close();
     await sandbox.close();
     await t.drop();
@@ -169,15 +144,7 @@ describe('a refund event about our refund with another amount', () => {
           },
         },
       };
-      const payload = JSON.stringify(event);
-      const response = await fetch(`${sidecar.url}/webhooks/stripe`, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          'stripe-signature': signStripeWebhookForTest(payload, SECRET),
-        },
-        body: payload,
-      });
+      const response = await postSigned(sidecar.url, event);
       expect(response.status).toBeLessThan(500);
     } finally {
       await sidecar.close();
@@ -226,15 +193,7 @@ describe('a refund event about our refund with another amount', () => {
           },
         },
       };
-      const payload = JSON.stringify(event);
-      const response = await fetch(`${sidecar.url}/webhooks/stripe`, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          'stripe-signature': signStripeWebhookForTest(payload, SECRET),
-        },
-        body: payload,
-      });
+      const response = await postSigned(sidecar.url, event);
       expect(response.status).toBe(200);
     } finally {
       await sidecar.close();

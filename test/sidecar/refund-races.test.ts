@@ -5,28 +5,19 @@
  */
 
 import { mkdtemp, rm } from 'node:fs/promises';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyAuditLog } from '../../src/audit/verify.js';
 import { refundPayment } from '../../src/payments/refund.js';
 import { type Sandbox, startSandbox } from '../../src/sandbox/index.js';
-import { createSidecarApp } from '../../src/sidecar/app.js';
+import { freePort } from '../mcp/helpers.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { createFixture, type Fixture, payThroughEngine } from '../support/fixture.js';
+import { createFixture, type Fixture, payThroughEngine, refundRows } from '../support/fixture.js';
+import { type RunningSidecar, startSidecar } from './support.js';
 
 const SECRET = 'whsec_refund_races_0123456789abcdef';
 const PAYPAL_WEBHOOK_ID = 'WH-REFUND-RACES';
-
-async function freePort(): Promise<number> {
-  const server = http.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 async function askAndApprove(f: Fixture, payment: string, amount?: string) {
   const input = { payment, ...(amount ? { amount } : {}) };
@@ -35,26 +26,11 @@ async function askAndApprove(f: Fixture, payment: string, amount?: string) {
   return { ...input, approval_token: token! };
 }
 
-async function refundRows(f: Fixture, paymentId: string) {
-  const { rows } = await f.t.db.withSystem((c) =>
-    c.query<{
-      status: string;
-      amount_minor: number;
-      approval_id: string | null;
-      provider_reference: string | null;
-    }>(
-      'SELECT status, amount_minor, approval_id, provider_reference FROM refunds WHERE payment_id = $1 ORDER BY created_at',
-      [paymentId],
-    ),
-  );
-  return rows;
-}
-
 describe('refunds racing their webhooks and each other', () => {
   let t: TestDatabase;
   let sandbox: Sandbox;
   let f: Fixture;
-  let server: http.Server;
+  let sidecar: RunningSidecar;
   let certCacheDir: string;
 
   beforeAll(async () => {
@@ -76,27 +52,18 @@ describe('refunds racing their webhooks and each other', () => {
     f = await createFixture({ slug: 'refund-races', t, sandbox });
     await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', brand: 'visa', last4: '4242' });
     await f.addMethod({ rail: 'paypal', token: 'pp_vault_success', label: 'Company PayPal' });
-    const app = createSidecarApp(
-      {
-        db: t.db,
-        deps: f.deps,
-        webhooks: { stripeSecret: SECRET, paypalWebhookId: PAYPAL_WEBHOOK_ID },
-        sandbox: { paypalUrl: sandbox.paypalUrl },
-        logger: { info() {}, warn() {}, error: (obj, msg) => console.error(msg, obj) },
-      },
+    sidecar = await startSidecar(
+      f,
+      { stripeSecret: SECRET, paypalWebhookId: PAYPAL_WEBHOOK_ID },
       { certCacheDir },
+      port,
     );
-    server = http.createServer(app);
-    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   }, 120_000);
 
   afterAll(async () => {
     await sandbox.stripe.webhooksIdle();
     await sandbox.paypal.webhooksIdle();
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    });
+    await sidecar.close();
     await f.close();
     await sandbox.close();
     await t.drop();

@@ -18,6 +18,8 @@ export async function startSidecar(
   f: Fixture,
   webhooks: { stripeSecret?: string; paypalWebhookId?: string },
   options: SidecarOptions = {},
+  /** A port chosen beforehand (a sandbox that delivers webhooks must know it first); default any free one. */
+  port = 0,
 ): Promise<RunningSidecar> {
   const app = createSidecarApp(
     {
@@ -31,10 +33,10 @@ export async function startSidecar(
     options,
   );
   const server = http.createServer(app);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  const address = server.address() as AddressInfo;
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `http://127.0.0.1:${address.port}`,
     app,
     close: () =>
       new Promise<void>((resolve) => {
@@ -59,4 +61,43 @@ export function stripeEventFor(file: string, eventId: string, paymentId: string,
   event.data.object.id = intentId;
   event.data.object.metadata = { paygate_payment_id: paymentId };
   return JSON.stringify(event);
+}
+
+/** A browser's cookie jar, just enough of one: name=value pairs from Set-Cookie, forms posted. */
+export class PageClient {
+  cookies = new Map<string, string>();
+  constructor(readonly base: string) {}
+
+  async request(method: 'GET' | 'POST', path: string, form?: Record<string, string>) {
+    const response = await fetch(`${this.base}${path}`, {
+      method,
+      redirect: 'manual',
+      headers: {
+        cookie: [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '),
+        ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
+      },
+      ...(form ? { body: new URLSearchParams(form).toString() } : {}),
+    });
+    for (const line of response.headers.getSetCookie()) {
+      const [pair] = line.split(';');
+      const [name, value] = pair!.split('=') as [string, string];
+      if (value === '' || /expires=Thu, 01 Jan 1970/i.test(line)) this.cookies.delete(name);
+      else this.cookies.set(name, value);
+    }
+    return { response, text: await response.text() };
+  }
+
+  get = (path: string) => this.request('GET', path);
+  post = (path: string, form: Record<string, string>) => this.request('POST', path, form);
+
+  static csrf(html: string): string {
+    const match = /name="_csrf" value="([^"]+)"/.exec(html);
+    if (!match) throw new Error('no CSRF field on the page');
+    return match[1]!;
+  }
+
+  async login(token: string, next = '/approvals') {
+    const form = await this.get(`/login?next=${encodeURIComponent(next)}`);
+    return this.post('/login', { _csrf: PageClient.csrf(form.text), token, next });
+  }
 }

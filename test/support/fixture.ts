@@ -14,6 +14,7 @@ import { formatAmount } from '../../src/money.js';
 import type { EngineDeps } from '../../src/payments/context.js';
 import { addInvoice } from '../../src/payments/invoices.js';
 import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
+import { refundPayment } from '../../src/payments/refund.js';
 import { type Sandbox, startSandbox } from '../../src/sandbox/index.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 
@@ -117,4 +118,39 @@ export async function payThroughEngine(
   const ask = (await payInvoice(f.deps, { agentKey }, call)) as { approval_id: string };
   const token = await f.approveAs(f.admin, ask.approval_id);
   return (await payInvoice(f.deps, { agentKey }, { ...call, approval_token: token })) as PaymentConfirmation;
+}
+
+/** A refund asked for, approved by the fixture's admin, and made: the engine's own path. */
+export async function refundThroughEngine(
+  f: Fixture,
+  payment: string,
+  amount?: string,
+): Promise<Record<string, unknown>> {
+  const caller = { agentKey: f.agentKey };
+  const input = { payment, ...(amount ? { amount } : {}), reason: 'test refund' };
+  const ask = (await refundPayment(f.deps, caller, input)) as { approval_id: string; status: string };
+  if (ask.status !== 'approval_required')
+    throw new Error(`expected approval_required: ${JSON.stringify(ask)}`);
+  const token = await f.approveAs(f.admin, ask.approval_id);
+  return (await refundPayment(f.deps, caller, { ...input, approval_token: token })) as Record<
+    string,
+    unknown
+  >;
+}
+
+/** A payment's refund rows, oldest first. */
+export async function refundRows(f: Fixture, paymentId: string) {
+  const { rows } = await f.t.db.withSystem((c) =>
+    c.query<{
+      id: string;
+      status: string;
+      amount_minor: number;
+      approval_id: string | null;
+      provider_reference: string | null;
+    }>(
+      'SELECT id, status, amount_minor, approval_id, provider_reference FROM refunds WHERE payment_id = $1 ORDER BY created_at',
+      [paymentId],
+    ),
+  );
+  return rows;
 }

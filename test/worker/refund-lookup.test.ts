@@ -9,35 +9,20 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyAuditLog } from '../../src/audit/verify.js';
 import { getPayment } from '../../src/payments/payments.js';
-import { REFUND_PENDING_TOO_LONG, refundPayment } from '../../src/payments/refund.js';
+import { REFUND_PENDING_TOO_LONG } from '../../src/payments/refund.js';
 import { applyRefundReport, REFUND_AMOUNT_MISMATCH } from '../../src/payments/refund-outcome.js';
 import { getPaymentStatus } from '../../src/payments/status.js';
 import { createWorker, REFUND_REDRIVE_WINDOW_MS } from '../../src/worker/index.js';
-import { createFixture, type Fixture, instantSleep, payThroughEngine } from '../support/fixture.js';
+import {
+  createFixture,
+  type Fixture,
+  instantSleep,
+  payThroughEngine,
+  refundRows,
+  refundThroughEngine,
+} from '../support/fixture.js';
 
 const MINUTE = 60_000;
-
-async function refundThroughEngine(f: Fixture, payment: string, amount?: string) {
-  const caller = { agentKey: f.agentKey };
-  const input = { payment, ...(amount ? { amount } : {}), reason: 'refund lookup test' };
-  const ask = (await refundPayment(f.deps, caller, input)) as { approval_id: string; status: string };
-  expect(ask.status).toBe('approval_required');
-  const token = await f.approveAs(f.admin, ask.approval_id);
-  return (await refundPayment(f.deps, caller, { ...input, approval_token: token })) as Record<
-    string,
-    unknown
-  >;
-}
-
-async function refundRows(f: Fixture, paymentId: string) {
-  const { rows } = await f.t.db.withSystem((c) =>
-    c.query<{ id: string; status: string; amount_minor: number; provider_reference: string | null }>(
-      'SELECT id, status, amount_minor, provider_reference FROM refunds WHERE payment_id = $1 ORDER BY created_at',
-      [paymentId],
-    ),
-  );
-  return rows;
-}
 
 async function alertsOf(f: Fixture, refundId: string) {
   const { rows } = await f.t.db.withSystem((c) =>
