@@ -28,3 +28,13 @@ export class RefusedError extends Error {
     super(message);
   }
 }
+
+/**
+ * The 4xx status an HTTP middleware (Express's body parsers) put on its error, or undefined: a request
+ * refused for what the client sent (too large, malformed), to be answered as such, not as our 500.
+ */
+export function requestErrorStatus(err: unknown): number | undefined {
+  const carried = err as { status?: unknown; statusCode?: unknown } | null;
+  const status = carried?.status ?? carried?.statusCode;
+  return typeof status === 'number' && status >= 400 && status < 500 ? status : undefined;
+}

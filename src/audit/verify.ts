@@ -2,6 +2,11 @@
  * Recompute every tenant's audit chain from the stored content and report the first entry that does
  * not fit: a changed entry (its hash no longer matches), a removed one (a gap in seq or a broken link),
  * or one whose stored columns disagree with the content that was hashed.
+ *
+ * A chain alone cannot show that its newest entries were removed: what is left is still a valid chain.
+ * So the result gives each chain's head (last seq and hash), for the operator to keep outside the
+ * database, and a later run given those heads (`anchors`) checks that each is still there, unchanged:
+ * entries removed from the end, or rewritten from before it, no longer match.
  */
 import type { Db } from '../db/pool.js';
 import { chainHash, GENESIS_HASH } from './log.js';
@@ -12,11 +17,21 @@ export interface BrokenEntry {
   reason: string;
 }
 
+/** A chain's newest entry, as recorded by an earlier run. */
+export interface ChainHead {
+  tenantId: string;
+  seq: number;
+  /** sha256, hex */
+  hash: string;
+}
+
 export interface VerifyResult {
   ok: boolean;
   tenantsChecked: number;
   entriesChecked: number;
   firstBroken?: BrokenEntry;
+  /** Each chain checked, at its newest entry. */
+  heads: ChainHead[];
 }
 
 interface Row {
@@ -68,19 +83,33 @@ function checkEntry(row: Row, expectedSeq: number, prevHash: Buffer): string | u
   return undefined;
 }
 
-export async function verifyAuditLog(db: Db, options: { tenantId?: string } = {}): Promise<VerifyResult> {
+export async function verifyAuditLog(
+  db: Db,
+  options: { tenantId?: string; anchors?: ChainHead[] } = {},
+): Promise<VerifyResult> {
   return db.withSystem(async (client) => {
+    const anchors = (options.anchors ?? []).filter(
+      (a) => !options.tenantId || a.tenantId === options.tenantId,
+    );
     const tenants = options.tenantId
       ? [options.tenantId]
-      : (
-          await client.query<{ tenant_id: string }>(
-            'SELECT DISTINCT tenant_id FROM audit_log ORDER BY tenant_id',
-          )
-        ).rows.map((r) => r.tenant_id);
+      : [
+          ...new Set([
+            ...(
+              await client.query<{ tenant_id: string }>(
+                'SELECT DISTINCT tenant_id FROM audit_log ORDER BY tenant_id',
+              )
+            ).rows.map((r) => r.tenant_id),
+            // A chain whose every entry was removed is still checked against its anchor.
+            ...anchors.map((a) => a.tenantId),
+          ]),
+        ].sort();
     let entriesChecked = 0;
+    const heads: ChainHead[] = [];
     for (const tenantId of tenants) {
       let expectedSeq = 1;
       let prevHash = GENESIS_HASH;
+      const anchored = new Map(anchors.filter((a) => a.tenantId === tenantId).map((a) => [a.seq, a.hash]));
       for (;;) {
         const { rows } = await client.query<Row>(
           `SELECT tenant_id, seq, at, actor_type, actor_id, action, subject_id, content, prev_hash, hash FROM audit_log
@@ -88,13 +117,19 @@ export async function verifyAuditLog(db: Db, options: { tenantId?: string } = {}
           [tenantId, expectedSeq],
         );
         for (const row of rows) {
-          const reason = checkEntry(row, expectedSeq, prevHash);
+          const anchoredHash = anchored.get(row.seq);
+          const reason =
+            checkEntry(row, expectedSeq, prevHash) ??
+            (anchoredHash !== undefined && anchoredHash !== row.hash.toString('hex')
+              ? `its hash differs from the one recorded for it (${anchoredHash}): the chain was rewritten`
+              : undefined);
           if (reason) {
             return {
               ok: false,
               tenantsChecked: tenants.length,
               entriesChecked,
               firstBroken: { tenantId, seq: row.seq, reason },
+              heads,
             };
           }
           entriesChecked++;
@@ -103,7 +138,23 @@ export async function verifyAuditLog(db: Db, options: { tenantId?: string } = {}
         }
         if (rows.length < PAGE) break;
       }
+      const last = expectedSeq - 1;
+      const lost = [...anchored.keys()].filter((seq) => seq > last).sort((a, b) => a - b)[0];
+      if (lost !== undefined) {
+        return {
+          ok: false,
+          tenantsChecked: tenants.length,
+          entriesChecked,
+          firstBroken: {
+            tenantId,
+            seq: last + 1,
+            reason: `the chain ends at entry ${last}, but entry ${lost} was recorded: entries were removed from its end`,
+          },
+          heads,
+        };
+      }
+      if (last > 0) heads.push({ tenantId, seq: last, hash: prevHash.toString('hex') });
     }
-    return { ok: true, tenantsChecked: tenants.length, entriesChecked };
+    return { ok: true, tenantsChecked: tenants.length, entriesChecked, heads };
   });
 }

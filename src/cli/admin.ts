@@ -218,6 +218,7 @@ export function registerAdminCommands(program: Command, run: Run): void {
         brand?: string;
         last4?: string;
         bankName?: string;
+        customer?: string;
       }) =>
         run(async (ctx) => {
           const rail = checkRail(o.rail);
@@ -231,6 +232,7 @@ export function registerAdminCommands(program: Command, run: Run): void {
             brand: o.brand,
             last4: o.last4,
             bankName: o.bankName,
+            customer: o.customer,
           });
           ctx.print(paymentMethodJson(method), `added ${method.rail} payment method ${method.id}`);
         }),

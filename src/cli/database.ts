@@ -1,10 +1,12 @@
 /** The database itself: migrations, the embedded server's lifecycle, and the audit chain's integrity. */
+
+import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { verifyAuditLog } from '../audit/verify.js';
+import { type ChainHead, verifyAuditLog } from '../audit/verify.js';
 import { databaseUrl } from '../db/connect.js';
 import { embeddedStatus, stopEmbeddedServer } from '../db/embedded.js';
 import { migrate } from '../db/migrate.js';
-import { RefusedError } from '../errors.js';
+import { RefusedError, UsageError } from '../errors.js';
 import type { CliContext } from './context.js';
 
 type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
@@ -64,12 +66,19 @@ export function registerDatabaseCommands(program: Command, run: Run): void {
     .command('audit')
     .description('the hash-chained audit log')
     .command('verify')
-    .description('recompute every chain; exit 1 naming the first broken entry')
+    .description(
+      "recompute every chain; exit 1 naming the first broken entry. Keep the --json output (its heads) outside the database and pass it to a later run as --since, which also catches entries removed from a chain's end",
+    )
     .option('--tenant <slug>')
-    .action((o: { tenant?: string }) =>
+    .option(
+      '--since <file>',
+      'the --json output of an earlier run: each chain head recorded in it must still be there',
+    )
+    .action((o: { tenant?: string; since?: string }) =>
       run(async (ctx) => {
         const tenantId = o.tenant ? (await ctx.tenant(o.tenant)).id : undefined;
-        const result = await verifyAuditLog(await ctx.db(), { tenantId });
+        const anchors = o.since ? await readHeads(o.since) : undefined;
+        const result = await verifyAuditLog(await ctx.db(), { tenantId, anchors });
         const out = {
           ok: result.ok,
           tenants_checked: result.tenantsChecked,
@@ -81,6 +90,7 @@ export function registerDatabaseCommands(program: Command, run: Run): void {
                 reason: result.firstBroken.reason,
               }
             : null,
+          heads: result.heads.map((h) => ({ tenant_id: h.tenantId, seq: h.seq, hash: h.hash })),
         };
         if (!result.ok) {
           const b = result.firstBroken!;
@@ -96,4 +106,33 @@ export function registerDatabaseCommands(program: Command, run: Run): void {
         );
       }),
     );
+}
+
+/** The heads of an earlier `audit verify --json` run. */
+async function readHeads(file: string): Promise<ChainHead[]> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(file, 'utf8'));
+  } catch (error) {
+    throw new UsageError(
+      `--since ${file}: ${(error as Error).message}; give the --json output of an earlier audit verify`,
+    );
+  }
+  const heads = (parsed as { heads?: unknown }).heads;
+  const valid =
+    Array.isArray(heads) &&
+    heads.every(
+      (h) =>
+        typeof h?.tenant_id === 'string' &&
+        Number.isSafeInteger(h?.seq) &&
+        typeof h?.hash === 'string' &&
+        /^[0-9a-f]{64}$/.test(h.hash),
+    );
+  if (!valid)
+    throw new UsageError(`--since ${file} has no heads: give the --json output of an earlier audit verify`);
+  return (heads as { tenant_id: string; seq: number; hash: string }[]).map((h) => ({
+    tenantId: h.tenant_id,
+    seq: h.seq,
+    hash: h.hash,
+  }));
 }

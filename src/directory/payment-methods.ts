@@ -58,7 +58,13 @@ export function providerFor(rail: Rail, token: string, explicit?: Provider): Pro
 }
 
 export function checkPaymentMethodInput(input: PaymentMethodInput): void {
-  for (const value of [input.token, input.label ?? '', input.brand ?? '', input.bankName ?? '']) {
+  for (const value of [
+    input.token,
+    input.label ?? '',
+    input.brand ?? '',
+    input.bankName ?? '',
+    input.customer ?? '',
+  ]) {
     if (containsCardNumber(value)) throw new UsageError(CARD_NUMBER_REFUSAL, 'card_number_refused');
   }
   if (!/^[A-Za-z0-9_:.-]{3,255}$/.test(input.token)) {

@@ -6,9 +6,9 @@
 import { randomUUID } from 'node:crypto';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
-import express, { type Request, type Response, type Router } from 'express';
+import express, { type NextFunction, type Request, type Response, type Router } from 'express';
 import { authenticateAgent } from '../directory/agent-keys.js';
-import { RefusedError } from '../errors.js';
+import { RefusedError, requestErrorStatus } from '../errors.js';
 import type { Caller } from '../payments/context.js';
 import { createMcpServer, type McpRuntime, type McpServerOptions } from './server.js';
 
@@ -179,6 +179,17 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
       runtime.logger.error({ err: error }, 'mcp http request failed');
       if (!res.headersSent) jsonRpcError(res, 500, -32603, 'Internal error');
     }
+  });
+
+  // The JSON body parser's refusals (malformed, too large) as JSON-RPC errors, before any key is checked:
+  // never Express's default page, which prints the stack outside production.
+  router.use(MCP_PATH, (err: unknown, _req: Request, res: Response, next: NextFunction) => {
+    if (res.headersSent) return next(err);
+    const status = requestErrorStatus(err);
+    if (status === 413) return jsonRpcError(res, 413, -32600, 'Request body too large (limit 1 MB)');
+    if (status) return jsonRpcError(res, 400, -32700, 'Parse error: the body is not valid JSON');
+    runtime.logger.error({ err }, 'mcp http request failed');
+    jsonRpcError(res, 500, -32603, 'Internal error');
   });
 
   return {

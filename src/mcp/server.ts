@@ -8,7 +8,7 @@ import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/proto
 import type { CallToolResult, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
 import { type PaygateTool, TOOLS, type ToolContext } from '../../tools/index.js';
 import type { Logger } from '../config.js';
-import { RefusedError } from '../errors.js';
+import { RefusedError, UsageError } from '../errors.js';
 import type { Caller, EngineDeps } from '../payments/context.js';
 import type { ApprovalRequired } from '../payments/pay.js';
 import {
@@ -64,6 +64,21 @@ export function createMcpServer(
 
 type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 
+/**
+ * PostgreSQL refuses the NUL character in text, so an argument holding one would fail in the database as
+ * an internal (and retryable) error: refused here as what it is, bad input, before anything runs.
+ */
+function refuseNulCharacters(args: Record<string, unknown>): void {
+  for (const [name, value] of Object.entries(args ?? {})) {
+    if (typeof value === 'string' && value.includes('\u0000'))
+      throw new UsageError(
+        `${name} contains a NUL character (U+0000)`,
+        'invalid_input',
+        `send ${name} as plain text`,
+      );
+  }
+}
+
 function register(
   server: McpServer,
   runtime: McpRuntime,
@@ -74,6 +89,7 @@ function register(
   server.registerTool(tool.name, tool.config, (async (args: Record<string, unknown>, extra: Extra) => {
     const ctx: ToolContext = { deps: runtime.deps, caller };
     try {
+      refuseNulCharacters(args);
       await options.beforeEachCall?.(caller, tool);
       const answer = await tool.handler(ctx, args as never);
       if (

@@ -26,7 +26,7 @@ import { resolveSecret } from '../directory/encryption.js';
 import { activeMethodForRail } from '../directory/payment-methods.js';
 import { getTenant } from '../directory/tenants.js';
 import { findUserByToken } from '../directory/users.js';
-import { RefusedError } from '../errors.js';
+import { RefusedError, requestErrorStatus } from '../errors.js';
 import { createCertificateFetcher, verifyPaypalWebhook } from '../gateways/paypal/webhook.js';
 import { verifyStripeWebhook } from '../gateways/stripe/webhook.js';
 import { type WebhookEvent, WebhookVerificationError } from '../gateways/types.js';
@@ -285,6 +285,12 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
     path: '/',
     maxAge,
   });
+  // Cleared with the attributes it was set with: a browser ignores a __Host- cookie without Secure,
+  // the clearing one included, and would keep the old cookie.
+  const clearedCookie = (req: Request) => {
+    const { maxAge: _maxAge, ...attributes } = cookieOptions(req, 0);
+    return attributes;
+  };
 
   const pageUser = (session: Session): PageUser => ({
     email: session.user.email,
@@ -372,14 +378,14 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
       return loginForm(req, res, 401, 'That token was not accepted. Check it and try again.');
     }
     const session = await createSession(db, user, { ip: req.ip });
-    res.clearCookie(loginCookie(req), { path: '/' });
+    res.clearCookie(loginCookie(req), clearedCookie(req));
     res.cookie(sessionCookie(req), session.secret, cookieOptions(req, SESSION_MAX_AGE_MS));
     res.redirect(303, safeNext(req.body?.next));
   });
 
   pages.post('/logout', requireSession, async (req: Authed, res) => {
     await endSession(db, req.session!);
-    res.clearCookie(sessionCookie(req), { path: '/' });
+    res.clearCookie(sessionCookie(req), clearedCookie(req));
     res.redirect(303, '/login');
   });
 
@@ -507,8 +513,22 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
   app.use(pages);
 
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
-    logger.error({ err, path: req.path }, 'sidecar request failed');
     if (res.headersSent) return;
+    // The body parsers' refusals (too large, malformed, wrong charset) are the client's, said as such:
+    // a webhook provider must not retry a body that will never fit, and nothing here is our fault.
+    const clientStatus = requestErrorStatus(err);
+    if (clientStatus) {
+      const message =
+        clientStatus === 413 ? 'the request body is too large' : 'the request body could not be read';
+      if (req.path.startsWith('/webhooks/')) res.status(clientStatus).json({ error: 'bad_request', message });
+      else
+        res
+          .status(clientStatus)
+          .set('Cache-Control', 'no-store')
+          .send(messagePage('Request refused', `${message}.`));
+      return;
+    }
+    logger.error({ err, path: req.path }, 'sidecar request failed');
     if (req.path.startsWith('/webhooks/')) {
       res.status(500).json({ error: 'internal_error' });
       return;

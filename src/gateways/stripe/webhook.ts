@@ -31,6 +31,10 @@ export function verifyStripeWebhook(
     throw new WebhookVerificationError('No Stripe webhook secret configured (STRIPE_WEBHOOK_SECRET).');
   if (!signatureHeader) throw new WebhookVerificationError('Missing Stripe-Signature header.');
   const now = options.now ?? new Date();
+  // One timestamp only: stripe-node verifies against the last `t=`, and a check of its own against
+  // another one would look at a different time (a current `t=` in front of a future, signed one).
+  if ((signatureHeader.match(/(?:^|,)\s*t=/g) ?? []).length > 1)
+    throw new WebhookVerificationError('The Stripe-Signature header carries more than one timestamp (t=).');
 
   let event: Stripe.Event;
   try {
