@@ -16,7 +16,11 @@ function withRetryPolicy(gateway: Gateway, sleep?: (ms: number) => Promise<void>
     pay: (request) =>
       withRetry(() => gateway.pay(request), {
         sleep,
-        checkOutcome: () => gateway.retrieve({ paymentId: request.paymentId }),
+        checkOutcome: () =>
+          gateway.retrieve({
+            paymentId: request.paymentId,
+            amount: { amountMinor: request.amountMinor, currency: request.currency },
+          }),
       }),
     retrieve: (lookup) =>
       withRetry(() => gateway.retrieve(lookup), { sleep, checkOutcome: async () => null }),

@@ -147,10 +147,16 @@ export interface Gateway {
   pay(request: PayRequest): Promise<PaymentOutcome>;
   /**
    * Ask the provider what became of our payment, without ever creating a new charge. Without a
-   * provider reference (a crash before we recorded it) the gateway finds it by our payment id.
-   * Returns null when the provider has no record of it.
+   * provider reference (a crash before we recorded it) the gateway finds it by our payment id, and
+   * only among objects for `amount` when given (a search by metadata, which anyone with access to the
+   * provider account can write, must not take another charge for ours). Returns null when the provider
+   * has no record of it.
    */
-  retrieve(lookup: { paymentId: string; providerReference?: string }): Promise<PaymentOutcome | null>;
+  retrieve(lookup: {
+    paymentId: string;
+    providerReference?: string;
+    amount?: { amountMinor: number; currency: string };
+  }): Promise<PaymentOutcome | null>;
   refund(request: RefundRequest): Promise<RefundOutcome>;
   /**
    * Ask the provider what became of a refund it already answered for (it gave us `providerReference`),

@@ -168,7 +168,10 @@ export async function callProvider(
     // After retries an api_error leaves the outcome in doubt: ask once before calling it failed.
     if (error.code === 'api_error' || error.code === 'rate_limited') {
       try {
-        outcome = await gatewayFor(deps, submission).retrieve({ paymentId });
+        outcome = await gatewayFor(deps, submission).retrieve({
+          paymentId,
+          amount: { amountMinor: submission.request.amountMinor, currency: submission.request.currency },
+        });
         if (outcome) failure = undefined;
       } catch {
         failure = new GatewayError(
@@ -479,6 +482,7 @@ export async function reconcilePayment(
     outcome = await gatewayFor(deps, payment).retrieve({
       paymentId,
       providerReference: payment.providerReference ?? undefined,
+      amount: { amountMinor: payment.amountMinor, currency: payment.currency },
     });
   } catch (error) {
     if (!(error instanceof GatewayError)) throw error;

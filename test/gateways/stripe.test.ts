@@ -334,6 +334,18 @@ describe('retrieve', () => {
     expect(await gw.retrieve({ paymentId: 'pay_never_sent', providerReference: 'pi_unknown' })).toBeNull();
     expect(sandbox.ledger.entries().length).toBe(before);
   });
+
+  it('found by our id, a PaymentIntent for another amount is not taken for ours (metadata can be edited)', async () => {
+    const { gw } = gateway();
+    // A 1.00 charge whose metadata names our payment id, as anyone with dashboard access could make.
+    const foreign = payRequest('pm_card_visa', { amountMinor: 1_00 });
+    await gw.pay(foreign);
+    const ours = { amountMinor: 500_00, currency: 'USD' };
+    expect(await gw.retrieve({ paymentId: foreign.paymentId, amount: ours })).toBeNull();
+    expect(
+      await gw.retrieve({ paymentId: foreign.paymentId, amount: { amountMinor: 1_00, currency: 'USD' } }),
+    ).toMatchObject({ status: 'succeeded', amountMinor: 1_00 });
+  });
 });
 
 describe('refund', () => {

@@ -102,6 +102,7 @@ export function createStripeGateway(options: StripeGatewayOptions): Gateway {
   async function retrieveOnce(lookup: {
     paymentId: string;
     providerReference?: string;
+    amount?: { amountMinor: number; currency: string };
   }): Promise<PaymentOutcome | null> {
     if (lookup.providerReference) {
       try {
@@ -131,13 +132,20 @@ export function createStripeGateway(options: StripeGatewayOptions): Gateway {
         limit: 10,
       }),
     );
-    if (result.data.length === 0) return null;
+    // Only PaymentIntents for our amount: the metadata that found them is editable in the dashboard.
+    const expected = lookup.amount;
+    const ours = expected
+      ? result.data.filter(
+          (intent) =>
+            intent.currency.toUpperCase() === expected.currency &&
+            intent.amount === toStripeAmount(expected.amountMinor, expected.currency),
+        )
+      : result.data;
+    if (ours.length === 0) return null;
     // One PaymentIntent per payment (one idempotency key); if someone made more, the best news wins so
     // a succeeded charge is never reported as failed and charged again.
     const rank = (status: string) => (status === 'succeeded' ? 0 : status === 'processing' ? 1 : 2);
-    const best = [...result.data].sort(
-      (a, b) => rank(a.status) - rank(b.status) || b.created - a.created,
-    )[0]!;
+    const best = [...ours].sort((a, b) => rank(a.status) - rank(b.status) || b.created - a.created)[0]!;
     return mapPaymentIntent(best);
   }
 
