@@ -29,12 +29,27 @@ export class RefusedError extends Error {
   }
 }
 
+/** The error types of Express's body parsers that mean the request itself is unreadable. */
+const BODY_PARSER_ERRORS = new Set([
+  'entity.too.large',
+  'entity.parse.failed',
+  'entity.verify.failed',
+  'charset.unsupported',
+  'encoding.unsupported',
+  'request.aborted',
+  'request.size.invalid',
+  'stream.encoding.set',
+]);
+
 /**
- * The 4xx status an HTTP middleware (Express's body parsers) put on its error, or undefined: a request
- * refused for what the client sent (too large, malformed), to be answered as such, not as our 500.
+ * The 4xx status a body parser put on its error, or undefined: a request refused for what the client
+ * sent (too large, malformed), to be answered as such rather than as our 500. Only the body parsers'
+ * own errors: another error that happens to carry a 4xx status (an SDK's) is still ours.
  */
 export function requestErrorStatus(err: unknown): number | undefined {
-  const carried = err as { status?: unknown; statusCode?: unknown } | null;
-  const status = carried?.status ?? carried?.statusCode;
-  return typeof status === 'number' && status >= 400 && status < 500 ? status : undefined;
+  const carried = err as { type?: unknown; status?: unknown } | null;
+  if (typeof carried?.type !== 'string' || !BODY_PARSER_ERRORS.has(carried.type)) return undefined;
+  return typeof carried.status === 'number' && carried.status >= 400 && carried.status < 500
+    ? carried.status
+    : undefined;
 }

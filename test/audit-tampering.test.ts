@@ -130,6 +130,17 @@ describe('the audit chain under concurrency and tampering', () => {
       const rewritten = await cli(['audit', 'verify', '--since', file]);
       expect(rewritten.code).toBe(1);
       expect(rewritten.stderr).toMatch(/differs from the one recorded for it/);
+
+      // A file that is not an intact run's heads is bad usage (exit 2), never taken for a broken chain.
+      for (const content of [
+        JSON.stringify({ ok: true, heads: [{ tenant_id: 'not-a-uuid', seq: 1, hash: '0'.repeat(64) }] }),
+        JSON.stringify({ ok: true, heads: [] }),
+        JSON.stringify({ ok: false, heads: [{ tenant_id: tenantId, seq: 1, hash: '0'.repeat(64) }] }),
+      ]) {
+        await writeFile(file, content);
+        const bad = await cli(['audit', 'verify', '--since', file]);
+        expect(bad.code, `${content}: ${bad.stderr}`).toBe(2);
+      }
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

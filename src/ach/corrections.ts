@@ -133,7 +133,8 @@ export async function proposeCorrection(
   // Keyed (see Sealer.digest): the corrected value may be an account number. The same NOC imported
   // again gives the same digest, which the unique key (payment, change code, digest) turns into a
   // duplicate. A correction recorded before digests were keyed holds the plain SHA-256: it is rekeyed
-  // here, so importing its file again is still a duplicate and the guessable digest is gone.
+  // here when its NOC is imported again, so that import is still a duplicate; until then it keeps the
+  // older digest (no correction was recorded before this change outside test databases).
   const subject = `${noc.changeCode}\n${noc.correctedValue}`;
   const digest = deps.sealer.digest(subject);
   await client.query(

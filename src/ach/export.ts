@@ -183,7 +183,7 @@ async function recordAchExportOnce(
     const stored = parseStoredAchSettings(raw);
     const settings = nachaSettingsFor(stored, deps.sealer);
     // provider_called: phase 3 has recorded the gateway's `nacha:<id>` reference, so nothing will
-    // overwrite the trace we assign. A payment still at `started` waits for the next export.
+    // overwrite the trace we assign. A payment still at `started` is queued by the reconciler first.
     const { rows } = await client.query<ClaimRow>(
       `SELECT p.id, p.amount_minor, p.currency, i.number AS invoice_number, c.id AS counterparty_id, c.name AS vendor_name,
               c.ach_routing_number, c.ach_account_ciphertext, c.ach_account_type

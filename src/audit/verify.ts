@@ -148,7 +148,10 @@ export async function verifyAuditLog(
           firstBroken: {
             tenantId,
             seq: last + 1,
-            reason: `the chain ends at entry ${last}, but entry ${lost} was recorded: entries were removed from its end`,
+            reason:
+              last === 0
+                ? `the chain has no entries here, but entry ${lost} was recorded: its entries were removed (or the heads are another database's)`
+                : `the chain ends at entry ${last}, but entry ${lost} was recorded: entries were removed from its end`,
           },
           heads,
         };

@@ -6,6 +6,7 @@ import { type ChainHead, verifyAuditLog } from '../audit/verify.js';
 import { databaseUrl } from '../db/connect.js';
 import { embeddedStatus, stopEmbeddedServer } from '../db/embedded.js';
 import { migrate } from '../db/migrate.js';
+import { isUuid } from '../db/pool.js';
 import { RefusedError, UsageError } from '../errors.js';
 import type { CliContext } from './context.js';
 
@@ -124,12 +125,17 @@ async function readHeads(file: string): Promise<ChainHead[]> {
     heads.every(
       (h) =>
         typeof h?.tenant_id === 'string' &&
+        isUuid(h.tenant_id) &&
         Number.isSafeInteger(h?.seq) &&
         typeof h?.hash === 'string' &&
         /^[0-9a-f]{64}$/.test(h.hash),
     );
-  if (!valid)
+  if (!valid || heads.length === 0)
     throw new UsageError(`--since ${file} has no heads: give the --json output of an earlier audit verify`);
+  if ((parsed as { ok?: unknown }).ok === false)
+    throw new UsageError(
+      `--since ${file} is the output of a run that found a broken chain: give one of an intact run`,
+    );
   return (heads as { tenant_id: string; seq: number; hash: string }[]).map((h) => ({
     tenantId: h.tenant_id,
     seq: h.seq,

@@ -187,6 +187,8 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
     if (res.headersSent) return next(err);
     const status = requestErrorStatus(err);
     if (status === 413) return jsonRpcError(res, 413, -32600, 'Request body too large (limit 1 MB)');
+    if (status === 415)
+      return jsonRpcError(res, 415, -32600, 'Unsupported charset or encoding: send UTF-8 JSON');
     if (status) return jsonRpcError(res, 400, -32700, 'Parse error: the body is not valid JSON');
     runtime.logger.error({ err }, 'mcp http request failed');
     jsonRpcError(res, 500, -32603, 'Internal error');

@@ -107,13 +107,18 @@ export async function completeIdempotencyKey(
   );
 }
 
+/**
+ * Let the key be claimed afresh: after an approval request, or a call that failed before it made
+ * anything. A key linked to a payment is kept (its call failed after phase 1: the payment exists, and a
+ * retry must answer with it, not start another call).
+ */
 export async function releaseIdempotencyKey(
   db: Db,
   scope: { tenantId: string; agentKeyId: string; key: string },
 ): Promise<void> {
   await db.withTenant(scope.tenantId, (client) =>
     client.query(
-      "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3 AND status = 'in_progress'",
+      "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3 AND status = 'in_progress' AND payment_id IS NULL",
       [scope.tenantId, scope.agentKeyId, scope.key],
     ),
   );

@@ -514,8 +514,8 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
 
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     if (res.headersSent) return;
-    // The body parsers' refusals (too large, malformed, wrong charset) are the client's, said as such:
-    // a webhook provider must not retry a body that will never fit, and nothing here is our fault.
+    // The body parsers' refusals (too large, malformed, wrong charset) are the client's, answered as
+    // such and not logged as our failure.
     const clientStatus = requestErrorStatus(err);
     if (clientStatus) {
       const message =

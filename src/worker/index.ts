@@ -464,7 +464,9 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
     // 5. Housekeeping.
     if (!stop()) {
       try {
-        summary.ach_settled = (await settleAchPayments(db, clock())).settled.length;
+        summary.ach_settled = (
+          await settleAchPayments(db, clock(), { onAlert: deps.onAlert })
+        ).settled.length;
         summary.approvals_expired = await expireStaleApprovals(db);
         summary.idempotency_keys_pruned = await pruneIdempotencyKeys(db, clock());
       } catch (error) {

@@ -10,7 +10,8 @@ import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ApprovalRequired, payInvoice, requestDigest } from '../../src/payments/pay.js';
+import { linkIdempotencyKey } from '../../src/payments/idempotency.js';
+import { type ApprovalRequired, payInvoice, requestDigest, withIdempotency } from '../../src/payments/pay.js';
 import { createWorker } from '../../src/worker/index.js';
 import { freePort } from '../mcp/helpers.js';
 import { CLI } from '../support/cli.js';
@@ -138,5 +139,38 @@ describe('an idempotency key after a crash between phases', () => {
       { ...args, approval_token: token, idempotency_key: 'k-new' },
     );
     expect(paid).toMatchObject({ status: 'paid' });
+  });
+
+  it('a call that fails after its phase 1 keeps its key: the retry answers with its payment, not a fresh call', async () => {
+    const args = { invoice: 'INV-IC-3', amount: '23.00', currency: 'USD', method: 'stripe' };
+    await f.addInvoice('INV-IC-3', 23_00);
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
+    const token = await f.approveAs(f.admin, ask.approval_id);
+    // Paid without a key, then the same payment linked to a key whose call then failed (a database error
+    // in its phase 3, say): what withIdempotency sees when the call throws after phase 1.
+    const paid = (await payInvoice(f.deps, { agentKey: f.agentKey }, { ...args, approval_token: token })) as {
+      payment_id: string;
+    };
+    const scope = { tenantId: f.tenant.id, agentKeyId: f.agentKey.id, key: 'k-failed-late' };
+    const digest = requestDigest('pay_invoice', args);
+    await expect(
+      withIdempotency(f.deps, { agentKey: f.agentKey }, 'pay_invoice', scope.key, digest, async () => {
+        await f.t.db.withTenant(f.tenant.id, (c) => linkIdempotencyKey(c, scope, paid.payment_id));
+        throw new Error('the database went away in phase 3');
+      }),
+    ).rejects.toThrow(/went away/);
+    // The retry, 20 minutes on (the call is over: no "in progress"), answers with that payment.
+    await f.t.db.withTenant(f.tenant.id, (c) =>
+      c.query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '20 minutes' WHERE tenant_id = $1 AND key = $2",
+        [f.tenant.id, scope.key],
+      ),
+    );
+    const retry = await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...args, approval_token: token, idempotency_key: scope.key },
+    );
+    expect(retry).toMatchObject({ success: true, status: 'paid', payment_id: paid.payment_id });
   });
 });
