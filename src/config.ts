@@ -26,7 +26,15 @@ const EnvSchema = z.object({
   ANTHROPIC_API_KEY: optionalSecret,
   ANTHROPIC_MODEL: z.string().trim().min(1).default('claude-sonnet-5-5'),
   PAYGATE_AGENT_KEY: optionalSecret,
-  PAYGATE_PUBLIC_URL: z.string().trim().url().optional(),
+  // Every approve_url is built from it, and a client may be asked to open one: a web address only.
+  PAYGATE_PUBLIC_URL: z
+    .string()
+    .trim()
+    .url()
+    .refine((v) => /^https?:\/\//i.test(v), {
+      message: 'PAYGATE_PUBLIC_URL must be an http:// or https:// URL',
+    })
+    .optional(),
   // Encrypts bank account numbers at rest and signs sessions; required once live keys are set.
   PAYGATE_SECRET: optionalSecret,
   PAYGATE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -8,6 +8,7 @@
  * resolves what was in flight.
  */
 import type { Command } from 'commander';
+import { UsageError } from '../errors.js';
 import type { PassSummary } from '../worker/index.js';
 import type { CliContext } from './context.js';
 
@@ -33,11 +34,12 @@ export function registerWorkerCommands(program: Command, run: Run): void {
     .description('run scheduled payments, retries, reconciliation and housekeeping (until SIGTERM)')
     .option('--once', 'one pass over everything due now, print a summary, exit')
     .option('--worker-id <id>', 'name in leases and the audit log (default host:pid)')
-    .option('--batch-size <n>', 'due schedules claimed (and run as batches) at a time', (v) =>
-      Number.parseInt(v, 10),
-    )
-    .action((o: { once?: boolean; workerId?: string; batchSize?: number }) =>
+    .option('--batch-size <n>', 'due schedules claimed (and run as batches) at a time')
+    .action((o: { once?: boolean; workerId?: string; batchSize?: string }) =>
       run(async (ctx) => {
+        const batchSize = o.batchSize === undefined ? undefined : Number(o.batchSize);
+        if (batchSize !== undefined && (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000))
+          throw new UsageError(`--batch-size "${o.batchSize}" must be a whole number from 1 to 10000`);
         // Loaded when the command runs, not for every `paygate` command (see src/cli.ts).
         const [{ startRuntime }, { createWorker }] = await Promise.all([
           import('../runtime.js'),
@@ -49,7 +51,7 @@ export function registerWorkerCommands(program: Command, run: Run): void {
           applicationName: 'paygate-worker',
         });
         try {
-          const worker = createWorker(runtime, { workerId: o.workerId, batchSize: o.batchSize });
+          const worker = createWorker(runtime, { workerId: o.workerId, batchSize });
           if (o.once) {
             const summary = await worker.runOnce();
             ctx.print(summary, describe(summary));

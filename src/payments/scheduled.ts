@@ -28,7 +28,7 @@ import { randomUUID } from 'node:crypto';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
 import { createAlert, ruleFor } from './alerts.js';
-import type { EngineDeps } from './context.js';
+import type { EngineDeps, FailureNotice } from './context.js';
 import { crashPoint } from './crash-points.js';
 import { transitionInvoice, transitionInvoices } from './invoices.js';
 import { newConfirmationNumber, type Payment } from './payments.js';
@@ -361,6 +361,7 @@ export async function executeScheduledPayment(
   scheduledId: string,
   options: ScheduledExecution = {},
 ): Promise<Payment | null> {
+  let removedMethodAlert: FailureNotice | undefined;
   const started = await deps.db.withTenant(tenantId, async (client) => {
     // Wait for the lock rather than skip: the only other holders are short claim transactions of other
     // workers (a claim's FOR UPDATE can lock a row it then rejects for its lease), and skipping would
@@ -381,15 +382,26 @@ export async function executeScheduledPayment(
         [scheduledId],
       );
       await transitionInvoice(client, s.invoice_id, 'scheduled', 'approved');
+      await appendAudit(client, {
+        tenantId,
+        actorType: 'system',
+        actorId: options.workerId ?? 'worker',
+        action: 'scheduled_payment.failed',
+        subjectId: scheduledId,
+        details: { code: 'payment_method_invalid', reason: 'its payment method was removed after approval' },
+      });
       const rule = ruleFor('payment_method_invalid');
-      await createAlert(client, {
+      const message =
+        'a scheduled payment was not made: its payment method was removed after it was approved';
+      const alertId = await createAlert(client, {
         tenantId,
         kind: 'payment_request_payment_method',
         code: 'payment_method_invalid',
-        message: 'a scheduled payment was not made: its payment method was removed after it was approved',
+        message,
         nextStep: rule.nextStep,
         scheduledPaymentId: scheduledId,
       });
+      removedMethodAlert = { tenantId, alertId, code: 'payment_method_invalid', message };
       return null;
     }
     const [one] = await startReadySchedules(client, tenantId, [scheduledId], options);
@@ -401,6 +413,7 @@ export async function executeScheduledPayment(
       );
     return one;
   });
+  if (removedMethodAlert) deps.onAlert?.(removedMethodAlert);
   if (!started) return null;
   crashPoint('after_phase1');
   const payment = await executeSubmission(deps, tenantId, started.submission, {

@@ -89,7 +89,10 @@ export const DEFAULT_POLL_INTERVAL_MS = 5_000;
 export interface WorkerOptions {
   /** Names this process in leases and the audit log; default `host:pid`. */
   workerId?: string;
-  /** The worker's notion of now (due dates, leases, checks); default the real clock. */
+  /**
+   * The worker's notion of now (due dates, leases, checks); default the real clock. Given one (tests),
+   * due dates follow it; without, they follow the database's clock, the one time every process shares.
+   */
   clock?: () => Date;
   /** Waits between idle passes of `run`; must resolve early when the signal aborts. */
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
@@ -184,6 +187,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
   const logger = options.logger ?? (isRuntime(runtimeOrDeps) ? runtimeOrDeps.logger : undefined);
   const workerId = options.workerId ?? `${hostname()}:${process.pid}`;
   const clock = options.clock ?? (() => new Date());
+  const injectedClock = options.clock !== undefined;
   const sleep = options.sleep ?? realSleep;
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
   const oneByOneClaimSize = Math.min(batchSize, ONE_BY_ONE_CLAIM_SIZE);
@@ -192,14 +196,18 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
   const random = options.random ?? Math.random;
   const { db } = deps;
 
-  /** Due schedules not leased by a live worker, leased to this one. */
+  /**
+   * Due schedules not leased by a live worker, leased to this one. "Due" is by the database's clock (an
+   * injected test clock aside): a worker on a machine whose own clock runs ahead must not pay an
+   * approved schedule before its date.
+   */
   function claimSchedules(now: Date, exclude: string[]): Promise<Claimed[]> {
     return db.withSystem(async (client) => {
       const { rows } = await client.query<Claimed>(
         `WITH due AS (
            SELECT s.id FROM scheduled_payments s JOIN tenants t ON t.id = s.tenant_id
             WHERE s.status = 'scheduled'
-              AND s.scheduled_date <= ($1::timestamptz AT TIME ZONE t.timezone)::date
+              AND s.scheduled_date <= (COALESCE($6::timestamptz, now()) AT TIME ZONE t.timezone)::date
               AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= $1)
               AND (s.locked_until IS NULL OR s.locked_until <= $1)
               AND NOT (s.id = ANY($5::uuid[]))
@@ -209,7 +217,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
          UPDATE scheduled_payments s SET locked_until = $1::timestamptz + make_interval(secs => $3), locked_by = $4
            FROM due WHERE s.id = due.id
          RETURNING s.id, s.tenant_id`,
-        [now, batchSize, leaseS, workerId, exclude],
+        [now, batchSize, leaseS, workerId, exclude, injectedClock ? now : null],
       );
       return rows;
     });
