@@ -125,7 +125,11 @@ function maskDigits(run: string): string {
 
 /** Remove secrets, tokens, full numbers and (unless allowed) email addresses from one piece of text. */
 export function scrubText(text: string, options: ScrubOptions): string {
-  let out = text.length > MAX_RAW_CHARS ? text.slice(0, MAX_RAW_CHARS) : text;
+  // NFKC first: full-width digits and letters become ASCII and the Unicode spaces (no-break, thin, ...)
+  // plain ones, so a number written with them is matched like any other.
+  let out = (text.length > MAX_RAW_CHARS ? text.slice(0, MAX_RAW_CHARS) : text)
+    .normalize('NFKC')
+    .replace(/[\u00a0\u2000-\u200b\u202f\u205f\u3000]/g, ' ');
   out = out.replace(URL_USERINFO, `$1${REDACTED}@`);
   out = out.replace(AUTH_SCHEME, `$1 ${REDACTED}`);
   for (const pattern of KNOWN_SECRETS) out = out.replace(pattern, REDACTED);

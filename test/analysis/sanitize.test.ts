@@ -49,6 +49,14 @@ describe('scrubText', () => {
     expect(out).toBe('card [number …4242], account [number …6789], routing [number …0000]');
   });
 
+  it('masks numbers written with no-break spaces or full-width digits too', () => {
+    const out = scrubText(
+      'card 4242\u00a04242\u00a04242\u00a04242, account ０００１２３４５６７８９',
+      strict,
+    );
+    expect(out).toBe('card [number …4242], account [number …6789]');
+  });
+
   it('keeps short numbers, amounts, dates and error codes that carry the meaning', () => {
     const text =
       'Your card was declined (card_declined, R01) on 2026-11-26 for 1,250.00 USD after 3 attempts';
