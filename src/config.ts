@@ -31,9 +31,22 @@ const EnvSchema = z.object({
     .string()
     .trim()
     .url()
-    .refine((v) => /^https?:\/\//i.test(v), {
-      message: 'PAYGATE_PUBLIC_URL must be an http:// or https:// URL',
-    })
+    .refine(
+      (v) => {
+        const u = new URL(v);
+        return (
+          (u.protocol === 'http:' || u.protocol === 'https:') &&
+          !u.search &&
+          !u.hash &&
+          !u.username &&
+          !u.password
+        );
+      },
+      {
+        message:
+          'PAYGATE_PUBLIC_URL must be an http:// or https:// address with no query, fragment or credentials',
+      },
+    )
     .optional(),
   // Encrypts bank account numbers at rest and signs sessions; required once live keys are set.
   PAYGATE_SECRET: optionalSecret,

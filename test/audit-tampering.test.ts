@@ -134,13 +134,23 @@ describe('the audit chain under concurrency and tampering', () => {
       // A file that is not an intact run's heads is bad usage (exit 2), never taken for a broken chain.
       for (const content of [
         JSON.stringify({ ok: true, heads: [{ tenant_id: 'not-a-uuid', seq: 1, hash: '0'.repeat(64) }] }),
-        JSON.stringify({ ok: true, heads: [] }),
         JSON.stringify({ ok: false, heads: [{ tenant_id: tenantId, seq: 1, hash: '0'.repeat(64) }] }),
       ]) {
         await writeFile(file, content);
         const bad = await cli(['audit', 'verify', '--since', file]);
         expect(bad.code, `${content}: ${bad.stderr}`).toBe(2);
       }
+      // A tenant the file recorded no head for has nothing to be checked against: said, not passed.
+      await writeFile(
+        file,
+        JSON.stringify({
+          ok: true,
+          heads: [{ tenant_id: '00000000-0000-4000-8000-000000000001', seq: 1, hash: '0'.repeat(64) }],
+        }),
+      );
+      const other = await cli(['audit', 'verify', '--tenant', 'audit-tampering', '--since', file]);
+      expect(other.code, other.stderr).toBe(2);
+      expect(other.stderr).toMatch(/recorded no head for tenant audit-tampering/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

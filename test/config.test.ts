@@ -61,3 +61,21 @@ it('live keys on the embedded database are refused unless allowed, and the refus
   expect(refusal?.nextStep).toContain('DATABASE_URL');
   expect(refusal?.nextStep).toContain('--allow-embedded-live');
 });
+
+it('PAYGATE_PUBLIC_URL is a web address every approve_url can be built on', () => {
+  for (const ok of [
+    'http://127.0.0.1:8787',
+    'https://pay.example.com/base/',
+    'HTTPS://Pay.Example.com',
+    'http://[::1]:8787',
+  ])
+    expect(() => loadConfig({ PAYGATE_PUBLIC_URL: ok }), ok).not.toThrow();
+  for (const bad of [
+    'javascript:alert(1)//',
+    'ftp://pay.example.com',
+    'https://pay.example.com/?tenant=acme',
+    'https://pay.example.com/#top',
+    'https://admin:secret@pay.example.com',
+  ])
+    expect(() => loadConfig({ PAYGATE_PUBLIC_URL: bad }), bad).toThrow(/PAYGATE_PUBLIC_URL/);
+});

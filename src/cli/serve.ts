@@ -88,7 +88,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
   }
   if (options.seedDemo && runtime.config.sandbox) await seedDemo(runtime.db, runtime.config);
   const app = createSidecarApp(runtime, {
-    secureCookies: runtime.config.publicUrl?.startsWith('https://') ?? false,
+    secureCookies: runtime.config.publicUrl ? new URL(runtime.config.publicUrl).protocol === 'https:' : false,
   });
   const mcp = createMcpHttpHandler(runtime);
   // The MCP router answers /mcp only; everything else falls through to the sidecar.

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { startServe } from '../cli/serve.js';
+import { type ServeHandle, startServe } from '../cli/serve.js';
 import { embeddedStatus, stopEmbeddedServer } from '../db/embedded.js';
 import { addDays, nextBusinessDay, todayIn } from '../payments/calendar.js';
 import { readDemoCredentials } from './seed.js';
@@ -43,9 +43,26 @@ export async function runDemo(options: { dataDir?: string; out: Out }): Promise<
   out(
     `paygate demo: data in ${dataDir}${temporary ? ' (temporary)' : ''}; providers are the local sandbox, no real money moves\n`,
   );
-  const handle = await startServe({ port: 0, dataDir, seedDemo: true });
   const client = new Client({ name: 'paygate-demo', version: '1.0.0' });
+  let handle: ServeHandle | undefined;
+  // Once, whether the demo ends, fails or is interrupted: nothing it started may outlive it (the embedded
+  // server runs detached, so a Ctrl-C that skipped this would leave it running, and the data on disk).
+  let cleaned: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaned ??= (async () => {
+      await client.close().catch(() => {});
+      await handle?.close().catch(() => {});
+      if (!wasRunning) await stopEmbeddedServer(dataDir).catch(() => false);
+      if (temporary) await fs.rm(dataDir, { recursive: true, force: true });
+    })());
+  const onSignal = (signal: NodeJS.Signals) => {
+    out(`\n${signal}: stopping the demo and what it started`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
+    handle = await startServe({ port: 0, dataDir, seedDemo: true });
     const demo = await readDemoCredentials(dataDir);
     if (!demo) throw new Error(`no demo credentials in ${dataDir}: use a fresh --data-dir`);
     await client.connect(
@@ -85,7 +102,14 @@ export async function runDemo(options: { dataDir?: string; out: Out }): Promise<
     ) => {
       out(`▶ ${title}`);
       const ask = await call(tool, args);
-      if (ask.isError) throw new Error(`${tool} refused: ${JSON.stringify(ask.value)}`);
+      if (ask.isError) {
+        const error = (ask.value.error ?? {}) as { code?: string; message?: string; next_step?: string };
+        if (error.code === 'invoice_already_paid' && !temporary)
+          throw new Error(
+            `the demo already ran in ${dataDir} (its invoices are paid): run it without --data-dir, or with a new directory`,
+          );
+        throw new Error(`${tool} refused: ${error.code}: ${error.message} (${error.next_step})`);
+      }
       out(`  agent calls ${tool}: no money moves yet; the answer is ${ask.value.status}`);
       out(`  "${ask.value.summary}"`);
       out(`  approve at ${ask.value.approve_url}`);
@@ -141,9 +165,8 @@ export async function runDemo(options: { dataDir?: string; out: Out }): Promise<
     }
     out('\nevery step above is in the hash-chained audit log: `paygate audit verify` checks it.');
   } finally {
-    await client.close().catch(() => {});
-    await handle.close();
-    if (!wasRunning) await stopEmbeddedServer(dataDir);
-    if (temporary) await fs.rm(dataDir, { recursive: true, force: true });
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await cleanup();
   }
 }

@@ -147,10 +147,9 @@ export interface Gateway {
   pay(request: PayRequest): Promise<PaymentOutcome>;
   /**
    * Ask the provider what became of our payment, without ever creating a new charge. Without a
-   * provider reference (a crash before we recorded it) the gateway finds it by our payment id, and
-   * only among objects for `amount` when given (a search by metadata, which anyone with access to the
-   * provider account can write, must not take another charge for ours). Returns null when the provider
-   * has no record of it.
+   * provider reference (a crash before we recorded it) the gateway finds it by our payment id; a
+   * gateway that finds it by metadata (Stripe), which anyone with access to the provider account can
+   * write, takes only objects for `amount` when given. Returns null when the provider has no record.
    */
   retrieve(lookup: {
     paymentId: string;

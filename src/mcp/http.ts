@@ -13,6 +13,7 @@ import type { Caller } from '../payments/context.js';
 import { createMcpServer, type McpRuntime, type McpServerOptions } from './server.js';
 
 export const MCP_PATH = '/mcp';
+const BODY_LIMIT = '1mb';
 
 export interface McpHttpOptions extends McpServerOptions {
   /** Extra host names (without port) allowed in Host and Origin, besides loopback and the public URL's. */
@@ -171,7 +172,7 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
   sweeper.unref();
 
   const router = express.Router();
-  router.use(MCP_PATH, express.json({ limit: '1mb' }));
+  router.use(MCP_PATH, express.json({ limit: BODY_LIMIT }));
   router.all(MCP_PATH, async (req, res) => {
     try {
       await handle(req, res);
@@ -186,7 +187,7 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
   router.use(MCP_PATH, (err: unknown, _req: Request, res: Response, next: NextFunction) => {
     if (res.headersSent) return next(err);
     const status = requestErrorStatus(err);
-    if (status === 413) return jsonRpcError(res, 413, -32600, 'Request body too large (limit 1 MB)');
+    if (status === 413) return jsonRpcError(res, 413, -32600, `Request body too large (limit ${BODY_LIMIT})`);
     if (status === 415)
       return jsonRpcError(res, 415, -32600, 'Unsupported charset or encoding: send UTF-8 JSON');
     if (status) return jsonRpcError(res, 400, -32700, 'Parse error: the body is not valid JSON');

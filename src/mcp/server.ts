@@ -17,7 +17,7 @@ import {
   type Decision,
   waitForDecision,
 } from './elicitation.js';
-import { errorResult, toolResult } from './results.js';
+import { errorResult, toolErrorResult, toolResult } from './results.js';
 
 export const SERVER_NAME = 'paygate';
 export const SERVER_VERSION = '0.1.0';
@@ -59,7 +59,32 @@ export function createMcpServer(
     { capabilities: { tools: {} }, instructions: INSTRUCTIONS },
   );
   for (const tool of TOOLS) register(server, runtime, caller, tool, options);
+  answerSdkErrorsInOurShape(server);
   return server;
+}
+
+/**
+ * The SDK answers what fails before our handler runs (arguments that do not fit a tool's input schema,
+ * an unknown tool) as bare text, through one method of McpServer. DESIGN.md promises every error as
+ * {error: {code, message, retryable, next_step}}, so that method is replaced on this instance: a number
+ * sent as `amount` is the most common agent mistake, and the agent needs a code and a next step.
+ * It is not public API; test/mcp/tool-contract.test.ts fails if an SDK upgrade renames it.
+ */
+function answerSdkErrorsInOurShape(server: McpServer): void {
+  const sdk = server as unknown as { createToolError?: (message: string) => CallToolResult };
+  if (typeof sdk.createToolError !== 'function') return;
+  sdk.createToolError = (message: string) => {
+    const text = message.replace(/^MCP error -?\d+: /, '');
+    const unknownTool = /^Tool .* not found/.test(text);
+    return toolErrorResult({
+      code: unknownTool ? 'unknown_tool' : 'invalid_input',
+      message: text,
+      retryable: false,
+      next_step: unknownTool
+        ? 'call tools/list for the tools this server has'
+        : "fix the arguments the message names (their types and formats are in the tool's input schema) and call again",
+    });
+  };
 }
 
 type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;

@@ -200,7 +200,14 @@ export function createStripeGateway(options: StripeGatewayOptions): Gateway {
             throw error;
           }
         },
-        { ...retryBase, checkOutcome: () => retrieveOnce({ paymentId: request.paymentId }) },
+        {
+          ...retryBase,
+          checkOutcome: () =>
+            retrieveOnce({
+              paymentId: request.paymentId,
+              amount: { amountMinor: request.amountMinor, currency: request.currency },
+            }),
+        },
       );
     },
 
@@ -242,7 +249,13 @@ export function createStripeGateway(options: StripeGatewayOptions): Gateway {
             const list = await call(() =>
               stripe.refunds.list({ payment_intent: request.paymentProviderReference, limit: 100 }),
             );
-            const mine = list.data.find((r) => r.metadata?.[METADATA.refundId] === request.refundId);
+            // Ours by metadata (editable in the dashboard) and by the very amount we asked for.
+            const mine = list.data.find(
+              (r) =>
+                r.metadata?.[METADATA.refundId] === request.refundId &&
+                r.currency.toUpperCase() === request.currency &&
+                r.amount === toStripeAmount(request.amountMinor, request.currency),
+            );
             return mine ? mapRefund(mine) : null;
           },
         },

@@ -144,8 +144,21 @@ const parseOptions = { depth: 5, arrayLimit: 100, parameterLimit: 1000 } as cons
  */
 const TWO_DECIMAL_ON_THE_WIRE = new Set(['isk', 'ugx']);
 
-/** Refuses an ISK/UGX amount Stripe would refuse (charge or refund). */
+/**
+ * Stripe's three-decimal currencies "require the least-significant (last) digit to be 0"
+ * (https://docs.stripe.com/currencies#three-decimal): refused here as there, charge or refund.
+ */
+const THREE_DECIMAL = new Set(['bhd', 'jod', 'kwd', 'omr', 'tnd']);
+
+/** Refuses an amount Stripe would refuse for its currency (charge or refund): ISK/UGX, three-decimal. */
 function checkWholeUnits(amount: number, currency: string, param: string): void {
+  if (THREE_DECIMAL.has(currency) && amount % 10 !== 0) {
+    throw invalid(
+      `Invalid amount. Amounts in ${currency.toUpperCase()} must have 0 as their last digit. See https://stripe.com/docs/currencies#three-decimal for more information.`,
+      param,
+      'invalid_charge_amount',
+    );
+  }
   if (TWO_DECIMAL_ON_THE_WIRE.has(currency) && amount % 100 !== 0) {
     throw invalid(
       `Invalid amount. Currency ${currency.toUpperCase()} has become effectively zero-decimal and charged amounts must be evenly divisible by 100. See https://stripe.com/docs/currencies#special-cases for more information.`,
