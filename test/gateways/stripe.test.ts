@@ -7,11 +7,12 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ExponentialBackoff, noJitterGenerator } from 'cockatiel';
+import qs from 'qs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createStripeGateway, type StripeGatewayOptions } from '../../src/gateways/stripe/client.js';
 import { verifyStripeWebhook } from '../../src/gateways/stripe/webhook.js';
 import { GatewayError, type PayRequest, type WebhookEvent } from '../../src/gateways/types.js';
-import { type Sandbox, startSandbox } from '../../src/sandbox/index.js';
+import { SANDBOX_STRIPE_SECRET_KEY, type Sandbox, startSandbox } from '../../src/sandbox/index.js';
 
 const webhookSecret = `whsec_${randomUUID().replaceAll('-', '')}`;
 let sandbox: Sandbox;
@@ -224,6 +225,36 @@ describe('pay', () => {
     expect(sandbox.stripe.requests().some((r) => r.path === '/v1/payment_intents/search')).toBe(true);
     expect(waits).toEqual([]);
     expect(sandbox.faults.fired('stripe').map((f) => f.kind)).toContain('timeout_after_charge');
+  });
+
+  it("a timeout's check does not take another PaymentIntent whose metadata names our payment", async () => {
+    const { gw } = gateway({ timeoutMs: 300 });
+    const request = payRequest('pm_usBankAccount_processing');
+    // Someone with dashboard access made a succeeded 1.00 charge and wrote our payment id into it.
+    const foreign = await fetch(`${sandbox.stripeUrl}/v1/payment_intents`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${SANDBOX_STRIPE_SECRET_KEY}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: qs.stringify({
+        amount: 100,
+        currency: 'usd',
+        payment_method: 'pm_card_visa',
+        confirm: true,
+        off_session: true,
+        metadata: { paygate_payment_id: request.paymentId },
+      }),
+    });
+    expect(foreign.status).toBe(200);
+    sandbox.faults.next('stripe', {
+      kind: 'timeout_after_charge',
+      match: { method: 'POST', path: '/v1/payment_intents' },
+    });
+    // Ours (500.00 by ACH) took effect and is processing; "best news" alone would answer the foreign
+    // succeeded one.
+    const outcome = await gw.pay(request);
+    expect(outcome).toMatchObject({ status: 'processing', amountMinor: 50_000 });
   });
 
   it('a slow request that lands after our retry is replayed by its key, not charged twice', async () => {
