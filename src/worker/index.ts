@@ -90,8 +90,8 @@ export interface WorkerOptions {
   /** Names this process in leases and the audit log; default `host:pid`. */
   workerId?: string;
   /**
-   * The worker's notion of now (due dates, leases, checks); default the real clock. Given one (tests),
-   * due dates follow it; without, they follow the database's clock, the one time every process shares.
+   * The worker's notion of now (due dates, leases, checks, settlement, pruning). Default: the database's
+   * clock, the one time every process shares; tests inject their own.
    */
   clock?: () => Date;
   /** Waits between idle passes of `run`; must resolve early when the signal aborts. */
@@ -186,8 +186,18 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
   const deps = isRuntime(runtimeOrDeps) ? runtimeOrDeps.deps : runtimeOrDeps;
   const logger = options.logger ?? (isRuntime(runtimeOrDeps) ? runtimeOrDeps.logger : undefined);
   const workerId = options.workerId ?? `${hostname()}:${process.pid}`;
-  const clock = options.clock ?? (() => new Date());
-  const injectedClock = options.clock !== undefined;
+  const injectedClock = options.clock;
+  /**
+   * Now, for due dates, leases, checks, settlement and pruning: the injected clock (tests), else the
+   * database's, the one time every process shares. A worker on a machine whose own clock runs ahead
+   * must not pay a schedule before its date, settle an ACH payment inside its return window, or prune
+   * idempotency keys early.
+   */
+  const now = async (): Promise<Date> => {
+    if (injectedClock) return injectedClock();
+    const { rows } = await db.pool.query<{ now: Date }>('SELECT now() AS now');
+    return rows[0]!.now;
+  };
   const sleep = options.sleep ?? realSleep;
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
   const oneByOneClaimSize = Math.min(batchSize, ONE_BY_ONE_CLAIM_SIZE);
@@ -196,18 +206,14 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
   const random = options.random ?? Math.random;
   const { db } = deps;
 
-  /**
-   * Due schedules not leased by a live worker, leased to this one. "Due" is by the database's clock (an
-   * injected test clock aside): a worker on a machine whose own clock runs ahead must not pay an
-   * approved schedule before its date.
-   */
+  /** Due schedules not leased by a live worker, leased to this one (`now`: see `now()` above). */
   function claimSchedules(now: Date, exclude: string[]): Promise<Claimed[]> {
     return db.withSystem(async (client) => {
       const { rows } = await client.query<Claimed>(
         `WITH due AS (
            SELECT s.id FROM scheduled_payments s JOIN tenants t ON t.id = s.tenant_id
             WHERE s.status = 'scheduled'
-              AND s.scheduled_date <= (COALESCE($6::timestamptz, now()) AT TIME ZONE t.timezone)::date
+              AND s.scheduled_date <= ($1::timestamptz AT TIME ZONE t.timezone)::date
               AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= $1)
               AND (s.locked_until IS NULL OR s.locked_until <= $1)
               AND NOT (s.id = ANY($5::uuid[]))
@@ -217,7 +223,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
          UPDATE scheduled_payments s SET locked_until = $1::timestamptz + make_interval(secs => $3), locked_by = $4
            FROM due WHERE s.id = due.id
          RETURNING s.id, s.tenant_id`,
-        [now, batchSize, leaseS, workerId, exclude, injectedClock ? now : null],
+        [now, batchSize, leaseS, workerId, exclude],
       );
       return rows;
     });
@@ -345,7 +351,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
     const seenSchedules: string[] = [];
     for (;;) {
       if (stop()) break;
-      const claimed = await claimSchedules(clock(), seenSchedules);
+      const claimed = await claimSchedules(await now(), seenSchedules);
       if (claimed.length === 0) break;
       crashPoint('after_claim');
       summary.scheduled.claimed += claimed.length;
@@ -402,7 +408,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
     const seenPayments: string[] = [];
     for (;;) {
       if (stop()) break;
-      const claimed = await claimPayments(clock(), seenPayments);
+      const claimed = await claimPayments(await now(), seenPayments);
       if (claimed.length === 0) break;
       for (const p of claimed) {
         seenPayments.push(p.id);
@@ -410,7 +416,7 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
         if (stop()) break;
         try {
           const payment = await reconcilePayment(deps, p.tenant_id, p.id, {
-            now: clock(),
+            now: await now(),
             resubmit: {
               maxAttempts: MAX_SUBMIT_ATTEMPTS,
               withinMs: RESUBMIT_WINDOW_MS,
@@ -444,15 +450,15 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
     const seenRefunds: string[] = [];
     for (;;) {
       if (stop()) break;
-      const claimed = await claimRefunds(clock(), seenRefunds);
+      const claimed = await claimRefunds(await now(), seenRefunds);
       if (claimed.length === 0) break;
       for (const r of claimed) {
         seenRefunds.push(r.id);
         if (stop()) break;
         try {
-          const now = clock();
+          const checkedAt = await now();
           const check = await checkPendingRefund(deps, r.tenant_id, r.id, {
-            now,
+            now: checkedAt,
             redriveWindowMs: REFUND_REDRIVE_WINDOW_MS,
           });
           if (check.action === 'none' && !check.alerted) continue;
@@ -460,8 +466,8 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
           summary.refunds[check.status] += 1;
           if (check.alerted) summary.refunds.alerted += 1;
           if (check.action === 'looked_up' && check.status === 'pending' && !check.alerted) {
-            const age = now.getTime() - r.created_at.getTime();
-            await deferRefundCheck(r.id, new Date(now.getTime() + refundCheckDelayMs(age)));
+            const age = checkedAt.getTime() - r.created_at.getTime();
+            await deferRefundCheck(r.id, new Date(checkedAt.getTime() + refundCheckDelayMs(age)));
           }
         } catch (error) {
           failed('refund', r.id, error);
@@ -473,10 +479,10 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
     if (!stop()) {
       try {
         summary.ach_settled = (
-          await settleAchPayments(db, clock(), { onAlert: deps.onAlert })
+          await settleAchPayments(db, await now(), { onAlert: deps.onAlert })
         ).settled.length;
         summary.approvals_expired = await expireStaleApprovals(db);
-        summary.idempotency_keys_pruned = await pruneIdempotencyKeys(db, clock());
+        summary.idempotency_keys_pruned = await pruneIdempotencyKeys(db, await now());
       } catch (error) {
         failed('housekeeping', workerId, error);
       }

@@ -28,13 +28,21 @@ describe('the worker against a wrong clock and removed methods', () => {
     await f?.close();
   });
 
-  it('a worker whose clock runs far ahead does not pay a schedule before its approved date', async () => {
+  it("a worker whose clock runs far ahead does not pay a schedule before its approved date, nor prune today's keys", async () => {
     await f.addInvoice('INV-W-FUT', 123_00);
     const date = addDays(todayIn(f.tenant.timezone), 30);
     const id = await scheduleApproved(f, f.agentKey, 'INV-W-FUT', '123.00', 'stripe', date);
     const before = f.sandbox.ledger.charges().length;
     // A host whose clock is a year ahead (NTP broken, a VM restored from a snapshot, ...): this process's
     // Date, which a worker without an injected clock reads, moved; the database's clock did not.
+    // An idempotency key from today, which a year-ahead pruning would delete as past its 7 days.
+    await f.t.db.withTenant(f.tenant.id, (c) =>
+      c.query(
+        `INSERT INTO idempotency_keys (tenant_id, agent_key_id, key, action, request_digest)
+         VALUES ($1, $2, 'k-clock-ahead', 'pay_invoice', '\\x00')`,
+        [f.tenant.id, f.agentKey.id],
+      ),
+    );
     vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + 365 * 86_400_000 });
     try {
       await createWorker(f.deps).runOnce();
@@ -43,6 +51,10 @@ describe('the worker against a wrong clock and removed methods', () => {
     }
     expect(f.sandbox.ledger.charges().length - before).toBe(0);
     expect((await scheduleRow(f, id)).status).toBe('scheduled');
+    const { rows: keys } = await f.t.db.withSystem((c) =>
+      c.query("SELECT 1 FROM idempotency_keys WHERE key = 'k-clock-ahead'"),
+    );
+    expect(keys).toHaveLength(1);
   });
 
   it('a schedule whose method was removed before its date: failed, alert raised and handed to onAlert (analysis)', async () => {
