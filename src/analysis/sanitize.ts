@@ -20,6 +20,7 @@
  * Known limits: digits split by other characters (`4242.4242.4242.4242`) and secrets shorter than 20
  * characters with no telltale prefix or key word before them are not recognised.
  */
+import { normalizeForNumbers } from '../directory/card-numbers.js';
 import { formatAmount, isKnownCurrency } from '../money.js';
 import type { FailureContext, FailureKind } from './types.js';
 
@@ -125,11 +126,12 @@ function maskDigits(run: string): string {
 
 /** Remove secrets, tokens, full numbers and (unless allowed) email addresses from one piece of text. */
 export function scrubText(text: string, options: ScrubOptions): string {
-  // NFKC first: full-width digits and letters become ASCII and the Unicode spaces (no-break, thin, ...)
-  // plain ones, so a number written with them is matched like any other.
-  let out = (text.length > MAX_RAW_CHARS ? text.slice(0, MAX_RAW_CHARS) : text)
-    .normalize('NFKC')
-    .replace(/[\u00a0\u2000-\u200b\u202f\u205f\u3000]/g, ' ');
+  // Normalised first (full-width digits, Unicode spaces and dashes, invisible joiners), so a number
+  // written with them is matched like any other; cut again after, as normalising can lengthen it.
+  let out = normalizeForNumbers(text.length > MAX_RAW_CHARS ? text.slice(0, MAX_RAW_CHARS) : text).slice(
+    0,
+    MAX_RAW_CHARS,
+  );
   out = out.replace(URL_USERINFO, `$1${REDACTED}@`);
   out = out.replace(AUTH_SCHEME, `$1 ${REDACTED}`);
   for (const pattern of KNOWN_SECRETS) out = out.replace(pattern, REDACTED);
