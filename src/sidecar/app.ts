@@ -486,7 +486,8 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
     const id = String(req.params.id);
     const reason =
       typeof req.body?.reason === 'string' && req.body.reason.trim()
-        ? req.body.reason.trim().slice(0, 500)
+        ? // PostgreSQL refuses NUL in text; a reason is prose, so it is dropped rather than refused.
+          req.body.reason.replaceAll('\u0000', '').trim().slice(0, 500)
         : undefined;
     try {
       // Rejecting an approved request revokes it (its token stops working); the notice says which.

@@ -194,8 +194,12 @@ const PAYMENT_STATUS = {
  * (the event is then kept unprocessed so a redelivery retries it).
  */
 export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent): Promise<ProcessedWebhook> {
-  // Serialised once: the confirming store and the full path's insert store the same text.
-  const payload = JSON.stringify(event.payload);
+  // Serialised once: the confirming store and the full path's insert store the same text. jsonb refuses
+  // the NUL character, which a provider object's free text (metadata, a description) can hold: it is
+  // stored as U+FFFD rather than failing the insert, which would make the provider retry for days.
+  const payload = JSON.stringify(event.payload, (_key, value: unknown) =>
+    typeof value === 'string' ? value.replaceAll('\u0000', '\ufffd') : value,
+  );
   const stored = await deps.db.withSystem(async (client) => {
     const confirmed = await storeIfConfirming(client, event, payload);
     if (confirmed) return { confirmed };

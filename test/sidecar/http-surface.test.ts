@@ -37,7 +37,7 @@ describe('sidecar HTTP surface', () => {
   let s: RunningSidecar;
   let secure: RunningSidecar;
   beforeAll(async () => {
-    f = await createFixture({ slug: 'h3-sidecar' });
+    f = await createFixture({ slug: 'sidecar-surface' });
     await f.addMethod({
       rail: 'ach',
       token: 'pm_usBankAccount_processing',
@@ -146,6 +146,24 @@ describe('sidecar HTTP surface', () => {
     const junk = 'not json at all {';
     const j = await postStripe(s, junk, signStripeWebhookForTest(junk, STRIPE_SECRET));
     expect(j.status).toBe(400);
+  });
+
+  it('a signed event whose free text holds a NUL character is stored and applied, not a 500 forever', async () => {
+    const paid = await payThroughEngine(f, f.agentKey, {
+      invoice: 'INV-NUL-1',
+      amountMinor: 20_00,
+      method: 'ach',
+    });
+    const event = JSON.parse(
+      stripeEventFor('payment_intent.succeeded.json', 'evt_nul_1', paid.payment_id, paid.gateway_reference!),
+    );
+    event.data.object.description = 'paid\u0000by someone';
+    const payload = JSON.stringify(event);
+    const r = await postStripe(s, payload, signStripeWebhookForTest(payload, STRIPE_SECRET));
+    expect(r.status).toBe(200);
+    expect(
+      await f.t.db.withSystem((c) => c.query("SELECT 1 FROM webhook_events WHERE event_id = 'evt_nul_1'")),
+    ).toMatchObject({ rowCount: 1 });
   });
 
   it('a webhook body over the 1 MB limit is answered 413, not 500 (a 500 makes the provider retry forever)', async () => {
