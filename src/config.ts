@@ -33,6 +33,8 @@ const EnvSchema = z.object({
     .url()
     .refine(
       (v) => {
+        // Also runs when .url() has failed: a value that does not parse is simply not one.
+        if (!URL.canParse(v)) return false;
         const u = new URL(v);
         return (
           (u.protocol === 'http:' || u.protocol === 'https:') &&
