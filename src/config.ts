@@ -106,10 +106,9 @@ export function loadConfig(
   if (e.PAYPAL_CLIENT_ID !== undefined && e.PAYPAL_CLIENT_SECRET === undefined) {
     throw new ConfigError('PAYPAL_CLIENT_ID is set but PAYPAL_CLIENT_SECRET is not: set both or neither');
   }
-  const dataDir = path.resolve(overrides.dataDir ?? e.PAYGATE_DATA_DIR);
   return {
     databaseUrl: overrides.databaseUrl ?? e.DATABASE_URL,
-    dataDir,
+    dataDir: path.resolve(overrides.dataDir ?? e.PAYGATE_DATA_DIR),
     stripe: { secretKey: stripeKey, webhookSecret: e.STRIPE_WEBHOOK_SECRET },
     paypal: {
       clientId: e.PAYPAL_CLIENT_ID,

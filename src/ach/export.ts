@@ -32,7 +32,13 @@ import { handleFailure } from '../payments/phases.js';
 import type { AchDeps } from './deps.js';
 import { achLockKey, requireAdmin } from './deps.js';
 import { type AchFileView, getAchFile, writeAchFile } from './files.js';
-import { fileDates, nachaSettingsFor, parseStoredAchSettings, readStoredAchSettings } from './settings.js';
+import {
+  fileDates,
+  nachaSettingsFor,
+  parseStoredAchSettings,
+  readStoredAchSettings,
+  settingsFlag,
+} from './settings.js';
 
 const MAX_TRACE_SEQUENCE = 9_999_999;
 const FILE_ID_MODIFIERS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
@@ -98,16 +104,6 @@ async function failUnwritable(
   return applied.changed ? handleFailure(client, applied.payment, failure) : null;
 }
 
-/** The settings flag behind a field of the file or batch header, for a refusal that says what to fix. */
-const FLAG_OF_FIELD: Record<string, string> = {
-  'company.name': '--company-name',
-  'company.identification': '--company-id',
-  'company.entryDescription': '--entry-description',
-  immediateDestinationName: '--immediate-destination-name',
-  immediateOriginName: '--immediate-origin-name',
-  referenceCode: '--reference-code',
-};
-
 /**
  * The writer refused the file or a batch header, not one entry (a NachaWriteError without reference):
  * the tenant's settings, never a vendor's details, so no payment is failed for it. The export is refused
@@ -119,7 +115,7 @@ async function refuseExport(
   actor: User,
   error: NachaWriteError,
 ): Promise<never> {
-  const flag = FLAG_OF_FIELD[error.field];
+  const flag = settingsFlag(error.field);
   const fix = flag
     ? `an admin corrects it (paygate ach settings --tenant SLUG ${flag} ...) and exports again`
     : 'an admin corrects the ACH settings (paygate ach settings --tenant SLUG ...) and exports again';

@@ -78,17 +78,33 @@ const FLAG_OF: Record<string, string> = {
   'offsetAccount.name': '--offset-account-name',
 };
 
+/** The NACHA writer's names for the company fields of a batch header, as settings fields. */
+const COMPANY_FIELD: Record<string, string> = {
+  'company.name': 'companyName',
+  'company.identification': 'companyId',
+  'company.entryDescription': 'entryDescription',
+};
+
+/**
+ * The `paygate ach settings` flag that sets a settings field, or a field of the NACHA writer's that comes
+ * from the settings (the export names it when the writer refuses the file); undefined for anything else.
+ */
+export function settingsFlag(field: string): string | undefined {
+  if (FLAG_OF[field]) return FLAG_OF[field];
+  // The account itself, sealed or opened, and its last4 are all set by --offset-account.
+  if (field.startsWith('offsetAccount')) return '--offset-account';
+  const key = COMPANY_FIELD[field] ?? field;
+  return key in storedAchSettingsSchema.shape
+    ? `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`
+    : undefined;
+}
+
 function issuesText(error: z.ZodError): string {
   return error.issues
     .map((issue) => {
       if (issue.path.length === 0) return `settings: ${issue.message}`;
       const field = issue.path.join('.');
-      // The account itself, sealed or opened, and its last4 are all set by --offset-account.
-      const flag =
-        FLAG_OF[field] ??
-        (field.startsWith('offsetAccount')
-          ? '--offset-account'
-          : `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+      const flag = settingsFlag(field) ?? `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
       return issue.code === 'invalid_type' && /received undefined/.test(issue.message)
         ? `${flag} is missing`
         : `${flag}: ${issue.message}`;

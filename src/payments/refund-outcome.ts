@@ -32,8 +32,6 @@ export interface RefundReport {
 }
 
 export interface RefundReportSource {
-  /** Whose refund it is (stripe, paypal): named in alerts. */
-  provider: string;
   /** `provider` for a webhook; `system` (actorId `reconciler`) when paygate asked. */
   actorType: ActorType;
   actorId: string;
@@ -210,14 +208,14 @@ async function amountMismatch(
       ...(source.note ? { note: source.note } : {}),
     },
   });
-  const message = `${source.provider} reports refund ${report.providerReference} on invoice ${payment.invoiceNumber} as ${theirs}; paygate approved and recorded ${ours}.`;
+  const message = `${payment.provider} reports refund ${report.providerReference} on invoice ${payment.invoiceNumber} as ${theirs}; paygate approved and recorded ${ours}.`;
   const alertId = await createAlert(client, {
     tenantId: payment.tenantId,
     kind: REFUND_AMOUNT_MISMATCH,
     code: REFUND_AMOUNT_MISMATCH,
     severity: 'critical',
     message,
-    nextStep: `check the refund in the ${source.provider} dashboard; paygate left its record of it unchanged`,
+    nextStep: `check the refund in the ${payment.provider} dashboard; paygate left its record of it unchanged`,
     paymentId: payment.id,
     refundId: row.id,
   });

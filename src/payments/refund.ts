@@ -489,7 +489,6 @@ async function lookUpRefund(
         ...(outcome.failure ? { failure: outcome.failure } : {}),
       },
       {
-        provider: payment.provider,
         actorType: 'system',
         actorId: 'reconciler',
         note: `refund looked up at ${payment.provider}`,

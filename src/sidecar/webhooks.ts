@@ -197,9 +197,13 @@ export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent)
   // Serialised once: the confirming store and the full path's insert store the same text. jsonb refuses
   // the NUL character, which a provider object's free text (metadata, a description) can hold: it is
   // stored as U+FFFD rather than failing the insert, which would make the provider retry for days.
-  const payload = JSON.stringify(event.payload, (_key, value: unknown) =>
-    typeof value === 'string' ? value.replaceAll('\u0000', '\ufffd') : value,
-  );
+  // The replacer only for a payload that has one: it visits every value, on the webhook's hot path.
+  const plain = JSON.stringify(event.payload);
+  const payload = plain.includes('\\u0000')
+    ? JSON.stringify(event.payload, (_key, value: unknown) =>
+        typeof value === 'string' ? value.replaceAll('\u0000', '\ufffd') : value,
+      )
+    : plain;
   const stored = await deps.db.withSystem(async (client) => {
     const confirmed = await storeIfConfirming(client, event, payload);
     if (confirmed) return { confirmed };
@@ -401,7 +405,7 @@ async function applyRefundEvent(
       currency: reported.currency,
       ...(event.failure ? { failure: event.failure } : {}),
     },
-    { provider: event.provider, actorType: 'provider', actorId: event.provider, eventId: event.eventId },
+    { actorType: 'provider', actorId: event.provider, eventId: event.eventId },
     notices,
   );
   if (result.outcome !== 'no_such_refund') return { outcome: result.outcome, note: result.note };

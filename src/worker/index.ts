@@ -68,7 +68,7 @@ export const REFUND_REDRIVE_WINDOW_MS = 12 * 60 * 60_000;
  * first half hour (most settle by then), then hourly; the last check falls at the window's end, where
  * a refund still pending is alerted on.
  */
-export function refundCheckDelayMs(ageMs: number): number {
+function refundCheckDelayMs(ageMs: number): number {
   const delay = ageMs < 30 * 60_000 ? 5 * 60_000 : 60 * 60_000;
   return Math.max(60_000, Math.min(delay, REFUND_REDRIVE_WINDOW_MS - ageMs));
 }

@@ -196,7 +196,6 @@ describe('a pending refund whose webhook never arrives', () => {
       currency: 'USD',
     };
     const source = {
-      provider: 'stripe',
       actorType: 'provider' as const,
       actorId: 'stripe',
       eventId: 'evt_1',

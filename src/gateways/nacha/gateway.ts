@@ -4,6 +4,7 @@
  * through the settlement window. So pay answers `processing`, and retrieve can only say "still waiting".
  */
 import { type Gateway, GatewayError } from '../types.js';
+import { MAX_ENTRY_MINOR } from './writer.js';
 
 /** The provider reference of a NACHA payment until its file assigns a trace number. */
 export function queuedReference(paymentId: string): string {
@@ -17,9 +18,6 @@ export function queuedReference(paymentId: string): string {
  */
 export const NACHA_REFUND_REFUSAL =
   'a NACHA payment cannot be refunded through paygate: ask the vendor to return the funds, or originate a reversal with your bank';
-
-/** A NACHA entry's amount field is 10 digits of cents. */
-const MAX_ENTRY_CENTS = 9_999_999_999;
 
 export function createNachaGateway(): Gateway {
   return {
@@ -42,7 +40,7 @@ export function createNachaGateway(): Gateway {
     },
     amountProblem({ amountMinor, currency }) {
       if (currency !== 'USD') return `a NACHA file moves US dollars only, not ${currency}`;
-      if (amountMinor > MAX_ENTRY_CENTS)
+      if (amountMinor > MAX_ENTRY_MINOR)
         return 'a NACHA entry holds at most 99,999,999.99 USD (its amount field is 10 digits of cents)';
       return undefined;
     },

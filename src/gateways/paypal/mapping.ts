@@ -543,8 +543,10 @@ export function paypalWebhookToEvent(payload: unknown): WebhookEvent {
   const action = webhookAction(type);
   const resource = body.resource ?? {};
   const paymentId = resource.custom_id;
+  // The refund's or the capture's amount; a reversal's resource is the reversal, not the capture, and its
+  // amount is neither read nor used.
   const amount =
-    resource.amount?.currency_code && resource.amount.value
+    action !== 'payment_reversed' && resource.amount?.currency_code && resource.amount.value
       ? fromPaypalMoney({ currencyCode: resource.amount.currency_code, value: resource.amount.value })
       : undefined;
   if (action === 'refund_succeeded') {
@@ -562,8 +564,7 @@ export function paypalWebhookToEvent(payload: unknown): WebhookEvent {
     action,
     ...(paymentId ? { paymentId } : {}),
     ...(resource.id ? { providerReference: resource.id } : {}),
-    // The capture's amount (a reversal's resource is the reversal, not the capture: left out).
-    ...(amount && action !== 'payment_reversed' ? { amount } : {}),
+    ...(amount ? { amount } : {}),
     ...(action === 'payment_failed' ? { failure: webhookFailure(type, resource) } : {}),
   };
 }
