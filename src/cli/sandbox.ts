@@ -10,9 +10,14 @@
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 
-const port = (v: string) => Number.parseInt(v, 10);
+function port(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > 65535)
+    throw new InvalidArgumentError('must be a port number from 0 to 65535');
+  return n;
+}
 
 export function registerSandboxCommands(program: Command): void {
   program
@@ -35,7 +40,16 @@ export function registerSandboxCommands(program: Command): void {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ entries: sandbox.ledger.entries() }));
       });
-      await new Promise<void>((resolve) => ledger.listen(o.ledgerPort ?? 0, '127.0.0.1', resolve));
+      try {
+        await new Promise<void>((resolve, reject) => {
+          ledger.once('error', reject);
+          ledger.listen(o.ledgerPort ?? 0, '127.0.0.1', resolve);
+        });
+      } catch (error) {
+        // The emulators are already listening: without this the process would report and hang.
+        await sandbox.close();
+        throw error;
+      }
       const ledgerUrl = `http://127.0.0.1:${(ledger.address() as AddressInfo).port}/ledger`;
       process.stdout.write(
         `stripe: ${sandbox.stripeUrl}\npaypal: ${sandbox.paypalUrl}\nledger: ${ledgerUrl}\n`,

@@ -8,8 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { refundPayment } from '../../src/payments/refund.js';
 import { startSandbox } from '../../src/sandbox/index.js';
-import { freePort } from '../mcp/helpers.js';
-import { count, type RunningSidecar, startSidecar } from '../sidecar/support.js';
+import { count, listeningServer, type RunningSidecar, serverUrl, startSidecar } from '../sidecar/support.js';
 import { createFixture, type Fixture, payThroughEngine } from '../support/fixture.js';
 
 const WEBHOOK_ID = 'WH-H3-PAYPAL';
@@ -27,17 +26,18 @@ describe('PayPal', () => {
   let s: RunningSidecar;
 
   beforeAll(async () => {
-    const port = await freePort();
+    const listener = await listeningServer();
+    const base = serverUrl(listener);
     const sandbox = await startSandbox({
       paypal: {
-        webhookUrl: `http://127.0.0.1:${port}/webhooks/paypal`,
+        webhookUrl: `${base}/webhooks/paypal`,
         webhookId: WEBHOOK_ID,
         webhookDelayMs: 0,
       },
     });
     f = await createFixture({ slug: 'paypal-edges', sandbox });
     const certCacheDir = await mkdtemp(path.join(os.tmpdir(), 'paygate-certs-'));
-    s = await startSidecar(f, { paypalWebhookId: WEBHOOK_ID }, { certCacheDir }, port);
+    s = await startSidecar(f, { paypalWebhookId: WEBHOOK_ID }, { certCacheDir }, listener);
   });
   afterAll(async () => {
     await s?.close();

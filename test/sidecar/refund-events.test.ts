@@ -7,7 +7,6 @@ import { verifyAuditLog } from '../../src/audit/verify.js';
 import { signStripeWebhookForTest } from '../../src/gateways/stripe/webhook.js';
 import { getPaymentStatus } from '../../src/payments/status.js';
 import { type Sandbox, startSandbox } from '../../src/sandbox/index.js';
-import { freePort } from '../mcp/helpers.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import {
   createFixture,
@@ -16,7 +15,7 @@ import {
   refundRows,
   refundThroughEngine,
 } from '../support/fixture.js';
-import { type RunningSidecar, startSidecar } from './support.js';
+import { listeningServer, type RunningSidecar, serverUrl, startSidecar } from './support.js';
 
 const SECRET = 'whsec_test_refunds_0123456789abcdef';
 
@@ -40,18 +39,19 @@ describe('Stripe refunds with webhooks delivered by the sandbox to a live sideca
   let sidecar: RunningSidecar;
 
   beforeAll(async () => {
-    const port = await freePort();
+    const listener = await listeningServer();
+    const base = serverUrl(listener);
     t = await createTestDatabase();
     sandbox = await startSandbox({
       stripe: {
-        webhookUrl: `http://127.0.0.1:${port}/webhooks/stripe`,
+        webhookUrl: `${base}/webhooks/stripe`,
         webhookSecret: SECRET,
         webhookDelayMs: 0,
       },
     });
     f = await createFixture({ slug: 'refunds', t, sandbox });
     await f.addMethod({ rail: 'stripe', token: 'pm_card_refundFail', brand: 'visa', last4: '5126' });
-    sidecar = await startSidecar(f, { stripeSecret: SECRET }, {}, port);
+    sidecar = await startSidecar(f, { stripeSecret: SECRET }, {}, listener);
   }, 120_000);
 
   afterAll(async () => {

@@ -11,10 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyAuditLog } from '../../src/audit/verify.js';
 import { refundPayment } from '../../src/payments/refund.js';
 import { type Sandbox, startSandbox } from '../../src/sandbox/index.js';
-import { freePort } from '../mcp/helpers.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { createFixture, type Fixture, payThroughEngine, refundRows } from '../support/fixture.js';
-import { type RunningSidecar, startSidecar } from './support.js';
+import { listeningServer, type RunningSidecar, serverUrl, startSidecar } from './support.js';
 
 const SECRET = 'whsec_refund_races_0123456789abcdef';
 const PAYPAL_WEBHOOK_ID = 'WH-REFUND-RACES';
@@ -34,16 +33,17 @@ describe('refunds racing their webhooks and each other', () => {
   let certCacheDir: string;
 
   beforeAll(async () => {
-    const port = await freePort();
+    const listener = await listeningServer();
+    const base = serverUrl(listener);
     t = await createTestDatabase();
     sandbox = await startSandbox({
       stripe: {
-        webhookUrl: `http://127.0.0.1:${port}/webhooks/stripe`,
+        webhookUrl: `${base}/webhooks/stripe`,
         webhookSecret: SECRET,
         webhookDelayMs: 0,
       },
       paypal: {
-        webhookUrl: `http://127.0.0.1:${port}/webhooks/paypal`,
+        webhookUrl: `${base}/webhooks/paypal`,
         webhookId: PAYPAL_WEBHOOK_ID,
         webhookDelayMs: 0,
       },
@@ -56,7 +56,7 @@ describe('refunds racing their webhooks and each other', () => {
       f,
       { stripeSecret: SECRET, paypalWebhookId: PAYPAL_WEBHOOK_ID },
       { certCacheDir },
-      port,
+      listener,
     );
   }, 120_000);
 

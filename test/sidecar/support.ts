@@ -14,12 +14,31 @@ export interface RunningSidecar {
   close(): Promise<void>;
 }
 
+/**
+ * A loopback server already listening on a port of the kernel's choosing, for a sidecar whose
+ * address a sandbox must know before the sidecar exists. Holding the socket from the start is the
+ * point: a port found free and then closed can be handed to anyone else (another test file's
+ * sandbox, a database) before the sidecar binds it.
+ */
+export async function listeningServer(): Promise<http.Server> {
+  const server = http.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  return server;
+}
+
+export function serverUrl(server: http.Server): string {
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
 export async function startSidecar(
   f: Fixture,
   webhooks: { stripeSecret?: string; paypalWebhookId?: string },
   options: SidecarOptions = {},
-  /** A port chosen beforehand (a sandbox that delivers webhooks must know it first); default any free one. */
-  port = 0,
+  /** A server from listeningServer() (a sandbox that delivers webhooks must know the address first); default a new one. */
+  server?: http.Server,
 ): Promise<RunningSidecar> {
   const app = createSidecarApp(
     {
@@ -32,16 +51,15 @@ export async function startSidecar(
     },
     options,
   );
-  const server = http.createServer(app);
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  const address = server.address() as AddressInfo;
+  const listening = server ?? (await listeningServer());
+  listening.on('request', app);
   return {
-    url: `http://127.0.0.1:${address.port}`,
+    url: serverUrl(listening),
     app,
     close: () =>
       new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
+        listening.close(() => resolve());
+        listening.closeAllConnections();
       }),
   };
 }

@@ -2,6 +2,9 @@
  * `paygate sandbox` as its own process, shared by a worker process through PAYGATE_SANDBOX_*_URL: the
  * charge lands in that sandbox's ledger (read over HTTP), not in a private in-process one.
  */
+
+import type { AddressInfo } from 'node:net';
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LedgerEntry } from '../../src/sandbox/ledger.js';
 import { deferred } from '../support/deferred.js';
@@ -62,5 +65,26 @@ describe('paygate sandbox shared by a worker process', () => {
 
     process.kill(pid, 'SIGTERM');
     expect((await sandboxProcess).code).toBe(0);
+  });
+
+  it('a fixed port that is taken or not a port is refused, and the process exits rather than hanging', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const { port } = taken.address() as AddressInfo;
+    try {
+      // The emulators are up by the time the ledger's port fails: they must be closed, or this waits forever.
+      const ledgerTaken = await runPaygate(['sandbox', '--ledger-port', String(port)], {});
+      expect(ledgerTaken.code).toBe(1);
+      expect(ledgerTaken.stderr).toContain('EADDRINUSE');
+      const stripeTaken = await runPaygate(['sandbox', '--stripe-port', String(port)], {});
+      expect(stripeTaken.code).toBe(1);
+    } finally {
+      await new Promise<void>((resolve) => taken.close(() => resolve()));
+    }
+    for (const bad of ['abc', '99999', '-1', '80x']) {
+      const result = await runPaygate(['sandbox', '--paypal-port', bad], {});
+      expect(result.code, bad).toBe(2);
+      expect(result.stderr).toContain('must be a port number');
+    }
   });
 });
