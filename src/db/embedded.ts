@@ -207,13 +207,51 @@ export async function ensureEmbeddedServer(dataDir: string): Promise<string> {
     server = await withStartLock(dataDir, async () => {
       const existing = await readServerFile(p.serverFile);
       if (existing && (await answers(existing))) return existing;
-      const initialised = existing ?? (await initialise(dataDir));
-      await pgCtl(['start', '-w', '-t', '60', '-D', p.cluster, '-l', path.join(p.cluster, 'server.log')]);
-      return initialised;
+      return startCluster(dataDir, existing ?? (await initialise(dataDir)));
     });
   }
   await ensureDatabase(server);
   return urlFor(server);
+}
+
+/**
+ * Start the cluster on its recorded port, or on a new one when another program holds that port: the
+ * port was free when the cluster was made, but after a reboot or a while stopped anything may have
+ * taken it, and a server that cannot start would leave every paygate command failing. The move is
+ * recorded in postgresql.conf (a later `port` line wins) and in the server file.
+ */
+async function startCluster(dataDir: string, server: ServerFile): Promise<ServerFile> {
+  const p = paths(dataDir);
+  const log = path.join(p.cluster, 'server.log');
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await pgCtl(['start', '-w', '-t', '60', '-D', p.cluster, '-l', log]);
+      return server;
+    } catch (error) {
+      if (attempt >= 3 || (await portIsFree(server.port))) {
+        // pg_ctl says only "Examine the log output"; the log's last lines say why.
+        const tail = (await fs.readFile(log, 'utf8').catch(() => '')).trim().split('\n').slice(-5).join('\n');
+        throw new Error(
+          `the embedded PostgreSQL server in ${p.cluster} did not start${tail ? `:\n${tail}` : ''}`,
+          { cause: error },
+        );
+      }
+      server = { ...server, port: await freePort() };
+      await fs.appendFile(
+        path.join(p.cluster, 'postgresql.conf'),
+        `port = ${server.port}  # moved by paygate: the old port was taken\n`,
+      );
+      await fs.writeFile(p.serverFile, JSON.stringify(server), { mode: 0o600 });
+    }
+  }
+}
+
+async function portIsFree(port: number): Promise<boolean> {
+  const probe = net.createServer();
+  return new Promise((resolve) => {
+    probe.once('error', () => resolve(false));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+  });
 }
 
 async function ensureDatabase(server: ServerFile): Promise<void> {
