@@ -13,12 +13,17 @@ describe('RLS at the SQL level', () => {
   let app: pg.Client;
   let owner: pg.Client;
   let tenantTables: string[] = [];
+  let paidPayment: { id: string; provider_reference: string };
 
   beforeAll(async () => {
     a = await createFixture({ slug: 'rls-a' });
     b = await createFixture({ slug: 'rls-b', t: a.t, sandbox: a.sandbox });
     await a.addMethod({ rail: 'stripe', token: 'pm_card_visa', label: 'Visa', brand: 'visa', last4: '4242' });
-    await payThroughEngine(a, a.agentKey, { invoice: 'INV-RLS-1', amountMinor: 10_00, method: 'stripe' });
+    const paid = await payThroughEngine(a, a.agentKey, {
+      invoice: 'INV-RLS-1',
+      amountMinor: 10_00,
+      method: 'stripe',
+    });
     app = new pg.Client({ connectionString: a.t.url, options: '-c role=paygate_app' });
     await app.connect();
     owner = new pg.Client({ connectionString: a.t.url });
@@ -30,6 +35,11 @@ describe('RLS at the SQL level', () => {
         ORDER BY 1`,
     );
     tenantTables = rows.map((r) => r.table_name);
+    paidPayment = (
+      await owner.query('SELECT id, provider_reference FROM payments WHERE id = $1', [
+        (paid as { payment_id: string }).payment_id,
+      ])
+    ).rows[0];
   });
   afterAll(async () => {
     await app?.end();
@@ -213,6 +223,35 @@ describe('RLS at the SQL level', () => {
     expect(prefix).toEqual([]);
   });
 
+  it('paygate_store_confirming_event stores only a confirmation of what a payment already is, once, and changes no payment', async () => {
+    const store = async (eventId: string, status: string, reference: string | null) =>
+      (
+        await app.query(
+          `SELECT paygate_store_confirming_event('stripe', $1, 'payment_intent.succeeded', '{}', $2, $3, $4, 'payment already ' || $3) AS tenant`,
+          [eventId, paidPayment.id, status, reference],
+        )
+      ).rows[0].tenant;
+    const payment = async () =>
+      (await owner.query('SELECT status, provider_reference FROM payments WHERE id = $1', [paidPayment.id]))
+        .rows[0];
+    const before = await payment();
+    expect(before.status).toBe('succeeded');
+    // Another status, another reference: not a confirmation, nothing stored (the full path decides).
+    expect(await store('evt_rls_failed', 'failed', paidPayment.provider_reference)).toBeNull();
+    expect(await store('evt_rls_other_ref', 'succeeded', 'pi_not_ours')).toBeNull();
+    // From no tenant at all (autocommit, as the sidecar calls it): stored in the payment's tenant.
+    expect(await store('evt_rls_confirm', 'succeeded', paidPayment.provider_reference)).toBe(a.tenant.id);
+    expect(await store('evt_rls_confirm', 'succeeded', paidPayment.provider_reference)).toBeNull();
+    const { rows } = await owner.query(
+      `SELECT event_id, tenant_id, outcome, processed_at IS NOT NULL AS processed FROM webhook_events
+        WHERE event_id LIKE 'evt_rls_%'`,
+    );
+    expect(rows).toEqual([
+      { event_id: 'evt_rls_confirm', tenant_id: a.tenant.id, outcome: 'ignored', processed: true },
+    ]);
+    expect(await payment()).toEqual(before);
+  });
+
   it('no search_path hijack: paygate_app cannot create objects, and every SECURITY DEFINER function pins search_path', async () => {
     const priv = (
       await owner.query(
@@ -263,6 +302,7 @@ describe('RLS at the SQL level', () => {
         'paygate_agent_key_by_hash',
         'paygate_audit_append',
         'paygate_current_tenant',
+        'paygate_store_confirming_event',
       ]),
     );
   });

@@ -23,7 +23,7 @@
  * an alert for a human, rather than pretend it did not happen.
  */
 import { appendAudit, SYSTEM_TENANT_ID } from '../audit/log.js';
-import { isUuid, type Queryable } from '../db/pool.js';
+import { type Db, isUuid, type Queryable } from '../db/pool.js';
 import type { GatewayFailure, WebhookEvent } from '../gateways/types.js';
 import { formatMoney } from '../money.js';
 import { createAlert } from '../payments/alerts.js';
@@ -141,12 +141,13 @@ async function matchPayment(client: Queryable, event: WebhookEvent): Promise<Mat
  * Most deliveries confirm what our own call already recorded (the charge answered before its webhook
  * arrived): the event names our payment id and the payment already has the status and the reference it
  * reports, so applying it would change nothing. Such an event is stored already processed, as
- * `ignored`, in one statement: no tenant transaction, no lock. Anything else (a first delivery that changes something, a redelivery
- * of a stored event, an event matched only by the provider's reference) returns null and takes the full
- * path below, whose outcome for this event would have been the same.
+ * `ignored`, in one statement in autocommit (migrations/020_webhook_confirming_store.sql): one round
+ * trip, no tenant transaction, no lock. Anything else (a first delivery that changes something, a
+ * redelivery of a stored event, an event matched only by the provider's reference) returns null and
+ * takes the full path below, whose outcome for this event would have been the same.
  */
 async function storeIfConfirming(
-  client: Queryable,
+  db: Db,
   event: WebhookEvent,
   payload: string,
 ): Promise<ProcessedWebhook | null> {
@@ -154,15 +155,8 @@ async function storeIfConfirming(
   if (!event.paymentId || !isUuid(event.paymentId)) return null;
   const target = PAYMENT_STATUS[event.action];
   const note = `payment already ${target}`;
-  const { rows } = await client.query<{ tenant_id: string }>(
-    `WITH confirmed AS (
-         SELECT id, tenant_id FROM payments
-          WHERE id = $5 AND provider = $1 AND status = $6
-            AND (provider_reference = $7 OR $7::text IS NULL))
-       INSERT INTO webhook_events (provider, event_id, event_type, payload, tenant_id, outcome, note, processed_at)
-       SELECT $1, $2, $3, $4, tenant_id, 'ignored', $8, now() FROM confirmed
-       ON CONFLICT (provider, event_id) DO NOTHING
-       RETURNING tenant_id`,
+  const { rows } = await db.pool.query<{ tenant_id: string | null }>(
+    'SELECT paygate_store_confirming_event($1, $2, $3, $4, $5, $6, $7, $8) AS tenant_id',
     [
       event.provider,
       event.eventId,
@@ -174,8 +168,8 @@ async function storeIfConfirming(
       note,
     ],
   );
-  const row = rows[0];
-  return row ? { outcome: 'ignored', note, tenantId: row.tenant_id, paymentId: event.paymentId } : null;
+  const tenantId = rows[0]?.tenant_id;
+  return tenantId ? { outcome: 'ignored', note, tenantId, paymentId: event.paymentId } : null;
 }
 
 interface Applied {
@@ -204,9 +198,9 @@ export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent)
         typeof value === 'string' ? value.replaceAll('\u0000', '\ufffd') : value,
       )
     : plain;
+  const confirmed = await storeIfConfirming(deps.db, event, payload);
+  if (confirmed) return confirmed;
   const stored = await deps.db.withSystem(async (client) => {
-    const confirmed = await storeIfConfirming(client, event, payload);
-    if (confirmed) return { confirmed };
     const inserted = await client.query<{ id: string }>(
       `INSERT INTO webhook_events (provider, event_id, event_type, payload) VALUES ($1, $2, $3, $4)
        ON CONFLICT (provider, event_id) DO NOTHING RETURNING id`,
@@ -257,7 +251,6 @@ export async function processWebhookEvent(deps: EngineDeps, event: WebhookEvent)
     await client.query('UPDATE webhook_events SET tenant_id = $2 WHERE id = $1', [id, match.tenantId]);
     return { id, match };
   });
-  if ('confirmed' in stored && stored.confirmed) return stored.confirmed;
   if ('duplicate' in stored) return { outcome: 'duplicate' };
   if ('ignored' in stored) return { outcome: 'ignored', note: stored.note };
   if ('unmatched' in stored) return { outcome: 'unmatched', note: stored.note };
