@@ -2,6 +2,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { approve } from '../src/approvals/approvals.js';
+import { advisoryLockKey } from '../src/db/pool.js';
 import { addUser } from '../src/directory/users.js';
 import { todayIn } from '../src/payments/calendar.js';
 import { type ApprovalRequired, payInvoice, schedulePayment } from '../src/payments/pay.js';
@@ -97,6 +98,41 @@ describe('limits across calls', () => {
     expect(results.filter((r) => !r.ok).map((r) => (r as { code?: string }).code)).toEqual([
       'agent_daily_cap_exceeded',
     ]);
+  });
+
+  it("a call stalled while holding its key's daily cap makes the key's next call give up, retryable, consuming nothing", async () => {
+    const capped = await f.newAgent({ name: 'stalled-cap', maxPerDayMinor: 600_00, capsCurrency: 'USD' });
+    const caller = { agentKey: capped.agentKey };
+    const input = { invoice: 'INV-STALLED-CAP', amount: '100.00', currency: 'USD', method: 'stripe' };
+    await f.addInvoice(input.invoice, 100_00);
+    const ask = (await payInvoice(f.deps, caller, input)) as ApprovalRequired;
+    const token = (await f.approveAs(f.admin, ask.approval_id))!;
+    // Another process of this key inside its phase 1, paused before its commit: it holds the cap's lock.
+    const stalled = new pg.Client({ connectionString: f.t.adminUrl });
+    await stalled.connect();
+    await stalled.query('BEGIN');
+    await stalled.query('SELECT pg_advisory_xact_lock($1)', [
+      advisoryLockKey(`daily-cap:${capped.agentKey.id}`),
+    ]);
+    try {
+      const refused = await payInvoice(f.deps, caller, { ...input, approval_token: token }).catch(
+        (e: { code?: string; retryable?: boolean }) => e,
+      );
+      expect(refused).toMatchObject({ code: 'rate_limited', retryable: true });
+    } finally {
+      await stalled.query('ROLLBACK');
+      await stalled.end();
+    }
+    // Nothing was consumed or written: the same token pays once the holder is gone.
+    const paid = (await payInvoice(f.deps, caller, { ...input, approval_token: token })) as {
+      status: string;
+    };
+    expect(paid.status).toBe('paid');
+    const { rows } = await owner.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM payments WHERE agent_key_id = $1 AND status = 'succeeded'",
+      [capped.agentKey.id],
+    );
+    expect(rows[0]!.n).toBe(1);
   });
 
   it('the daily cap counts a schedule overdue from an earlier day: it runs today', async () => {

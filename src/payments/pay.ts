@@ -19,7 +19,7 @@ import {
 } from '../approvals/canonical.js';
 import { requiredApprovals } from '../approvals/policy.js';
 import { appendAudit } from '../audit/log.js';
-import { advisoryLockKey, type Queryable } from '../db/pool.js';
+import { advisoryLockKey, PgError, pgErrorCode, type Queryable } from '../db/pool.js';
 import { activeMethodForRail, checkRail, type PaymentMethod } from '../directory/payment-methods.js';
 import type { Tenant } from '../directory/tenants.js';
 import { RefusedError, UsageError } from '../errors.js';
@@ -258,6 +258,9 @@ function checkPayable(
   }
 }
 
+/** How long a call waits for its key's daily-cap lock before it gives up (retryable). */
+const DAILY_CAP_LOCK_TIMEOUT = '5s';
+
 /** The agent key's caps: per payment, and per day (in the tenant's time zone) across its live payments. */
 async function checkCaps(
   client: Queryable,
@@ -288,7 +291,25 @@ async function checkCaps(
     // that writes the payment or schedule): two approved calls started together would otherwise each
     // sum the day without the other and both pass. The sum below is a new statement, so it sees what the
     // previous holder committed.
-    await client.query('SELECT pg_advisory_xact_lock($1)', [advisoryLockKey(`daily-cap:${key.id}`)]);
+    // A holder that stalls (its process paused before its commit) must not make the key's other calls
+    // wait for ever, each holding a pooled connection until the pool, and every tenant with it, is
+    // stuck: the wait is bounded like the admission's, then the previous lock_timeout is put back, in
+    // the same round trip, for the rest of the transaction.
+    try {
+      await client.query(
+        `SELECT pg_advisory_xact_lock($1), set_config('lock_timeout', t.before, true)
+           FROM (SELECT current_setting('lock_timeout') AS before, set_config('lock_timeout', $2, true)) AS t`,
+        [advisoryLockKey(`daily-cap:${key.id}`), DAILY_CAP_LOCK_TIMEOUT],
+      );
+    } catch (error) {
+      if (pgErrorCode(error) !== PgError.lockNotAvailable) throw error;
+      throw new RefusedError(
+        'rate_limited',
+        `another money-moving call of this agent key has held its daily cap for over ${DAILY_CAP_LOCK_TIMEOUT}`,
+        'wait a few seconds and call again; nothing was consumed',
+        true,
+      );
+    }
     // The day's payments plus the schedules still waiting for that day: a cap cannot be dodged by
     // scheduling several payments for today. For today, also the schedules overdue from earlier days (the
     // worker was stopped, or a retry waits): they run today, so they count toward today.
