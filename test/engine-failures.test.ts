@@ -1,5 +1,6 @@
 /** The seed's rules per failure kind, through the real SDKs against the sandbox. */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { nextBusinessDay } from '../src/payments/calendar.js';
 import { type ApprovalRequired, PaymentFailedError, payInvoice } from '../src/payments/pay.js';
 import { applyPaymentOutcome, getPayment } from '../src/payments/payments.js';
 import { reconcilePayment } from '../src/payments/phases.js';
@@ -72,6 +73,29 @@ describe('failures follow the rules', () => {
     expect(invoice).toBe('scheduled');
     expect(scheduled).toEqual([{ status: 'scheduled', reschedule_count: 1 }]);
     expect(alerts[0]).toMatchObject({ kind: 'payment_reschedule', code: 'insufficient_funds' });
+  });
+
+  it("insufficient funds on a machine whose clock runs a year ahead: rescheduled by the database's day", async () => {
+    const f = await createFixture({ slug: `fail-${++n}`, t: base.t, sandbox: base.sandbox });
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_visa_chargeDeclinedInsufficientFunds' });
+    await f.addInvoice('INV-F', 42_00);
+    const input = { invoice: 'INV-F', amount: '42.00', currency: 'USD', method: 'stripe' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+    const token = await f.approveAs(f.admin, ask.approval_id);
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + 365 * 86_400_000 });
+    const result = await payInvoice(f.deps, { agentKey: f.agentKey }, { ...input, approval_token: token })
+      .catch((e: unknown) => e)
+      .finally(() => vi.useRealTimers());
+    expect((result as PaymentFailedError).code).toBe('insufficient_funds');
+    const { rows } = await f.t.db.withTenant(f.tenant.id, (c) =>
+      c.query<{ scheduled_date: string; today: string }>(
+        `SELECT to_char(s.scheduled_date, 'YYYY-MM-DD') AS scheduled_date,
+                to_char(now() AT TIME ZONE t.timezone, 'YYYY-MM-DD') AS today
+           FROM scheduled_payments s JOIN tenants t ON t.id = s.tenant_id`,
+      ),
+    );
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.scheduled_date).toBe(nextBusinessDay(rows[0]!.today));
   });
 
   it('invalid payment method: an alert asking for an updated method', async () => {

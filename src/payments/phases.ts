@@ -14,7 +14,7 @@ import {
   type PayRequest,
 } from '../gateways/types.js';
 import { createAlert, ruleFor } from './alerts.js';
-import { nextBusinessDay, todayIn } from './calendar.js';
+import { nextBusinessDay } from './calendar.js';
 import type { EngineDeps, FailureNotice } from './context.js';
 import { crashPoint } from './crash-points.js';
 import { transitionInvoice } from './invoices.js';
@@ -373,8 +373,12 @@ export async function handleFailure(
 ): Promise<FailureNotice> {
   const rule = ruleFor(failure.code);
   if (rule.rule !== 'reschedule') return alertFor(client, payment, failure);
-  const { rows: tenantRows } = await client.query<{ timezone: string; max: number }>(
-    'SELECT timezone, max_insufficient_funds_reschedules AS max FROM tenants WHERE id = $1',
+  // "Today" by the database's clock, the one time every process shares (as the worker's due dates):
+  // a machine whose clock is off must not reschedule to a day already past, or one too far ahead.
+  const { rows: tenantRows } = await client.query<{ today: string; max: number }>(
+    `SELECT to_char(now() AT TIME ZONE timezone, 'YYYY-MM-DD') AS today,
+            max_insufficient_funds_reschedules AS max
+       FROM tenants WHERE id = $1`,
     [payment.tenantId],
   );
   const tenant = tenantRows[0]!;
@@ -400,7 +404,7 @@ export async function handleFailure(
       `; it was already rescheduled ${previous} times (the limit), so it now needs a human`,
     );
   }
-  const date = nextBusinessDay(todayIn(tenant.timezone));
+  const date = nextBusinessDay(tenant.today);
   let scheduledId = payment.scheduledPaymentId;
   if (scheduledId) {
     await client.query(
