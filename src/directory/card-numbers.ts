@@ -5,19 +5,33 @@
  * to 6 digits split by any short run of other characters ("4242.4242.4242.4242", "4242_4242…",
  * "4242  4242…", "4242/4242…"), with more digits before or after ("4242 4242 4242 4242 12/27"). Groups,
  * not any digit split by anything, so that dates and times ("2026-11-26 12:00") are not taken for one.
- * Text is normalised first (normalizeForNumbers), so full-width digits and Unicode spaces and dashes
- * are no way around it.
+ * Text is normalised first (normalizeForNumbers), so full-width digits, other scripts' digits and
+ * Unicode spaces and dashes are no way around it.
  */
 const CANDIDATES = [/(?:\d[ -]?){12,18}\d/g, /(?:\d{4,6}[^A-Za-z0-9]{1,3}){2,4}\d{1,7}/g];
 
 /**
+ * A decimal digit of another script (Arabic-Indic ٤, Devanagari ४, Bengali ৪, …; NFKC keeps them) as
+ * its ASCII digit. Unicode assigns decimal digits only in runs of ten, 0 to 9 in order, so a digit's
+ * value is its distance from the start of its run (runs that touch are still ten each, hence mod 10).
+ */
+function asciiDigit(digit: string): string {
+  const code = digit.codePointAt(0)!;
+  let start = code;
+  while (/\p{Nd}/u.test(String.fromCodePoint(start - 1))) start--;
+  return String((code - start) % 10);
+}
+
+/**
  * The text as digits and separators are matched in it: NFKC (full-width digits and letters to ASCII,
- * Unicode spaces to a plain space), every dash (and the minus sign) to '-', and invisible format
- * characters (zero-width space and joiner, word joiner) removed. The analysis scrubber uses it too.
+ * Unicode spaces to a plain space), other scripts' decimal digits to ASCII, every dash (and the minus
+ * sign) to '-', and invisible format characters (zero-width space and joiner, word joiner) removed.
+ * The analysis scrubber uses it too.
  */
 export function normalizeForNumbers(text: string): string {
   return text
     .normalize('NFKC')
+    .replace(/[^\P{Nd}0-9]/gu, asciiDigit)
     .replace(/[\p{Cf}\u200b]/gu, '')
     .replace(/[\p{Pd}\u2212]/gu, '-')
     .replace(/\p{Zs}/gu, ' ');
