@@ -37,9 +37,9 @@ export type IdempotencyClaim =
   | { kind: 'replay'; response: unknown }
   /**
    * The first call with this key has not answered: still running, or its process died mid-call.
-   * `paymentId`: the payment it made, once its phase 1 committed (linkIdempotencyKey).
+   * `paymentId` or `refundId`: what it made, once its phase 1 committed (linkIdempotencyKey).
    */
-  | { kind: 'in_progress'; since: Date; paymentId: string | null };
+  | { kind: 'in_progress'; since: Date; paymentId: string | null; refundId: string | null };
 
 const KEY = /^[A-Za-z0-9._:-]{1,255}$/;
 
@@ -62,8 +62,9 @@ export async function claimIdempotencyKey(
       response: unknown;
       created_at: Date;
       payment_id: string | null;
+      refund_id: string | null;
     }>(
-      'SELECT action, request_digest, status, response, created_at, payment_id FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3',
+      'SELECT action, request_digest, status, response, created_at, payment_id, refund_id FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3',
       [scope.tenantId, scope.agentKeyId, scope.key],
     );
     const row = rows[0];
@@ -76,20 +77,34 @@ export async function claimIdempotencyKey(
       );
     }
     if (row.status !== 'completed')
-      return { kind: 'in_progress', since: row.created_at, paymentId: row.payment_id };
+      return {
+        kind: 'in_progress',
+        since: row.created_at,
+        paymentId: row.payment_id,
+        refundId: row.refund_id,
+      };
     return { kind: 'replay', response: row.response };
   });
 }
 
-/** In the call's phase 1 transaction: the payment this key's call made (see the claim's paymentId). */
+/**
+ * In the call's phase 1 transaction: the payment (pay_invoice) or refund (refund_payment) this key's
+ * call made (see the claim's paymentId and refundId). From then on the key is never released.
+ */
 export async function linkIdempotencyKey(
   client: Queryable,
   scope: { tenantId: string; agentKeyId: string; key: string },
-  paymentId: string,
+  made: { paymentId: string } | { refundId: string },
 ): Promise<void> {
   await client.query(
-    'UPDATE idempotency_keys SET payment_id = $4 WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3',
-    [scope.tenantId, scope.agentKeyId, scope.key, paymentId],
+    'UPDATE idempotency_keys SET payment_id = $4, refund_id = $5 WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3',
+    [
+      scope.tenantId,
+      scope.agentKeyId,
+      scope.key,
+      'paymentId' in made ? made.paymentId : null,
+      'refundId' in made ? made.refundId : null,
+    ],
   );
 }
 
@@ -109,8 +124,8 @@ export async function completeIdempotencyKey(
 
 /**
  * Let the key be claimed afresh: after an approval request, or a call that failed before it made
- * anything. A key linked to a payment is kept (its call failed after phase 1: the payment exists, and a
- * retry must answer with it, not start another call).
+ * anything. A key linked to a payment or a refund is kept (its call failed after phase 1: the payment or
+ * refund exists and its approval is consumed, and a retry must answer with it, not start another call).
  */
 export async function releaseIdempotencyKey(
   db: Db,
@@ -118,7 +133,7 @@ export async function releaseIdempotencyKey(
 ): Promise<void> {
   await db.withTenant(scope.tenantId, (client) =>
     client.query(
-      "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3 AND status = 'in_progress' AND payment_id IS NULL",
+      "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3 AND status = 'in_progress' AND payment_id IS NULL AND refund_id IS NULL",
       [scope.tenantId, scope.agentKeyId, scope.key],
     ),
   );

@@ -91,7 +91,10 @@ export type PaymentConfirmation = ReturnType<typeof paymentJson> & {
   scheduled_payment_id?: string | null;
 };
 
-/** A payment that was attempted and failed: an isError answer that still names the payment. */
+/**
+ * A payment or refund that was attempted and failed: an isError answer that still names the payment
+ * (and, for a refund, the refund). Its call got past phase 1, so this is the final answer for its key.
+ */
 export class PaymentFailedError extends RefusedError {
   constructor(
     code: string,
@@ -426,11 +429,15 @@ export async function withIdempotency<T>(
   digest: Buffer,
   fn: () => Promise<T>,
   /**
-   * For a key whose first call has not answered: that call's answer, from the payment it linked to the
-   * key in its phase 1, or undefined. A call that crashed between its phases leaves its key unanswered
-   * for good; the agent retrying with it gets the payment's state, not "in progress".
+   * For a key whose first call has not answered: that call's answer, from the payment or refund it
+   * linked to the key in its phase 1, or undefined. A call that crashed between its phases leaves its
+   * key unanswered for good; the agent retrying with it gets that row's state, not "in progress".
    */
-  recover?: (claim: { since: Date; paymentId: string | null }) => Promise<T | undefined>,
+  recover?: (claim: {
+    since: Date;
+    paymentId: string | null;
+    refundId: string | null;
+  }) => Promise<T | undefined>,
 ): Promise<T> {
   if (key === undefined) return fn();
   const scope = keyScope(caller, key);
@@ -443,14 +450,14 @@ export async function withIdempotency<T>(
   if (claim.kind === 'replay') {
     const stored = claim.response as {
       error?: { code: string; message: string; next_step: string; retryable: boolean };
+      payment?: ReturnType<typeof paymentJson>;
     };
-    if (stored.error)
-      throw new RefusedError(
-        stored.error.code,
-        stored.error.message,
-        stored.error.next_step,
-        stored.error.retryable,
-      );
+    if (stored.error) {
+      const { code, message, next_step, retryable } = stored.error;
+      // The first answer again, with the payment (and refund) it named.
+      if (stored.payment) throw new PaymentFailedError(code, message, next_step, retryable, stored.payment);
+      throw new RefusedError(code, message, next_step, retryable);
+    }
     return claim.response as T;
   }
   try {
@@ -461,7 +468,7 @@ export async function withIdempotency<T>(
     return result;
   } catch (error) {
     if (error instanceof PaymentFailedError) {
-      // A payment was attempted: the failure is the final answer for this key.
+      // A payment or refund was attempted: the failure is the final answer for this key.
       await completeIdempotencyKey(deps.db, scope, {
         error: {
           code: error.code,
@@ -578,7 +585,9 @@ export async function payInvoice(
             const submission = await startPayment(client, caller, approved);
             // With the payment, in its transaction: a retry after a crash finds the call's payment.
             if (input.idempotency_key !== undefined)
-              await linkIdempotencyKey(client, keyScope(caller, input.idempotency_key), submission.paymentId);
+              await linkIdempotencyKey(client, keyScope(caller, input.idempotency_key), {
+                paymentId: submission.paymentId,
+              });
             return submission;
           },
         );

@@ -18,12 +18,15 @@ import { formatAmount, formatMoney, MoneyError, parseAmount } from '../money.js'
 import { admitMoneyMovingCall, recordRun } from './agent-runs.js';
 import { createAlert, ruleFor } from './alerts.js';
 import type { Caller, EngineDeps, FailureNotice } from './context.js';
+import { crashPoint } from './crash-points.js';
+import { interrupted, linkIdempotencyKey } from './idempotency.js';
 import {
   type ApprovalRequired,
   approvalRequiredAnswer,
   auditIfTokenRefused,
   checkProviderTakes,
   evidenceOf,
+  PaymentFailedError,
   requestDigest,
   type ServerEvidence,
   withIdempotency,
@@ -221,6 +224,14 @@ export async function refundPayment(
               consumed.approvedBy,
             ],
           );
+          // With the refund, in its transaction (the token is consumed from here on): a retry with the
+          // key, after this call failed or died, answers with this refund instead of starting another.
+          if (input.idempotency_key !== undefined)
+            await linkIdempotencyKey(
+              client,
+              { tenantId: tenant.id, agentKeyId: caller.agentKey.id, key: input.idempotency_key },
+              { refundId },
+            );
           await appendAudit(client, {
             tenantId: tenant.id,
             actorType: 'agent',
@@ -240,23 +251,14 @@ export async function refundPayment(
         await auditIfTokenRefused(deps, caller, 'refund_payment', error, payment.id);
         throw error;
       }
-      const refund = await executeRefund(deps, tenant.id, refundId);
+      const outcome = await executeRefund(deps, tenant.id, refundId);
       const after = (await deps.db.withTenant(tenant.id, (client) => getPayment(client, payment.id)))!;
-      if (refund.status === 'failed') {
-        throw new RefusedError(
-          refund.failure?.code ?? 'refund_failed',
-          `the refund failed: ${refund.failure?.message ?? 'no reason given'}`,
-          'a human has been alerted',
-          false,
-        );
-      }
-      return {
-        success: true,
-        ...paymentJson(after),
-        refund_id: refundId,
-        refund_status: refund.status,
-        refund_amount: formatAmount(amountMinor, payment.currency),
-      };
+      return refundAnswer(after, {
+        id: refundId,
+        status: outcome.status,
+        amountMinor,
+        failure: outcome.failure ?? null,
+      });
     };
     return withIdempotency(
       deps,
@@ -265,8 +267,65 @@ export async function refundPayment(
       input.idempotency_key,
       requestDigest('refund_payment', input),
       attempt,
+      async ({ since, refundId }) => {
+        if (!refundId) return undefined;
+        const made = await deps.db.withTenant(caller.agentKey.tenantId, async (client) => {
+          const { rows } = await client.query<{
+            payment_id: string;
+            status: RefundStatus;
+            amount_minor: number;
+            failure_code: string | null;
+            failure_message: string | null;
+          }>(
+            'SELECT payment_id, status, amount_minor, failure_code, failure_message FROM refunds WHERE id = $1',
+            [refundId],
+          );
+          const row = rows[0];
+          return row ? { row, payment: (await getPayment(client, row.payment_id))! } : null;
+        });
+        // Still pending and recent: the first call may be in its provider call; its answer is to come.
+        if (!made || (made.row.status === 'pending' && !interrupted(since))) return undefined;
+        const { row, payment } = made;
+        return refundAnswer(payment, {
+          id: refundId,
+          status: row.status,
+          amountMinor: row.amount_minor,
+          failure: row.failure_code ? { code: row.failure_code, message: row.failure_message ?? '' } : null,
+        });
+      },
     );
   });
+}
+
+/**
+ * A refund call's answer once its refund exists: the payment with the refund's id, status and amount;
+ * a failed refund is an isError answer naming both, which withIdempotency keeps as the key's final one.
+ */
+function refundAnswer(
+  payment: Payment,
+  refund: {
+    id: string;
+    status: RefundStatus;
+    amountMinor: number;
+    failure: { code: string; message: string } | null;
+  },
+): Record<string, unknown> {
+  const json = {
+    ...paymentJson(payment),
+    refund_id: refund.id,
+    refund_status: refund.status,
+    refund_amount: formatAmount(refund.amountMinor, payment.currency),
+  };
+  if (refund.status === 'failed') {
+    throw new PaymentFailedError(
+      refund.failure?.code ?? 'refund_failed',
+      `the refund failed: ${refund.failure?.message || 'no reason given'}`,
+      'a human has been alerted; call get_payment_status for the refund. Nothing was refunded by it: another try needs a new approval (refund_payment without approval_token) and a new idempotency_key',
+      false,
+      json,
+    );
+  }
+  return { success: true, ...json };
 }
 
 /** Phases 2 and 3 of a refund (also the worker's way to re-drive a pending one: same refund id, same key). */
@@ -314,6 +373,7 @@ export async function executeRefund(
             failure: { code: error.code, message: error.message, providerCode: error.details.providerCode },
           };
   }
+  crashPoint('after_provider_call');
   const notices: FailureNotice[] = [];
   await deps.db.withTenant(tenantId, async (client) => {
     const updated = await client.query(

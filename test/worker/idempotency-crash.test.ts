@@ -2,7 +2,8 @@
  * An agent retries pay_invoice with the same idempotency_key after the paygate process died
  * between the provider call and phase 3 (PAYGATE_CRASH_AT=after_provider_call, a real `paygate mcp`
  * process on stdio, built CLI). The reconciler resolves the payment; the retry with the same key must
- * then answer (replay / current state), not "in progress" for the key's 7-day retention.
+ * then answer (replay / current state), not "in progress" for the key's 7-day retention. The same for
+ * refund_payment, whose key answers with the refund its call made.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,10 +13,11 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { linkIdempotencyKey } from '../../src/payments/idempotency.js';
 import { type ApprovalRequired, payInvoice, requestDigest, withIdempotency } from '../../src/payments/pay.js';
+import { refundPayment } from '../../src/payments/refund.js';
 import { createWorker } from '../../src/worker/index.js';
 import { freePort } from '../mcp/helpers.js';
 import { CLI } from '../support/cli.js';
-import { createFixture, type Fixture } from '../support/fixture.js';
+import { createFixture, type Fixture, payThroughEngine, refundRows } from '../support/fixture.js';
 
 describe('an idempotency key after a crash between phases', () => {
   let f: Fixture;
@@ -155,7 +157,9 @@ describe('an idempotency key after a crash between phases', () => {
     const digest = requestDigest('pay_invoice', args);
     await expect(
       withIdempotency(f.deps, { agentKey: f.agentKey }, 'pay_invoice', scope.key, digest, async () => {
-        await f.t.db.withTenant(f.tenant.id, (c) => linkIdempotencyKey(c, scope, paid.payment_id));
+        await f.t.db.withTenant(f.tenant.id, (c) =>
+          linkIdempotencyKey(c, scope, { paymentId: paid.payment_id }),
+        );
         throw new Error('the database went away in phase 3');
       }),
     ).rejects.toThrow(/went away/);
@@ -173,4 +177,53 @@ describe('an idempotency key after a crash between phases', () => {
     );
     expect(retry).toMatchObject({ success: true, status: 'paid', payment_id: paid.payment_id });
   });
+
+  it('a refund whose process died after the provider call: the retry with its key answers with that refund, never a second one', async () => {
+    const paid = await payThroughEngine(f, f.agentKey, {
+      invoice: 'INV-IC-4',
+      amountMinor: 30_00,
+      method: 'stripe',
+    });
+    const args = { payment: paid.payment_id, amount: '12.00', reason: 'returned goods' };
+    const ask = (await refundPayment(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
+    const token = await f.approveAs(f.admin, ask.approval_id);
+    const keyed = { ...args, approval_token: token, idempotency_key: 'k-refund-crash' };
+
+    // Stripe made the refund; the process died before phase 3 recorded it.
+    const dying = await connect({ PAYGATE_CRASH_AT: 'after_provider_call:1' });
+    await expect(dying.callTool({ name: 'refund_payment', arguments: keyed })).rejects.toThrow();
+    const [made] = await refundRows(f, paid.payment_id);
+    expect(made).toMatchObject({ status: 'pending', amount_minor: 12_00, provider_reference: null });
+    expect(f.sandbox.ledger.totalRefunded(paid.payment_id)).toBe(12_00);
+
+    const retry = () => refundPayment(f.deps, { agentKey: f.agentKey }, keyed);
+    // At once: the first call may still be in its provider call.
+    await expect(retry()).rejects.toMatchObject({ code: 'request_in_progress', retryable: true });
+    // Past the 10 minutes: the call is over; its answer is its refund as it stands, pending.
+    await f.t.db.withTenant(f.tenant.id, (c) =>
+      c.query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '20 minutes' WHERE tenant_id = $1 AND key = $2",
+        [f.tenant.id, keyed.idempotency_key],
+      ),
+    );
+    expect(await retry()).toMatchObject({
+      success: true,
+      payment_id: paid.payment_id,
+      refund_id: made!.id,
+      refund_status: 'pending',
+      refund_amount: '12.00',
+    });
+
+    // The worker sends the refund again under its own key (Stripe replays it) and records it.
+    const pass = await createWorker(f.deps, { clock: () => new Date(Date.now() + 10 * 60_000) }).runOnce();
+    expect(pass.errors).toBe(0);
+    expect(await retry()).toMatchObject({
+      success: true,
+      status: 'partially_refunded',
+      refund_id: made!.id,
+      refund_status: 'succeeded',
+    });
+    expect(await refundRows(f, paid.payment_id)).toHaveLength(1);
+    expect(f.sandbox.ledger.totalRefunded(paid.payment_id)).toBe(12_00);
+  }, 120_000);
 });
