@@ -6,7 +6,8 @@
  *
  * Points: `after_claim` (worker: schedules leased, phase 1 not started), `after_phase1` (payment row
  * committed `processing`, provider not called; in a worker batch, reached just before each payment's
- * call, so the n-th is a kill with n - 1 of the batch's calls under way), `after_provider_call` (the
+ * call, so the n-th is a kill with n - 1 of the batch's calls under way; also a schedule_payment
+ * call's: its schedule committed, its idempotency key not yet answered), `after_provider_call` (the
  * provider answered, phase 3 not committed; in a batch, the others' calls may be in flight; also a
  * refund's: its row still `pending`),
  * `after_phase3` (payment recorded, the schedule not yet marked; a batch marks its successes' schedules

@@ -37,9 +37,16 @@ export type IdempotencyClaim =
   | { kind: 'replay'; response: unknown }
   /**
    * The first call with this key has not answered: still running, or its process died mid-call.
-   * `paymentId` or `refundId`: what it made, once its phase 1 committed (linkIdempotencyKey).
+   * `paymentId`, `refundId` or `scheduledPaymentId`: what it made, once its phase 1 committed
+   * (linkIdempotencyKey).
    */
-  | { kind: 'in_progress'; since: Date; paymentId: string | null; refundId: string | null };
+  | {
+      kind: 'in_progress';
+      since: Date;
+      paymentId: string | null;
+      refundId: string | null;
+      scheduledPaymentId: string | null;
+    };
 
 const KEY = /^[A-Za-z0-9._:-]{1,255}$/;
 
@@ -63,8 +70,9 @@ export async function claimIdempotencyKey(
       created_at: Date;
       payment_id: string | null;
       refund_id: string | null;
+      scheduled_payment_id: string | null;
     }>(
-      'SELECT action, request_digest, status, response, created_at, payment_id, refund_id FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3',
+      'SELECT action, request_digest, status, response, created_at, payment_id, refund_id, scheduled_payment_id FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3',
       [scope.tenantId, scope.agentKeyId, scope.key],
     );
     const row = rows[0];
@@ -82,28 +90,31 @@ export async function claimIdempotencyKey(
         since: row.created_at,
         paymentId: row.payment_id,
         refundId: row.refund_id,
+        scheduledPaymentId: row.scheduled_payment_id,
       };
     return { kind: 'replay', response: row.response };
   });
 }
 
 /**
- * In the call's phase 1 transaction: the payment (pay_invoice) or refund (refund_payment) this key's
- * call made (see the claim's paymentId and refundId). From then on the key is never released.
+ * In the call's phase 1 transaction: the payment (pay_invoice), refund (refund_payment) or schedule
+ * (schedule_payment) this key's call made (see the claim's paymentId, refundId and scheduledPaymentId).
+ * From then on the key is never released.
  */
 export async function linkIdempotencyKey(
   client: Queryable,
   scope: { tenantId: string; agentKeyId: string; key: string },
-  made: { paymentId: string } | { refundId: string },
+  made: { paymentId: string } | { refundId: string } | { scheduledPaymentId: string },
 ): Promise<void> {
   await client.query(
-    'UPDATE idempotency_keys SET payment_id = $4, refund_id = $5 WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3',
+    'UPDATE idempotency_keys SET payment_id = $4, refund_id = $5, scheduled_payment_id = $6 WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3',
     [
       scope.tenantId,
       scope.agentKeyId,
       scope.key,
       'paymentId' in made ? made.paymentId : null,
       'refundId' in made ? made.refundId : null,
+      'scheduledPaymentId' in made ? made.scheduledPaymentId : null,
     ],
   );
 }
@@ -124,8 +135,8 @@ export async function completeIdempotencyKey(
 
 /**
  * Let the key be claimed afresh: after an approval request, or a call that failed before it made
- * anything. A key linked to a payment or a refund is kept (its call failed after phase 1: the payment or
- * refund exists and its approval is consumed, and a retry must answer with it, not start another call).
+ * anything. A key linked to a payment, a refund or a schedule is kept (its call failed after phase 1:
+ * that row exists and its approval is consumed, and a retry must answer with it, not start another call).
  */
 export async function releaseIdempotencyKey(
   db: Db,
@@ -133,7 +144,7 @@ export async function releaseIdempotencyKey(
 ): Promise<void> {
   await db.withTenant(scope.tenantId, (client) =>
     client.query(
-      "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3 AND status = 'in_progress' AND payment_id IS NULL AND refund_id IS NULL",
+      "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND agent_key_id = $2 AND key = $3 AND status = 'in_progress' AND payment_id IS NULL AND refund_id IS NULL AND scheduled_payment_id IS NULL",
       [scope.tenantId, scope.agentKeyId, scope.key],
     ),
   );

@@ -28,6 +28,7 @@ import { formatAmount, formatMoney, MoneyError, parseMoney } from '../money.js';
 import { admitMoneyMovingCall, type Run, recordRun } from './agent-runs.js';
 import { addDays, nextBusinessDay, previousBusinessDay, todayIn, whyNotBusinessDay } from './calendar.js';
 import type { Caller, EngineDeps } from './context.js';
+import { crashPoint } from './crash-points.js';
 import {
   claimIdempotencyKey,
   completeIdempotencyKey,
@@ -429,14 +430,16 @@ export async function withIdempotency<T>(
   digest: Buffer,
   fn: () => Promise<T>,
   /**
-   * For a key whose first call has not answered: that call's answer, from the payment or refund it
-   * linked to the key in its phase 1, or undefined. A call that crashed between its phases leaves its
-   * key unanswered for good; the agent retrying with it gets that row's state, not "in progress".
+   * For a key whose first call has not answered: that call's answer, from the payment, refund or
+   * schedule it linked to the key in its phase 1, or undefined. A call that crashed between its phases
+   * leaves its key unanswered for good; the agent retrying with it gets that row's answer, not "in
+   * progress".
    */
   recover?: (claim: {
     since: Date;
     paymentId: string | null;
     refundId: string | null;
+    scheduledPaymentId: string | null;
   }) => Promise<T | undefined>,
 ): Promise<T> {
   if (key === undefined) return fn();
@@ -683,9 +686,33 @@ export async function schedulePayment(
             if (p.rail === 'ach') checkAchScheduleDate(date, tenant, Boolean(input.approval_token || server));
             return { p, params: { ...payParams(p), scheduled_date: date } };
           },
-          (client, approved) => startSchedule(client, caller, approved),
+          async (client, approved) => {
+            const scheduled = await startSchedule(client, caller, approved);
+            // With the schedule, in its transaction (the token is consumed from here on): a retry with
+            // the key, after this call failed or died, answers with this schedule instead of a refusal.
+            if (input.idempotency_key !== undefined)
+              await linkIdempotencyKey(client, keyScope(caller, input.idempotency_key), {
+                scheduledPaymentId: scheduled.scheduled_payment_id!,
+              });
+            return scheduled;
+          },
         );
-        return 'ask' in opened ? opened.ask : opened.started;
+        if ('ask' in opened) return opened.ask;
+        // Test-only: a process killed here has its schedule and the key's link committed, and no answer.
+        crashPoint('after_phase1');
+        return opened.started;
+      },
+      async ({ scheduledPaymentId }) => {
+        if (!scheduledPaymentId) return undefined;
+        const made = await deps.db.withTenant(caller.agentKey.tenantId, (client) =>
+          findSchedule(client, scheduledPaymentId),
+        );
+        // Phase 1 is the whole of a schedule call (no provider call follows), so once the schedule is
+        // linked its answer is decided: no "in progress" wait. The date is the one the first call
+        // answered with, the request's (the key's digest binds it), not the row's, which a reschedule
+        // after a failed run moves; what became of the schedule since is get_payment_status's to tell,
+        // as after a replayed answer.
+        return made ? scheduleAnswer({ ...made, date }) : undefined;
       },
     );
   });
@@ -773,24 +800,89 @@ async function startSchedule(
       approved_by: consumed.approvedBy,
     },
   });
+  return scheduleAnswer({
+    id: scheduledId,
+    date,
+    invoiceId: p.invoice.id,
+    invoiceNumber: p.invoice.number,
+    payee: p.invoice.vendorName,
+    amountMinor: p.amountMinor,
+    currency: p.currency,
+    rail: p.rail,
+    provider: p.method.provider,
+    approvedBy: consumed.approvedBy,
+  });
+}
+
+/** What a schedule_payment call answers: its schedule, from phase 1 or, for a retried key, from the row. */
+interface ScheduleMade {
+  id: string;
+  date: string;
+  invoiceId: string;
+  invoiceNumber: string;
+  payee: string;
+  amountMinor: number;
+  currency: string;
+  rail: Rail;
+  provider: Provider;
+  approvedBy: string[];
+}
+
+function scheduleAnswer(s: ScheduleMade): PaymentConfirmation {
   return {
     success: true as const,
     status: 'scheduled',
     payment_id: null,
-    scheduled_payment_id: scheduledId,
-    scheduled_date: date,
-    invoice_id: p.invoice.id,
-    invoice_number: p.invoice.number,
-    payee: p.invoice.vendorName,
-    amount: formatAmount(p.amountMinor, p.currency),
-    amount_minor: p.amountMinor,
-    currency: p.currency,
-    payment_method: p.rail,
-    provider: p.method.provider,
-    approved_by: consumed.approvedBy[0] ?? null,
-    approvers: consumed.approvedBy,
+    scheduled_payment_id: s.id,
+    scheduled_date: s.date,
+    invoice_id: s.invoiceId,
+    invoice_number: s.invoiceNumber,
+    payee: s.payee,
+    amount: formatAmount(s.amountMinor, s.currency),
+    amount_minor: s.amountMinor,
+    currency: s.currency,
+    payment_method: s.rail,
+    provider: s.provider,
+    approved_by: s.approvedBy[0] ?? null,
+    approvers: s.approvedBy,
     gateway_reference: null,
     confirmation_number: null,
     paid_at: null,
   } as unknown as PaymentConfirmation;
+}
+
+/** A schedule as its call's answer needs it (the date comes from the caller: see schedulePayment). */
+async function findSchedule(client: Queryable, id: string): Promise<Omit<ScheduleMade, 'date'> | null> {
+  const { rows } = await client.query<{
+    invoice_id: string;
+    invoice_number: string;
+    payee: string;
+    amount_minor: number;
+    currency: string;
+    rail: Rail;
+    provider: Provider;
+    approved_by: string[];
+  }>(
+    `SELECT s.invoice_id, i.number AS invoice_number, c.name AS payee, s.amount_minor, s.currency, s.rail,
+            m.provider, s.approved_by
+       FROM scheduled_payments s
+       JOIN invoices i ON i.id = s.invoice_id
+       JOIN counterparties c ON c.id = i.counterparty_id
+       JOIN payment_methods m ON m.id = s.payment_method_id
+      WHERE s.id = $1`,
+    [id],
+  );
+  const row = rows[0];
+  if (!row) return null;
+  return {
+    id,
+    invoiceId: row.invoice_id,
+    invoiceNumber: row.invoice_number,
+    payee: row.payee,
+    amountMinor: row.amount_minor,
+    currency: row.currency.trim(),
+    rail: row.rail,
+    provider: row.provider,
+    approvedBy: row.approved_by,
+  };
 }

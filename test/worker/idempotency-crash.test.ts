@@ -3,7 +3,8 @@
  * between the provider call and phase 3 (PAYGATE_CRASH_AT=after_provider_call, a real `paygate mcp`
  * process on stdio, built CLI). The reconciler resolves the payment; the retry with the same key must
  * then answer (replay / current state), not "in progress" for the key's 7-day retention. The same for
- * refund_payment, whose key answers with the refund its call made.
+ * refund_payment, whose key answers with the refund its call made, and schedule_payment (killed at
+ * after_phase1, its schedule committed), whose key answers with the schedule its call made.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,8 +12,15 @@ import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addDays, todayIn } from '../../src/payments/calendar.js';
 import { linkIdempotencyKey } from '../../src/payments/idempotency.js';
-import { type ApprovalRequired, payInvoice, requestDigest, withIdempotency } from '../../src/payments/pay.js';
+import {
+  type ApprovalRequired,
+  payInvoice,
+  requestDigest,
+  schedulePayment,
+  withIdempotency,
+} from '../../src/payments/pay.js';
 import { refundPayment } from '../../src/payments/refund.js';
 import { createWorker } from '../../src/worker/index.js';
 import { freePort } from '../mcp/helpers.js';
@@ -225,5 +233,69 @@ describe('an idempotency key after a crash between phases', () => {
     });
     expect(await refundRows(f, paid.payment_id)).toHaveLength(1);
     expect(f.sandbox.ledger.totalRefunded(paid.payment_id)).toBe(12_00);
+  }, 120_000);
+
+  it('a schedule whose process died after its phase 1: the retry with its key answers with that schedule, never a refusal', async () => {
+    await f.addInvoice('INV-IC-5', 64_00);
+    const date = addDays(todayIn(f.tenant.timezone), 5);
+    const args = {
+      invoice: 'INV-IC-5',
+      amount: '64.00',
+      currency: 'USD',
+      method: 'stripe',
+      scheduled_date: date,
+    };
+    const ask = (await schedulePayment(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
+    const token = await f.approveAs(f.admin, ask.approval_id);
+    const keyed = { ...args, approval_token: token, idempotency_key: 'k-schedule-crash' };
+
+    // The schedule committed (and the token with it); the process died before the key had its answer.
+    const dying = await connect({ PAYGATE_CRASH_AT: 'after_phase1:1' });
+    await expect(dying.callTool({ name: 'schedule_payment', arguments: keyed })).rejects.toThrow();
+    const schedules = async () =>
+      (
+        await f.t.db.withSystem((c) =>
+          c.query<{ id: string; status: string }>(
+            "SELECT s.id, s.status FROM scheduled_payments s JOIN invoices i ON i.id = s.invoice_id WHERE i.number = 'INV-IC-5'",
+          ),
+        )
+      ).rows;
+    const [made] = await schedules();
+    expect(made).toMatchObject({ status: 'scheduled' });
+
+    // The agent's retry, as its client would: same arguments, same key, in a fresh process; at once and
+    // long after, it gets the schedule its first call made, as that call would have answered.
+    const retry = await connect();
+    const call = async () =>
+      (await retry.callTool({ name: 'schedule_payment', arguments: keyed })) as {
+        isError?: boolean;
+        structuredContent?: Record<string, unknown>;
+      };
+    const expected = {
+      success: true,
+      status: 'scheduled',
+      payment_id: null,
+      scheduled_payment_id: made!.id,
+      scheduled_date: date,
+      invoice_number: 'INV-IC-5',
+      amount: '64.00',
+      amount_minor: 64_00,
+      currency: 'USD',
+      payment_method: 'stripe',
+      approved_by: 'admin@example.com',
+    };
+    const first = await call();
+    expect(first.isError, JSON.stringify(first.structuredContent)).toBeFalsy();
+    expect(first.structuredContent).toMatchObject(expected);
+    await f.t.db.withTenant(f.tenant.id, (c) =>
+      c.query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '20 minutes' WHERE tenant_id = $1 AND key = $2",
+        [f.tenant.id, keyed.idempotency_key],
+      ),
+    );
+    const later = await call();
+    expect(later.isError, JSON.stringify(later.structuredContent)).toBeFalsy();
+    expect(later.structuredContent).toEqual(first.structuredContent);
+    expect(await schedules()).toHaveLength(1);
   }, 120_000);
 });
