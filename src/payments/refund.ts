@@ -18,6 +18,7 @@ import { formatAmount, formatMoney, MoneyError, parseAmount } from '../money.js'
 import { admitMoneyMovingCall, recordRun } from './agent-runs.js';
 import { createAlert, ruleFor } from './alerts.js';
 import type { Caller, EngineDeps, FailureNotice } from './context.js';
+import { crashPoint } from './crash-points.js';
 import {
   type ApprovalRequired,
   approvalRequiredAnswer,
@@ -314,6 +315,7 @@ export async function executeRefund(
             failure: { code: error.code, message: error.message, providerCode: error.details.providerCode },
           };
   }
+  crashPoint('after_refund_call');
   const notices: FailureNotice[] = [];
   await deps.db.withTenant(tenantId, async (client) => {
     const updated = await client.query(
