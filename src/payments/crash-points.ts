@@ -8,10 +8,11 @@
  * committed `processing`, provider not called; in a worker batch, reached just before each payment's
  * call, so the n-th is a kill with n - 1 of the batch's calls under way; also a schedule_payment
  * call's: its schedule committed, its idempotency key not yet answered), `after_provider_call` (the
- * provider answered, phase 3 not committed; in a batch, the others' calls may be in flight; also a
- * refund's: its row still `pending`),
+ * provider answered, phase 3 not committed; in a batch, the others' calls may be in flight),
  * `after_phase3` (payment recorded, the schedule not yet marked; a batch marks its successes' schedules
- * in its phase 3, so there this is a kill after the whole batch's phase 3), and
+ * in its phase 3, so there this is a kill after the whole batch's phase 3), `after_refund_call` (a
+ * refund's provider call answered, possibly refunded, its phase 3 not committed: the refund is pending
+ * with no reference, for the worker's re-drive under the same key), and
  * `in_webhook` (sidecar: the verified event row committed, not yet applied: the retry must still apply
  * it), `in_webhook_apply` (inside the applying transaction, the payment changed but not committed: the
  * rollback must leave it unapplied and unlocked) and `after_webhook_apply` (applied and committed, the
@@ -23,6 +24,7 @@ export type CrashPoint =
   | 'after_phase1'
   | 'after_provider_call'
   | 'after_phase3'
+  | 'after_refund_call'
   | 'in_webhook'
   | 'in_webhook_apply'
   | 'after_webhook_apply';

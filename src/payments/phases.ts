@@ -519,16 +519,14 @@ export async function reconcilePayment(
     return (await deps.db.withTenant(tenantId, (client) => getPayment(client, paymentId)))!;
   }
   const resubmit = options.resubmit;
-  if (
-    !outcome &&
-    resubmit &&
-    payment.recoveryPoint === 'started' &&
-    now.getTime() - payment.createdAt.getTime() < resubmit.withinMs
-  ) {
+  const unsent = neverReachedProvider(payment);
+  if (!outcome && resubmit && unsent && now.getTime() - payment.createdAt.getTime() < resubmit.withinMs) {
     const submission = await deps.db.withTenant(tenantId, async (client) => {
+      // Back to `started`: the send below is phase 2 again, and a crash during it is recovered as one.
       const { rows } = await client.query<{ submit_attempts: number }>(
-        `UPDATE payments SET submit_attempts = submit_attempts + 1, updated_at = now()
-         WHERE id = $1 AND status = 'processing' AND recovery_point = 'started' AND submit_attempts < $2
+        `UPDATE payments SET submit_attempts = submit_attempts + 1, recovery_point = 'started', updated_at = now()
+         WHERE id = $1 AND status = 'processing' AND submit_attempts < $2
+           AND (recovery_point = 'started' OR (recovery_point = 'provider_called' AND provider_reference IS NULL))
          RETURNING submit_attempts`,
         [paymentId, resubmit.maxAttempts],
       );
@@ -570,14 +568,13 @@ export async function reconcilePayment(
       return applied.payment;
     }
     const age = now.getTime() - payment.createdAt.getTime();
-    if (
-      !outcome &&
-      payment.recoveryPoint === 'started' &&
-      age > (options.notSubmittedAfterMs ?? 5 * 60_000)
-    ) {
+    if (!outcome && unsent && age > (options.notSubmittedAfterMs ?? 5 * 60_000)) {
       const failure = {
         code: 'not_submitted' as const,
-        message: 'the payment never reached the provider (the process stopped before the call)',
+        message:
+          payment.recoveryPoint === 'started'
+            ? 'the payment never reached the provider (the process stopped before the call)'
+            : 'the payment never reached the provider (its call got no answer, and the provider has no record of it)',
       };
       await client.query(
         `UPDATE payments SET status = 'failed', recovery_point = 'finished', failure_code = $2, failure_message = $3, next_check_at = NULL, updated_at = now() WHERE id = $1`,
@@ -613,6 +610,27 @@ export async function reconcilePayment(
   });
   for (const notice of notices) deps.onAlert?.(notice);
   return result;
+}
+
+/**
+ * A processing payment the provider has never acknowledged: phase 1 committed and phase 2 never
+ * answered, either because its process stopped first (`started`) or because the call got no answer at
+ * all (a network_timeout: the provider down, the connection refused or reset), which phase 3 records at
+ * `provider_called` with no reference. When the provider then has no record of it, asking again can never
+ * resolve it: before this, such a payment stayed processing for good (its invoice blocked, its schedule
+ * never paid). It is sent again under its own payment id, hence the same idempotency key (a request that
+ * did arrive is replayed, not made twice), within the resubmit window; past it, failed as not_submitted.
+ * A NACHA payment is never one: its phase 2 only queues it, with a reference.
+ */
+export function neverReachedProvider(
+  payment: Pick<Payment, 'provider' | 'recoveryPoint' | 'providerReference'>,
+): boolean {
+  if (payment.recoveryPoint === 'started') return true;
+  return (
+    payment.provider !== 'nacha' &&
+    payment.recoveryPoint === 'provider_called' &&
+    payment.providerReference === null
+  );
 }
 
 /** Widening schedule for asking about a payment: minutes at first, then an hour, then daily. */

@@ -373,7 +373,7 @@ export async function executeRefund(
             failure: { code: error.code, message: error.message, providerCode: error.details.providerCode },
           };
   }
-  crashPoint('after_provider_call');
+  crashPoint('after_refund_call');
   const notices: FailureNotice[] = [];
   await deps.db.withTenant(tenantId, async (client) => {
     const updated = await client.query(

@@ -429,7 +429,8 @@ export async function executeScheduledPayment(
  * A `running` schedule follows its payment: executed once the provider has it (paid, or accepted and
  * settling), failed when the payment failed and the rules did not reschedule it (handleFailure already
  * moved an insufficient-funds failure back to `scheduled`). A payment still waiting to be submitted
- * (a deferred retry, or a crash before phase 2) leaves it running. Idempotent; the worker also calls it
+ * (a deferred retry, or a crash before phase 2), or whose call got no answer and no reference (a
+ * network_timeout: the reconciler may send it again, and it may yet fail), leaves it running. Idempotent; the worker also calls it
  * for schedules whose payment the reconciler resolved.
  */
 export async function settleSchedule(deps: EngineDeps, tenantId: string, scheduledId: string): Promise<void> {
@@ -447,7 +448,7 @@ async function settleSchedules(client: Queryable, scheduledIds: string[]): Promi
             updated_at = now()
        FROM payments p
       WHERE s.id = ANY($1::uuid[]) AND s.status = 'running' AND p.id = s.payment_id
-        AND NOT (p.status = 'processing' AND p.recovery_point = 'started')`,
+        AND NOT (p.status = 'processing' AND (p.recovery_point = 'started' OR p.provider_reference IS NULL))`,
     [scheduledIds],
   );
 }

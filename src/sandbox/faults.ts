@@ -10,7 +10,11 @@
  * A header wins over the queue and does not consume it.
  *
  * What each fault means, for every emulator:
- * - latency: wait `latencyMs`, then handle the request normally;
+ * - latency: wait `latencyMs`, then handle the request normally (a slow network: the provider has not
+ *   seen the request yet, so its idempotency key is free meanwhile);
+ * - slow_processing: the provider has the request and works on it for `latencyMs`, or (queued in-process)
+ *   until `until` settles, with its idempotency key taken meanwhile: another request with the same key
+ *   answers Stripe's 409 "another in-progress request" (Stripe emulator);
  * - http_500: answer the provider's 500 error body without acting (nothing charged);
  * - http_429: answer the provider's rate-limit error (with Retry-After when `retryAfterSeconds`) without acting;
  * - timeout_after_charge: act (the charge or refund is made and recorded in the ledger), then never
@@ -19,12 +23,17 @@
  */
 import type { LedgerProvider } from './ledger.js';
 
-export type FaultKind = 'latency' | 'http_500' | 'http_429' | 'timeout_after_charge';
+export type FaultKind = 'latency' | 'slow_processing' | 'http_500' | 'http_429' | 'timeout_after_charge';
 
 export interface Fault {
   kind: FaultKind;
-  /** latency: how long to wait before handling the request. */
+  /** latency: how long to wait before handling the request; slow_processing: how long handling it takes. */
   latencyMs?: number;
+  /**
+   * slow_processing, queued only: handling ends when this settles (or after latencyMs, whichever is
+   * first), so a test holds a request in flight for exactly as long as it needs, not for a guessed time.
+   */
+  until?: Promise<unknown>;
   /** http_429: the Retry-After the emulator sends. */
   retryAfterSeconds?: number;
   /** timeout_after_charge: answer after this long; absent means never (until the client gives up). */
@@ -68,6 +77,8 @@ export function parseFaultHeader(value: string): Fault {
   switch (name.trim()) {
     case 'latency':
       return { kind: 'latency', latencyMs: number(arg, 'latency') ?? 0 };
+    case 'slow_processing':
+      return { kind: 'slow_processing', latencyMs: number(arg, 'slow_processing') ?? 0 };
     case '500':
     case 'http_500':
       return { kind: 'http_500' };
@@ -80,7 +91,7 @@ export function parseFaultHeader(value: string): Fault {
       return { kind: 'timeout_after_charge', hangMs: number(arg, 'timeout_after_charge') };
     default:
       throw new Error(
-        `${FAULT_HEADER}: unknown fault "${value}"; use latency=MS, 500, 429[;retry_after=S] or timeout_after_charge[=MS]`,
+        `${FAULT_HEADER}: unknown fault "${value}"; use latency=MS, slow_processing=MS, 500, 429[;retry_after=S] or timeout_after_charge[=MS]`,
       );
   }
 }
@@ -154,4 +165,27 @@ export function createFaults(): Faults {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** How long a slow_processing fault keeps its request: `until`, else `latencyMs`, else not at all. */
+export async function processingDelay(fault: Fault): Promise<void> {
+  if (fault.until) {
+    let timer: NodeJS.Timeout | undefined;
+    const limit =
+      fault.latencyMs === undefined
+        ? undefined
+        : new Promise<void>((resolve) => {
+            timer = setTimeout(resolve, fault.latencyMs);
+          });
+    await Promise.race([
+      fault.until.then(
+        () => undefined,
+        () => undefined,
+      ),
+      ...(limit ? [limit] : []),
+    ]);
+    clearTimeout(timer);
+    return;
+  }
+  await sleep(fault.latencyMs ?? 0);
 }

@@ -312,12 +312,12 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
     );
   }
 
-  /** Running schedules whose payment is no longer waiting for a submission. */
+  /** Running schedules whose payment is no longer waiting for a submission or an unknown outcome (settleSchedule). */
   function settleableSchedules(): Promise<Claimed[]> {
     return db.withSystem(async (client) => {
       const { rows } = await client.query<Claimed>(
         `SELECT s.id, s.tenant_id FROM scheduled_payments s JOIN payments p ON p.id = s.payment_id
-          WHERE s.status = 'running' AND NOT (p.status = 'processing' AND p.recovery_point = 'started')
+          WHERE s.status = 'running' AND NOT (p.status = 'processing' AND (p.recovery_point = 'started' OR p.provider_reference IS NULL))
           LIMIT 1000`,
       );
       return rows;

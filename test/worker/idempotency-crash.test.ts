@@ -3,7 +3,7 @@
  * between the provider call and phase 3 (PAYGATE_CRASH_AT=after_provider_call, a real `paygate mcp`
  * process on stdio, built CLI). The reconciler resolves the payment; the retry with the same key must
  * then answer (replay / current state), not "in progress" for the key's 7-day retention. The same for
- * refund_payment, whose key answers with the refund its call made, and schedule_payment (killed at
+ * refund_payment (killed at after_refund_call), whose key answers with the refund its call made, and schedule_payment (killed at
  * after_phase1, its schedule committed), whose key answers with the schedule its call made.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -198,7 +198,7 @@ describe('an idempotency key after a crash between phases', () => {
     const keyed = { ...args, approval_token: token, idempotency_key: 'k-refund-crash' };
 
     // Stripe made the refund; the process died before phase 3 recorded it.
-    const dying = await connect({ PAYGATE_CRASH_AT: 'after_provider_call:1' });
+    const dying = await connect({ PAYGATE_CRASH_AT: 'after_refund_call:1' });
     await expect(dying.callTool({ name: 'refund_payment', arguments: keyed })).rejects.toThrow();
     const [made] = await refundRows(f, paid.payment_id);
     expect(made).toMatchObject({ status: 'pending', amount_minor: 12_00, provider_reference: null });

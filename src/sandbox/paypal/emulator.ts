@@ -26,7 +26,7 @@ import { EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET } from '../../gateways/paypa
 import { signPaypalWebhook } from '../../gateways/paypal/webhook.js';
 import { formatAmount, isKnownCurrency, MoneyError, parseAmount } from '../../money.js';
 import { createWebhookSender, DEFAULT_WEBHOOK_DELAY_MS, type DeliveryRecord } from '../delivery.js';
-import { FAULT_HEADER, type Fault, type Faults, sleep } from '../faults.js';
+import { FAULT_HEADER, type Fault, type Faults, processingDelay, sleep } from '../faults.js';
 import type { Ledger } from '../ledger.js';
 import { createSandboxSigningIdentity, type SandboxSigningIdentity } from './certificate.js';
 import { vaultBehaviour } from './vault.js';
@@ -738,6 +738,8 @@ export async function startPaypalEmulator(options: PaypalEmulatorOptions): Promi
       );
     }
     if (fault?.kind === 'latency') await sleep(fault.latencyMs ?? 0);
+    // PayPal documents nothing about a request id used twice at once, so a slow request is only slow.
+    if (fault?.kind === 'slow_processing') await processingDelay(fault);
     if (fault?.kind === 'http_500') return fail(new PaypalFailure(500));
     if (fault?.kind === 'http_429') {
       return fail(

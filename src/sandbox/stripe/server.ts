@@ -26,7 +26,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import qs from 'qs';
 import { createWebhookSender, DEFAULT_WEBHOOK_DELAY_MS, type DeliveryRecord } from '../delivery.js';
-import { FAULT_HEADER, type Fault, type Faults, sleep } from '../faults.js';
+import { FAULT_HEADER, type Fault, type Faults, processingDelay, sleep } from '../faults.js';
 import type { Ledger } from '../ledger.js';
 import { SANDBOX_STRIPE_SECRET_KEY } from './constants.js';
 import {
@@ -791,6 +791,8 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     let reply: Reply;
     try {
       if (idempotencyKey !== undefined) inFlight.add(idempotencyKey);
+      // Stripe is working on it, its key taken: a concurrent request with the key gets the 409 above.
+      if (fault?.kind === 'slow_processing') await processingDelay(fault);
       reply = route(method, path, params, { id: requestId, idempotencyKey });
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;

@@ -1,0 +1,99 @@
+/**
+ * The reconciler and a live call sending the same payment at once. A pay-now payment has no check set;
+ * the reconciler takes it once it is untouched for a lease, which a call still waiting on a slow Stripe
+ * can outlast (each attempt may wait 20 s, three attempts, a check after each timeout). The reconciler
+ * finds nothing yet (Stripe has not finished the PaymentIntent) and sends the payment again under the
+ * same idempotency key; Stripe answers 409, another request with this key in progress. That says the
+ * payment is being made, not that it failed: stripe-node raises it as a StripeAPIError (by status), our
+ * mapping makes it a retryable api_error, and the worker defers the payment instead of failing it and
+ * putting its invoice back up for payment while Stripe charges it.
+ *
+ * The first call is held inside Stripe with its key taken (sandbox fault slow_processing, released by
+ * the test), so the overlap is certain, not a timing race; the sandbox ledger judges what was charged.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createGateways } from '../../src/gateways/index.js';
+import type { EngineDeps } from '../../src/payments/context.js';
+import { type ApprovalRequired, type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
+import { createWorker, DEFAULT_LEASE_MS } from '../../src/worker/index.js';
+import { deferred } from '../support/deferred.js';
+import { createFixture, type Fixture, instantSleep } from '../support/fixture.js';
+
+describe('a payment sent again while its first request is still in progress at Stripe', () => {
+  let f: Fixture;
+  beforeAll(async () => {
+    f = await createFixture({ slug: 'in-progress' });
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', label: 'Visa', brand: 'visa', last4: '4242' });
+  });
+  afterAll(async () => f?.close());
+
+  it('is left processing for a later check, never failed; the first request charges it, exactly once', async () => {
+    await f.addInvoice('INV-409', 615_00);
+    const args = { invoice: 'INV-409', amount: '615.00', currency: 'USD', method: 'stripe' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
+    const token = await f.approveAs(f.admin, ask.approval_id);
+
+    // The agent's call: a process whose Stripe client waits long enough for a slow Stripe.
+    const patient: EngineDeps = {
+      ...f.deps,
+      gateway: createGateways(
+        { stripe: {}, paypal: { environment: 'sandbox' } },
+        {
+          sandbox: { stripeUrl: f.sandbox.stripeUrl, paypalUrl: f.sandbox.paypalUrl },
+          sleep: instantSleep,
+          timeoutMs: 10 * 60_000,
+        },
+      ),
+    };
+    const released = deferred();
+    f.sandbox.faults.next('stripe', {
+      kind: 'slow_processing',
+      until: released.promise,
+      match: { method: 'POST', path: '/v1/payment_intents' },
+    });
+    const call = payInvoice(patient, { agentKey: f.agentKey }, { ...args, approval_token: token });
+    // Stripe has the request (the fault fired): the payment is committed and its key taken.
+    await expect.poll(() => f.sandbox.faults.fired('stripe').length, { timeout: 10_000 }).toBe(1);
+    const { rows } = await f.t.db.withSystem((c) => c.query<{ id: string }>('SELECT id FROM payments'));
+    const paymentId = rows[0]!.id;
+
+    // A worker whose clock is past the lease: the pay-now payment, untouched that long, is its to check.
+    const later = new Date(Date.now() + DEFAULT_LEASE_MS + 60_000);
+    const pass = await createWorker(f.deps, { clock: () => later, random: () => 0 }).runOnce();
+    expect(pass.errors).toBe(0);
+    // The worker's resend met the first request in progress: Stripe's 409, not a second PaymentIntent.
+    expect(
+      f.sandbox.stripe.requests().filter((r) => r.idempotencyKey === `pay:${paymentId}` && r.status === 409),
+    ).not.toHaveLength(0);
+    expect(pass.reconciled).toMatchObject({ checked: 1, failed: 0, still_processing: 1 });
+    const { rows: during } = await f.t.db.withSystem((c) =>
+      c.query<{ status: string; recovery_point: string; invoice: string }>(
+        `SELECT p.status, p.recovery_point, i.status AS invoice FROM payments p JOIN invoices i ON i.id = p.invoice_id
+          WHERE p.id = $1`,
+        [paymentId],
+      ),
+    );
+    // Not failed, and its invoice not payable again while Stripe is charging it.
+    expect(during[0]).toMatchObject({
+      status: 'processing',
+      recovery_point: 'started',
+      invoice: 'processing',
+    });
+
+    released.resolve();
+    const done = (await call) as PaymentConfirmation;
+    expect(done).toMatchObject({ success: true, status: 'paid', payment_id: paymentId });
+    const charges = f.sandbox.ledger.charges(paymentId);
+    expect(charges).toHaveLength(1);
+    expect(charges[0]!.amountMinor).toBe(615_00);
+    const { rows: alerts } = await f.t.db.withSystem((c) =>
+      c.query<{ kind: string }>('SELECT kind FROM alerts WHERE payment_id = $1', [paymentId]),
+    );
+    expect(alerts).toEqual([]);
+
+    // The deferred check, when it comes, finds the payment paid and sends nothing.
+    const check = new Date(Date.now() + 24 * 3600_000);
+    expect((await createWorker(f.deps, { clock: () => check }).runOnce()).errors).toBe(0);
+    expect(f.sandbox.ledger.charges(paymentId)).toHaveLength(1);
+  });
+});

@@ -1,0 +1,131 @@
+/**
+ * A provider that is down when the worker pays: the connection is refused or reset, so the call gets no
+ * answer at all (network_timeout) and phase 3 records the payment processing at `provider_called`
+ * with no reference and an "outcome unknown" alert. Once the provider is back it has no record of the
+ * payment, and asking again can never change that: such a payment stayed processing for good, its
+ * invoice blocked and the approved payment never made, its schedule marked executed. The reconciler now
+ * sends it again under its own payment id (the same idempotency key, so a request that did arrive is
+ * replayed, not made twice), or past the resubmit window fails it as not_submitted for a human.
+ *
+ * Real processes: `paygate worker --once` against a listener that resets every connection (the
+ * provider down), then `paygate worker --once` against the sandbox; the sandbox ledger is the judge.
+ */
+import net, { type AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createWorker, RESUBMIT_WINDOW_MS } from '../../src/worker/index.js';
+import { createFixture, type Fixture } from '../support/fixture.js';
+import { envFor, runPaygate, scheduleApproved } from './support.js';
+
+describe('a payment sent while its provider was down', () => {
+  let f: Fixture;
+  let down: net.Server;
+  let downUrl: string;
+  beforeAll(async () => {
+    f = await createFixture({ slug: 'provider-down' });
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', label: 'Visa', brand: 'visa', last4: '4242' });
+    await f.addMethod({ rail: 'paypal', token: 'pp_vault_success', label: 'PayPal' });
+    // Held by this test for its whole run, so no other program can answer on it.
+    down = net.createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => down.listen(0, '127.0.0.1', resolve));
+    downUrl = `http://127.0.0.1:${(down.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    await new Promise((resolve) => down?.close(resolve));
+    await f?.close();
+  });
+
+  async function state(scheduledId: string) {
+    const { rows } = await f.t.db.withSystem((c) =>
+      c.query<{
+        id: string;
+        status: string;
+        recovery_point: string;
+        provider_reference: string | null;
+        failure_code: string | null;
+        schedule: string;
+        invoice: string;
+      }>(
+        `SELECT p.id, p.status, p.recovery_point, p.provider_reference, p.failure_code,
+                s.status AS schedule, i.status AS invoice
+           FROM scheduled_payments s JOIN payments p ON p.id = s.payment_id JOIN invoices i ON i.id = s.invoice_id
+          WHERE s.id = $1`,
+        [scheduledId],
+      ),
+    );
+    return rows[0]!;
+  }
+
+  /** A worker process runs the due schedule while every connection to the provider is reset. */
+  async function payWhileDown(invoice: string, rail: 'stripe' | 'paypal'): Promise<string> {
+    await f.addInvoice(invoice, 77_00);
+    const scheduledId = await scheduleApproved(f, f.agentKey, invoice, '77.00', rail);
+    const first = await runPaygate(['worker', '--once', '--json'], {
+      ...envFor(f),
+      PAYGATE_SANDBOX_STRIPE_URL: downUrl,
+      PAYGATE_SANDBOX_PAYPAL_URL: downUrl,
+    });
+    expect(first.code, first.stderr).toBe(0);
+    const unknown = await state(scheduledId);
+    expect(unknown).toMatchObject({
+      status: 'processing',
+      recovery_point: 'provider_called',
+      provider_reference: null,
+      // Nothing is known to have happened: the schedule is not "executed" yet.
+      schedule: 'running',
+      invoice: 'processing',
+    });
+    expect(f.sandbox.ledger.charges(unknown.id)).toHaveLength(0);
+    return scheduledId;
+  }
+
+  it.each(['stripe', 'paypal'] as const)(
+    '%s: once the provider is back, the next worker process sends it under its own key, charged exactly once',
+    async (rail) => {
+      const scheduledId = await payWhileDown(`DOWN-${rail}`, rail);
+      // The check the first process set (a minute on) is due: as if that minute had passed.
+      await f.t.db.withSystem((c) =>
+        c.query(
+          "UPDATE payments SET next_check_at = now() - interval '1 second' WHERE scheduled_payment_id = $1",
+          [scheduledId],
+        ),
+      );
+      const back = await runPaygate(['worker', '--once', '--json'], envFor(f));
+      expect(back.code, back.stderr).toBe(0);
+      expect(JSON.parse(back.stdout).reconciled).toMatchObject({ checked: 1, succeeded: 1 });
+      const paid = await state(scheduledId);
+      expect(paid).toMatchObject({ status: 'succeeded', schedule: 'executed', invoice: 'paid' });
+      const charges = f.sandbox.ledger.charges(paid.id, rail);
+      expect(charges).toHaveLength(1);
+      expect(charges[0]!.amountMinor).toBe(77_00);
+
+      // Another pass, made due the same way, changes nothing and charges nothing.
+      await f.t.db.withSystem((c) =>
+        c.query("UPDATE payments SET next_check_at = now() - interval '1 second' WHERE id = $1", [paid.id]),
+      );
+      expect((await runPaygate(['worker', '--once'], envFor(f))).code).toBe(0);
+      expect(f.sandbox.ledger.charges(paid.id)).toHaveLength(1);
+    },
+    60_000,
+  );
+
+  it('found only after the resubmit window: failed as not_submitted with an alert, its schedule failed, nothing charged', async () => {
+    const scheduledId = await payWhileDown('DOWN-LATE', 'stripe');
+    const late = new Date(Date.now() + RESUBMIT_WINDOW_MS + 10 * 60_000);
+    const pass = await createWorker(f.deps, { clock: () => late }).runOnce();
+    expect(pass.errors).toBe(0);
+    const failed = await state(scheduledId);
+    expect(failed).toMatchObject({
+      status: 'failed',
+      failure_code: 'not_submitted',
+      schedule: 'failed',
+      invoice: 'approved',
+    });
+    expect(f.sandbox.ledger.charges(failed.id)).toHaveLength(0);
+    const { rows: alerts } = await f.t.db.withSystem((c) =>
+      c.query<{ kind: string }>('SELECT kind FROM alerts WHERE payment_id = $1 ORDER BY created_at', [
+        failed.id,
+      ]),
+    );
+    expect(alerts.map((a) => a.kind)).toContain('payment_not_submitted');
+  }, 60_000);
+});
