@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { type ApprovalStatus, approvalJson, approve, listApprovals, reject } from '../approvals/approvals.js';
 import { isUuid } from '../db/pool.js';
+import { getTenant, type Tenant } from '../directory/tenants.js';
 import { findUserByToken, type User } from '../directory/users.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { listAlerts } from '../payments/alerts.js';
@@ -13,6 +14,7 @@ import { type CliContext, table } from './context.js';
 type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
 
 const STATUSES: readonly ApprovalStatus[] = ['pending', 'approved', 'rejected', 'expired', 'consumed'];
+const ALERT_STATUSES: readonly string[] = ['open', 'resolved'];
 
 /**
  * The human behind `--as`, proven by their personal access token. An agent with a shell can type any
@@ -159,12 +161,14 @@ export function registerApprovalCommands(program: Command, run: Run): void {
     );
   payments
     .command('show <payment>')
-    .description('one payment by id, provider reference or confirmation number')
-    .requiredOption('--tenant <slug>')
-    .action((ref: string, o: { tenant: string }) =>
+    .description('one payment by id, provider reference or confirmation number (of your tenant, or --tenant)')
+    .option('--tenant <slug>', "default: the tenant of your personal access token's user")
+    .action((ref: string, o: { tenant?: string }) =>
       run(async (ctx) => {
-        const t = await ctx.tenant(o.tenant);
-        await ctx.human(t);
+        // DESIGN: `payments show ID`. A personal access token belongs to one tenant's human, so
+        // without --tenant the token says which tenant to look in.
+        const t = o.tenant ? await ctx.tenant(o.tenant) : await tenantOfToken(ctx);
+        if (o.tenant) await ctx.human(t);
         const out = await (await ctx.db()).withTenant(t.id, async (c) => {
           const payment = await findPayment(c, ref);
           if (!payment)
@@ -191,9 +195,11 @@ export function registerApprovalCommands(program: Command, run: Run): void {
     .description('what needs a human')
     .command('list')
     .requiredOption('--tenant <slug>')
-    .option('--status <status>', 'open|resolved')
+    .option('--status <status>', ALERT_STATUSES.join('|'))
     .action((o: { tenant: string; status?: string }) =>
       run(async (ctx) => {
+        if (o.status !== undefined && !ALERT_STATUSES.includes(o.status))
+          throw new UsageError(`--status "${o.status}" is not one of ${ALERT_STATUSES.join(', ')}`);
         const rows = await ctx.readTenant(o.tenant, (c) => listAlerts(c, { status: o.status }));
         ctx.print(rows, () =>
           rows.length === 0
@@ -220,6 +226,25 @@ export function registerApprovalCommands(program: Command, run: Run): void {
         );
       }),
     );
+}
+
+/** The tenant of the human whose personal access token is given (PAYGATE_USER_TOKEN or the prompt). */
+async function tenantOfToken(ctx: CliContext): Promise<Tenant> {
+  const token = process.env.PAYGATE_USER_TOKEN?.trim() || (await ctx.promptToken());
+  if (!token)
+    throw new RefusedError(
+      'user_token_required',
+      'this command needs your personal access token',
+      'set PAYGATE_USER_TOKEN or run it on a terminal to be prompted',
+    );
+  const user = await findUserByToken(await ctx.db(), token);
+  if (!user)
+    throw new RefusedError(
+      'invalid_user_token',
+      'that personal access token is not valid',
+      'use your own token',
+    );
+  return getTenant(await ctx.db(), user.tenantId);
 }
 
 /** A malformed id is bad usage (exit 2), before anyone is asked for a token. */

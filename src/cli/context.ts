@@ -105,6 +105,21 @@ export function money(amount: string, currency: string | undefined, what: string
   }
 }
 
+/**
+ * `--currency` names the currency of an amount flag; alone it changes nothing, and silently ignoring it
+ * would, for `user add`, create an approver with no approval limit at all.
+ */
+export function currencyNeedsAmount(
+  currency: string | undefined,
+  amountFlags: Record<string, unknown>,
+): void {
+  if (currency === undefined || Object.values(amountFlags).some((v) => v !== undefined)) return;
+  const names = Object.keys(amountFlags);
+  throw new UsageError(
+    `--currency ${currency} is the currency of ${names.join(' or ')}, which is missing: give ${names.length > 1 ? 'one of them' : 'it'} too, or leave --currency out`,
+  );
+}
+
 export function table(rows: Record<string, unknown>[], columns: string[]): string {
   if (rows.length === 0) return '(none)';
   const cell = (v: unknown) =>
