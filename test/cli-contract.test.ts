@@ -144,12 +144,55 @@ describe('paygate CLI contract', () => {
       ['alerts', 'list', '--tenant', 'acme', '--status', 'closed'],
       /--status "closed" is not one of open, resolved/,
     ],
+    [
+      ['tenant', 'create', 'longname', '--name', 'N'.repeat(201)],
+      /tenant name \(--name\) must be 1-200 characters/,
+    ],
+    [['tenant', 'create', 'noname', '--name', ' '], /tenant name \(--name\) must be 1-200 characters/],
+    [
+      ['agent-key', 'create', '--tenant', 'acme', '--name', ''],
+      /agent key name \(--name\) must be 1-200 characters/,
+    ],
+    [
+      ['agent-key', 'create', '--tenant', 'acme', '--name', 'a'.repeat(201)],
+      /agent key name \(--name\) must be 1-200 characters/,
+    ],
+    [
+      [
+        'payment-method',
+        'add',
+        '--tenant',
+        'acme',
+        '--rail',
+        'paypal',
+        '--token',
+        'B-LONGLABEL',
+        '--label',
+        'L'.repeat(201),
+      ],
+      /--label must be 1-200 characters/,
+    ],
+    [
+      [
+        'payment-method',
+        'add',
+        '--tenant',
+        'acme',
+        '--rail',
+        'ach',
+        '--token',
+        'pm_usBankAccount_success',
+        '--bank-name',
+        '',
+      ],
+      /--bank-name must be 1-200 characters/,
+    ],
   ])('bad usage exits 2 naming what is wrong and changes nothing: %j', async (args, message) => {
     const count = () =>
       owner(async (c) => {
         const { rows } = await c.query<{ n: string }>(
           `SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM tenants) + (SELECT count(*) FROM agent_keys)
-                  + (SELECT count(*) FROM audit_log) AS n`,
+                  + (SELECT count(*) FROM payment_methods) + (SELECT count(*) FROM audit_log) AS n`,
         );
         return rows[0]!.n;
       });
