@@ -187,6 +187,16 @@ describe('paygate CLI contract', () => {
       ],
       /--bank-name must be 1-200 characters/,
     ],
+    [
+      ['ach', 'files', 'write', 'not-a-uuid', '--tenant', 'acme'],
+      /"not-a-uuid" is not an ACH file id \(a UUID\): use an ach_file_id from `paygate ach files list`/,
+    ],
+    [['ach', 'corrections', 'approve', 'C-1', '--tenant', 'acme'], /"C-1" is not a correction id/],
+    [['ach', 'corrections', 'reject', 'C-1', '--tenant', 'acme'], /"C-1" is not a correction id/],
+    [
+      ['schedules', 'cancel', '--tenant', 'acme', '--id', 'sched-1'],
+      /"sched-1" is not a scheduled payment id \(a UUID\)/,
+    ],
   ])('bad usage exits 2 naming what is wrong and changes nothing: %j', async (args, message) => {
     const count = () =>
       owner(async (c) => {

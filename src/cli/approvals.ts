@@ -9,7 +9,7 @@ import { listAlerts } from '../payments/alerts.js';
 import { findPayment, listPayments, paymentJson } from '../payments/payments.js';
 import { refundsOf } from '../payments/refund.js';
 import { cancelSchedule } from '../payments/status.js';
-import { type CliContext, table } from './context.js';
+import { type CliContext, checkId, table } from './context.js';
 
 type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
 
@@ -116,6 +116,12 @@ export function registerApprovalCommands(program: Command, run: Run): void {
       run(async (ctx) => {
         if ((o.invoice === undefined) === (o.id === undefined))
           throw new UsageError('give --invoice NUMBER or --id SCHEDULED_PAYMENT_ID (one of them)');
+        if (o.id !== undefined)
+          checkId(
+            o.id,
+            'a scheduled payment id',
+            'use the scheduled_payment_id schedule_payment answered, or --invoice NUMBER',
+          );
         const t = await ctx.tenant(o.tenant);
         const user = (await ctx.human(t))!;
         if (user.role === 'viewer')

@@ -3,7 +3,7 @@ import { createInterface } from 'node:readline';
 import type { PoolClient } from 'pg';
 import { type Config, loadConfig } from '../config.js';
 import { openDatabase } from '../db/connect.js';
-import type { Db } from '../db/pool.js';
+import { type Db, isUuid } from '../db/pool.js';
 import { findTenantBySlug, type Tenant } from '../directory/tenants.js';
 import { authenticateUser, type User } from '../directory/users.js';
 import { RefusedError, UsageError } from '../errors.js';
@@ -118,6 +118,11 @@ export function currencyNeedsAmount(
   throw new UsageError(
     `--currency ${currency} is the currency of ${names.join(' or ')}, which is missing: give ${names.length > 1 ? 'one of them' : 'it'} too, or leave --currency out`,
   );
+}
+
+/** A malformed id is bad usage (exit 2) before anyone is asked for a token, never a database error. */
+export function checkId(value: string, what: string, hint: string): void {
+  if (!isUuid(value)) throw new UsageError(`"${value}" is not ${what} (a UUID): ${hint}`);
 }
 
 export function table(rows: Record<string, unknown>[], columns: string[]): string {
