@@ -213,4 +213,17 @@ describe('paygate CLI contract', () => {
     expect(result.stdout).toBe('');
     expect(await count()).toBe(before);
   });
+
+  it('a bad approval wait names where it came from: --approval-wait or PAYGATE_MCP_APPROVAL_WAIT_SECONDS (exit 2)', async () => {
+    const flag = await cli.cli(['mcp', '--approval-wait', '10m'], { PAYGATE_AGENT_KEY: f.agentKeySecret });
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toMatch(/--approval-wait "10m" must be a whole number of seconds/);
+    const env = await cli.cli(['mcp'], {
+      PAYGATE_AGENT_KEY: f.agentKeySecret,
+      PAYGATE_MCP_APPROVAL_WAIT_SECONDS: '-1',
+    });
+    expect(env.code).toBe(2);
+    expect(env.stderr).toMatch(/PAYGATE_MCP_APPROVAL_WAIT_SECONDS "-1" must be a whole number of seconds/);
+    expect(env.stdout).toBe('');
+  });
 });
