@@ -2,11 +2,12 @@
  * The command line as DESIGN.md documents it to other programs: `payments show ID`, listings that keep
  * what they are asked for however busy the tenant, and usage errors (exit 2) that change nothing.
  */
+import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApprovalRequired, payInvoice } from '../src/payments/pay.js';
 import { httpClient, ok, startHttp } from './mcp/helpers.js';
-import { cliFor } from './support/cli.js';
+import { CLI, cliFor } from './support/cli.js';
 import { createFixture, type Fixture, payThroughEngine } from './support/fixture.js';
 
 describe('paygate CLI contract', () => {
@@ -194,6 +195,18 @@ describe('paygate CLI contract', () => {
     [['ach', 'corrections', 'approve', 'C-1', '--tenant', 'acme'], /"C-1" is not a correction id/],
     [['ach', 'corrections', 'reject', 'C-1', '--tenant', 'acme'], /"C-1" is not a correction id/],
     [
+      [
+        'approvals',
+        'reject',
+        '00000000-0000-4000-8000-000000000000',
+        '--as',
+        'admin@example.com',
+        '--reason',
+        'r'.repeat(501),
+      ],
+      /--reason is 501 characters: at most 500/,
+    ],
+    [
       ['schedules', 'cancel', '--tenant', 'acme', '--id', 'sched-1'],
       /"sched-1" is not a scheduled payment id \(a UUID\)/,
     ],
@@ -225,5 +238,43 @@ describe('paygate CLI contract', () => {
     expect(env.code).toBe(2);
     expect(env.stderr).toMatch(/PAYGATE_MCP_APPROVAL_WAIT_SECONDS "-1" must be a whole number of seconds/);
     expect(env.stdout).toBe('');
+  });
+
+  it('a command without its subcommand is bad usage (exit 2, help on stderr); help asked for is success', async () => {
+    for (const args of [[], ['invoice'], ['approvals'], ['ach', 'corrections']]) {
+      const r = await cli.cli(args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr, args.join(' ')).toMatch(/Usage: paygate/);
+      expect(r.stdout, args.join(' ')).toBe('');
+    }
+    for (const args of [['--help'], ['invoice', '--help'], ['help', 'invoice']]) {
+      const r = await cli.cli(args);
+      expect(r.code, args.join(' ')).toBe(0);
+      expect(r.stdout, args.join(' ')).toMatch(/Usage: paygate/);
+    }
+  });
+
+  it('with --json, sandbox prints its URLs as one JSON object {stripe, paypal, ledger}', async () => {
+    const child = spawn(process.execPath, [CLI, 'sandbox', '--json'], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, PAYGATE_LOG_LEVEL: 'warn' },
+    });
+    try {
+      let out = '';
+      const line = await new Promise<string>((resolve, reject) => {
+        child.stdout.on('data', (chunk: Buffer) => {
+          out += chunk.toString();
+          if (out.includes('\n')) resolve(out.slice(0, out.indexOf('\n')));
+        });
+        child.on('exit', (code) => reject(new Error(`sandbox exited with ${code}`)));
+      });
+      const urls = JSON.parse(line) as { stripe: string; paypal: string; ledger: string };
+      expect(urls.stripe).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect(urls.paypal).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect(await (await fetch(urls.ledger)).json()).toEqual({ entries: [] });
+    } finally {
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    }
   });
 });

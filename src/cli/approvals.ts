@@ -98,6 +98,9 @@ export function registerApprovalCommands(program: Command, run: Run): void {
     .action((approvalId: string, o: { as: string; reason?: string }) =>
       run(async (ctx) => {
         checkApprovalId(approvalId);
+        // The approval page keeps the first 500 characters; here the human can still shorten it.
+        if (o.reason !== undefined && o.reason.length > 500)
+          throw new UsageError(`--reason is ${o.reason.length} characters: at most 500`);
         const user = await provenHuman(ctx, o.as);
         const approval = await reject(await ctx.db(), user.tenantId, user, approvalId, o.reason);
         ctx.print({ approval_id: approval.id, status: approval.status }, `rejected: ${approval.summary}`);
