@@ -200,10 +200,11 @@ export function registerAchCommands(program: Command, run: Run): void {
   ach
     .command('import-returns <file>')
     .description("apply a bank return/NOC file to the tenant's payments (needs an admin's token)")
-    .requiredOption('--tenant <slug>', 'the tenant whose ODFI sent the file')
-    .action((file: string, o: { tenant: string }) =>
+    .option('--tenant <slug>', "the tenant whose ODFI sent the file (default: your token's tenant)")
+    .action((file: string, o: { tenant?: string }) =>
       run(async (ctx) => {
-        const t = await ctx.tenant(o.tenant);
+        // DESIGN.md: `ach import-returns FILE`. The admin's token names the tenant; nothing is guessed.
+        const t = await ctx.tenantOrTokens(o.tenant);
         const user = (await ctx.human(t))!;
         let bytes: Buffer;
         try {

@@ -2,7 +2,6 @@
 import type { Command } from 'commander';
 import { type ApprovalStatus, approvalJson, approve, listApprovals, reject } from '../approvals/approvals.js';
 import { isUuid } from '../db/pool.js';
-import { getTenant, type Tenant } from '../directory/tenants.js';
 import { findUserByToken, type User } from '../directory/users.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { listAlerts } from '../payments/alerts.js';
@@ -176,8 +175,8 @@ export function registerApprovalCommands(program: Command, run: Run): void {
       run(async (ctx) => {
         // DESIGN: `payments show ID`. A personal access token belongs to one tenant's human, so
         // without --tenant the token says which tenant to look in.
-        const t = o.tenant ? await ctx.tenant(o.tenant) : await tenantOfToken(ctx);
-        if (o.tenant) await ctx.human(t);
+        const t = await ctx.tenantOrTokens(o.tenant);
+        await ctx.human(t);
         const out = await (await ctx.db()).withTenant(t.id, async (c) => {
           const payment = await findPayment(c, ref);
           if (!payment)
@@ -235,25 +234,6 @@ export function registerApprovalCommands(program: Command, run: Run): void {
         );
       }),
     );
-}
-
-/** The tenant of the human whose personal access token is given (PAYGATE_USER_TOKEN or the prompt). */
-async function tenantOfToken(ctx: CliContext): Promise<Tenant> {
-  const token = process.env.PAYGATE_USER_TOKEN?.trim() || (await ctx.promptToken());
-  if (!token)
-    throw new RefusedError(
-      'user_token_required',
-      'this command needs your personal access token',
-      'set PAYGATE_USER_TOKEN or run it on a terminal to be prompted',
-    );
-  const user = await findUserByToken(await ctx.db(), token);
-  if (!user)
-    throw new RefusedError(
-      'invalid_user_token',
-      'that personal access token is not valid',
-      'use your own token',
-    );
-  return getTenant(await ctx.db(), user.tenantId);
 }
 
 /** A malformed id is bad usage (exit 2), before anyone is asked for a token. */
