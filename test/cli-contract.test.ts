@@ -258,6 +258,7 @@ describe('paygate CLI contract', () => {
     const child = spawn(process.execPath, [CLI, 'sandbox', '--json'], {
       env: { PATH: process.env.PATH, HOME: process.env.HOME, PAYGATE_LOG_LEVEL: 'warn' },
     });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
     try {
       let out = '';
       const line = await new Promise<string>((resolve, reject) => {
@@ -272,9 +273,8 @@ describe('paygate CLI contract', () => {
       expect(urls.paypal).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       expect(await (await fetch(urls.ledger)).json()).toEqual({ entries: [] });
     } finally {
-      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
       child.kill('SIGTERM');
-      expect(await exited).toBe(0);
     }
+    expect(await exited).toBe(0);
   });
 });

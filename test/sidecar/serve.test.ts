@@ -119,20 +119,23 @@ it('with --json, serve prints its URLs as one JSON object {approvals, mcp}', asy
       env: { PATH: process.env.PATH, HOME: process.env.HOME, PAYGATE_LOG_LEVEL: 'warn' },
     },
   );
-  let out = '';
-  const line = await new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      if (out.includes('\n')) resolve(out.slice(0, out.indexOf('\n')));
-    });
-    child.on('exit', (code) => reject(new Error(`serve exited with ${code}`)));
-  });
-  const urls = JSON.parse(line) as { approvals: string; mcp: string };
-  expect(urls.approvals).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/approvals$/);
-  expect(urls.mcp).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/mcp$/);
-  expect((await fetch(urls.mcp.replace(/\/mcp$/, '/healthz'))).status).toBe(200);
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-  child.kill('SIGTERM');
+  try {
+    let out = '';
+    const line = await new Promise<string>((resolve, reject) => {
+      child.stdout.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        if (out.includes('\n')) resolve(out.slice(0, out.indexOf('\n')));
+      });
+      child.on('exit', (code) => reject(new Error(`serve exited with ${code}`)));
+    });
+    const urls = JSON.parse(line) as { approvals: string; mcp: string };
+    expect(urls.approvals).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/approvals$/);
+    expect(urls.mcp).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/mcp$/);
+    expect((await fetch(urls.mcp.replace(/\/mcp$/, '/healthz'))).status).toBe(200);
+  } finally {
+    child.kill('SIGTERM');
+  }
   expect(await exited).toBe(0);
 }, 60_000);
 
