@@ -34,15 +34,14 @@ function report(error: unknown): void {
   } else if (error instanceof RefusedError) {
     fail(EXIT_REFUSED, error.nextStep ? `${error.message} (${error.nextStep})` : error.message);
   } else if (error instanceof CommanderError) {
-    if (
+    // Help asked for (--help, `help CMD`) is success. Help shown because no command was given
+    // (`paygate`, `paygate invoice`) goes to stderr with commander's exit code 1: that is bad usage,
+    // and a script that forgot the subcommand must not read it as done.
+    const asked =
       error.code === 'commander.helpDisplayed' ||
       error.code === 'commander.version' ||
-      error.code === 'commander.help'
-    ) {
-      process.exitCode = EXIT_OK;
-    } else {
-      process.exitCode = EXIT_USAGE;
-    }
+      (error.code === 'commander.help' && error.exitCode === 0);
+    process.exitCode = asked ? EXIT_OK : EXIT_USAGE;
   } else {
     const name = error instanceof Error ? error.name : 'Error';
     const message = error instanceof Error ? error.message : String(error);

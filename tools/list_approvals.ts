@@ -39,14 +39,12 @@ export const listApprovalsTool = defineTool({
     if (status !== undefined && !STATUSES.includes(status))
       throw new UsageError(`status must be one of ${STATUSES.join(', ')}`, 'invalid_status');
     const approvals = await deps.db.withTenant(caller.agentKey.tenantId, (client) =>
-      listApprovals(client, { status }),
+      // An agent sees its own requests: other agents' work in the tenant is not its business.
+      listApprovals(client, { status, agentKeyId: caller.agentKey.id }),
     );
     const base = deps.publicUrl.replace(/\/$/, '');
-    // An agent sees its own requests: other agents' work in the tenant is not its business.
     return {
-      approvals: approvals
-        .filter((a) => a.agentKeyId === caller.agentKey.id)
-        .map((a) => ({ ...approvalJson(a), approve_url: `${base}/approvals/${a.id}` })),
+      approvals: approvals.map((a) => ({ ...approvalJson(a), approve_url: `${base}/approvals/${a.id}` })),
     };
   },
 });

@@ -106,13 +106,26 @@ export async function getApproval(client: Queryable, id: string): Promise<Approv
   return rows[0] ? toApproval(rows[0]) : null;
 }
 
+/**
+ * The newest 500 requests that match. The filters run in SQL before the limit: filtered afterwards, a
+ * pending request behind 500 newer ones of other statuses (or of other agent keys) would vanish from
+ * the human's pending list and the agent's own. A pending request past its expiry counts as expired.
+ */
 export async function listApprovals(
   client: Queryable,
-  filter: { status?: ApprovalStatus } = {},
+  filter: { status?: ApprovalStatus; agentKeyId?: string } = {},
 ): Promise<Approval[]> {
-  const { rows } = await client.query<ApprovalRow>(`${SELECT_APPROVAL} ORDER BY a.created_at DESC LIMIT 500`);
-  const all = rows.map(toApproval);
-  return filter.status ? all.filter((a) => a.status === filter.status) : all;
+  const { rows } = await client.query<ApprovalRow>(
+    `${SELECT_APPROVAL}
+     WHERE ($1::text IS NULL
+            OR ($1 = 'pending' AND a.status = 'pending' AND a.expires_at > now())
+            OR ($1 = 'expired' AND (a.status = 'expired' OR (a.status = 'pending' AND a.expires_at <= now())))
+            OR ($1 NOT IN ('pending', 'expired') AND a.status = $1))
+       AND ($2::uuid IS NULL OR a.agent_key_id = $2)
+     ORDER BY a.created_at DESC LIMIT 500`,
+    [filter.status ?? null, filter.agentKeyId ?? null],
+  );
+  return rows.map(toApproval);
 }
 
 export interface ApprovalRequest {

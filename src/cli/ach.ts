@@ -26,7 +26,7 @@ import { createSealer, resolveSecret } from '../directory/encryption.js';
 import { UsageError } from '../errors.js';
 import { validateFiles } from '../gateways/nacha/validate-files.js';
 import { formatIssue } from '../gateways/nacha/validator.js';
-import { type CliContext, table } from './context.js';
+import { type CliContext, checkId, table } from './context.js';
 
 type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
 
@@ -200,10 +200,11 @@ export function registerAchCommands(program: Command, run: Run): void {
   ach
     .command('import-returns <file>')
     .description("apply a bank return/NOC file to the tenant's payments (needs an admin's token)")
-    .requiredOption('--tenant <slug>', 'the tenant whose ODFI sent the file')
-    .action((file: string, o: { tenant: string }) =>
+    .option('--tenant <slug>', "the tenant whose ODFI sent the file (default: your token's tenant)")
+    .action((file: string, o: { tenant?: string }) =>
       run(async (ctx) => {
-        const t = await ctx.tenant(o.tenant);
+        // DESIGN.md: `ach import-returns FILE`. The admin's token names the tenant; nothing is guessed.
+        const t = await ctx.tenantOrTokens(o.tenant);
         const user = (await ctx.human(t))!;
         let bytes: Buffer;
         try {
@@ -273,6 +274,7 @@ export function registerAchCommands(program: Command, run: Run): void {
     .option('--out <dir>', 'folder (default: <data-dir>/ach)')
     .action((id: string, o: { tenant: string; out?: string }) =>
       run(async (ctx) => {
+        checkId(id, 'an ACH file id', 'use an ach_file_id from `paygate ach files list`');
         const t = await ctx.tenant(o.tenant);
         const user = (await ctx.human(t))!;
         const outDir = path.resolve(o.out ?? path.join(ctx.config.dataDir, 'ach'));
@@ -314,6 +316,7 @@ export function registerAchCommands(program: Command, run: Run): void {
     .requiredOption('--tenant <slug>')
     .action((id: string, o: { tenant: string }) =>
       run(async (ctx) => {
+        checkId(id, 'a correction id', 'use a correction_id from `paygate ach corrections list`');
         const t = await ctx.tenant(o.tenant);
         const user = (await ctx.human(t))!;
         const view = await approveCorrection(await achDeps(ctx), t.id, user, id);
@@ -326,6 +329,7 @@ export function registerAchCommands(program: Command, run: Run): void {
     .option('--reason <text>')
     .action((id: string, o: { tenant: string; reason?: string }) =>
       run(async (ctx) => {
+        checkId(id, 'a correction id', 'use a correction_id from `paygate ach corrections list`');
         const t = await ctx.tenant(o.tenant);
         const user = (await ctx.human(t))!;
         const view = await rejectCorrection(await achDeps(ctx), t.id, user, id, o.reason);

@@ -15,7 +15,7 @@ import { UsageError } from '../errors.js';
 import type { Provider } from '../gateways/types.js';
 import { formatAmount } from '../money.js';
 import { addInvoice, invoiceJson, listInvoices } from '../payments/invoices.js';
-import { type CliContext, money, table } from './context.js';
+import { type CliContext, currencyNeedsAmount, money, table } from './context.js';
 
 type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
 
@@ -31,6 +31,7 @@ export function registerAdminCommands(program: Command, run: Run): void {
     .action(
       (slug: string, o: { name?: string; timezone: string; dualApprovalAbove?: string; currency?: string }) =>
         run(async (ctx) => {
+          currencyNeedsAmount(o.currency, { '--dual-approval-above': o.dualApprovalAbove });
           const dual = o.dualApprovalAbove
             ? money(o.dualApprovalAbove, o.currency, '--dual-approval-above')
             : undefined;
@@ -60,6 +61,7 @@ export function registerAdminCommands(program: Command, run: Run): void {
     .action((email: string, o: { tenant: string; role: string; limit?: string; currency?: string }) =>
       run(async (ctx) => {
         const role = checkRole(o.role);
+        currencyNeedsAmount(o.currency, { '--limit': o.limit });
         const limit = o.limit ? money(o.limit, o.currency, '--limit') : undefined;
         const t = await ctx.tenant(o.tenant);
         const db = await ctx.db();
@@ -96,6 +98,10 @@ export function registerAdminCommands(program: Command, run: Run): void {
         rateLimit: string;
       }) =>
         run(async (ctx) => {
+          currencyNeedsAmount(o.currency, {
+            '--max-per-payment': o.maxPerPayment,
+            '--max-per-day': o.maxPerDay,
+          });
           const perPayment = o.maxPerPayment
             ? money(o.maxPerPayment, o.currency, '--max-per-payment')
             : undefined;

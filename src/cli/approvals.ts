@@ -8,11 +8,12 @@ import { listAlerts } from '../payments/alerts.js';
 import { findPayment, listPayments, paymentJson } from '../payments/payments.js';
 import { refundsOf } from '../payments/refund.js';
 import { cancelSchedule } from '../payments/status.js';
-import { type CliContext, table } from './context.js';
+import { type CliContext, checkId, table } from './context.js';
 
 type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
 
 const STATUSES: readonly ApprovalStatus[] = ['pending', 'approved', 'rejected', 'expired', 'consumed'];
+const ALERT_STATUSES: readonly string[] = ['open', 'resolved'];
 
 /**
  * The human behind `--as`, proven by their personal access token. An agent with a shell can type any
@@ -96,6 +97,9 @@ export function registerApprovalCommands(program: Command, run: Run): void {
     .action((approvalId: string, o: { as: string; reason?: string }) =>
       run(async (ctx) => {
         checkApprovalId(approvalId);
+        // The approval page keeps the first 500 characters; here the human can still shorten it.
+        if (o.reason !== undefined && o.reason.length > 500)
+          throw new UsageError(`--reason is ${o.reason.length} characters: at most 500`);
         const user = await provenHuman(ctx, o.as);
         const approval = await reject(await ctx.db(), user.tenantId, user, approvalId, o.reason);
         ctx.print({ approval_id: approval.id, status: approval.status }, `rejected: ${approval.summary}`);
@@ -114,6 +118,12 @@ export function registerApprovalCommands(program: Command, run: Run): void {
       run(async (ctx) => {
         if ((o.invoice === undefined) === (o.id === undefined))
           throw new UsageError('give --invoice NUMBER or --id SCHEDULED_PAYMENT_ID (one of them)');
+        if (o.id !== undefined)
+          checkId(
+            o.id,
+            'a scheduled payment id',
+            'use the scheduled_payment_id schedule_payment answered, or --invoice NUMBER',
+          );
         const t = await ctx.tenant(o.tenant);
         const user = (await ctx.human(t))!;
         if (user.role === 'viewer')
@@ -159,11 +169,13 @@ export function registerApprovalCommands(program: Command, run: Run): void {
     );
   payments
     .command('show <payment>')
-    .description('one payment by id, provider reference or confirmation number')
-    .requiredOption('--tenant <slug>')
-    .action((ref: string, o: { tenant: string }) =>
+    .description('one payment by id, provider reference or confirmation number (of your tenant, or --tenant)')
+    .option('--tenant <slug>', "default: the tenant of your personal access token's user")
+    .action((ref: string, o: { tenant?: string }) =>
       run(async (ctx) => {
-        const t = await ctx.tenant(o.tenant);
+        // DESIGN: `payments show ID`. A personal access token belongs to one tenant's human, so
+        // without --tenant the token says which tenant to look in.
+        const t = await ctx.tenantOrTokens(o.tenant);
         await ctx.human(t);
         const out = await (await ctx.db()).withTenant(t.id, async (c) => {
           const payment = await findPayment(c, ref);
@@ -191,9 +203,11 @@ export function registerApprovalCommands(program: Command, run: Run): void {
     .description('what needs a human')
     .command('list')
     .requiredOption('--tenant <slug>')
-    .option('--status <status>', 'open|resolved')
+    .option('--status <status>', ALERT_STATUSES.join('|'))
     .action((o: { tenant: string; status?: string }) =>
       run(async (ctx) => {
+        if (o.status !== undefined && !ALERT_STATUSES.includes(o.status))
+          throw new UsageError(`--status "${o.status}" is not one of ${ALERT_STATUSES.join(', ')}`);
         const rows = await ctx.readTenant(o.tenant, (c) => listAlerts(c, { status: o.status }));
         ctx.print(rows, () =>
           rows.length === 0

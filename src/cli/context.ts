@@ -3,9 +3,9 @@ import { createInterface } from 'node:readline';
 import type { PoolClient } from 'pg';
 import { type Config, loadConfig } from '../config.js';
 import { openDatabase } from '../db/connect.js';
-import type { Db } from '../db/pool.js';
-import { findTenantBySlug, type Tenant } from '../directory/tenants.js';
-import { authenticateUser, type User } from '../directory/users.js';
+import { type Db, isUuid } from '../db/pool.js';
+import { findTenantBySlug, getTenant, type Tenant } from '../directory/tenants.js';
+import { authenticateUser, findUserByToken, type User } from '../directory/users.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { type Money, MoneyError, parseMoney } from '../money.js';
 
@@ -57,6 +57,40 @@ export class CliContext {
     return (await this.db()).withTenant(t.id, fn);
   }
 
+  /**
+   * `--tenant SLUG` when given, else the tenant of the human whose personal access token this is (a
+   * token belongs to one tenant's human, so it says where to look; nothing is guessed). The caller
+   * still authenticates the human against that tenant.
+   */
+  async tenantOrTokens(slug: string | undefined): Promise<Tenant> {
+    if (slug !== undefined) return this.tenant(slug);
+    const token = await this.userToken();
+    if (!token)
+      throw new RefusedError(
+        'user_token_required',
+        'this command needs your personal access token',
+        'set PAYGATE_USER_TOKEN or run it on a terminal to be prompted',
+      );
+    const user = await findUserByToken(await this.db(), token);
+    if (!user)
+      throw new RefusedError(
+        'invalid_user_token',
+        'that personal access token is not valid',
+        'use your own token',
+      );
+    return getTenant(await this.db(), user.tenantId);
+  }
+
+  private tokenPromise?: Promise<string | undefined>;
+
+  /** The human's personal access token: PAYGATE_USER_TOKEN, else asked once per command on a terminal. */
+  userToken(): Promise<string | undefined> {
+    this.tokenPromise ??= Promise.resolve(
+      process.env.PAYGATE_USER_TOKEN?.trim() || promptSecret('personal access token: '),
+    );
+    return this.tokenPromise;
+  }
+
   /** A personal access token typed at a terminal prompt (undefined without a terminal). */
   promptToken(): Promise<string | undefined> {
     return promptSecret('personal access token: ');
@@ -67,7 +101,7 @@ export class CliContext {
    * prompt on a terminal). Never by an email address alone: an agent with a shell knows emails.
    */
   async human(tenant: Tenant, options: { optional?: boolean } = {}): Promise<User | null> {
-    const token = process.env.PAYGATE_USER_TOKEN?.trim() || (await promptSecret('personal access token: '));
+    const token = await this.userToken();
     if (!token) {
       if (options.optional) return null;
       throw new RefusedError(
@@ -103,6 +137,26 @@ export function money(amount: string, currency: string | undefined, what: string
     if (error instanceof MoneyError) throw new UsageError(`${what}: ${error.message}`);
     throw error;
   }
+}
+
+/**
+ * `--currency` names the currency of an amount flag; alone it changes nothing, and silently ignoring it
+ * would, for `user add`, create an approver with no approval limit at all.
+ */
+export function currencyNeedsAmount(
+  currency: string | undefined,
+  amountFlags: Record<string, unknown>,
+): void {
+  if (currency === undefined || Object.values(amountFlags).some((v) => v !== undefined)) return;
+  const names = Object.keys(amountFlags);
+  throw new UsageError(
+    `--currency ${currency} is the currency of ${names.join(' or ')}, which is missing: give ${names.length > 1 ? 'one of them' : 'it'} too, or leave --currency out`,
+  );
+}
+
+/** A malformed id is bad usage (exit 2) before anyone is asked for a token, never a database error. */
+export function checkId(value: string, what: string, hint: string): void {
+  if (!isUuid(value)) throw new UsageError(`"${value}" is not ${what} (a UUID): ${hint}`);
 }
 
 export function table(rows: Record<string, unknown>[], columns: string[]): string {

@@ -23,10 +23,14 @@ export interface McpCommandHooks {
   serveApprovalPage?: ApprovalPageHook;
 }
 
-function waitMsFrom(value: string | undefined): number {
+/** `source` names where the value came from, so a bad one in the environment can be found. */
+function waitMsFrom(value: string | undefined, source: string): number {
   if (value === undefined || value === '') return DEFAULT_APPROVAL_WAIT_MS;
   if (!/^\d{1,6}$/.test(value))
-    throw new UsageError(`approval wait "${value}" must be a whole number of seconds`, 'invalid_input');
+    throw new UsageError(
+      `${source} "${value}" must be a whole number of seconds (0 to 999999; default 600)`,
+      'invalid_input',
+    );
   return Number(value) * 1000;
 }
 
@@ -40,7 +44,10 @@ export function registerMcpCommands(program: Command, run: Run, hooks: McpComman
     )
     .action((opts: { approvalWait?: string }) =>
       run(async (ctx) => {
-        const approvalWaitMs = waitMsFrom(opts.approvalWait ?? process.env.PAYGATE_MCP_APPROVAL_WAIT_SECONDS);
+        const approvalWaitMs =
+          opts.approvalWait !== undefined
+            ? waitMsFrom(opts.approvalWait, '--approval-wait')
+            : waitMsFrom(process.env.PAYGATE_MCP_APPROVAL_WAIT_SECONDS, 'PAYGATE_MCP_APPROVAL_WAIT_SECONDS');
         const key = process.env.PAYGATE_AGENT_KEY?.trim();
         // Claude Code passes an unset ${VAR} through literally; say so rather than "not valid".
         if (key?.startsWith('${')) {

@@ -3,7 +3,8 @@
  * processes (workers, serve) can share one sandbox and one ledger: start them with
  * PAYGATE_SANDBOX_STRIPE_URL and PAYGATE_SANDBOX_PAYPAL_URL set to the printed URLs.
  *
- * Prints, one per line, `stripe: URL`, `paypal: URL` and `ledger: URL`; the last answers GET with the
+ * Prints, one per line, `stripe: URL`, `paypal: URL` and `ledger: URL` (with --json, one line
+ * `{"stripe", "paypal", "ledger"}`); the last answers GET with the
  * sandbox ledger as JSON (`{entries: [...]}`, LedgerEntry fields), for tests that judge from outside
  * what the emulators really charged. Everything listens on loopback only. Runs until SIGTERM/SIGINT.
  * Webhook delivery is not wired here (a shared sandbox has no single sidecar to sign for).
@@ -51,8 +52,11 @@ export function registerSandboxCommands(program: Command): void {
         throw error;
       }
       const ledgerUrl = `http://127.0.0.1:${(ledger.address() as AddressInfo).port}/ledger`;
+      // README: every command takes --json; a program reads the three URLs as one JSON object.
       process.stdout.write(
-        `stripe: ${sandbox.stripeUrl}\npaypal: ${sandbox.paypalUrl}\nledger: ${ledgerUrl}\n`,
+        program.opts<{ json?: boolean }>().json
+          ? `${JSON.stringify({ stripe: sandbox.stripeUrl, paypal: sandbox.paypalUrl, ledger: ledgerUrl })}\n`
+          : `stripe: ${sandbox.stripeUrl}\npaypal: ${sandbox.paypalUrl}\nledger: ${ledgerUrl}\n`,
       );
       await new Promise<void>((resolve) => {
         process.once('SIGTERM', resolve);

@@ -154,9 +154,14 @@ export function registerServeCommand(program: Command): void {
         seedDemo: opts.seedDemo,
       });
       const publicUrl = handle.runtime.deps.publicUrl;
-      process.stdout.write(`approvals: ${publicUrl.replace(/\/$/, '')}/approvals\n`);
-      process.stdout.write(`mcp: ${handle.url}/mcp\n`);
-      if (opts.seedDemo) process.stdout.write(await demoBanner(handle));
+      const urls = { approvals: `${publicUrl.replace(/\/$/, '')}/approvals`, mcp: `${handle.url}/mcp` };
+      if (global.json) {
+        // One JSON line for programs; the demo's credentials stay in its credentials file.
+        process.stdout.write(`${JSON.stringify(urls)}\n`);
+      } else {
+        process.stdout.write(`approvals: ${urls.approvals}\nmcp: ${urls.mcp}\n`);
+        if (opts.seedDemo) process.stdout.write(await demoBanner(handle));
+      }
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
         process.once('SIGINT', stop);

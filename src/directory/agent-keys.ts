@@ -5,7 +5,7 @@
  */
 import { appendAudit } from '../audit/log.js';
 import type { Db } from '../db/pool.js';
-import { RefusedError } from '../errors.js';
+import { RefusedError, UsageError } from '../errors.js';
 import { hashSecret, newSecret, secretPrefix } from './credentials.js';
 import type { User } from './users.js';
 
@@ -78,6 +78,9 @@ export async function createAgentKey(
   admin: User,
   input: AgentKeyInput,
 ): Promise<{ agentKey: AgentKey; key: string }> {
+  // The name is what approvers read on every request ("requested by agent NAME").
+  if (input.name !== undefined && (!input.name.trim() || input.name.length > 200))
+    throw new UsageError('agent key name (--name) must be 1-200 characters');
   if (admin.role !== 'admin')
     throw new RefusedError('admin_required', `${admin.email} is not an admin`, "use an admin's token");
   const key = newSecret('pgk');

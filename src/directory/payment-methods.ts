@@ -70,6 +70,15 @@ export function checkPaymentMethodInput(input: PaymentMethodInput): void {
   if (!/^[A-Za-z0-9_:.-]{3,255}$/.test(input.token)) {
     throw new UsageError('the provider token must be 3-255 letters, digits, _ : . or -, e.g. pm_card_visa');
   }
+  // Shown to approvers on every request paid with the method: a name, not a document.
+  for (const [flag, value] of [
+    ['label', input.label],
+    ['brand', input.brand],
+    ['bank-name', input.bankName],
+  ] as const) {
+    if (value !== undefined && (!value.trim() || value.length > 200))
+      throw new UsageError(`--${flag} must be 1-200 characters`);
+  }
   if (input.last4 !== undefined && !/^[0-9]{4}$/.test(input.last4))
     throw new UsageError('last4 must be exactly 4 digits');
   if (input.customer !== undefined && !/^cus_[A-Za-z0-9]+$/.test(input.customer)) {

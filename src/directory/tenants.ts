@@ -76,6 +76,9 @@ export async function createTenant(
 ): Promise<Tenant> {
   const slug = checkSlug(input.slug);
   const timezone = checkTimezone(input.timezone ?? 'UTC');
+  // The column's own check would otherwise surface as a database error (exit 1) rather than bad usage.
+  if (input.name !== undefined && (!input.name.trim() || input.name.length > 200))
+    throw new UsageError('tenant name (--name) must be 1-200 characters');
   try {
     return await db.withSystem(async (client) => {
       const { rows } = await client.query<TenantRow>(

@@ -131,6 +131,24 @@ describe('paygate ach (CLI)', () => {
     expect(alerts.map((a) => a.kind)).toContain('ach_return_unmatched');
   });
 
+  it('import-returns FILE, as DESIGN.md writes it (no --tenant), works in the tenant of the admin token', async () => {
+    const file = refPath('test/testdata/return-WEB.ach');
+    // The same file again: found in this tenant by its traces, recorded once already.
+    const again = await cli.json<{ returns: { return_code: string; outcome: string }[] }>(
+      ['ach', 'import-returns', file],
+      admin,
+    );
+    expect(again.returns.map((r) => [r.return_code, r.outcome])).toEqual([
+      ['R01', 'duplicate'],
+      ['R03', 'unmatched'],
+    ]);
+    const p = await f.t.db.withTenant(f.tenant.id, (c) => getPayment(c, ids[0]!));
+    expect(p).toMatchObject({ status: 'failed', failureProviderCode: 'R01' });
+    const noToken = await cli.cli(['ach', 'import-returns', file]);
+    expect(noToken.code).toBe(1);
+    expect(noToken.stderr).toMatch(/personal access token/);
+  });
+
   it('import-returns of an invalid file: exit 1, FILE:LINE: reason, nothing applied', async () => {
     const bad = refPath('test/testdata/ppd-debit-invalid-entryDetail-checkDigit.ach');
     const result = await cli.cli(['ach', 'import-returns', bad, '--tenant', 'acme'], admin);

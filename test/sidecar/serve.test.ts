@@ -111,6 +111,34 @@ it('a pending PayPal capture is finished by its signed webhook, verified with th
   );
 });
 
+it('with --json, serve prints its URLs as one JSON object {approvals, mcp}', async () => {
+  const child = spawn(
+    process.execPath,
+    [CLI, '--database-url', t.url, '--data-dir', dataDir, 'serve', '--port', '0', '--json'],
+    {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, PAYGATE_LOG_LEVEL: 'warn' },
+    },
+  );
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  try {
+    let out = '';
+    const line = await new Promise<string>((resolve, reject) => {
+      child.stdout.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        if (out.includes('\n')) resolve(out.slice(0, out.indexOf('\n')));
+      });
+      child.on('exit', (code) => reject(new Error(`serve exited with ${code}`)));
+    });
+    const urls = JSON.parse(line) as { approvals: string; mcp: string };
+    expect(urls.approvals).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/approvals$/);
+    expect(urls.mcp).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/mcp$/);
+    expect((await fetch(urls.mcp.replace(/\/mcp$/, '/healthz'))).status).toBe(200);
+  } finally {
+    child.kill('SIGTERM');
+  }
+  expect(await exited).toBe(0);
+}, 60_000);
+
 it('the built CLI prints the approvals and mcp URLs and stops on SIGTERM', async () => {
   const child = spawn(
     process.execPath,
