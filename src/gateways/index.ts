@@ -27,6 +27,7 @@ function withRetryPolicy(gateway: Gateway, sleep?: (ms: number) => Promise<void>
     refund: (request) => withRetry(() => gateway.refund(request), { sleep }),
     retrieveRefund: (lookup) =>
       withRetry(() => gateway.retrieveRefund(lookup), { sleep, checkOutcome: async () => null }),
+    noRecordConclusiveForMs: gateway.noRecordConclusiveForMs,
     amountProblem: (amount) => gateway.amountProblem(amount),
   };
 }

@@ -156,6 +156,13 @@ export interface Gateway {
     providerReference?: string;
     amount?: { amountMinor: number; currency: string };
   }): Promise<PaymentOutcome | null>;
+  /**
+   * For how long after a payment was started a "no record" from `retrieve` without a provider reference
+   * shows that the provider never made it. Past this the lookup can miss a payment that was made, so
+   * the reconciler must neither send it again nor fail it (which would let the invoice be paid twice).
+   * Infinity where the lookup has no such horizon.
+   */
+  readonly noRecordConclusiveForMs: number;
   refund(request: RefundRequest): Promise<RefundOutcome>;
   /**
    * Ask the provider what became of a refund it already answered for (it gave us `providerReference`),

@@ -13,6 +13,7 @@ import {
   type PaymentOutcome,
   type PayRequest,
 } from '../gateways/types.js';
+import { formatMoney } from '../money.js';
 import { createAlert, ruleFor } from './alerts.js';
 import { nextBusinessDay } from './calendar.js';
 import type { EngineDeps, FailureNotice } from './context.js';
@@ -481,9 +482,13 @@ export async function reconcilePayment(
   const now = options.now ?? new Date();
   const payment = await deps.db.withTenant(tenantId, (client) => getPayment(client, paymentId));
   if (payment?.status !== 'processing') return payment!;
+  const gateway = gatewayFor(deps, payment);
+  const age = now.getTime() - payment.createdAt.getTime();
+  // Whether "no record" still means "never made" (PayPal forgets the request id it finds orders by).
+  const noRecordConclusive = age <= gateway.noRecordConclusiveForMs;
   let outcome: PaymentOutcome | null;
   try {
-    outcome = await gatewayFor(deps, payment).retrieve({
+    outcome = await gateway.retrieve({
       paymentId,
       providerReference: payment.providerReference ?? undefined,
       amount: { amountMinor: payment.amountMinor, currency: payment.currency },
@@ -520,7 +525,7 @@ export async function reconcilePayment(
   }
   const resubmit = options.resubmit;
   const unsent = neverReachedProvider(payment);
-  if (!outcome && resubmit && unsent && now.getTime() - payment.createdAt.getTime() < resubmit.withinMs) {
+  if (!outcome && resubmit && unsent && noRecordConclusive && age < resubmit.withinMs) {
     const submission = await deps.db.withTenant(tenantId, async (client) => {
       // Back to `started`: the send below is phase 2 again, and a crash during it is recovered as one.
       const { rows } = await client.query<{ submit_attempts: number }>(
@@ -567,8 +572,28 @@ export async function reconcilePayment(
         );
       return applied.payment;
     }
-    const age = now.getTime() - payment.createdAt.getTime();
-    if (!outcome && unsent && age > (options.notSubmittedAfterMs ?? 5 * 60_000)) {
+    if (!outcome && unsent && !noRecordConclusive) {
+      // First asked after the provider's lookup could still find it: it may have been made. Failing it
+      // would let the invoice be paid again, sending it again might pay twice; a human must look.
+      const kind = 'payment_outcome_unverifiable';
+      const alerted = await client.query('SELECT 1 FROM alerts WHERE payment_id = $1 AND kind = $2', [
+        paymentId,
+        kind,
+      ]);
+      if (!alerted.rowCount) {
+        const message = `payment ${payment.confirmationNumber} (invoice ${payment.invoiceNumber}, ${formatMoney(payment.amountMinor, payment.currency)}) got no answer from ${payment.provider} and was first asked about after ${payment.provider} stops finding payments by our id: whether it was made cannot be told from here`;
+        const alertId = await createAlert(client, {
+          tenantId,
+          kind,
+          code: 'outcome_unverifiable',
+          severity: 'critical',
+          message,
+          nextStep: `find our payment id ${paymentId} in the ${payment.provider} dashboard: if it was made, resend its capture webhook from there and paygate records it; if it was not, the payment stays processing and its invoice blocked rather than be paid twice on a guess`,
+          paymentId,
+        });
+        notices.push({ tenantId, alertId, code: 'outcome_unverifiable', message, paymentId });
+      }
+    } else if (!outcome && unsent && age > (options.notSubmittedAfterMs ?? 5 * 60_000)) {
       const failure = {
         code: 'not_submitted' as const,
         message:

@@ -95,6 +95,7 @@ function instrumentGateway(gateway: Gateway, metrics: SidecarMetrics): Gateway {
     refund: (request) => timed(metrics, gateway.provider, 'refund', () => gateway.refund(request)),
     retrieveRefund: (lookup) =>
       timed(metrics, gateway.provider, 'retrieve_refund', () => gateway.retrieveRefund(lookup)),
+    noRecordConclusiveForMs: gateway.noRecordConclusiveForMs,
     amountProblem: (amount) => gateway.amountProblem(amount),
   };
 }

@@ -128,4 +128,33 @@ describe('a payment sent while its provider was down', () => {
     );
     expect(alerts.map((a) => a.kind)).toContain('payment_not_submitted');
   }, 60_000);
+
+  it('paypal, first asked after PayPal stops finding orders by our request id: neither failed nor sent again; one critical alert', async () => {
+    const scheduledId = await payWhileDown('DOWN-FORGOTTEN', 'paypal');
+    // The worker was away for 7 hours: PayPal keeps a create's request id for 6, so its "no record"
+    // no longer shows the order was never made.
+    const late = new Date(Date.now() + 7 * 3600_000);
+    for (let pass = 0; pass < 2; pass++) {
+      await f.t.db.withSystem((c) =>
+        c.query(
+          "UPDATE payments SET next_check_at = now() - interval '1 second' WHERE scheduled_payment_id = $1",
+          [scheduledId],
+        ),
+      );
+      expect((await createWorker(f.deps, { clock: () => late }).runOnce()).errors).toBe(0);
+    }
+    const held = await state(scheduledId);
+    expect(held).toMatchObject({ status: 'processing', schedule: 'running', invoice: 'processing' });
+    expect(f.sandbox.ledger.charges(held.id)).toHaveLength(0);
+    const { rows: alerts } = await f.t.db.withSystem((c) =>
+      c.query<{ kind: string; severity: string }>(
+        'SELECT kind, severity FROM alerts WHERE payment_id = $1 ORDER BY created_at',
+        [held.id],
+      ),
+    );
+    expect(alerts.filter((a) => a.kind === 'payment_outcome_unverifiable')).toEqual([
+      { kind: 'payment_outcome_unverifiable', severity: 'critical' },
+    ]);
+    expect(alerts.map((a) => a.kind)).not.toContain('payment_not_submitted');
+  }, 60_000);
 });

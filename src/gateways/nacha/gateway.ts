@@ -38,6 +38,8 @@ export function createNachaGateway(): Gateway {
       // No NACHA refund is ever made (refund() refuses, and refund.ts refuses before asking anyone).
       return null;
     },
+    // Never asked: a NACHA payment always has its queued reference.
+    noRecordConclusiveForMs: Number.POSITIVE_INFINITY,
     amountProblem({ amountMinor, currency }) {
       if (currency !== 'USD') return `a NACHA file moves US dollars only, not ${currency}`;
       if (amountMinor > MAX_ENTRY_MINOR)

@@ -227,6 +227,10 @@ export function createPaypalGateway(options: PaypalGatewayOptions): PaypalGatewa
       return refundToOutcome(refund);
     },
 
+    // retrieve finds an order only by replaying its create's PayPal-Request-Id, which PayPal keeps for
+    // 6 hours (the Orders v2 reference, POST /v2/checkout/orders); an hour's margin for the time between
+    // phase 1 and the request, and the call's own retries.
+    noRecordConclusiveForMs: 5 * 3600_000,
     amountProblem: paypalAmountProblem,
   };
 }

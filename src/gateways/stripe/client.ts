@@ -283,6 +283,8 @@ export function createStripeGateway(options: StripeGatewayOptions): Gateway {
       );
     },
 
+    // Search by our metadata covers every PaymentIntent the account holds; it has no horizon.
+    noRecordConclusiveForMs: Number.POSITIVE_INFINITY,
     amountProblem: stripeAmountProblem,
   };
 }
