@@ -36,10 +36,23 @@ export function capturePool(pool: pg.Pool): Capture {
             : ((first as { values?: unknown[] }).values ?? []);
         const entry: Captured = { text, values };
         statements.push(entry);
-        const result = original(...args) as Promise<{ rows?: { id?: unknown }[] }>;
-        return result.then((r) => {
+        const noteId = (r: { rows?: { id?: unknown }[] } | undefined) => {
           const id = r?.rows?.[0]?.id;
           if (typeof id === 'string' && /^INSERT/i.test(text.trim())) entry.returnedId = id;
+        };
+        // pool.query (a statement in autocommit) calls its client with a callback, and releases the
+        // client from it: that form returns nothing to chain on, so the callback is wrapped instead.
+        const last = args[args.length - 1];
+        if (typeof last === 'function') {
+          const callback = last as (error: Error | null, r?: { rows?: { id?: unknown }[] }) => void;
+          return original(...args.slice(0, -1), (error: Error | null, r?: { rows?: { id?: unknown }[] }) => {
+            if (!error) noteId(r);
+            callback(error, r);
+          });
+        }
+        const result = original(...args) as Promise<{ rows?: { id?: unknown }[] }>;
+        return result.then((r) => {
+          noteId(r);
           return r;
         });
       }

@@ -1,7 +1,7 @@
 /**
  * The bare-SQL baseline of one payment: the statements the engine ran for one captured payment (BEGIN
- * and COMMIT included, in the same transactions, on a pool that connects as paygate_app like the
- * engine's), replayed with `pg` for another payment. The ids that differ between payments (invoice,
+ * and COMMIT included, in the same transactions, and a statement run in autocommit in autocommit, on a
+ * pool that connects as paygate_app like the engine's), replayed with `pg` for another payment. The ids that differ between payments (invoice,
  * approval, token hash, payment, confirmation number, provider reference, the call's agent_runs id and
  * its key's rate-limit lock) are substituted, also inside
  * the audit entries' content (the database chains them, so every replayed entry really lands). No
@@ -128,10 +128,10 @@ export async function replay(
   try {
     for (const statement of template) {
       if (statement.text.startsWith('BEGIN')) client = await pool.connect();
-      if (!client) throw new Error(`bench replay: statement outside a transaction: ${statement.text}`);
       const values = withoutAbsent(statement.values, to.absent ?? []).map(swap);
       // The tenant id is inlined in the statement that opens a tenant transaction: swap it there too.
-      const answer: pg.QueryResult | pg.QueryResult[] = await client.query(
+      // A statement outside a transaction ran in autocommit (pool.query), and is replayed so.
+      const answer: pg.QueryResult | pg.QueryResult[] = await (client ?? pool).query(
         swap(statement.text) as string,
         values,
       );
@@ -140,7 +140,7 @@ export async function replay(
       // A row id the database made (INSERT ... RETURNING id) is used by later statements: map it too.
       const returned = (result.rows[0] as { id?: unknown } | undefined)?.id;
       if (statement.returnedId && typeof returned === 'string') add(statement.returnedId, returned);
-      if (statement.text === 'COMMIT') {
+      if (statement.text === 'COMMIT' && client) {
         client.release();
         client = undefined;
       }
