@@ -2,12 +2,11 @@
  * The command line as DESIGN.md documents it to other programs: `payments show ID`, listings that keep
  * what they are asked for however busy the tenant, and usage errors (exit 2) that change nothing.
  */
-import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApprovalRequired, payInvoice } from '../src/payments/pay.js';
 import { httpClient, ok, startHttp } from './mcp/helpers.js';
-import { CLI, cliFor } from './support/cli.js';
+import { cliFor, startCli } from './support/cli.js';
 import { createFixture, type Fixture, payThroughEngine } from './support/fixture.js';
 
 describe('paygate CLI contract', () => {
@@ -255,26 +254,15 @@ describe('paygate CLI contract', () => {
   });
 
   it('with --json, sandbox prints its URLs as one JSON object {stripe, paypal, ledger}', async () => {
-    const child = spawn(process.execPath, [CLI, 'sandbox', '--json'], {
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, PAYGATE_LOG_LEVEL: 'warn' },
-    });
-    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const sandbox = startCli(['sandbox', '--json']);
     try {
-      let out = '';
-      const line = await new Promise<string>((resolve, reject) => {
-        child.stdout.on('data', (chunk: Buffer) => {
-          out += chunk.toString();
-          if (out.includes('\n')) resolve(out.slice(0, out.indexOf('\n')));
-        });
-        child.on('exit', (code) => reject(new Error(`sandbox exited with ${code}`)));
-      });
+      const line = await sandbox.firstLine;
       const urls = JSON.parse(line) as { stripe: string; paypal: string; ledger: string };
       expect(urls.stripe).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       expect(urls.paypal).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       expect(await (await fetch(urls.ledger)).json()).toEqual({ entries: [] });
     } finally {
-      child.kill('SIGTERM');
+      expect(await sandbox.stop()).toBe(0);
     }
-    expect(await exited).toBe(0);
   });
 });

@@ -13,7 +13,7 @@ import { type ServeHandle, startServe } from '../../src/cli/serve.js';
 import { formatAmount } from '../../src/money.js';
 import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { refundPayment } from '../../src/payments/refund.js';
-import { CLI } from '../support/cli.js';
+import { CLI, startCli } from '../support/cli.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
 import { count } from './support.js';
@@ -112,31 +112,16 @@ it('a pending PayPal capture is finished by its signed webhook, verified with th
 });
 
 it('with --json, serve prints its URLs as one JSON object {approvals, mcp}', async () => {
-  const child = spawn(
-    process.execPath,
-    [CLI, '--database-url', t.url, '--data-dir', dataDir, 'serve', '--port', '0', '--json'],
-    {
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, PAYGATE_LOG_LEVEL: 'warn' },
-    },
-  );
-  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  const serve = startCli(['--database-url', t.url, '--data-dir', dataDir, 'serve', '--port', '0', '--json']);
   try {
-    let out = '';
-    const line = await new Promise<string>((resolve, reject) => {
-      child.stdout.on('data', (chunk: Buffer) => {
-        out += chunk.toString();
-        if (out.includes('\n')) resolve(out.slice(0, out.indexOf('\n')));
-      });
-      child.on('exit', (code) => reject(new Error(`serve exited with ${code}`)));
-    });
+    const line = await serve.firstLine;
     const urls = JSON.parse(line) as { approvals: string; mcp: string };
     expect(urls.approvals).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/approvals$/);
     expect(urls.mcp).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/mcp$/);
     expect((await fetch(urls.mcp.replace(/\/mcp$/, '/healthz'))).status).toBe(200);
   } finally {
-    child.kill('SIGTERM');
+    expect(await serve.stop()).toBe(0);
   }
-  expect(await exited).toBe(0);
 }, 60_000);
 
 it('the built CLI prints the approvals and mcp URLs and stops on SIGTERM', async () => {

@@ -1,5 +1,5 @@
 /** Run the built `paygate` command as a user would, in a child process. */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -35,6 +35,32 @@ export function runCli(
     if (input !== undefined) child.stdin?.end(input);
     else child.stdin?.end();
   });
+}
+
+/**
+ * A long-running `paygate` command (serve, sandbox) started as a user would: `firstLine` is the first
+ * line it prints on stdout (rejected if it exits first); `stop` sends SIGTERM and gives its exit code.
+ */
+export function startCli(args: string[]): { firstLine: Promise<string>; stop(): Promise<number | null> } {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, PAYGATE_LOG_LEVEL: 'warn' },
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  let out = '';
+  const firstLine = new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      if (out.includes('\n')) resolve(out.slice(0, out.indexOf('\n')));
+    });
+    child.on('exit', (code) => reject(new Error(`paygate ${args.join(' ')} exited with ${code}`)));
+  });
+  return {
+    firstLine,
+    stop: () => {
+      child.kill('SIGTERM');
+      return exited;
+    },
+  };
 }
 
 /** A CLI bound to one database, with helpers to set a tenant up the way an operator would. */
