@@ -228,11 +228,21 @@ async function startCluster(dataDir: string, server: ServerFile): Promise<Server
       await pgCtl(['start', '-w', '-t', '60', '-D', p.cluster, '-l', log]);
       return server;
     } catch (error) {
-      if (attempt >= 3 || (await portIsFree(server.port))) {
-        // pg_ctl says only "Examine the log output"; the log's last lines say why.
-        const tail = (await fs.readFile(log, 'utf8').catch(() => '')).trim().split('\n').slice(-5).join('\n');
+      // pg_ctl says only "Examine the log output"; the log's last lines say why.
+      const tail = async () =>
+        (await fs.readFile(log, 'utf8').catch(() => '')).trim().split('\n').slice(-5).join('\n');
+      // Our own server, running but not answering (every connection slot taken, still starting up),
+      // holds the port too: moving the port then would point every later process at nothing.
+      if (await clusterRunning(p.cluster)) {
         throw new Error(
-          `the embedded PostgreSQL server in ${p.cluster} did not start${tail ? `:\n${tail}` : ''}`,
+          `the embedded PostgreSQL server in ${p.cluster} is running on port ${server.port} but does not answer (all its connections in use, or still starting); its log ends:\n${await tail()}`,
+          { cause: error },
+        );
+      }
+      if (attempt >= 3 || (await portIsFree(server.port))) {
+        const last = await tail();
+        throw new Error(
+          `the embedded PostgreSQL server in ${p.cluster} did not start${last ? `:\n${last}` : ''}`,
           { cause: error },
         );
       }
@@ -243,6 +253,16 @@ async function startCluster(dataDir: string, server: ServerFile): Promise<Server
       );
       await fs.writeFile(p.serverFile, JSON.stringify(server), { mode: 0o600 });
     }
+  }
+}
+
+/** `pg_ctl status`: exit 0 when a postmaster runs on this data directory, 3 when none does. */
+async function clusterRunning(cluster: string): Promise<boolean> {
+  try {
+    await pgCtl(['status', '-D', cluster]);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -60,4 +60,25 @@ describe('the embedded server when its port was taken while it was stopped', () 
     expect(portOf(await ensureEmbeddedServer(dataDir))).toBe(portOf((await embeddedStatus(dataDir)).url!));
     expect((await embeddedStatus(dataDir)).port).not.toBe(portOf(first));
   }, 120_000);
+
+  it('running but not answering us, it keeps its port: the error says so, and nothing is rewritten', async () => {
+    const url = await ensureEmbeddedServer(dataDir);
+    const serverFile = path.join(dataDir, 'server.json');
+    const conf = path.join(dataDir, 'pg', 'postgresql.conf');
+    const recorded = await fs.readFile(serverFile, 'utf8');
+    const confBefore = await fs.readFile(conf, 'utf8');
+    // Our own postmaster holds the port but refuses us (as when every connection slot is taken):
+    // a wrong password in the server file is the same from here.
+    await fs.writeFile(serverFile, JSON.stringify({ ...JSON.parse(recorded), password: 'not-the-password' }));
+    try {
+      await expect(ensureEmbeddedServer(dataDir)).rejects.toThrow(
+        /is running on port \d+ but does not answer/,
+      );
+      expect(JSON.parse(await fs.readFile(serverFile, 'utf8')).port).toBe(portOf(url));
+      expect(await fs.readFile(conf, 'utf8')).toBe(confBefore);
+    } finally {
+      await fs.writeFile(serverFile, recorded, { mode: 0o600 });
+    }
+    expect(await ensureEmbeddedServer(dataDir)).toBe(url);
+  }, 120_000);
 });
