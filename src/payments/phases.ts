@@ -273,7 +273,9 @@ async function recordOutcome(
       return (await getPayment(client, paymentId))!;
     }
     const error = failure!;
-    if (error.code === 'network_timeout') {
+    // No answer, or an answer that says the provider is still working on it (Stripe's 409 for a key in
+    // use): it may yet be made, so it is never recorded failed; the reconciler asks.
+    if (error.code === 'network_timeout' || error.details.outcomeUnknown) {
       await markAwaitingProvider(client, paymentId, null, `outcome unknown: ${error.message}`);
       const payment = (await getPayment(client, paymentId))!;
       notices.push(
@@ -572,37 +574,49 @@ export async function reconcilePayment(
         );
       return applied.payment;
     }
-    if (!outcome && unsent && !noRecordConclusive) {
-      // First asked after the provider's lookup could still find it: it may have been made. Failing it
-      // would let the invoice be paid again, sending it again might pay twice; a human must look.
+    // A payment that may have reached the provider (its call got no answer, or the reconciler sent it
+    // again) and that the provider has no record of, once the worker may not send it again (window,
+    // attempts): the lookup can lag behind a charge (Stripe's search) or have forgotten it (PayPal after
+    // 6 hours). Failing it would let its invoice be paid again; it stays processing and a human is told,
+    // once. Only a payment whose first send never answered, looked at long after, is `not_submitted`.
+    const notSubmittedAfterMs = options.notSubmittedAfterMs ?? 5 * 60_000;
+    const doubtful = !outcome && unsent && (age > notSubmittedAfterMs || !noRecordConclusive);
+    const mayHaveBeenMade =
+      doubtful && (payment.recoveryPoint !== 'started' || (await wasResubmitted(client, paymentId)));
+    // Within the window and its attempts the worker sends it again instead (above); a status refresh
+    // only asks.
+    const unverifiable =
+      doubtful && (!noRecordConclusive || (mayHaveBeenMade && options.resubmit !== undefined));
+    if (unverifiable) {
       const kind = 'payment_outcome_unverifiable';
       const alerted = await client.query('SELECT 1 FROM alerts WHERE payment_id = $1 AND kind = $2', [
         paymentId,
         kind,
       ]);
       if (!alerted.rowCount) {
-        const message = `payment ${payment.confirmationNumber} (invoice ${payment.invoiceNumber}, ${formatMoney(payment.amountMinor, payment.currency)}) got no answer from ${payment.provider} and was first asked about after ${payment.provider} stops finding payments by our id: whether it was made cannot be told from here`;
+        const why = noRecordConclusive
+          ? `its calls got no answer and ${payment.provider} shows no record of it, which its lookup cannot yet prove; paygate sends a payment at most ${options.resubmit?.maxAttempts ?? 'a few'} times and within an hour`
+          : `it was first asked about after ${payment.provider} stops finding payments by our id`;
+        const message = `whether payment ${payment.confirmationNumber} (invoice ${payment.invoiceNumber}, ${formatMoney(payment.amountMinor, payment.currency)}) was made cannot be told from here: ${why}`;
         const alertId = await createAlert(client, {
           tenantId,
           kind,
           code: 'outcome_unverifiable',
           severity: 'critical',
           message,
-          nextStep: `find our payment id ${paymentId} in the ${payment.provider} dashboard: if it was made, resend its capture webhook from there and paygate records it; if it was not, the payment stays processing and its invoice blocked rather than be paid twice on a guess`,
+          nextStep: `find our payment id ${paymentId} in the ${payment.provider} dashboard: if it was made, resend its webhook from there and paygate records it; if it was not, the payment stays processing and its invoice blocked rather than be paid twice on a guess`,
           paymentId,
         });
         notices.push({ tenantId, alertId, code: 'outcome_unverifiable', message, paymentId });
       }
-    } else if (!outcome && unsent && age > (options.notSubmittedAfterMs ?? 5 * 60_000)) {
+    } else if (doubtful && !mayHaveBeenMade) {
       const failure = {
         code: 'not_submitted' as const,
-        message:
-          payment.recoveryPoint === 'started'
-            ? 'the payment never reached the provider (the process stopped before the call)'
-            : 'the payment never reached the provider (its call got no answer, and the provider has no record of it)',
+        message: 'the payment never reached the provider (the process stopped before the call)',
       };
       await client.query(
-        `UPDATE payments SET status = 'failed', recovery_point = 'finished', failure_code = $2, failure_message = $3, next_check_at = NULL, updated_at = now() WHERE id = $1`,
+        `UPDATE payments SET status = 'failed', recovery_point = 'finished', failure_code = $2, failure_message = $3, next_check_at = NULL, updated_at = now()
+          WHERE id = $1 AND status = 'processing'`,
         [paymentId, failure.code, failure.message],
       );
       await transitionInvoice(client, payment.invoiceId, 'processing', 'approved');
@@ -635,6 +649,15 @@ export async function reconcilePayment(
   });
   for (const notice of notices) deps.onAlert?.(notice);
   return result;
+}
+
+/** Whether the reconciler ever sent this payment again: phase 1 counts the first send, each resend one more. */
+async function wasResubmitted(client: Queryable, paymentId: string): Promise<boolean> {
+  const { rows } = await client.query<{ resent: boolean }>(
+    'SELECT submit_attempts > 1 AS resent FROM payments WHERE id = $1',
+    [paymentId],
+  );
+  return rows[0]?.resent ?? false;
 }
 
 /**

@@ -17,13 +17,21 @@
  *   answers Stripe's 409 "another in-progress request" (Stripe emulator);
  * - http_500: answer the provider's 500 error body without acting (nothing charged);
  * - http_429: answer the provider's rate-limit error (with Retry-After when `retryAfterSeconds`) without acting;
+ * - stale_search (Stripe): its search answers as if recent objects were not indexed yet (an empty
+ *   result), as Stripe's search documents it may for a while after a write;
  * - timeout_after_charge: act (the charge or refund is made and recorded in the ledger), then never
  *   answer, or answer only after `hangMs`, so the client times out while the money moved. This is the
  *   hardest case: the client must ask the provider before it retries, or it pays twice.
  */
 import type { LedgerProvider } from './ledger.js';
 
-export type FaultKind = 'latency' | 'slow_processing' | 'http_500' | 'http_429' | 'timeout_after_charge';
+export type FaultKind =
+  | 'latency'
+  | 'slow_processing'
+  | 'http_500'
+  | 'http_429'
+  | 'stale_search'
+  | 'timeout_after_charge';
 
 export interface Fault {
   kind: FaultKind;
@@ -87,11 +95,13 @@ export function parseFaultHeader(value: string): Fault {
       const retryAfter = params.map((p) => p.split('=')).find(([k]) => k?.trim() === 'retry_after');
       return { kind: 'http_429', retryAfterSeconds: number(retryAfter?.[1], 'retry_after') };
     }
+    case 'stale_search':
+      return { kind: 'stale_search' };
     case 'timeout_after_charge':
       return { kind: 'timeout_after_charge', hangMs: number(arg, 'timeout_after_charge') };
     default:
       throw new Error(
-        `${FAULT_HEADER}: unknown fault "${value}"; use latency=MS, slow_processing=MS, 500, 429[;retry_after=S] or timeout_after_charge[=MS]`,
+        `${FAULT_HEADER}: unknown fault "${value}"; use latency=MS, slow_processing=MS, 500, 429[;retry_after=S], stale_search or timeout_after_charge[=MS]`,
       );
   }
 }

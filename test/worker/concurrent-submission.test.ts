@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createGateways } from '../../src/gateways/index.js';
 import type { EngineDeps } from '../../src/payments/context.js';
 import { type ApprovalRequired, type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
-import { createWorker, DEFAULT_LEASE_MS } from '../../src/worker/index.js';
+import { createWorker, DEFAULT_LEASE_MS, MAX_SUBMIT_ATTEMPTS } from '../../src/worker/index.js';
 import { deferred } from '../support/deferred.js';
 import { createFixture, type Fixture, instantSleep } from '../support/fixture.js';
 
@@ -94,6 +94,63 @@ describe('a payment sent again while its first request is still in progress at S
     // The deferred check, when it comes, finds the payment paid and sends nothing.
     const check = new Date(Date.now() + 24 * 3600_000);
     expect((await createWorker(f.deps, { clock: () => check }).runOnce()).errors).toBe(0);
+    expect(f.sandbox.ledger.charges(paymentId)).toHaveLength(1);
+  });
+
+  it("on the worker's last send too: Stripe's 409 leaves the outcome unknown, never failed; one charge", async () => {
+    await f.addInvoice('INV-409-LAST', 616_00);
+    const args = { invoice: 'INV-409-LAST', amount: '616.00', currency: 'USD', method: 'stripe' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
+    const token = await f.approveAs(f.admin, ask.approval_id);
+    const patient: EngineDeps = {
+      ...f.deps,
+      gateway: createGateways(
+        { stripe: {}, paypal: { environment: 'sandbox' } },
+        {
+          sandbox: { stripeUrl: f.sandbox.stripeUrl, paypalUrl: f.sandbox.paypalUrl },
+          sleep: instantSleep,
+          timeoutMs: 10 * 60_000,
+        },
+      ),
+    };
+    const released = deferred();
+    const firedBefore = f.sandbox.faults.fired('stripe').length;
+    f.sandbox.faults.next('stripe', {
+      kind: 'slow_processing',
+      until: released.promise,
+      match: { method: 'POST', path: '/v1/payment_intents' },
+    });
+    const call = payInvoice(patient, { agentKey: f.agentKey }, { ...args, approval_token: token });
+    await expect
+      .poll(() => f.sandbox.faults.fired('stripe').length, { timeout: 10_000 })
+      .toBe(firedBefore + 1);
+    const { rows } = await f.t.db.withSystem((c) =>
+      c.query<{ id: string }>(
+        "SELECT p.id FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.number = 'INV-409-LAST'",
+      ),
+    );
+    const paymentId = rows[0]!.id;
+    // The worker's next send is the last it may make.
+    await f.t.db.withSystem((c) =>
+      c.query('UPDATE payments SET submit_attempts = $2 WHERE id = $1', [paymentId, MAX_SUBMIT_ATTEMPTS - 1]),
+    );
+
+    const later = new Date(Date.now() + DEFAULT_LEASE_MS + 10 * 60_000);
+    const pass = await createWorker(f.deps, { clock: () => later, random: () => 0 }).runOnce();
+    expect(pass.errors).toBe(0);
+    expect(
+      f.sandbox.stripe.requests().filter((r) => r.idempotencyKey === `pay:${paymentId}` && r.status === 409),
+    ).not.toHaveLength(0);
+    const { rows: during } = await f.t.db.withSystem((c) =>
+      c.query<{ status: string; invoice: string }>(
+        `SELECT p.status, i.status AS invoice FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE p.id = $1`,
+        [paymentId],
+      ),
+    );
+    expect(during[0]).toEqual({ status: 'processing', invoice: 'processing' });
+
+    released.resolve();
+    expect(await call).toMatchObject({ success: true, status: 'paid', payment_id: paymentId });
     expect(f.sandbox.ledger.charges(paymentId)).toHaveLength(1);
   });
 });

@@ -5,7 +5,8 @@
  * payment, and asking again can never change that: such a payment stayed processing for good, its
  * invoice blocked and the approved payment never made, its schedule marked executed. The reconciler now
  * sends it again under its own payment id (the same idempotency key, so a request that did arrive is
- * replayed, not made twice), or past the resubmit window fails it as not_submitted for a human.
+ * replayed, not made twice); past the resubmit window it stays processing with a critical alert for a
+ * human (it may have reached the provider: failing it would let its invoice be paid twice).
  *
  * Real processes: `paygate worker --once` against a listener that resets every connection (the
  * provider down), then `paygate worker --once` against the sandbox; the sandbox ledger is the judge.
@@ -108,25 +109,23 @@ describe('a payment sent while its provider was down', () => {
     60_000,
   );
 
-  it('found only after the resubmit window: failed as not_submitted with an alert, its schedule failed, nothing charged', async () => {
+  it('found only after the resubmit window: neither failed nor sent again (it may have reached Stripe); one critical alert', async () => {
     const scheduledId = await payWhileDown('DOWN-LATE', 'stripe');
     const late = new Date(Date.now() + RESUBMIT_WINDOW_MS + 10 * 60_000);
     const pass = await createWorker(f.deps, { clock: () => late }).runOnce();
     expect(pass.errors).toBe(0);
-    const failed = await state(scheduledId);
-    expect(failed).toMatchObject({
-      status: 'failed',
-      failure_code: 'not_submitted',
-      schedule: 'failed',
-      invoice: 'approved',
-    });
-    expect(f.sandbox.ledger.charges(failed.id)).toHaveLength(0);
+    // Its call got no answer: a "no record" cannot tell a request that never arrived from a charge the
+    // search has not shown yet, and failing it would put the invoice up for payment again.
+    const held = await state(scheduledId);
+    expect(held).toMatchObject({ status: 'processing', schedule: 'running', invoice: 'processing' });
+    expect(f.sandbox.ledger.charges(held.id)).toHaveLength(0);
     const { rows: alerts } = await f.t.db.withSystem((c) =>
       c.query<{ kind: string }>('SELECT kind FROM alerts WHERE payment_id = $1 ORDER BY created_at', [
-        failed.id,
+        held.id,
       ]),
     );
-    expect(alerts.map((a) => a.kind)).toContain('payment_not_submitted');
+    expect(alerts.map((a) => a.kind)).toContain('payment_outcome_unverifiable');
+    expect(alerts.map((a) => a.kind)).not.toContain('payment_not_submitted');
   }, 60_000);
 
   it('paypal, first asked after PayPal stops finding orders by our request id: neither failed nor sent again; one critical alert', async () => {

@@ -13,7 +13,8 @@
  *                           looks; retrying the same call replays the same answer (Stripe stores it
  *                           under our idempotency key).
  *   rate_limited            429 (retryable)
- *   api_error               5xx and other Stripe-side errors, 409 key-in-use (retryable)
+ *   api_error               5xx and other Stripe-side errors (retryable); 409 key-in-use also
+ *                           outcomeUnknown: when retries run out it is recorded as unknown, never failed
  *   network_timeout         no answer: Stripe may or may not have acted (outcome unknown)
  *   configuration_error     bad key, missing permission, a request Stripe refuses as malformed, or
  *                           an idempotency key reused with other parameters (a bug of ours)
@@ -201,6 +202,12 @@ export function mapStripeError(error: StripeErrorLike): GatewayError {
       ...(retryHint !== undefined && code !== 'network_timeout' ? { retryable: retryHint } : {}),
     });
 
+  // 409: another request with this idempotency key is still being processed at Stripe (ours, sent again
+  // while the first had not answered). That one may yet charge, so this is never a failure: retried, and
+  // when the retries run out the outcome is unknown, for the reconciler to ask (whatever class
+  // stripe-node gives it: the body's type has been idempotency_error and invalid_request_error).
+  if (error.statusCode === 409)
+    return make('api_error', 'idempotency_key_in_use', { retryable: true, outcomeUnknown: true });
   switch (error.type) {
     case 'StripeCardError':
       return make(classifyDecline(error.code, error.decline_code), error.decline_code ?? error.code, {

@@ -750,6 +750,15 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
       );
     }
 
+    if (fault?.kind === 'stale_search' && path.endsWith('/search')) {
+      return send(
+        res,
+        200,
+        { object: 'search_result', data: [], has_more: false, next_page: null, url: path },
+        baseHeaders,
+      );
+    }
+
     const params: Record<string, unknown> =
       method === 'GET' ? qs.parse(url.search.slice(1), parseOptions) : qs.parse(rawBody, parseOptions);
     const idempotencyHeader = req.headers['idempotency-key'];
