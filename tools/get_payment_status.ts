@@ -7,7 +7,7 @@ export const getPaymentStatusTool = defineTool({
   config: {
     title: 'Payment status',
     description:
-      "Where a payment stands: by payment (our payment_id or the provider's reference) or by invoice number. Returns the payment's fields, its history, refunds, and on failure the reason and next step. refresh: true asks the provider about a payment still processing and about its pending refunds (it never pays or refunds again).",
+      "Where a payment stands: by payment (our payment_id or the provider's reference) or by invoice number (its latest payment or schedule); give one of them, not both. Returns the payment's fields, its history, refunds, and on failure the reason and next step. refresh: true asks the provider about a payment still processing and about its pending refunds (it never pays or refunds again).",
     inputSchema: {
       payment: z.string().optional().describe("payment_id or the provider's reference"),
       invoice: z.string().optional().describe('invoice number, e.g. INV-2025-001'),

@@ -14,8 +14,9 @@
  * Each notification of change (addenda 98) becomes a pending correction of the vendor's bank details
  * (src/ach/corrections.ts); nothing changes until an admin approves it.
  *
- * The whole file is applied in one transaction, and every return and correction is recorded once, so
- * importing the same file twice changes nothing the second time. Importing needs an admin: a forged
+ * The whole file is applied in one transaction, and every return (matched in ach_returns, unmatched in
+ * ach_unmatched_returns) and correction is recorded once, so importing the same file twice changes
+ * nothing the second time: no second alert either. Importing needs an admin: a forged
  * return would fail (and reschedule) a payment that in truth reached the vendor.
  */
 import { createHash } from 'node:crypto';
@@ -123,6 +124,26 @@ async function applyReturn(
   }
   const paymentId = await paymentByTrace(client, r.originalTraceNumber);
   if (!paymentId) {
+    // Recorded once, as a matched return is in ach_returns: the same return imported again (a retry
+    // after a timeout, a second operator) is a duplicate and raises no second alert (migration 023).
+    const recorded = await client.query(
+      `INSERT INTO ach_unmatched_returns (tenant_id, return_code, original_trace_number, return_trace_number,
+                                         amount_minor, source_file, source_sha256, imported_by)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+       ON CONFLICT (tenant_id, original_trace_number, return_code, return_trace_number) DO NOTHING`,
+      [
+        tenantId,
+        r.returnCode,
+        r.originalTraceNumber,
+        r.traceNumber,
+        r.amountMinor,
+        source.file,
+        source.sha256,
+        actor.email,
+      ],
+    );
+    const unmatched = { ...base, payment_id: null, invoice_number: null };
+    if (recorded.rowCount === 0) return { ...unmatched, outcome: 'duplicate' };
     const message = `ACH return ${r.returnCode} in ${source.file} (line ${r.line}) names trace ${r.originalTraceNumber}, which matches no payment of this tenant`;
     await appendAudit(client, {
       tenantId,
@@ -139,7 +160,7 @@ async function applyReturn(
       nextStep: 'check with the bank which originator the entry belongs to; nothing was changed',
       severity: 'warning',
     });
-    return { ...base, payment_id: null, invoice_number: null, outcome: 'unmatched' };
+    return { ...unmatched, outcome: 'unmatched' };
   }
   const payment = (await getPayment(client, paymentId))!;
   const outcome: 'failed' | 'after_settlement' | 'already_failed' =

@@ -16,6 +16,32 @@ const STATUSES: readonly ApprovalStatus[] = ['pending', 'approved', 'rejected', 
 const ALERT_STATUSES: readonly string[] = ['open', 'resolved'];
 
 /**
+ * Listings show the newest rows up to a limit (payments 200, alerts 500, as before; `--limit` up to
+ * MAX_LIST_LIMIT). A list cut short says so on stderr, never on stdout: a finance user must not take a
+ * partial list for the whole, and the --json array other programs parse keeps its shape.
+ */
+const MAX_LIST_LIMIT = 10_000;
+
+function listLimit(value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > MAX_LIST_LIMIT)
+    throw new UsageError(`--limit "${value}" must be a whole number from 1 to ${MAX_LIST_LIMIT}`);
+  return n;
+}
+
+/** Rows were fetched with one more than `limit`; keep `limit` of them and say on stderr if more exist. */
+function cutToLimit<T>(rows: T[], limit: number, what: string): T[] {
+  if (rows.length <= limit) return rows;
+  process.stderr.write(
+    limit < MAX_LIST_LIMIT
+      ? `paygate: showing the newest ${limit} ${what}; there are more: use --limit N (up to ${MAX_LIST_LIMIT}) to see more\n`
+      : `paygate: showing the newest ${limit} ${what}; there are more than ${MAX_LIST_LIMIT}, the most --limit shows\n`,
+  );
+  return rows.slice(0, limit);
+}
+
+/**
  * The human behind `--as`, proven by their personal access token. An agent with a shell can type any
  * email address, so the email only has to agree with the token; it never stands alone.
  */
@@ -150,9 +176,15 @@ export function registerApprovalCommands(program: Command, run: Run): void {
   payments
     .command('list')
     .requiredOption('--tenant <slug>')
-    .action((o: { tenant: string }) =>
+    .option('--limit <n>', `the newest N payments (default 200, at most ${MAX_LIST_LIMIT})`)
+    .action((o: { tenant: string; limit?: string }) =>
       run(async (ctx) => {
-        const rows = (await ctx.readTenant(o.tenant, (c) => listPayments(c))).map(paymentJson);
+        const limit = listLimit(o.limit, 200);
+        const rows = cutToLimit(
+          await ctx.readTenant(o.tenant, (c) => listPayments(c, limit + 1)),
+          limit,
+          'payments',
+        ).map(paymentJson);
         ctx.print(rows, () =>
           table(rows, [
             'payment_id',
@@ -204,11 +236,17 @@ export function registerApprovalCommands(program: Command, run: Run): void {
     .command('list')
     .requiredOption('--tenant <slug>')
     .option('--status <status>', ALERT_STATUSES.join('|'))
-    .action((o: { tenant: string; status?: string }) =>
+    .option('--limit <n>', `the newest N alerts (default 500, at most ${MAX_LIST_LIMIT})`)
+    .action((o: { tenant: string; status?: string; limit?: string }) =>
       run(async (ctx) => {
         if (o.status !== undefined && !ALERT_STATUSES.includes(o.status))
           throw new UsageError(`--status "${o.status}" is not one of ${ALERT_STATUSES.join(', ')}`);
-        const rows = await ctx.readTenant(o.tenant, (c) => listAlerts(c, { status: o.status }));
+        const limit = listLimit(o.limit, 500);
+        const rows = cutToLimit(
+          await ctx.readTenant(o.tenant, (c) => listAlerts(c, { status: o.status, limit: limit + 1 })),
+          limit,
+          'alerts',
+        );
         ctx.print(rows, () =>
           rows.length === 0
             ? '(no alerts)'

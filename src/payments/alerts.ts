@@ -131,7 +131,7 @@ export interface AlertView {
 
 export async function listAlerts(
   client: Queryable,
-  filter: { paymentId?: string; status?: string } = {},
+  filter: { paymentId?: string; status?: string; limit?: number } = {},
 ): Promise<AlertView[]> {
   const { rows } = await client.query<{
     id: string;
@@ -147,8 +147,8 @@ export async function listAlerts(
     created_at: Date;
   }>(
     `SELECT id, kind, severity, code, message, next_step, payment_id, refund_id, status, analysis, created_at FROM alerts
-     WHERE ($1::uuid IS NULL OR payment_id = $1) AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC LIMIT 500`,
-    [filter.paymentId ?? null, filter.status ?? null],
+     WHERE ($1::uuid IS NULL OR payment_id = $1) AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC LIMIT $3`,
+    [filter.paymentId ?? null, filter.status ?? null, filter.limit ?? 500],
   );
   return rows.map((r) => ({
     alert_id: r.id,

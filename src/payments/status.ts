@@ -79,6 +79,16 @@ export async function getPaymentStatus(deps: EngineDeps, caller: Caller, input: 
   return recordRun(deps, caller, 'get_payment_status', async () => {
     if (!input.payment && !input.invoice)
       throw new UsageError('give either payment (id or provider reference) or invoice (number)');
+    // Both: refused, even where they agree. Answering for one and ignoring the other could tell an
+    // agent about a payment other than the one it meant; and by invoice means "the invoice's latest
+    // payment or schedule", by payment "this payment", which need not be the same. Refusing on the
+    // input alone (no lookup) makes the answer the same whatever the data says.
+    if (input.payment && input.invoice)
+      throw new UsageError(
+        'give payment or invoice, not both: get_payment_status answers for one of them',
+        'invalid_input',
+        'call again with only payment (a payment_id or provider reference) for that payment, or only invoice (an invoice number) for the latest payment or schedule of that invoice',
+      );
     const tenantId = caller.agentKey.tenantId;
     const located = await deps.db.withTenant(tenantId, async (client) => {
       if (input.payment) return { payment: await findPayment(client, input.payment), invoice: null };

@@ -140,13 +140,33 @@ describe('paygate ach (CLI)', () => {
     );
     expect(again.returns.map((r) => [r.return_code, r.outcome])).toEqual([
       ['R01', 'duplicate'],
-      ['R03', 'unmatched'],
+      ['R03', 'duplicate'],
     ]);
     const p = await f.t.db.withTenant(f.tenant.id, (c) => getPayment(c, ids[0]!));
     expect(p).toMatchObject({ status: 'failed', failureProviderCode: 'R01' });
     const noToken = await cli.cli(['ach', 'import-returns', file]);
     expect(noToken.code).toBe(1);
     expect(noToken.stderr).toMatch(/personal access token/);
+  });
+
+  it('importing the same return file again raises no new ach_return_unmatched alert and changes nothing', async () => {
+    // Imported twice above; a third time (an operator retrying after a timeout) must change nothing.
+    const file = refPath('test/testdata/return-WEB.ach');
+    const listUnmatched = async () =>
+      (
+        await cli.json<{ kind: string; message: string }[]>(['alerts', 'list', '--tenant', 'acme'], admin)
+      ).filter((a) => a.kind === 'ach_return_unmatched');
+    const before = await listUnmatched();
+    expect(before).toHaveLength(1);
+    expect(before[0]!.message).toMatch(/R03 .* names trace 091400600000003/);
+    const third = await cli.json<{
+      returns: { return_code: string; outcome: string; payment_id: string | null }[];
+    }>(['ach', 'import-returns', file, '--tenant', 'acme'], admin);
+    expect(third.returns.map((r) => [r.return_code, r.outcome, r.payment_id])).toEqual([
+      ['R01', 'duplicate', ids[0]],
+      ['R03', 'duplicate', null],
+    ]);
+    expect(await listUnmatched()).toEqual(before);
   });
 
   it('import-returns of an invalid file: exit 1, FILE:LINE: reason, nothing applied', async () => {

@@ -204,6 +204,25 @@ describe('MCP over Streamable HTTP', () => {
     ).toBe('not_cancellable');
   });
 
+  it('get_payment_status given both payment and invoice is invalid_input, even where they agree', async () => {
+    const paid = ok<{ payment_id: string }>(
+      await client.callTool({ name: 'get_payment_status', arguments: { invoice: 'INV-H-001' } }),
+    );
+    // Disagreeing (INV-H-002 has no payment) and agreeing (the payment is INV-H-001's): the same refusal,
+    // never the status of one of them with the other ignored.
+    for (const invoice of ['INV-H-002', 'INV-H-001']) {
+      const error = failed(
+        await client.callTool({
+          name: 'get_payment_status',
+          arguments: { payment: paid.payment_id, invoice },
+        }),
+      );
+      expect(error).toMatchObject({ code: 'invalid_input', retryable: false });
+      expect(error.message).toMatch(/payment or invoice, not both/);
+      expect(error.next_step).toMatch(/only payment .* or only invoice/);
+    }
+  });
+
   it('reads: invoices and payment methods of the tenant', async () => {
     const { invoices } = ok<{ invoices: { invoice_number: string; status: string; amount: string }[] }>(
       await client.callTool({ name: 'list_invoices', arguments: {} }),
