@@ -193,11 +193,28 @@ export interface NewPayment {
   approvedBy: string[];
 }
 
+/**
+ * How long a payment whose phase 1 just committed is left to the process calling its provider before the
+ * reconciler first looks at it (its `next_check_at`), pay-now and scheduled alike: longer than that call
+ * takes at the gateways' default timeouts (three attempts, a lookup after each timeout: about four
+ * minutes at worst, with PayPal's 30 s), so the reconciler does not ask about, let alone send again, a
+ * payment whose own call is still running. A process that died in phase 2 leaves its payment found then;
+ * a call that outlasts it overlaps a re-send under the same key, which the provider deduplicates. Phase 3
+ * moves the check as its answer requires (a timeout or a settling payment: FIRST_CHECK_DELAY_S; a
+ * deferral: the retry's delay).
+ */
+export const FIRST_CHECK_AFTER_START_MS = 5 * 60_000;
+
+/**
+ * Phase 1's payment row: `processing` at recovery point `started`. Its first submission is counted here
+ * (`submit_attempts` 1), as a scheduled payment's is, because phase 2 sends it next: the reconciler's
+ * re-sends then make at most MAX_SUBMIT_ATTEMPTS sends in all (src/worker/index.ts).
+ */
 export async function insertPayment(client: Queryable, p: NewPayment): Promise<void> {
   await client.query(
     `INSERT INTO payments (id, tenant_id, invoice_id, agent_key_id, approval_id, scheduled_payment_id, amount_minor, currency, rail,
-                           provider, payment_method_id, confirmation_number, approved_by)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+                           provider, payment_method_id, confirmation_number, approved_by, submit_attempts, next_check_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, now() + make_interval(secs => $14))`,
     [
       p.id,
       p.tenantId,
@@ -212,6 +229,7 @@ export async function insertPayment(client: Queryable, p: NewPayment): Promise<v
       p.paymentMethodId,
       newConfirmationNumber(),
       p.approvedBy,
+      FIRST_CHECK_AFTER_START_MS / 1000,
     ],
   );
 }

@@ -4,12 +4,13 @@
  *
  * phase 1, one transaction: the schedules that are plainly ready (still `scheduled`, invoice
  *   `scheduled`, payment method active) are locked; each gets its payment inserted `processing` at
- *   recovery point `started` with `next_check_at` one lease ahead, its schedule moved to `running`, its
- *   invoice to `processing`, and a `payment.started` audit entry. Exactly once: the payment is inserted
- *   in the transaction that moves its schedule from `scheduled` to `running` under the schedule's row
- *   lock, so a schedule gets at most one payment per run; a `running` schedule is never started again,
- *   its payment is resolved by reconciliation (`reconcilePayment`), which asks the provider and at most
- *   re-sends the same payment id. A crash after phase 1 leaves payments the reconciler finds one lease on.
+ *   recovery point `started` with its first check FIRST_CHECK_AFTER_START_MS ahead, its schedule moved
+ *   to `running`, its invoice to `processing`, and a `payment.started` audit entry. Exactly once: the
+ *   payment is inserted in the transaction that moves its schedule from `scheduled` to `running` under
+ *   the schedule's row lock, so a schedule gets at most one payment per run; a `running` schedule is
+ *   never started again, its payment is resolved by reconciliation (`reconcilePayment`), which asks the
+ *   provider and at most re-sends the same payment id. A crash after phase 1 leaves payments the
+ *   reconciler finds at that first check.
  * phase 2: each payment is sent to its provider on its own, a bounded number in flight, each with its
  *   own idempotency key (derived from its payment id).
  * phase 3, one transaction: the payments the provider says succeeded are recorded succeeded, their
@@ -31,7 +32,7 @@ import { createAlert, ruleFor } from './alerts.js';
 import type { EngineDeps, FailureNotice } from './context.js';
 import { crashPoint } from './crash-points.js';
 import { transitionInvoice, transitionInvoices } from './invoices.js';
-import { newConfirmationNumber, type Payment } from './payments.js';
+import { FIRST_CHECK_AFTER_START_MS, newConfirmationNumber, type Payment } from './payments.js';
 import {
   callProvider,
   executeSubmission,
@@ -40,9 +41,6 @@ import {
   recordProviderAnswer,
   type Submission,
 } from './phases.js';
-
-/** How long a payment started by the worker is left alone before the reconciler looks at it. */
-const SCHEDULED_PAYMENT_LEASE_MS = 5 * 60_000;
 
 /** Provider calls of one batch in flight at once: enough to hide the provider's latency, few enough not to flood it. */
 const DEFAULT_CALLS_IN_FLIGHT = 16;
@@ -181,7 +179,7 @@ async function startReadySchedules(
 
 /**
  * One payment per schedule, `processing` at recovery point `started` like a pay-now payment
- * (insertPayment), with its first submission counted and due for the reconciler one lease ahead.
+ * (insertPayment), with its first submission counted and its first check FIRST_CHECK_AFTER_START_MS ahead.
  */
 async function insertPaymentsFromSchedules(
   client: Queryable,
@@ -201,7 +199,7 @@ async function insertPaymentsFromSchedules(
       pairs.map((p) => p.scheduledId),
       pairs.map((p) => p.paymentId),
       pairs.map(() => newConfirmationNumber()),
-      SCHEDULED_PAYMENT_LEASE_MS / 1000,
+      FIRST_CHECK_AFTER_START_MS / 1000,
     ],
   );
 }

@@ -11,8 +11,9 @@
  *    moves its schedule to `running`, the provider calls run a bounded number at a time, and one
  *    phase-3 transaction records the successes; anything unusual takes executeScheduledPayment's
  *    per-payment path. A worker that dies after the claim leaves only a lease, which runs out; one that
- *    dies after phase 1 leaves `processing` payments whose `next_check_at` is the lease, found by
- *    step 2. Nothing is ever started twice.
+ *    dies after phase 1 leaves `processing` payments whose `next_check_at` is their first check
+ *    (FIRST_CHECK_AFTER_START_MS, as for a pay-now payment), found by step 2. Nothing is ever started
+ *    twice.
  * 2. `processing` payments whose `next_check_at` is due (a crash between phases, a timeout, ACH
  *    settling, a deferred retry): claimed the same way, each resolved by `reconcilePayment`, which asks
  *    the provider and, only when the provider has no record of it, re-sends the same payment id (same
@@ -45,7 +46,10 @@ import { checkPendingRefund, REFUND_PENDING_TOO_LONG } from '../payments/refund.
 import { executeScheduledBatch, settleSchedule } from '../payments/scheduled.js';
 import type { Runtime } from '../runtime.js';
 
-/** Submissions of one payment to its provider, first one included, all with the same idempotency key. */
+/**
+ * Submissions of one payment to its provider, first one included, all with the same idempotency key:
+ * phase 1 counts the first (`submit_attempts` 1, pay-now and scheduled alike), each re-send one more.
+ */
 export const MAX_SUBMIT_ATTEMPTS = 3;
 /** A payment older than this is never re-sent: only asked about (provider keys are kept 24 h or more). */
 export const RESUBMIT_WINDOW_MS = 60 * 60_000;
@@ -242,9 +246,10 @@ export function createWorker(runtimeOrDeps: Runtime | EngineDeps, options: Worke
   }
 
   /**
-   * Processing payments due a check (or, with no check set, untouched for a lease: a pay-now crash). A
-   * NACHA payment past phase 1 is not one: it is queued for or sent in a file, there is no provider to
-   * ask, and it ends by settlement or a return file; only one stopped at `started` needs recovering.
+   * Processing payments due a check. Phase 1 gives every payment its first check; one with none (a
+   * pay-now payment written before it did so) is due once untouched for a lease. A NACHA payment past
+   * phase 1 is not one: it is queued for or sent in a file, there is no provider to ask, and it ends by
+   * settlement or a return file; only one stopped at `started` needs recovering.
    */
   function claimPayments(
     now: Date,

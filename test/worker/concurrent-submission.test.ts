@@ -1,7 +1,7 @@
 /**
- * The reconciler and a live call sending the same payment at once. A pay-now payment has no check set;
- * the reconciler takes it once it is untouched for a lease, which a call still waiting on a slow Stripe
- * can outlast (each attempt may wait 20 s, three attempts, a check after each timeout). The reconciler
+ * The reconciler and a live call sending the same payment at once. A pay-now payment's first check is
+ * FIRST_CHECK_AFTER_START_MS after phase 1, as a scheduled one's; a call still waiting on a Stripe slow
+ * enough can outlast it, and the reconciler then takes the payment as it would a crashed one. The reconciler
  * finds nothing yet (Stripe has not finished the PaymentIntent) and sends the payment again under the
  * same idempotency key; Stripe answers 409, another request with this key in progress. That says the
  * payment is being made, not that it failed: stripe-node raises it as a StripeAPIError (by status), our
@@ -15,7 +15,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createGateways } from '../../src/gateways/index.js';
 import type { EngineDeps } from '../../src/payments/context.js';
 import { type ApprovalRequired, type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
-import { createWorker, DEFAULT_LEASE_MS, MAX_SUBMIT_ATTEMPTS } from '../../src/worker/index.js';
+import { FIRST_CHECK_AFTER_START_MS } from '../../src/payments/payments.js';
+import { createWorker, MAX_SUBMIT_ATTEMPTS } from '../../src/worker/index.js';
 import { deferred } from '../support/deferred.js';
 import { createFixture, type Fixture, instantSleep } from '../support/fixture.js';
 
@@ -57,8 +58,8 @@ describe('a payment sent again while its first request is still in progress at S
     const { rows } = await f.t.db.withSystem((c) => c.query<{ id: string }>('SELECT id FROM payments'));
     const paymentId = rows[0]!.id;
 
-    // A worker whose clock is past the lease: the pay-now payment, untouched that long, is its to check.
-    const later = new Date(Date.now() + DEFAULT_LEASE_MS + 60_000);
+    // A worker whose clock is past the payment's first check: the call still running is as a crashed one.
+    const later = new Date(Date.now() + FIRST_CHECK_AFTER_START_MS + 60_000);
     const pass = await createWorker(f.deps, { clock: () => later, random: () => 0 }).runOnce();
     expect(pass.errors).toBe(0);
     // The worker's resend met the first request in progress: Stripe's 409, not a second PaymentIntent.
@@ -135,7 +136,7 @@ describe('a payment sent again while its first request is still in progress at S
       c.query('UPDATE payments SET submit_attempts = $2 WHERE id = $1', [paymentId, MAX_SUBMIT_ATTEMPTS - 1]),
     );
 
-    const later = new Date(Date.now() + DEFAULT_LEASE_MS + 10 * 60_000);
+    const later = new Date(Date.now() + FIRST_CHECK_AFTER_START_MS + 10 * 60_000);
     const pass = await createWorker(f.deps, { clock: () => later, random: () => 0 }).runOnce();
     expect(pass.errors).toBe(0);
     expect(

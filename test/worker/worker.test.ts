@@ -11,7 +11,7 @@ import { formatAmount } from '../../src/money.js';
 import { nextBusinessDay, todayIn } from '../../src/payments/calendar.js';
 import { transitionInvoice } from '../../src/payments/invoices.js';
 import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
-import { insertPayment } from '../../src/payments/payments.js';
+import { FIRST_CHECK_AFTER_START_MS, insertPayment } from '../../src/payments/payments.js';
 import { refundPayment } from '../../src/payments/refund.js';
 import { createWorker, retryDelayMs } from '../../src/worker/index.js';
 import { deferred } from '../support/deferred.js';
@@ -265,8 +265,8 @@ describe('worker', () => {
       { invoice: 'NOW-001', amount: '55.00', currency: 'USD', method: 'stripe' },
     )) as { approval_id: string };
     await f.approveAs(f.admin, ask.approval_id);
-    // What pay_invoice's phase 1 commits before the provider is called (a pay-now payment has no
-    // next_check_at), left as a process killed right after it would leave it, three minutes ago.
+    // What pay_invoice's phase 1 commits before the provider is called (insertPayment: its first check
+    // FIRST_CHECK_AFTER_START_MS ahead), left as a process killed right after it would leave it.
     const paymentId = randomUUID();
     await f.t.db.withTenant(f.tenant.id, async (c) => {
       const { rows } = await c.query<{ id: string; method: string }>(
@@ -288,12 +288,9 @@ describe('worker', () => {
       });
       await transitionInvoice(c, rows[0]!.id, 'approved', 'processing');
     });
-    // Its process may still be working on it: left alone for a lease.
+    // Its process may still be working on it: left alone until its first check.
     expect((await createWorker(f.deps).runOnce()).reconciled.checked).toBe(0);
-    await f.t.db.withSystem((c) =>
-      c.query("UPDATE payments SET updated_at = now() - interval '3 minutes' WHERE id = $1", [paymentId]),
-    );
-    const pass = await createWorker(f.deps).runOnce();
+    const pass = await createWorker(f.deps, { clock: later(FIRST_CHECK_AFTER_START_MS + MINUTE) }).runOnce();
     expect(pass.reconciled).toMatchObject({ checked: 1, succeeded: 1 });
     expect(f.sandbox.ledger.charges(paymentId)).toHaveLength(1);
     expect(f.sandbox.ledger.charges(paymentId)[0]!.idempotencyKey).toContain(paymentId);
