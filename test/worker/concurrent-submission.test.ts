@@ -13,6 +13,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createGateways } from '../../src/gateways/index.js';
+import { formatAmount } from '../../src/money.js';
 import type { EngineDeps } from '../../src/payments/context.js';
 import { type ApprovalRequired, type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { FIRST_CHECK_AFTER_START_MS } from '../../src/payments/payments.js';
@@ -28,13 +29,15 @@ describe('a payment sent again while its first request is still in progress at S
   });
   afterAll(async () => f?.close());
 
-  it('is left processing for a later check, never failed; the first request charges it, exactly once', async () => {
-    await f.addInvoice('INV-409', 615_00);
-    const args = { invoice: 'INV-409', amount: '615.00', currency: 'USD', method: 'stripe' };
+  /**
+   * An approved pay_invoice of `invoice` whose request Stripe holds in progress, its key taken, until
+   * `released` settles; the call's process waits long enough for a slow Stripe.
+   */
+  async function heldAtStripe(invoice: string, amountMinor: number) {
+    await f.addInvoice(invoice, amountMinor);
+    const args = { invoice, amount: formatAmount(amountMinor, 'USD'), currency: 'USD', method: 'stripe' };
     const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
     const token = await f.approveAs(f.admin, ask.approval_id);
-
-    // The agent's call: a process whose Stripe client waits long enough for a slow Stripe.
     const patient: EngineDeps = {
       ...f.deps,
       gateway: createGateways(
@@ -47,6 +50,7 @@ describe('a payment sent again while its first request is still in progress at S
       ),
     };
     const released = deferred();
+    const firedBefore = f.sandbox.faults.fired('stripe').length;
     f.sandbox.faults.next('stripe', {
       kind: 'slow_processing',
       until: released.promise,
@@ -54,9 +58,20 @@ describe('a payment sent again while its first request is still in progress at S
     });
     const call = payInvoice(patient, { agentKey: f.agentKey }, { ...args, approval_token: token });
     // Stripe has the request (the fault fired): the payment is committed and its key taken.
-    await expect.poll(() => f.sandbox.faults.fired('stripe').length, { timeout: 10_000 }).toBe(1);
-    const { rows } = await f.t.db.withSystem((c) => c.query<{ id: string }>('SELECT id FROM payments'));
-    const paymentId = rows[0]!.id;
+    await expect
+      .poll(() => f.sandbox.faults.fired('stripe').length, { timeout: 10_000 })
+      .toBe(firedBefore + 1);
+    const { rows } = await f.t.db.withSystem((c) =>
+      c.query<{ id: string }>(
+        'SELECT p.id FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.number = $1',
+        [invoice],
+      ),
+    );
+    return { paymentId: rows[0]!.id, released, call };
+  }
+
+  it('is left processing for a later check, never failed; the first request charges it, exactly once', async () => {
+    const { paymentId, released, call } = await heldAtStripe('INV-409', 615_00);
 
     // A worker whose clock is past the payment's first check: the call still running is as a crashed one.
     const later = new Date(Date.now() + FIRST_CHECK_AFTER_START_MS + 60_000);
@@ -99,38 +114,7 @@ describe('a payment sent again while its first request is still in progress at S
   });
 
   it("on the worker's last send too: Stripe's 409 leaves the outcome unknown, never failed; one charge", async () => {
-    await f.addInvoice('INV-409-LAST', 616_00);
-    const args = { invoice: 'INV-409-LAST', amount: '616.00', currency: 'USD', method: 'stripe' };
-    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
-    const token = await f.approveAs(f.admin, ask.approval_id);
-    const patient: EngineDeps = {
-      ...f.deps,
-      gateway: createGateways(
-        { stripe: {}, paypal: { environment: 'sandbox' } },
-        {
-          sandbox: { stripeUrl: f.sandbox.stripeUrl, paypalUrl: f.sandbox.paypalUrl },
-          sleep: instantSleep,
-          timeoutMs: 10 * 60_000,
-        },
-      ),
-    };
-    const released = deferred();
-    const firedBefore = f.sandbox.faults.fired('stripe').length;
-    f.sandbox.faults.next('stripe', {
-      kind: 'slow_processing',
-      until: released.promise,
-      match: { method: 'POST', path: '/v1/payment_intents' },
-    });
-    const call = payInvoice(patient, { agentKey: f.agentKey }, { ...args, approval_token: token });
-    await expect
-      .poll(() => f.sandbox.faults.fired('stripe').length, { timeout: 10_000 })
-      .toBe(firedBefore + 1);
-    const { rows } = await f.t.db.withSystem((c) =>
-      c.query<{ id: string }>(
-        "SELECT p.id FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.number = 'INV-409-LAST'",
-      ),
-    );
-    const paymentId = rows[0]!.id;
+    const { paymentId, released, call } = await heldAtStripe('INV-409-LAST', 616_00);
     // The worker's next send is the last it may make.
     await f.t.db.withSystem((c) =>
       c.query('UPDATE payments SET submit_attempts = $2 WHERE id = $1', [paymentId, MAX_SUBMIT_ATTEMPTS - 1]),
