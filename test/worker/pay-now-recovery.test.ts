@@ -14,6 +14,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createGateways } from '../../src/gateways/index.js';
 import { DEFAULT_MAX_ATTEMPTS } from '../../src/gateways/retry.js';
+import { formatAmount } from '../../src/money.js';
 import type { EngineDeps } from '../../src/payments/context.js';
 import { type ApprovalRequired, type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { createWorker, DEFAULT_LEASE_MS, MAX_SUBMIT_ATTEMPTS } from '../../src/worker/index.js';
@@ -33,9 +34,9 @@ describe('a pay-now payment left to the worker', () => {
   });
   afterAll(async () => f?.close());
 
-  async function approvedPayCall(invoice: string, amount: string) {
-    await f.addInvoice(invoice, Math.round(Number(amount) * 100));
-    const args = { invoice, amount, currency: 'USD', method: 'stripe' };
+  async function approvedPayCall(invoice: string, amountMinor: number) {
+    await f.addInvoice(invoice, amountMinor);
+    const args = { invoice, amount: formatAmount(amountMinor, 'USD'), currency: 'USD', method: 'stripe' };
     const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
     expect(ask.status).toBe('approval_required');
     return { ...args, approval_token: await f.approveAs(f.admin, ask.approval_id) };
@@ -76,7 +77,7 @@ describe('a pay-now payment left to the worker', () => {
           const answer = (await payInvoice(
             f.deps,
             { agentKey: f.agentKey },
-            await approvedPayCall('NOW-FAILING', '61.00'),
+            await approvedPayCall('NOW-FAILING', 61_00),
           )) as PaymentConfirmation;
           // The call's own send failed and Stripe has no record of it: left for the worker to send again.
           expect(answer).toMatchObject({ success: true, status: 'processing' });
@@ -131,7 +132,7 @@ describe('a pay-now payment left to the worker', () => {
   );
 
   it('pay-now: a payment still in its own provider call is not checked before its first check, and is after', async () => {
-    const input = await approvedPayCall('NOW-SLOW', '63.00');
+    const input = await approvedPayCall('NOW-SLOW', 63_00);
     // The agent's process: its Stripe client waits as long as a slow Stripe takes.
     const patient: EngineDeps = {
       ...f.deps,
