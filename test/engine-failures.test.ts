@@ -184,6 +184,98 @@ describe('failures follow the rules', () => {
     expect(base.sandbox.ledger.charges(paymentId)).toHaveLength(1);
   });
 
+  /** A card payment Stripe charged whose answer was lost, and asking at once failed too: processing, no reference. */
+  async function chargedUnanswered() {
+    base.sandbox.faults.next('stripe', {
+      kind: 'timeout_after_charge',
+      times: 1,
+      match: { method: 'POST', path: '/v1/payment_intents' },
+    });
+    base.sandbox.faults.next('stripe', {
+      kind: 'http_500',
+      times: 1,
+      match: { method: 'GET', path: '/v1/payment_intents/search' },
+    });
+    const { f, result } = await attempt('pm_card_visa');
+    const paymentId =
+      (result as { payment_id?: string }).payment_id ?? (result as PaymentFailedError).payment.payment_id;
+    expect(base.sandbox.ledger.charges(paymentId)).toHaveLength(1);
+    const row = async () =>
+      (
+        await f.t.db.withSystem((c) =>
+          c.query<{ status: string; next_check_at: Date | null }>(
+            'SELECT status, next_check_at FROM payments WHERE id = $1',
+            [paymentId],
+          ),
+        )
+      ).rows[0]!;
+    const alerts = async () =>
+      (
+        await f.t.db.withSystem((c) =>
+          c.query<{ kind: string }>('SELECT kind FROM alerts WHERE payment_id = $1', [paymentId]),
+        )
+      ).rows.map((a) => a.kind);
+    const staleSearch = (times: number) =>
+      base.sandbox.faults.next('stripe', {
+        kind: 'stale_search',
+        times,
+        match: { method: 'GET', path: '/v1/payment_intents/search' },
+      });
+    return { f, paymentId, row, alerts, staleSearch };
+  }
+
+  const resubmit = { maxAttempts: MAX_SUBMIT_ATTEMPTS, withinMs: RESUBMIT_WINDOW_MS };
+
+  it("the worker's last send failing on Stripe's side after an unanswered one: unknown, never failed", async () => {
+    const { f, paymentId, row, alerts, staleSearch } = await chargedUnanswered();
+    await f.t.db.withSystem((c) =>
+      c.query('UPDATE payments SET submit_attempts = $2 WHERE id = $1', [paymentId, MAX_SUBMIT_ATTEMPTS - 1]),
+    );
+    // The last send meets Stripe failing (every retry of it), and the search has not caught up.
+    staleSearch(2);
+    base.sandbox.faults.next('stripe', {
+      kind: 'http_500',
+      times: 3,
+      match: { method: 'POST', path: '/v1/payment_intents' },
+    });
+    const later = new Date(Date.now() + 10 * 60_000);
+    const held = await reconcilePayment(f.deps, f.tenant.id, paymentId, { now: later, resubmit });
+    expect(held.status).toBe('processing');
+    expect((await row()).status).toBe('processing');
+    // The next look (the search caught up) records the one charge.
+    await reconcilePayment(f.deps, f.tenant.id, paymentId, { now: later, resubmit });
+    expect((await row()).status).toBe('succeeded');
+    expect(await alerts()).not.toContain('payment_retry');
+    expect(base.sandbox.ledger.charges(paymentId)).toHaveLength(1);
+  });
+
+  it('a payment the worker sent again, found with no record past the window: held with one alert, not not_submitted', async () => {
+    const { f, paymentId, row, alerts, staleSearch } = await chargedUnanswered();
+    // A resend whose process died mid-call leaves it at `started`, sent twice.
+    await f.t.db.withSystem((c) =>
+      c.query("UPDATE payments SET recovery_point = 'started', submit_attempts = 2 WHERE id = $1", [
+        paymentId,
+      ]),
+    );
+    staleSearch(1);
+    const late = new Date(Date.now() + RESUBMIT_WINDOW_MS + 10 * 60_000);
+    await reconcilePayment(f.deps, f.tenant.id, paymentId, { now: late, resubmit });
+    expect((await row()).status).toBe('processing');
+    expect(await alerts()).toContain('payment_outcome_unverifiable');
+    expect(await alerts()).not.toContain('payment_not_submitted');
+  });
+
+  it("an agent's status refresh never pushes back the worker's next check", async () => {
+    const { f, paymentId, row, staleSearch } = await chargedUnanswered();
+    await f.t.db.withSystem((c) =>
+      c.query("UPDATE payments SET next_check_at = now() + interval '1 minute' WHERE id = $1", [paymentId]),
+    );
+    const due = (await row()).next_check_at!;
+    staleSearch(1);
+    await reconcilePayment(f.deps, f.tenant.id, paymentId);
+    expect((await row()).next_check_at!.getTime()).toBeLessThanOrEqual(due.getTime());
+  });
+
   it('a success the provider reports after we recorded a failure is never ignored', async () => {
     const { f, result } = await attempt('pm_card_visa_chargeDeclined');
     const paymentId = (result as PaymentFailedError).payment.payment_id;

@@ -51,6 +51,12 @@ export interface ExecuteOptions {
    * failure is recorded.
    */
   retryLaterMs?: number | null;
+  /**
+   * An earlier send of this payment got no answer (it was at `provider_called` with no reference): it may
+   * already have been made. A retryable failure with no record at the provider on this send is then
+   * recorded as an unknown outcome, never as failed: the provider's lookup can lag behind that charge.
+   */
+  mayAlreadyBeMade?: boolean;
 }
 
 /**
@@ -199,13 +205,16 @@ export async function recordProviderAnswer(
   // A retryable failure with no record at the provider is not a final "failed": the provider's search
   // can lag behind a charge that did happen. The payment stays processing and the worker sends it again
   // later under the same idempotency key (the provider acts at most once), asking first.
-  if (
-    options.retryLaterMs !== null &&
-    !outcome &&
-    failure &&
-    (failure.code === 'api_error' || failure.code === 'rate_limited')
-  ) {
+  const retryable = failure && (failure.code === 'api_error' || failure.code === 'rate_limited');
+  if (options.retryLaterMs !== null && !outcome && retryable) {
     return deferRetry(deps, tenantId, paymentId, failure, options.retryLaterMs ?? RETRY_BASE_DELAY_MS);
+  }
+  if (!outcome && retryable && options.mayAlreadyBeMade) {
+    const unknown = new GatewayError('network_timeout', failure.message, failure.provider, {
+      ...failure.details,
+      outcomeUnknown: true,
+    });
+    return recordOutcome(deps, tenantId, paymentId, outcome, unknown);
   }
   return recordOutcome(deps, tenantId, paymentId, outcome, failure);
 }
@@ -499,8 +508,8 @@ export async function reconcilePayment(
     if (!(error instanceof GatewayError)) throw error;
     await deps.db.withTenant(tenantId, (client) =>
       client.query(
-        'UPDATE payments SET attempts = attempts + 1, next_check_at = now() + make_interval(secs => $2) WHERE id = $1',
-        [paymentId, nextCheckDelaySeconds(payment, now.getTime())],
+        `UPDATE payments SET attempts = attempts + 1, next_check_at = ${NEXT_CHECK} WHERE id = $1`,
+        [paymentId, nextCheckDelaySeconds(payment, now.getTime()), options.resubmit !== undefined],
       ),
     );
     return payment;
@@ -530,11 +539,14 @@ export async function reconcilePayment(
   if (!outcome && resubmit && unsent && noRecordConclusive && age < resubmit.withinMs) {
     const submission = await deps.db.withTenant(tenantId, async (client) => {
       // Back to `started`: the send below is phase 2 again, and a crash during it is recovered as one.
-      const { rows } = await client.query<{ submit_attempts: number }>(
-        `UPDATE payments SET submit_attempts = submit_attempts + 1, recovery_point = 'started', updated_at = now()
-         WHERE id = $1 AND status = 'processing' AND submit_attempts < $2
-           AND (recovery_point = 'started' OR (recovery_point = 'provider_called' AND provider_reference IS NULL))
-         RETURNING submit_attempts`,
+      // The recovery point it had: a send that got no answer may already have been made.
+      const { rows } = await client.query<{ submit_attempts: number; was: string }>(
+        `WITH before AS (SELECT id, recovery_point FROM payments WHERE id = $1 FOR UPDATE)
+         UPDATE payments p SET submit_attempts = p.submit_attempts + 1, recovery_point = 'started', updated_at = now()
+           FROM before
+          WHERE p.id = before.id AND p.status = 'processing' AND p.submit_attempts < $2
+            AND (p.recovery_point = 'started' OR (p.recovery_point = 'provider_called' AND p.provider_reference IS NULL))
+         RETURNING p.submit_attempts, before.recovery_point AS was`,
         [paymentId, resubmit.maxAttempts],
       );
       if (!rows[0]) return null;
@@ -546,14 +558,15 @@ export async function reconcilePayment(
         subjectId: paymentId,
         details: { submission: rows[0].submit_attempts, note: 'the provider had no record of it' },
       });
-      return rows[0].submit_attempts;
+      return { submission: rows[0].submit_attempts, mayAlreadyBeMade: rows[0].was !== 'started' };
     });
     if (submission !== null) {
       return executePayment(deps, tenantId, paymentId, {
         retryLaterMs:
-          submission < resubmit.maxAttempts && resubmit.retryLaterMs
-            ? resubmit.retryLaterMs(submission)
+          submission.submission < resubmit.maxAttempts && resubmit.retryLaterMs
+            ? resubmit.retryLaterMs(submission.submission)
             : null,
+        mayAlreadyBeMade: submission.mayAlreadyBeMade,
       });
     }
   }
@@ -586,7 +599,7 @@ export async function reconcilePayment(
     // Within the window and its attempts the worker sends it again instead (above); a status refresh
     // only asks.
     const unverifiable =
-      doubtful && (!noRecordConclusive || (mayHaveBeenMade && options.resubmit !== undefined));
+      doubtful && options.resubmit !== undefined && (!noRecordConclusive || mayHaveBeenMade);
     if (unverifiable) {
       const kind = 'payment_outcome_unverifiable';
       const alerted = await client.query('SELECT 1 FROM alerts WHERE payment_id = $1 AND kind = $2', [
@@ -609,16 +622,18 @@ export async function reconcilePayment(
         });
         notices.push({ tenantId, alertId, code: 'outcome_unverifiable', message, paymentId });
       }
-    } else if (doubtful && !mayHaveBeenMade) {
+    } else if (doubtful && noRecordConclusive && !mayHaveBeenMade) {
       const failure = {
         code: 'not_submitted' as const,
         message: 'the payment never reached the provider (the process stopped before the call)',
       };
-      await client.query(
+      const { rowCount } = await client.query(
         `UPDATE payments SET status = 'failed', recovery_point = 'finished', failure_code = $2, failure_message = $3, next_check_at = NULL, updated_at = now()
-          WHERE id = $1 AND status = 'processing'`,
+          WHERE id = $1 AND status = 'processing' AND recovery_point = 'started' AND submit_attempts <= 1`,
         [paymentId, failure.code, failure.message],
       );
+      // Moved on since it was read (a webhook, another process): nothing to fail.
+      if (!rowCount) return (await getPayment(client, paymentId))!;
       await transitionInvoice(client, payment.invoiceId, 'processing', 'approved');
       await appendAudit(client, {
         tenantId,
@@ -641,15 +656,28 @@ export async function reconcilePayment(
       return (await getPayment(client, paymentId))!;
     }
     await client.query(
-      `UPDATE payments SET attempts = attempts + 1, provider_reference = COALESCE(provider_reference, $3),
-              next_check_at = now() + make_interval(secs => $2), updated_at = now() WHERE id = $1`,
-      [paymentId, nextCheckDelaySeconds(payment, now.getTime()), outcome?.providerReference ?? null],
+      `UPDATE payments SET attempts = attempts + 1, provider_reference = COALESCE(provider_reference, $4),
+              next_check_at = ${NEXT_CHECK}, updated_at = now() WHERE id = $1`,
+      [
+        paymentId,
+        nextCheckDelaySeconds(payment, now.getTime()),
+        options.resubmit !== undefined,
+        outcome?.providerReference ?? null,
+      ],
     );
     return (await getPayment(client, paymentId))!;
   });
   for (const notice of notices) deps.onAlert?.(notice);
   return result;
 }
+
+/**
+ * The next check after one that changed nothing ($2 seconds on, $3 whether the worker asked). A status
+ * refresh (an agent's `refresh: true`) only brings it nearer: asking every few minutes must not keep
+ * pushing back the worker's next send of a payment it deferred.
+ */
+const NEXT_CHECK =
+  'CASE WHEN $3::boolean THEN now() + make_interval(secs => $2) ELSE LEAST(next_check_at, now() + make_interval(secs => $2)) END';
 
 /** Whether the reconciler ever sent this payment again: phase 1 counts the first send, each resend one more. */
 async function wasResubmitted(client: Queryable, paymentId: string): Promise<boolean> {

@@ -406,8 +406,14 @@ export function mapPaypalError(error: unknown, operation: string): GatewayError 
       });
     }
     if (status >= 500) return new GatewayError('api_error', message, 'paypal', { ...base, retryable: true });
-    // 409: "a previous call for the given resource is in progress": the same key will settle it.
-    if (status === 409) return new GatewayError('api_error', message, 'paypal', { ...base, retryable: true });
+    // 409: "a previous call for the given resource is in progress": the same key will settle it, and
+    // that call may yet capture, so when retries run out the outcome is unknown, never a failure.
+    if (status === 409)
+      return new GatewayError('api_error', message, 'paypal', {
+        ...base,
+        retryable: true,
+        outcomeUnknown: true,
+      });
     if (status === 403) {
       return new GatewayError('configuration_error', message, 'paypal', { ...base, retryable: false });
     }
