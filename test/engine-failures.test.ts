@@ -142,48 +142,6 @@ describe('failures follow the rules', () => {
     expect(status).toMatchObject({ status: 'paid' });
   });
 
-  it('a charge whose answers were lost, past the sends the worker may make, is never failed on a search that has not indexed it yet', async () => {
-    // The charge is made and its answer lost; asking right away fails too: the outcome is unknown.
-    base.sandbox.faults.next('stripe', {
-      kind: 'timeout_after_charge',
-      times: 1,
-      match: { method: 'POST', path: '/v1/payment_intents' },
-    });
-    base.sandbox.faults.next('stripe', {
-      kind: 'http_500',
-      times: 1,
-      match: { method: 'GET', path: '/v1/payment_intents/search' },
-    });
-    const { f, result } = await attempt('pm_card_visa');
-    const paymentId =
-      (result as { payment_id?: string }).payment_id ?? (result as PaymentFailedError).payment.payment_id;
-    expect(base.sandbox.ledger.charges(paymentId)).toHaveLength(1);
-    // The worker has sent it as often as it may; Stripe's search does not show it yet.
-    await f.t.db.withSystem((c) =>
-      c.query('UPDATE payments SET submit_attempts = $2 WHERE id = $1', [paymentId, MAX_SUBMIT_ATTEMPTS]),
-    );
-    base.sandbox.faults.next('stripe', {
-      kind: 'stale_search',
-      times: 1,
-      match: { method: 'GET', path: '/v1/payment_intents/search' },
-    });
-    const later = new Date(Date.now() + 10 * 60_000);
-    const resubmit = { maxAttempts: MAX_SUBMIT_ATTEMPTS, withinMs: RESUBMIT_WINDOW_MS };
-    const held = await reconcilePayment(f.deps, f.tenant.id, paymentId, { now: later, resubmit });
-    expect(held.status).toBe('processing');
-    const alerts = await f.t.db.withTenant(f.tenant.id, async (c) =>
-      (
-        await c.query<{ kind: string }>('SELECT kind FROM alerts WHERE payment_id = $1', [paymentId])
-      ).rows.map((a) => a.kind),
-    );
-    expect(alerts).toContain('payment_outcome_unverifiable');
-    expect(alerts).not.toContain('payment_not_submitted');
-    // Once the search shows it, the next look records what Stripe did: the one charge.
-    const found = await reconcilePayment(f.deps, f.tenant.id, paymentId, { now: later, resubmit });
-    expect(found.status).toBe('succeeded');
-    expect(base.sandbox.ledger.charges(paymentId)).toHaveLength(1);
-  });
-
   /** A card payment Stripe charged whose answer was lost, and asking at once failed too: processing, no reference. */
   async function chargedUnanswered() {
     base.sandbox.faults.next('stripe', {
@@ -225,6 +183,24 @@ describe('failures follow the rules', () => {
   }
 
   const resubmit = { maxAttempts: MAX_SUBMIT_ATTEMPTS, withinMs: RESUBMIT_WINDOW_MS };
+
+  it('a charge whose answers were lost, past the sends the worker may make, is never failed on a search that has not indexed it yet', async () => {
+    const { f, paymentId, alerts, staleSearch } = await chargedUnanswered();
+    // The worker has sent it as often as it may; Stripe's search does not show it yet.
+    await f.t.db.withSystem((c) =>
+      c.query('UPDATE payments SET submit_attempts = $2 WHERE id = $1', [paymentId, MAX_SUBMIT_ATTEMPTS]),
+    );
+    staleSearch(1);
+    const later = new Date(Date.now() + 10 * 60_000);
+    const held = await reconcilePayment(f.deps, f.tenant.id, paymentId, { now: later, resubmit });
+    expect(held.status).toBe('processing');
+    expect(await alerts()).toContain('payment_outcome_unverifiable');
+    expect(await alerts()).not.toContain('payment_not_submitted');
+    // Once the search shows it, the next look records what Stripe did: the one charge.
+    const found = await reconcilePayment(f.deps, f.tenant.id, paymentId, { now: later, resubmit });
+    expect(found.status).toBe('succeeded');
+    expect(base.sandbox.ledger.charges(paymentId)).toHaveLength(1);
+  });
 
   it("the worker's last send failing on Stripe's side after an unanswered one: unknown, never failed", async () => {
     const { f, paymentId, row, alerts, staleSearch } = await chargedUnanswered();

@@ -15,10 +15,12 @@ const CANDIDATES = [/(?:\d[ -]?){12,18}\d/g, /(?:\d{4,6}[^A-Za-z0-9]{1,3}){2,4}\
  * its ASCII digit. Unicode assigns decimal digits only in runs of ten, 0 to 9 in order, so a digit's
  * value is its distance from the start of its run (runs that touch are still ten each, hence mod 10).
  */
+const DECIMAL_DIGIT = /\p{Nd}/u;
+
 function asciiDigit(digit: string): string {
   const code = digit.codePointAt(0)!;
   let start = code;
-  while (/\p{Nd}/u.test(String.fromCodePoint(start - 1))) start--;
+  while (DECIMAL_DIGIT.test(String.fromCodePoint(start - 1))) start--;
   return String((code - start) % 10);
 }
 

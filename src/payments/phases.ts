@@ -598,9 +598,7 @@ export async function reconcilePayment(
       doubtful && (payment.recoveryPoint !== 'started' || (await wasResubmitted(client, paymentId)));
     // Within the window and its attempts the worker sends it again instead (above); a status refresh
     // only asks.
-    const unverifiable =
-      doubtful && options.resubmit !== undefined && (!noRecordConclusive || mayHaveBeenMade);
-    if (unverifiable) {
+    if (doubtful && resubmit && (!noRecordConclusive || mayHaveBeenMade)) {
       const kind = 'payment_outcome_unverifiable';
       const alerted = await client.query('SELECT 1 FROM alerts WHERE payment_id = $1 AND kind = $2', [
         paymentId,
@@ -608,7 +606,7 @@ export async function reconcilePayment(
       ]);
       if (!alerted.rowCount) {
         const why = noRecordConclusive
-          ? `its calls got no answer and ${payment.provider} shows no record of it, which its lookup cannot yet prove; paygate sends a payment at most ${options.resubmit?.maxAttempts ?? 'a few'} times and within an hour`
+          ? `its calls got no answer and ${payment.provider} shows no record of it, which its lookup cannot yet prove; paygate sends a payment at most ${resubmit.maxAttempts} times and within ${resubmit.withinMs / 60_000} minutes`
           : `it was first asked about after ${payment.provider} stops finding payments by our id`;
         const message = `whether payment ${payment.confirmationNumber} (invoice ${payment.invoiceNumber}, ${formatMoney(payment.amountMinor, payment.currency)}) was made cannot be told from here: ${why}`;
         const alertId = await createAlert(client, {
@@ -695,10 +693,11 @@ async function wasResubmitted(client: Queryable, paymentId: string): Promise<boo
  * `provider_called` with no reference. When the provider then has no record of it, asking again can never
  * resolve it: before this, such a payment stayed processing for good (its invoice blocked, its schedule
  * never paid). It is sent again under its own payment id, hence the same idempotency key (a request that
- * did arrive is replayed, not made twice), within the resubmit window; past it, failed as not_submitted.
- * A NACHA payment is never one: its phase 2 only queues it, with a reference.
+ * did arrive is replayed, not made twice), within the resubmit window; past it, reconcilePayment decides
+ * (not_submitted only if it was never sent again and its one send never answered). A NACHA payment is
+ * never one: its phase 2 only queues it, with a reference.
  */
-export function neverReachedProvider(
+function neverReachedProvider(
   payment: Pick<Payment, 'provider' | 'recoveryPoint' | 'providerReference'>,
 ): boolean {
   if (payment.recoveryPoint === 'started') return true;

@@ -38,6 +38,25 @@ export interface Fixture {
 
 export const instantSleep = async () => {};
 
+function sandboxGateways(sandbox: Sandbox, timeoutMs: number) {
+  return createGateways(
+    { stripe: {}, paypal: { environment: 'sandbox' } },
+    {
+      sandbox: { stripeUrl: sandbox.stripeUrl, paypalUrl: sandbox.paypalUrl },
+      sleep: instantSleep,
+      timeoutMs,
+    },
+  );
+}
+
+/**
+ * The fixture's engine in a process whose provider clients wait as long as a slow provider takes (the
+ * fixture's own give up after 2 s): for a call held in flight inside the sandbox while a test works.
+ */
+export function patientDeps(f: Fixture): EngineDeps {
+  return { ...f.deps, gateway: sandboxGateways(f.sandbox, 30 * 60_000) };
+}
+
 export async function createFixture(
   options: { slug?: string; dualAbove?: number; t?: TestDatabase; sandbox?: Sandbox } = {},
 ): Promise<Fixture> {
@@ -46,14 +65,7 @@ export async function createFixture(
   const alerts: { alertId: string; code: string }[] = [];
   const deps: EngineDeps = {
     db: t.db,
-    gateway: createGateways(
-      { stripe: {}, paypal: { environment: 'sandbox' } },
-      {
-        sandbox: { stripeUrl: sandbox.stripeUrl, paypalUrl: sandbox.paypalUrl },
-        sleep: instantSleep,
-        timeoutMs: 2_000,
-      },
-    ),
+    gateway: sandboxGateways(sandbox, 2_000),
     publicUrl: 'http://127.0.0.1:8787',
     onAlert: (n) => alerts.push({ alertId: n.alertId, code: n.code }),
   };

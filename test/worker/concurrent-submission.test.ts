@@ -12,14 +12,12 @@
  * the test), so the overlap is certain, not a timing race; the sandbox ledger judges what was charged.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createGateways } from '../../src/gateways/index.js';
 import { formatAmount } from '../../src/money.js';
-import type { EngineDeps } from '../../src/payments/context.js';
 import { type ApprovalRequired, type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { FIRST_CHECK_AFTER_START_MS } from '../../src/payments/payments.js';
 import { createWorker, MAX_SUBMIT_ATTEMPTS } from '../../src/worker/index.js';
 import { deferred } from '../support/deferred.js';
-import { createFixture, type Fixture, instantSleep } from '../support/fixture.js';
+import { createFixture, type Fixture, patientDeps } from '../support/fixture.js';
 
 describe('a payment sent again while its first request is still in progress at Stripe', () => {
   let f: Fixture;
@@ -38,17 +36,6 @@ describe('a payment sent again while its first request is still in progress at S
     const args = { invoice, amount: formatAmount(amountMinor, 'USD'), currency: 'USD', method: 'stripe' };
     const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
     const token = await f.approveAs(f.admin, ask.approval_id);
-    const patient: EngineDeps = {
-      ...f.deps,
-      gateway: createGateways(
-        { stripe: {}, paypal: { environment: 'sandbox' } },
-        {
-          sandbox: { stripeUrl: f.sandbox.stripeUrl, paypalUrl: f.sandbox.paypalUrl },
-          sleep: instantSleep,
-          timeoutMs: 10 * 60_000,
-        },
-      ),
-    };
     const released = deferred();
     const firedBefore = f.sandbox.faults.fired('stripe').length;
     f.sandbox.faults.next('stripe', {
@@ -56,7 +43,7 @@ describe('a payment sent again while its first request is still in progress at S
       until: released.promise,
       match: { method: 'POST', path: '/v1/payment_intents' },
     });
-    const call = payInvoice(patient, { agentKey: f.agentKey }, { ...args, approval_token: token });
+    const call = payInvoice(patientDeps(f), { agentKey: f.agentKey }, { ...args, approval_token: token });
     // Stripe has the request (the fault fired): the payment is committed and its key taken.
     await expect
       .poll(() => f.sandbox.faults.fired('stripe').length, { timeout: 10_000 })

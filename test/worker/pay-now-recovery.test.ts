@@ -12,14 +12,12 @@
  * judge what the provider received and charged.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createGateways } from '../../src/gateways/index.js';
 import { DEFAULT_MAX_ATTEMPTS } from '../../src/gateways/retry.js';
 import { formatAmount } from '../../src/money.js';
-import type { EngineDeps } from '../../src/payments/context.js';
 import { type ApprovalRequired, type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { createWorker, DEFAULT_LEASE_MS, MAX_SUBMIT_ATTEMPTS } from '../../src/worker/index.js';
 import { deferred } from '../support/deferred.js';
-import { createFixture, type Fixture, instantSleep } from '../support/fixture.js';
+import { createFixture, type Fixture, patientDeps } from '../support/fixture.js';
 import { scheduleApproved } from './support.js';
 
 const MINUTE = 60_000;
@@ -134,17 +132,7 @@ describe('a pay-now payment left to the worker', () => {
   it('pay-now: a payment still in its own provider call is not checked before its first check, and is after', async () => {
     const input = await approvedPayCall('NOW-SLOW', 63_00);
     // The agent's process: its Stripe client waits as long as a slow Stripe takes.
-    const patient: EngineDeps = {
-      ...f.deps,
-      gateway: createGateways(
-        { stripe: {}, paypal: { environment: 'sandbox' } },
-        {
-          sandbox: { stripeUrl: f.sandbox.stripeUrl, paypalUrl: f.sandbox.paypalUrl },
-          sleep: instantSleep,
-          timeoutMs: 30 * MINUTE,
-        },
-      ),
-    };
+    const patient = patientDeps(f);
     // Stripe holds the create, its key taken, until the test releases it: the call is in flight for
     // exactly as long as the test needs.
     const released = deferred();
