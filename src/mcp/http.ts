@@ -1,7 +1,8 @@
 /**
  * Streamable HTTP at /mcp, for `paygate serve`: the agent key as a Bearer token on every request,
  * Host and Origin checked against loopback and PAYGATE_PUBLIC_URL (DNS-rebinding protection), and one
- * McpServer per session, bound to the agent key that opened it.
+ * McpServer per session, bound to the agent key that opened it. A session answers each request with an
+ * event stream only when its client can take a URL elicitation, and with plain JSON otherwise.
  */
 import { randomUUID } from 'node:crypto';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
@@ -59,6 +60,17 @@ function bearerOf(req: Request): string | undefined {
   const header = req.headers.authorization;
   const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
   return match?.[1];
+}
+
+/**
+ * Whether the client's initialize declares URL elicitation: the only case in which the server sends
+ * anything in the middle of a call (the elicitation and the progress notifications of the wait; see
+ * server.ts). Every other session is answered with plain JSON, which costs both sides less per call
+ * than an event stream; a stream would carry nothing but the answer.
+ */
+function declaresUrlElicitation(initialize: unknown): boolean {
+  const params = (initialize as { params?: { capabilities?: { elicitation?: { url?: unknown } } } }).params;
+  return params?.capabilities?.elicitation?.url !== undefined;
 }
 
 export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOptions = {}): McpHttpHandler {
@@ -136,6 +148,7 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
     const server = createMcpServer(runtime, caller, options);
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
+      enableJsonResponse: !declaresUrlElicitation(req.body),
       onsessioninitialized: (id) => {
         sessions.set(id, {
           transport,

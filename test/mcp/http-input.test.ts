@@ -59,7 +59,7 @@ describe('MCP Streamable HTTP', () => {
     ...extra,
   });
 
-  async function initialize(key: string): Promise<string> {
+  async function initialize(key: string, capabilities: object = {}): Promise<string> {
     const r = await fetch(url, {
       method: 'POST',
       headers: headers(key),
@@ -67,7 +67,7 @@ describe('MCP Streamable HTTP', () => {
         jsonrpc: '2.0',
         id: 1,
         method: 'initialize',
-        params: { protocolVersion: PROTOCOL, capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
+        params: { protocolVersion: PROTOCOL, capabilities, clientInfo: { name: 'raw', version: '1' } },
       }),
     });
     expect(r.status).toBe(200);
@@ -81,6 +81,39 @@ describe('MCP Streamable HTTP', () => {
     });
     return id!;
   }
+
+  it('answers a session that cannot take URL elicitation with plain JSON, and one that can with an event stream', async () => {
+    // Only a client declaring URL elicitation is ever sent anything in the middle of a call (the
+    // elicitation and its progress notifications); every other session needs no stream per request.
+    const call = async (capabilities: object) => {
+      const id = await initialize(f.agentKeySecret, capabilities);
+      const r = await fetch(url, {
+        method: 'POST',
+        headers: headers(f.agentKeySecret, { 'mcp-session-id': id, 'mcp-protocol-version': PROTOCOL }),
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 2,
+          method: 'tools/call',
+          params: { name: 'list_invoices', arguments: {} },
+        }),
+      });
+      return { type: r.headers.get('content-type'), body: await r.text() };
+    };
+    const plain = await call({});
+    expect(plain.type).toMatch(/^application\/json/);
+    expect(JSON.parse(plain.body)).toMatchObject({
+      jsonrpc: '2.0',
+      id: 2,
+      result: { structuredContent: { invoices: expect.any(Array) } },
+    });
+    expect(plain.body).toContain('INV-M3-1');
+    const streamed = await call({ elicitation: { url: {} } });
+    expect(streamed.type).toMatch(/^text\/event-stream/);
+    expect(streamed.body).toMatch(/^event: message\ndata: \{"result":/m);
+    expect(streamed.body).toContain('INV-M3-1');
+    // A form-only elicitation client is never sent a URL elicitation either.
+    expect((await call({ elicitation: { form: {} } })).type).toMatch(/^application\/json/);
+  });
 
   it('malformed JSON is a JSON-RPC parse error (-32700), with no stack trace or file path', async () => {
     const r = await fetch(url, {
