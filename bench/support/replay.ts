@@ -1,11 +1,12 @@
 /**
- * The bare-SQL baseline of one payment: the statements the engine ran for one captured payment (BEGIN
- * and COMMIT included, in the same transactions, and a statement run in autocommit in autocommit, on a
- * pool that connects as paygate_app like the engine's), replayed with `pg` for another payment. The ids that differ between payments (invoice,
- * approval, token hash, payment, confirmation number, provider reference, the call's agent_runs id and
- * its key's rate-limit lock) are substituted, also inside
- * the audit entries' content (the database chains them, so every replayed entry really lands). No
- * provider call, no validation, no JSON shaping: only the SQL.
+ * The bare-SQL baseline of one payment: the statements captured for one payment (the engine's, and in
+ * the pay bench also the server's key check and webhook store), BEGIN and COMMIT included, in the same
+ * transactions, and a statement run in autocommit in autocommit, on a pool that connects as paygate_app
+ * like the engine's, replayed with `pg` for another payment. The ids that differ between payments
+ * (invoice, approval, token hash, payment, confirmation number, provider reference, the call's
+ * agent_runs id and its key's rate-limit lock, the key's hash, the provider's event id) are substituted,
+ * also inside the audit entries' and the event's content (the database chains the entries, so every
+ * replayed entry really lands). No provider call, no validation, no JSON shaping: only the SQL.
  */
 import type pg from 'pg';
 import { advisoryLockKey } from '../../src/db/pool.js';
@@ -38,6 +39,10 @@ export interface PaymentIdentity {
   agentKeyId: string;
   paymentMethodId: string;
   counterpartyId: string;
+  /** The agent key's hash, which the server's per-request key check looks up (when it is replayed). */
+  agentKeyHash?: Buffer;
+  /** The provider's event confirming the payment, which the server's sidecar stores (when replayed). */
+  eventId?: string;
 }
 
 export function paymentIdentity(p: PaymentIdentity): Identity {
@@ -56,8 +61,9 @@ export function paymentIdentity(p: PaymentIdentity): Identity {
       runId: p.runId,
       // The lock that queues one agent key's admissions (src/payments/agent-runs.ts).
       rateLimitLock: advisoryLockKey(`rate-limit:${p.agentKeyId}`),
+      ...(p.eventId ? { eventId: p.eventId } : {}),
     },
-    buffers: { tokenHash: p.tokenHash },
+    buffers: { tokenHash: p.tokenHash, ...(p.agentKeyHash ? { agentKeyHash: p.agentKeyHash } : {}) },
   };
 }
 
