@@ -8,7 +8,6 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import express from 'express';
 import { createMcpHttpHandler } from '../src/mcp/http.js';
 import { startRuntime } from '../src/runtime.js';
 import { createSidecarApp } from '../src/sidecar/app.js';
@@ -45,10 +44,10 @@ runtime.db.pool.on('acquire', (client) => {
   };
 });
 const mcp = createMcpHttpHandler(runtime);
-const app = express();
-app.use(mcp.router);
-app.use(createSidecarApp(runtime));
-handler = app;
+const app = createSidecarApp(runtime);
+handler = (req, res) => {
+  if (!mcp.handle(req, res)) app(req, res);
+};
 process.stdout.write(`listening ${url}\n`);
 
 process.once('SIGTERM', async () => {

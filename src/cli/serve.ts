@@ -45,19 +45,13 @@ export interface ServeHandle {
 
 export async function startServe(options: ServeOptions = {}): Promise<ServeHandle> {
   // Loaded before the port is taken, so a load that fails exits rather than holding the port.
-  const [
-    { default: express },
-    { createMcpHttpHandler },
-    { startRuntime },
-    { createSidecarApp },
-    { createWorker },
-  ] = await Promise.all([
-    import('express'),
-    import('../mcp/http.js'),
-    import('../runtime.js'),
-    sidecarModule(),
-    import('../worker/index.js'),
-  ]);
+  const [{ createMcpHttpHandler }, { startRuntime }, { createSidecarApp }, { createWorker }] =
+    await Promise.all([
+      import('../mcp/http.js'),
+      import('../runtime.js'),
+      sidecarModule(),
+      import('../worker/index.js'),
+    ]);
   const host = options.host ?? '127.0.0.1';
   // Until the app exists every request gets a 503 rather than a hang.
   let handler: http.RequestListener = (_req, res) => {
@@ -91,12 +85,10 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     secureCookies: runtime.config.publicUrl ? new URL(runtime.config.publicUrl).protocol === 'https:' : false,
   });
   const mcp = createMcpHttpHandler(runtime);
-  // The MCP router answers /mcp only; everything else falls through to the sidecar.
-  const root = express();
-  root.disable('x-powered-by');
-  root.use(mcp.router);
-  root.use(app);
-  handler = root;
+  // /mcp is answered without Express (see McpHttpHandler.handle); everything else goes to the sidecar.
+  handler = (req, res) => {
+    if (!mcp.handle(req, res)) app(req, res);
+  };
   // The worker shares this process's runtime; claims are leased in the database, so any number of
   // serve and worker processes can run against one PostgreSQL.
   const stopWorker = new AbortController();

@@ -5,9 +5,10 @@
  * event stream only when its client can take a URL elicitation, and with plain JSON otherwise.
  */
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
-import express, { type NextFunction, type Request, type Response, type Router } from 'express';
+import express from 'express';
 import { authenticateAgent } from '../directory/agent-keys.js';
 import { RefusedError, requestErrorStatus } from '../errors.js';
 import type { Caller } from '../payments/context.js';
@@ -27,8 +28,16 @@ export interface McpHttpOptions extends McpServerOptions {
 export const DEFAULT_SESSION_IDLE_MS = 30 * 60 * 1000;
 
 export interface McpHttpHandler {
-  /** Mount with `app.use(handler.router)`: it answers POST, GET and DELETE on /mcp. */
-  router: Router;
+  /**
+   * A plain `node:http` listener for /mcp (POST, GET and DELETE): true when the request is on /mcp and
+   * is being answered, false (the request untouched) for any other path, which the caller passes on:
+   *
+   *   http.createServer((req, res) => mcp.handle(req, res) || sidecarApp(req, res));
+   *
+   * Not an Express middleware on purpose: Express swaps the prototypes of every request and response it
+   * sees, and that alone cost each MCP call about 1 ms of the server's CPU (BENCHMARKS.md).
+   */
+  handle(req: IncomingMessage, res: ServerResponse): boolean;
   /** Open sessions (for health and tests). */
   sessionCount(): number;
   /** Close every session's transport and server. */
@@ -44,6 +53,12 @@ interface Session {
 
 const LOOPBACK = ['127.0.0.1', 'localhost', '[::1]', '::1'];
 
+/** /mcp as Express routed it: any case, an optional trailing slash, any query string. */
+function isMcpPath(url: string | undefined): boolean {
+  const path = url?.split('?', 1)[0]?.toLowerCase();
+  return path === MCP_PATH || path === `${MCP_PATH}/`;
+}
+
 function hostnameOf(hostHeader: string): string | null {
   try {
     return new URL(`http://${hostHeader}`).hostname.toLowerCase();
@@ -52,11 +67,15 @@ function hostnameOf(hostHeader: string): string | null {
   }
 }
 
-function jsonRpcError(res: Response, status: number, code: number, message: string): void {
-  res.status(status).json({ jsonrpc: '2.0', error: { code, message }, id: null });
+/** A request on /mcp once the JSON body parser has read it. */
+type McpRequest = IncomingMessage & { body?: unknown };
+
+function jsonRpcError(res: ServerResponse, status: number, code: number, message: string): void {
+  const body = JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null });
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' }).end(body);
 }
 
-function bearerOf(req: Request): string | undefined {
+function bearerOf(req: IncomingMessage): string | undefined {
   const header = req.headers.authorization;
   const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
   return match?.[1];
@@ -82,7 +101,7 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
   const sessions = new Map<string, Session>();
 
   /** DNS rebinding: a browser page on another origin must not reach this server through a DNS trick. */
-  function checkHostAndOrigin(req: Request, res: Response): boolean {
+  function checkHostAndOrigin(req: IncomingMessage, res: ServerResponse): boolean {
     const host = req.headers.host ? hostnameOf(req.headers.host) : null;
     if (!host || !allowed.has(host)) {
       jsonRpcError(res, 403, -32000, 'Host not allowed');
@@ -105,7 +124,7 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
   }
 
   /** Every request proves the key again, so a key disabled mid-session stops working at once. */
-  async function authenticate(req: Request, res: Response): Promise<Caller['agentKey'] | null> {
+  async function authenticate(req: IncomingMessage, res: ServerResponse): Promise<Caller['agentKey'] | null> {
     try {
       return await authenticateAgent(runtime.deps.db, bearerOf(req));
     } catch (error) {
@@ -119,7 +138,7 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
     }
   }
 
-  async function handle(req: Request, res: Response): Promise<void> {
+  async function handle(req: McpRequest, res: ServerResponse): Promise<void> {
     if (!checkHostAndOrigin(req, res)) return;
     const agentKey = await authenticate(req, res);
     if (!agentKey) return;
@@ -184,32 +203,37 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
   );
   sweeper.unref();
 
-  const router = express.Router();
-  router.use(MCP_PATH, express.json({ limit: BODY_LIMIT }));
-  router.all(MCP_PATH, async (req, res) => {
-    try {
-      await handle(req, res);
-    } catch (error) {
-      runtime.logger.error({ err: error }, 'mcp http request failed');
-      if (!res.headersSent) jsonRpcError(res, 500, -32603, 'Internal error');
-    }
-  });
+  // body-parser's JSON reader (what express.json is) on its own: it needs no Express app around it.
+  const readJson = express.json({ limit: BODY_LIMIT });
 
-  // The JSON body parser's refusals (malformed, too large) as JSON-RPC errors, before any key is checked:
-  // never Express's default page, which prints the stack outside production.
-  router.use(MCP_PATH, (err: unknown, _req: Request, res: Response, next: NextFunction) => {
-    if (res.headersSent) return next(err);
+  /** The JSON body parser's refusals (malformed, too large) as JSON-RPC errors, before any key is checked. */
+  function bodyRefused(err: unknown, res: ServerResponse): void {
     const status = requestErrorStatus(err);
-    if (status === 413) return jsonRpcError(res, 413, -32600, `Request body too large (limit ${BODY_LIMIT})`);
-    if (status === 415)
-      return jsonRpcError(res, 415, -32600, 'Unsupported charset or encoding: send UTF-8 JSON');
-    if (status) return jsonRpcError(res, 400, -32700, 'Parse error: the body is not valid JSON');
-    runtime.logger.error({ err }, 'mcp http request failed');
-    jsonRpcError(res, 500, -32603, 'Internal error');
-  });
+    if (status === 413) jsonRpcError(res, 413, -32600, `Request body too large (limit ${BODY_LIMIT})`);
+    else if (status === 415)
+      jsonRpcError(res, 415, -32600, 'Unsupported charset or encoding: send UTF-8 JSON');
+    else if (status) jsonRpcError(res, 400, -32700, 'Parse error: the body is not valid JSON');
+    else failed(err, res);
+  }
+
+  function failed(error: unknown, res: ServerResponse): void {
+    runtime.logger.error({ err: error }, 'mcp http request failed');
+    if (!res.headersSent) jsonRpcError(res, 500, -32603, 'Internal error');
+  }
 
   return {
-    router,
+    handle(req, res) {
+      if (!isMcpPath(req.url)) return false;
+      readJson(
+        req as Parameters<typeof readJson>[0],
+        res as Parameters<typeof readJson>[1],
+        (err?: unknown) => {
+          if (err) return bodyRefused(err, res);
+          handle(req, res).catch((error: unknown) => failed(error, res));
+        },
+      );
+      return true;
+    },
     sessionCount: () => sessions.size,
     async close() {
       clearInterval(sweeper);

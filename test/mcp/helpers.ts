@@ -1,10 +1,9 @@
 /** Shared by the MCP tests: a real SDK Client and small readers of tool results. */
-import type { Server } from 'node:http';
+import { createServer } from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult, ClientCapabilities } from '@modelcontextprotocol/sdk/types.js';
-import express from 'express';
 import { expect } from 'vitest';
 import { createLogger } from '../../src/config.js';
 import { createMcpHttpHandler, type McpHttpHandler, type McpHttpOptions } from '../../src/mcp/http.js';
@@ -56,14 +55,13 @@ export interface HttpServer {
   close(): Promise<void>;
 }
 
-/** The handler the lead mounts in `paygate serve`, on a loopback Express app of the test's own. */
+/** The handler `paygate serve` answers /mcp with, on a loopback server of the test's own. */
 export async function startHttp(deps: EngineDeps, options: McpHttpOptions = {}): Promise<HttpServer> {
   const handler = createMcpHttpHandler({ deps, logger: createLogger('silent') }, options);
-  const app = express();
-  app.use(handler.router);
-  const server: Server = await new Promise((resolve) => {
-    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+  const server = createServer((req, res) => {
+    if (!handler.handle(req, res)) res.writeHead(404).end();
   });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}/mcp`,

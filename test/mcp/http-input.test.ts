@@ -6,7 +6,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/config.js';
 import { createMcpHttpHandler, type McpHttpHandler } from '../../src/mcp/http.js';
@@ -35,11 +34,9 @@ describe('MCP Streamable HTTP', () => {
       { db: f.t.db, deps: f.deps, webhooks: {} },
       { instrumentGateways: false },
     );
-    const root = express();
-    root.disable('x-powered-by');
-    root.use(handler.router);
-    root.use(sidecar);
-    server = http.createServer(root);
+    server = http.createServer((req, res) => {
+      if (!handler.handle(req, res)) sidecar(req, res);
+    });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     url = `${base}/mcp`;
@@ -113,6 +110,25 @@ describe('MCP Streamable HTTP', () => {
     expect(streamed.body).toContain('INV-M3-1');
     // A form-only elicitation client is never sent a URL elicitation either.
     expect((await call({ elicitation: { form: {} } })).type).toMatch(/^application\/json/);
+  });
+
+  it('answers /mcp with a query string, in any case or with a trailing slash, and nothing beside it', async () => {
+    for (const path of ['/mcp?from=test', '/MCP', '/mcp/']) {
+      const r = await fetch(`${base}${path}`, {
+        method: 'POST',
+        headers: headers(f.agentKeySecret),
+        body: '{',
+      });
+      expect(r.status, path).toBe(400);
+      expect(await r.json()).toMatchObject({ jsonrpc: '2.0', error: { code: -32700 } });
+    }
+    // Any other path is the sidecar's, which knows nothing of it.
+    const other = await fetch(`${base}/mcpx`, {
+      method: 'POST',
+      headers: headers(f.agentKeySecret),
+      body: '{}',
+    });
+    expect(other.status).toBe(404);
   });
 
   it('malformed JSON is a JSON-RPC parse error (-32700), with no stack trace or file path', async () => {
