@@ -539,13 +539,16 @@ export async function reconcilePayment(
   if (!outcome && resubmit && unsent && noRecordConclusive && age < resubmit.withinMs) {
     const submission = await deps.db.withTenant(tenantId, async (client) => {
       // Back to `started`: the send below is phase 2 again, and a crash during it is recovered as one.
-      // The recovery point it had: a send that got no answer may already have been made.
+      // The recovery point it had: a send that got no answer may already have been made. Never sent
+      // again with a payment method an admin has removed since (as a schedule's run refuses one): it is
+      // then held like a payment past its window (below).
       const { rows } = await client.query<{ submit_attempts: number; was: string }>(
         `WITH before AS (SELECT id, recovery_point FROM payments WHERE id = $1 FOR UPDATE)
          UPDATE payments p SET submit_attempts = p.submit_attempts + 1, recovery_point = 'started', updated_at = now()
            FROM before
           WHERE p.id = before.id AND p.status = 'processing' AND p.submit_attempts < $2
             AND (p.recovery_point = 'started' OR (p.recovery_point = 'provider_called' AND p.provider_reference IS NULL))
+            AND EXISTS (SELECT 1 FROM payment_methods m WHERE m.id = p.payment_method_id AND m.status = 'active')
          RETURNING p.submit_attempts, before.recovery_point AS was`,
         [paymentId, resubmit.maxAttempts],
       );

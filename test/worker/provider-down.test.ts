@@ -6,13 +6,15 @@
  * invoice blocked and the approved payment never made, its schedule marked executed. The reconciler now
  * sends it again under its own payment id (the same idempotency key, so a request that did arrive is
  * replayed, not made twice); past the resubmit window it stays processing with a critical alert for a
- * human (it may have reached the provider: failing it would let its invoice be paid twice).
+ * human (it may have reached the provider: failing it would let its invoice be paid twice). A payment
+ * whose method an admin removed meanwhile is never sent again (the resend took the removed card).
  *
  * Real processes: `paygate worker --once` against a listener that resets every connection (the
  * provider down), then `paygate worker --once` against the sandbox; the sandbox ledger is the judge.
  */
 import net, { type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addPaymentMethod, removePaymentMethod } from '../../src/directory/payment-methods.js';
 import { createWorker, RESUBMIT_WINDOW_MS } from '../../src/worker/index.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
 import { envFor, runPaygate, scheduleApproved } from './support.js';
@@ -155,5 +157,35 @@ describe('a payment sent while its provider was down', () => {
       { kind: 'payment_outcome_unverifiable', severity: 'critical' },
     ]);
     expect(alerts.map((a) => a.kind)).not.toContain('payment_not_submitted');
+  }, 60_000);
+
+  it('its payment method removed by an admin while it waited: never sent again, so nothing is charged; held with the critical alert', async () => {
+    // A method of its own (the newest active Stripe method is the one a payment takes), so the other
+    // tests keep theirs.
+    const method = await addPaymentMethod(f.t.db, f.tenant.id, f.admin, {
+      rail: 'stripe',
+      token: 'pm_card_mastercard',
+      label: 'Mastercard',
+      brand: 'mastercard',
+      last4: '4444',
+    });
+    const scheduledId = await payWhileDown('DOWN-REMOVED', 'stripe');
+    await removePaymentMethod(f.t.db, f.tenant.id, f.admin, method.id);
+    for (const clock of [new Date(), new Date(Date.now() + 10 * 60_000)]) {
+      await f.t.db.withSystem((c) =>
+        c.query(
+          "UPDATE payments SET next_check_at = now() - interval '1 second' WHERE scheduled_payment_id = $1",
+          [scheduledId],
+        ),
+      );
+      expect((await createWorker(f.deps, { clock: () => clock }).runOnce()).errors).toBe(0);
+    }
+    const held = await state(scheduledId);
+    expect(held).toMatchObject({ status: 'processing', schedule: 'running', invoice: 'processing' });
+    expect(f.sandbox.ledger.charges(held.id)).toHaveLength(0);
+    const { rows } = await f.t.db.withSystem((c) =>
+      c.query<{ kind: string }>('SELECT kind FROM alerts WHERE payment_id = $1', [held.id]),
+    );
+    expect(rows.map((a) => a.kind)).toContain('payment_outcome_unverifiable');
   }, 60_000);
 });
