@@ -42,15 +42,18 @@ export function registerDatabaseCommands(program: Command, run: Run): void {
         {
           embedded: true,
           running: s.running,
+          answering: s.answering,
           initialised: s.initialised,
           data_dir: s.dataDir,
           port: s.port ?? null,
         },
-        s.running
+        s.running && s.answering
           ? `running on 127.0.0.1:${s.port} (data in ${s.dataDir})`
-          : s.initialised
-            ? `stopped (data in ${s.dataDir})`
-            : `not created yet (${s.dataDir})`,
+          : s.running
+            ? `running on 127.0.0.1:${s.port} but not accepting our connection (every connection slot taken, or server.json does not match it); \`paygate db stop\` stops it (data in ${s.dataDir})`
+            : s.initialised
+              ? `stopped (data in ${s.dataDir})`
+              : `not created yet (${s.dataDir})`,
       );
     }),
   );

@@ -27,7 +27,10 @@ interface ServerFile {
 }
 
 export interface EmbeddedStatus {
+  /** A postmaster runs on the data directory (`pg_ctl status`), whether or not it lets us in. */
   running: boolean;
+  /** It also accepts our connection (not, say, with every connection slot taken). */
+  answering: boolean;
   initialised: boolean;
   dataDir: string;
   port?: number;
@@ -293,14 +296,16 @@ async function ensureDatabase(server: ServerFile): Promise<void> {
 export async function embeddedStatus(dataDir: string): Promise<EmbeddedStatus> {
   const p = paths(dataDir);
   const server = await readServerFile(p.serverFile);
-  if (!server) return { running: false, initialised: false, dataDir: p.root };
-  const running = await answers(server);
+  if (!server) return { running: false, answering: false, initialised: false, dataDir: p.root };
+  const running = await clusterRunning(p.cluster);
+  const answering = running && (await answers(server));
   return {
     running,
+    answering,
     initialised: true,
     dataDir: p.root,
     port: server.port,
-    url: running ? urlFor(server) : undefined,
+    url: answering ? urlFor(server) : undefined,
   };
 }
 
@@ -308,7 +313,8 @@ export async function embeddedStatus(dataDir: string): Promise<EmbeddedStatus> {
 export async function stopEmbeddedServer(dataDir: string): Promise<boolean> {
   const p = paths(dataDir);
   const server = await readServerFile(p.serverFile);
-  if (!server || !(await answers(server))) return false;
+  // Asked of pg_ctl, not of a connection: a server that runs but lets no one in must still stop.
+  if (!server || !(await clusterRunning(p.cluster))) return false;
   await pgCtl(['stop', '-w', '-m', 'fast', '-D', p.cluster]);
   return true;
 }

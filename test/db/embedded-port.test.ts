@@ -50,7 +50,11 @@ describe('the embedded server when its port was taken while it was stopped', () 
 
       // Another process reads the server file: it connects at the new port without starting anything.
       expect(await ensureEmbeddedServer(dataDir)).toBe(moved);
-      expect(await embeddedStatus(dataDir)).toMatchObject({ running: true, port: portOf(moved) });
+      expect(await embeddedStatus(dataDir)).toMatchObject({
+        running: true,
+        answering: true,
+        port: portOf(moved),
+      });
     } finally {
       await new Promise<void>((resolve) => squatter.close(() => resolve()));
     }
@@ -76,6 +80,10 @@ describe('the embedded server when its port was taken while it was stopped', () 
       );
       expect(JSON.parse(await fs.readFile(serverFile, 'utf8')).port).toBe(portOf(url));
       expect(await fs.readFile(conf, 'utf8')).toBe(confBefore);
+      // Status and stop ask pg_ctl, not a connection: it runs, it does not answer, and it stops.
+      expect(await embeddedStatus(dataDir)).toMatchObject({ running: true, answering: false });
+      expect(await stopEmbeddedServer(dataDir)).toBe(true);
+      expect(await embeddedStatus(dataDir)).toMatchObject({ running: false, answering: false });
     } finally {
       await fs.writeFile(serverFile, recorded, { mode: 0o600 });
     }
