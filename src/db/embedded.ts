@@ -259,13 +259,17 @@ async function startCluster(dataDir: string, server: ServerFile): Promise<Server
   }
 }
 
-/** `pg_ctl status`: exit 0 when a postmaster runs on this data directory, 3 when none does. */
+/**
+ * `pg_ctl status`: exit 0 when a postmaster runs on this data directory, 3 when none does. Anything
+ * else (4: the directory cannot be read; pg_ctl missing) says nothing either way, and is an error.
+ */
 async function clusterRunning(cluster: string): Promise<boolean> {
   try {
     await pgCtl(['status', '-D', cluster]);
     return true;
-  } catch {
-    return false;
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 3) return false;
+    throw error;
   }
 }
 

@@ -53,9 +53,19 @@ interface Session {
 
 const LOOPBACK = ['127.0.0.1', 'localhost', '[::1]', '::1'];
 
-/** /mcp as Express routed it: any case, an optional trailing slash, any query string. */
+/**
+ * /mcp as Express routed it: any case, an optional trailing slash, any query string, and a request
+ * line in absolute form (`POST http://host/mcp`, as a forward proxy sends it).
+ */
 function isMcpPath(url: string | undefined): boolean {
-  const path = url?.split('?', 1)[0]?.toLowerCase();
+  if (!url) return false;
+  let path: string;
+  try {
+    path = url.startsWith('/') ? url.split('?', 1)[0]! : new URL(url).pathname;
+  } catch {
+    return false;
+  }
+  path = path.toLowerCase();
   return path === MCP_PATH || path === `${MCP_PATH}/`;
 }
 

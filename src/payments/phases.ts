@@ -60,21 +60,11 @@ export interface ExecuteOptions {
 }
 
 /**
- * Phase 2 and 3 for a payment phase 1 left at recovery point `started`. Returns the payment as
- * recorded. Never throws for a provider failure: that is recorded (failed, or processing when unknown).
+ * Phase 2 and 3 for a payment phase 1 left at recovery point `started`, with the submission that phase
+ * 1 loaded in its transaction (pay-now, a scheduled payment, the reconciler's resend). Returns the
+ * payment as recorded. Never throws for a provider failure: that is recorded (failed, or processing when
+ * unknown).
  */
-export async function executePayment(
-  deps: EngineDeps,
-  tenantId: string,
-  paymentId: string,
-  options: ExecuteOptions = {},
-): Promise<Payment> {
-  const [submission] = await deps.db.withTenant(tenantId, (client) => loadSubmissions(client, [paymentId]));
-  if (!submission) throw new Error(`payment ${paymentId} not found`);
-  return executeSubmission(deps, tenantId, submission, options);
-}
-
-/** executePayment for a payment whose submission the caller loaded in its phase 1 (pay-now, a scheduled payment). */
 export async function executeSubmission(
   deps: EngineDeps,
   tenantId: string,
@@ -541,14 +531,17 @@ export async function reconcilePayment(
       // Back to `started`: the send below is phase 2 again, and a crash during it is recovered as one.
       // The recovery point it had: a send that got no answer may already have been made. Never sent
       // again with a payment method an admin has removed since (as a schedule's run refuses one): it is
-      // then held like a payment past its window (below).
+      // then held like a payment past its window (below). The method row is share-locked and the send's
+      // token read in this transaction, so a removal lands either before (no send) or after the decision
+      // to send, as for any payment's phase 1.
       const { rows } = await client.query<{ submit_attempts: number; was: string }>(
         `WITH before AS (SELECT id, recovery_point FROM payments WHERE id = $1 FOR UPDATE)
          UPDATE payments p SET submit_attempts = p.submit_attempts + 1, recovery_point = 'started', updated_at = now()
            FROM before
           WHERE p.id = before.id AND p.status = 'processing' AND p.submit_attempts < $2
             AND (p.recovery_point = 'started' OR (p.recovery_point = 'provider_called' AND p.provider_reference IS NULL))
-            AND EXISTS (SELECT 1 FROM payment_methods m WHERE m.id = p.payment_method_id AND m.status = 'active')
+            AND EXISTS (SELECT 1 FROM payment_methods m WHERE m.id = p.payment_method_id AND m.status = 'active'
+                        FOR SHARE)
          RETURNING p.submit_attempts, before.recovery_point AS was`,
         [paymentId, resubmit.maxAttempts],
       );
@@ -561,10 +554,15 @@ export async function reconcilePayment(
         subjectId: paymentId,
         details: { submission: rows[0].submit_attempts, note: 'the provider had no record of it' },
       });
-      return { submission: rows[0].submit_attempts, mayAlreadyBeMade: rows[0].was !== 'started' };
+      const [request] = await loadSubmissions(client, [paymentId]);
+      return {
+        request: request!,
+        submission: rows[0].submit_attempts,
+        mayAlreadyBeMade: rows[0].was !== 'started',
+      };
     });
     if (submission !== null) {
-      return executePayment(deps, tenantId, paymentId, {
+      return executeSubmission(deps, tenantId, submission.request, {
         retryLaterMs:
           submission.submission < resubmit.maxAttempts && resubmit.retryLaterMs
             ? resubmit.retryLaterMs(submission.submission)

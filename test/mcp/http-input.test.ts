@@ -122,6 +122,21 @@ describe('MCP Streamable HTTP', () => {
       expect(r.status, path).toBe(400);
       expect(await r.json()).toMatchObject({ jsonrpc: '2.0', error: { code: -32700 } });
     }
+    // A request line in absolute form, as a forward proxy sends it, is /mcp too.
+    const absolute = await new Promise<number>((resolve, reject) => {
+      const req = http.request(base, {
+        method: 'POST',
+        path: `${base}/mcp`,
+        headers: { ...headers(f.agentKeySecret), 'content-length': 1 },
+      });
+      req.on('response', (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end('{');
+    });
+    expect(absolute).toBe(400);
     // Any other path is the sidecar's, which knows nothing of it.
     const other = await fetch(`${base}/mcpx`, {
       method: 'POST',

@@ -188,4 +188,40 @@ describe('a payment sent while its provider was down', () => {
     );
     expect(rows.map((a) => a.kind)).toContain('payment_outcome_unverifiable');
   }, 60_000);
+
+  it('its method removed while the worker is deciding to send it again: the removal is waited for, and nothing is charged', async () => {
+    const method = await addPaymentMethod(f.t.db, f.tenant.id, f.admin, {
+      rail: 'stripe',
+      token: 'pm_card_mastercard',
+      label: 'Mastercard 2',
+      brand: 'mastercard',
+      last4: '4444',
+    });
+    const scheduledId = await payWhileDown('DOWN-REMOVING', 'stripe');
+    await f.t.db.withSystem((c) =>
+      c.query(
+        "UPDATE payments SET next_check_at = now() - interval '1 second' WHERE scheduled_payment_id = $1",
+        [scheduledId],
+      ),
+    );
+    // An admin's removal, written but not yet committed when the worker looks at the method.
+    let commit!: () => void;
+    const committed = new Promise<void>((resolve) => {
+      commit = resolve;
+    });
+    const removal = f.t.db.withSystem(async (c) => {
+      await c.query("UPDATE payment_methods SET status = 'removed', removed_at = now() WHERE id = $1", [
+        method.id,
+      ]);
+      await committed;
+    });
+    const pass = createWorker(f.deps).runOnce();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    commit();
+    await removal;
+    expect((await pass).errors).toBe(0);
+    const held = await state(scheduledId);
+    expect(held).toMatchObject({ status: 'processing', invoice: 'processing' });
+    expect(f.sandbox.ledger.charges(held.id)).toHaveLength(0);
+  }, 60_000);
 });
