@@ -17,8 +17,9 @@
  *   answers Stripe's 409 "another in-progress request" (Stripe emulator);
  * - http_500: answer the provider's 500 error body without acting (nothing charged);
  * - http_429: answer the provider's rate-limit error (with Retry-After when `retryAfterSeconds`) without acting;
- * - stale_search (Stripe): its search answers as if recent objects were not indexed yet (an empty
- *   result), as Stripe's search documents it may for a while after a write;
+ * - stale_search (Stripe only): its search answers as if recent objects were not indexed yet (an empty
+ *   result), as Stripe's search documents it may for a while after a write; a queued one waits for a
+ *   search request whatever its `match` says, and the PayPal emulator refuses it (PayPal has no search);
  * - timeout_after_charge: act (the charge or refund is made and recorded in the ledger), then never
  *   answer, or answer only after `hangMs`, so the client times out while the money moved. This is the
  *   hardest case: the client must ask the provider before it retries, or it pays twice.
@@ -112,6 +113,8 @@ export class Faults {
 
   /** Queue a fault for the next `times` matching requests to that provider's emulator. */
   next(provider: LedgerProvider, fault: QueuedFault): void {
+    if (fault.kind === 'stale_search' && provider !== 'stripe')
+      throw new Error(`faults.next: stale_search is a Stripe fault (${provider} has no search)`);
     const times = fault.times ?? 1;
     if (!Number.isInteger(times) || times < 1)
       throw new Error('faults.next: times must be a positive integer');
@@ -127,6 +130,8 @@ export class Faults {
   take(provider: LedgerProvider, request: FaultRequest): Fault | undefined {
     if (request.header) {
       const fault = parseFaultHeader(request.header);
+      if (fault.kind === 'stale_search' && provider !== 'stripe')
+        throw new Error(`${FAULT_HEADER}: stale_search is a Stripe fault (${provider} has no search)`);
       this.#fired.push({ ...fault, provider, method: request.method, path: request.path, source: 'header' });
       return fault;
     }
@@ -134,7 +139,9 @@ export class Faults {
     const index = queue.findIndex(
       (f) =>
         (f.match?.method === undefined || f.match.method.toUpperCase() === request.method.toUpperCase()) &&
-        (f.match?.path === undefined || request.path.startsWith(f.match.path)),
+        (f.match?.path === undefined || request.path.startsWith(f.match.path)) &&
+        // Only a search can answer stale; any other request would use it up doing nothing.
+        (f.kind !== 'stale_search' || request.path.endsWith('/search')),
     );
     if (index === -1) return undefined;
     const queued = queue[index]!;

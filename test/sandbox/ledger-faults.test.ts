@@ -97,4 +97,20 @@ describe('faults', () => {
       ['http_500', 'queue'],
     ]);
   });
+
+  it('a queued stale_search waits for a search, whatever else comes first; PayPal refuses it', () => {
+    const faults = createFaults();
+    faults.next('stripe', { kind: 'stale_search' });
+    expect(faults.take('stripe', { method: 'GET', path: '/v1/payment_intents/pi_1' })).toBeUndefined();
+    expect(faults.take('stripe', { method: 'POST', path: '/v1/payment_intents' })).toBeUndefined();
+    expect(faults.pending('stripe')).toBe(1);
+    expect(faults.take('stripe', { method: 'GET', path: '/v1/payment_intents/search' })?.kind).toBe(
+      'stale_search',
+    );
+    expect(faults.pending('stripe')).toBe(0);
+    expect(() => faults.next('paypal', { kind: 'stale_search' })).toThrow(/Stripe fault/);
+    expect(() =>
+      faults.take('paypal', { method: 'POST', path: '/v2/checkout/orders', header: 'stale_search' }),
+    ).toThrow(/Stripe fault/);
+  });
 });
