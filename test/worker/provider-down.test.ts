@@ -58,6 +58,15 @@ describe('a payment sent while its provider was down', () => {
     return rows[0]!;
   }
 
+  /** The payment of a schedule is due for its next check now (as if the wait the worker set had passed). */
+  const makeDue = (scheduledId: string) =>
+    f.t.db.withSystem((c) =>
+      c.query(
+        "UPDATE payments SET next_check_at = now() - interval '1 second' WHERE scheduled_payment_id = $1",
+        [scheduledId],
+      ),
+    );
+
   /** A worker process runs the due schedule while every connection to the provider is reset. */
   async function payWhileDown(invoice: string, rail: 'stripe' | 'paypal'): Promise<string> {
     await f.addInvoice(invoice, 77_00);
@@ -81,17 +90,27 @@ describe('a payment sent while its provider was down', () => {
     return scheduledId;
   }
 
+  /**
+   * payWhileDown with a Stripe card of the payment's own (the newest active method of a rail is the one a
+   * payment takes), so a test may remove it and the other tests keep theirs.
+   */
+  async function payWhileDownWithOwnCard(invoice: string) {
+    const method = await addPaymentMethod(f.t.db, f.tenant.id, f.admin, {
+      rail: 'stripe',
+      token: 'pm_card_mastercard',
+      label: `Mastercard for ${invoice}`,
+      brand: 'mastercard',
+      last4: '4444',
+    });
+    return { method, scheduledId: await payWhileDown(invoice, 'stripe') };
+  }
+
   it.each(['stripe', 'paypal'] as const)(
     '%s: once the provider is back, the next worker process sends it under its own key, charged exactly once',
     async (rail) => {
       const scheduledId = await payWhileDown(`DOWN-${rail}`, rail);
       // The check the first process set (a minute on) is due: as if that minute had passed.
-      await f.t.db.withSystem((c) =>
-        c.query(
-          "UPDATE payments SET next_check_at = now() - interval '1 second' WHERE scheduled_payment_id = $1",
-          [scheduledId],
-        ),
-      );
+      await makeDue(scheduledId);
       const back = await runPaygate(['worker', '--once', '--json'], envFor(f));
       expect(back.code, back.stderr).toBe(0);
       expect(JSON.parse(back.stdout).reconciled).toMatchObject({ checked: 1, succeeded: 1 });
@@ -102,9 +121,7 @@ describe('a payment sent while its provider was down', () => {
       expect(charges[0]!.amountMinor).toBe(77_00);
 
       // Another pass, made due the same way, changes nothing and charges nothing.
-      await f.t.db.withSystem((c) =>
-        c.query("UPDATE payments SET next_check_at = now() - interval '1 second' WHERE id = $1", [paid.id]),
-      );
+      await makeDue(scheduledId);
       expect((await runPaygate(['worker', '--once'], envFor(f))).code).toBe(0);
       expect(f.sandbox.ledger.charges(paid.id)).toHaveLength(1);
     },
@@ -136,12 +153,7 @@ describe('a payment sent while its provider was down', () => {
     // no longer shows the order was never made.
     const late = new Date(Date.now() + 7 * 3600_000);
     for (let pass = 0; pass < 2; pass++) {
-      await f.t.db.withSystem((c) =>
-        c.query(
-          "UPDATE payments SET next_check_at = now() - interval '1 second' WHERE scheduled_payment_id = $1",
-          [scheduledId],
-        ),
-      );
+      await makeDue(scheduledId);
       expect((await createWorker(f.deps, { clock: () => late }).runOnce()).errors).toBe(0);
     }
     const held = await state(scheduledId);
@@ -160,24 +172,10 @@ describe('a payment sent while its provider was down', () => {
   }, 60_000);
 
   it('its payment method removed by an admin while it waited: never sent again, so nothing is charged; held with the critical alert', async () => {
-    // A method of its own (the newest active Stripe method is the one a payment takes), so the other
-    // tests keep theirs.
-    const method = await addPaymentMethod(f.t.db, f.tenant.id, f.admin, {
-      rail: 'stripe',
-      token: 'pm_card_mastercard',
-      label: 'Mastercard',
-      brand: 'mastercard',
-      last4: '4444',
-    });
-    const scheduledId = await payWhileDown('DOWN-REMOVED', 'stripe');
+    const { method, scheduledId } = await payWhileDownWithOwnCard('DOWN-REMOVED');
     await removePaymentMethod(f.t.db, f.tenant.id, f.admin, method.id);
     for (const clock of [new Date(), new Date(Date.now() + 10 * 60_000)]) {
-      await f.t.db.withSystem((c) =>
-        c.query(
-          "UPDATE payments SET next_check_at = now() - interval '1 second' WHERE scheduled_payment_id = $1",
-          [scheduledId],
-        ),
-      );
+      await makeDue(scheduledId);
       expect((await createWorker(f.deps, { clock: () => clock }).runOnce()).errors).toBe(0);
     }
     const held = await state(scheduledId);
@@ -190,20 +188,8 @@ describe('a payment sent while its provider was down', () => {
   }, 60_000);
 
   it('its method removed while the worker is deciding to send it again: the removal is waited for, and nothing is charged', async () => {
-    const method = await addPaymentMethod(f.t.db, f.tenant.id, f.admin, {
-      rail: 'stripe',
-      token: 'pm_card_mastercard',
-      label: 'Mastercard 2',
-      brand: 'mastercard',
-      last4: '4444',
-    });
-    const scheduledId = await payWhileDown('DOWN-REMOVING', 'stripe');
-    await f.t.db.withSystem((c) =>
-      c.query(
-        "UPDATE payments SET next_check_at = now() - interval '1 second' WHERE scheduled_payment_id = $1",
-        [scheduledId],
-      ),
-    );
+    const { method, scheduledId } = await payWhileDownWithOwnCard('DOWN-REMOVING');
+    await makeDue(scheduledId);
     // An admin's removal, written but not yet committed when the worker looks at the method.
     let commit!: () => void;
     const committed = new Promise<void>((resolve) => {
