@@ -22,10 +22,18 @@ export interface McpHttpOptions extends McpServerOptions {
   allowedHosts?: string[];
   /** A session with no request for this long is closed (clients that vanish never send DELETE). */
   sessionIdleMs?: number;
+  /**
+   * Open sessions per agent key. A new one past it closes the key's least recently used session, whose
+   * client is then answered 404 and, as the protocol says, starts a new one: an agent that restarts
+   * without closing its sessions keeps working, and no key can hold the server's memory (~50 KB a
+   * session) with sessions it never closes. Default 64.
+   */
+  maxSessionsPerKey?: number;
 }
 
 /** Longer than the approval wait, so a session waiting on a human is never swept. */
 export const DEFAULT_SESSION_IDLE_MS = 30 * 60 * 1000;
+const DEFAULT_MAX_SESSIONS_PER_KEY = 64;
 
 export interface McpHttpHandler {
   /**
@@ -148,6 +156,23 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
     }
   }
 
+  const maxSessionsPerKey = options.maxSessionsPerKey ?? DEFAULT_MAX_SESSIONS_PER_KEY;
+
+  /** Room for one more session of this key: its least recently used ones beyond the limit are closed. */
+  function closeLeastRecentlyUsed(agentKeyId: string): void {
+    const own = [...sessions].filter(([, s]) => s.caller.agentKey.id === agentKeyId);
+    if (own.length < maxSessionsPerKey) return;
+    own.sort(([, a], [, b]) => a.lastSeen - b.lastSeen);
+    for (const [id, session] of own.slice(0, own.length - maxSessionsPerKey + 1)) {
+      sessions.delete(id);
+      session
+        .close()
+        .catch((error) =>
+          runtime.logger.warn({ err: error }, 'closing an mcp session over the limit failed'),
+        );
+    }
+  }
+
   async function handle(req: McpRequest, res: ServerResponse): Promise<void> {
     if (!checkHostAndOrigin(req, res)) return;
     const agentKey = await authenticate(req, res);
@@ -173,6 +198,7 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
       jsonRpcError(res, 400, -32000, 'Bad request: send initialize first, then the Mcp-Session-Id header');
       return;
     }
+    closeLeastRecentlyUsed(agentKey.id);
     const caller: Caller = { agentKey };
     const server = createMcpServer(runtime, caller, options);
     const transport = new StreamableHTTPServerTransport({

@@ -12,7 +12,7 @@ import { createMcpHttpHandler, type McpHttpHandler } from '../../src/mcp/http.js
 import { createSidecarApp } from '../../src/sidecar/app.js';
 import { count } from '../sidecar/support.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
-import { failed, httpClient, ok } from './helpers.js';
+import { failed, httpClient, ok, startHttp } from './helpers.js';
 
 const PROTOCOL = '2025-06-18';
 
@@ -389,5 +389,32 @@ describe('MCP Streamable HTTP', () => {
         arguments: { payment: '00000000-0000-0000-0000-000000000001' },
       }),
     );
+  });
+
+  it("past its key's session limit, a new session closes the key's least recently used one; other keys keep theirs", async () => {
+    const limited = await startHttp(f.deps, { maxSessionsPerKey: 2 });
+    const other = await f.newAgent({ name: 'other-key' });
+    const opened: Client[] = [];
+    const open = async (key: string) => {
+      const c = await httpClient(limited.url, key);
+      opened.push(c);
+      return c;
+    };
+    try {
+      const theirs = await open(other.key);
+      const [first, second] = [await open(f.agentKeySecret), await open(f.agentKeySecret)];
+      ok(await second.callTool({ name: 'list_invoices', arguments: {} }));
+      ok(await first.callTool({ name: 'list_invoices', arguments: {} })); // now the most recently used
+      const third = await open(f.agentKeySecret);
+      expect(limited.handler.sessionCount()).toBe(3);
+      // The least recently used was `second`: its client is told the session is gone (404).
+      await expect(second.callTool({ name: 'list_invoices', arguments: {} })).rejects.toThrow(
+        /404|not found/i,
+      );
+      for (const c of [first, third, theirs]) ok(await c.callTool({ name: 'list_invoices', arguments: {} }));
+    } finally {
+      for (const c of opened) await c.close().catch(() => {});
+      await limited.close();
+    }
   });
 });
