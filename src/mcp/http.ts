@@ -23,10 +23,12 @@ export interface McpHttpOptions extends McpServerOptions {
   /** A session with no request for this long is closed (clients that vanish never send DELETE). */
   sessionIdleMs?: number;
   /**
-   * Open sessions per agent key. A new one past it closes the key's least recently used session, whose
-   * client is then answered 404 and, as the protocol says, starts a new one: an agent that restarts
-   * without closing its sessions keeps working, and no key can hold the server's memory (~50 KB a
-   * session) with sessions it never closes. Default 64.
+   * Open sessions per agent key. A new one past it closes the key's least recently used session with no
+   * request in progress, whose client is then answered 404 and, as the protocol says, starts a new one:
+   * an agent that restarts without closing its sessions keeps working, and no key can hold the server's
+   * memory (~50 KB a session) with sessions it never closes. When every one of them has a call in
+   * progress (one waiting on a human, say) the new session is refused (429).
+   * Default 64.
    */
   maxSessionsPerKey?: number;
 }
@@ -56,6 +58,18 @@ interface Session {
   transport: StreamableHTTPServerTransport;
   caller: Caller;
   lastSeen: number;
+  /** When it was last used, in the order of uses (the least recently used is closed first for room). */
+  lastUse: number;
+  /**
+   * Posted requests being answered now (a call, perhaps waiting on a human): such a session is never
+   * closed for room or idleness. A GET event stream does not count: a client holds one open for the
+   * session's life whether or not it still uses the session.
+   */
+  busy: number;
+  /** JSON-RPC ids of the posted requests being answered. */
+  inFlight: Set<string>;
+  /** Taken out of the session map (why): closed once `busy` is back to 0. */
+  retiring?: string;
   close(): Promise<void>;
 }
 
@@ -157,20 +171,34 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
   }
 
   const maxSessionsPerKey = options.maxSessionsPerKey ?? DEFAULT_MAX_SESSIONS_PER_KEY;
+  let uses = 0;
 
-  /** Room for one more session of this key: its least recently used ones beyond the limit are closed. */
-  function closeLeastRecentlyUsed(agentKeyId: string): void {
+  /** Closes a session taken out of `sessions` (for room, idleness or DELETE) once its calls have answered. */
+  function retire(session: Session, why: string): void {
+    session.retiring = why;
+    if (session.busy > 0) return; // its last call's end closes it
+    session
+      .close()
+      .catch((error) => runtime.logger.warn({ err: error, why }, 'closing an mcp session failed'));
+  }
+
+  /** The key's sessions beyond the limit that a new one would push out: least recently used, idle first. */
+  function roomFor(agentKeyId: string): [string, Session][] | null {
     const own = [...sessions].filter(([, s]) => s.caller.agentKey.id === agentKeyId);
-    if (own.length < maxSessionsPerKey) return;
-    own.sort(([, a], [, b]) => a.lastSeen - b.lastSeen);
-    for (const [id, session] of own.slice(0, own.length - maxSessionsPerKey + 1)) {
-      sessions.delete(id);
-      session
-        .close()
-        .catch((error) =>
-          runtime.logger.warn({ err: error }, 'closing an mcp session over the limit failed'),
-        );
-    }
+    const excess = own.length - maxSessionsPerKey + 1;
+    if (excess <= 0) return [];
+    const idle = own.filter(([, s]) => s.busy === 0).sort(([, a], [, b]) => a.lastUse - b.lastUse);
+    return idle.length < excess ? null : idle.slice(0, excess);
+  }
+
+  /** JSON-RPC ids of the requests in a posted body (one message or a batch). */
+  function requestIds(body: unknown): string[] {
+    const messages = Array.isArray(body) ? body : [body];
+    return messages.flatMap((m) =>
+      m && typeof m === 'object' && 'method' in m && 'id' in m
+        ? [JSON.stringify((m as { id: unknown }).id)]
+        : [],
+    );
   }
 
   async function handle(req: McpRequest, res: ServerResponse): Promise<void> {
@@ -191,24 +219,75 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
       }
       session.caller.agentKey = agentKey;
       session.lastSeen = Date.now();
-      await session.transport.handleRequest(req, res, req.body);
+      session.lastUse = ++uses;
+      // Ended while a call runs, the SDK's transport would drop that call's answer (the money may have
+      // moved): the session is ended here and closed once its calls have answered.
+      if (req.method === 'DELETE' && session.busy > 0) {
+        sessions.delete(sessionId);
+        retire(session, 'deleted by its client');
+        res.writeHead(200).end();
+        return;
+      }
+      // An id still in use on the session would have the SDK answer one of the two requests with the
+      // other's result and leave the other unanswered (the protocol forbids reusing an id in a session).
+      const ids = req.method === 'POST' ? requestIds(req.body) : [];
+      const reused = ids.find((id) => session.inFlight.has(id));
+      if (reused !== undefined) {
+        jsonRpcError(
+          res,
+          400,
+          -32600,
+          `Request id ${reused} is already used by a request in progress on this session`,
+        );
+        return;
+      }
+      const posted = req.method === 'POST' ? 1 : 0;
+      session.busy += posted;
+      for (const id of ids) session.inFlight.add(id);
+      try {
+        await session.transport.handleRequest(req, res, req.body);
+      } finally {
+        session.busy -= posted;
+        for (const id of ids) session.inFlight.delete(id);
+        if (posted) {
+          session.lastSeen = Date.now();
+          session.lastUse = ++uses;
+        }
+        if (session.retiring !== undefined && session.busy === 0) retire(session, session.retiring);
+      }
       return;
     }
     if (req.method !== 'POST' || !isInitializeRequest(req.body)) {
       jsonRpcError(res, 400, -32000, 'Bad request: send initialize first, then the Mcp-Session-Id header');
       return;
     }
-    closeLeastRecentlyUsed(agentKey.id);
+    if (!roomFor(agentKey.id)) {
+      jsonRpcError(
+        res,
+        429,
+        -32000,
+        `This agent key has ${maxSessionsPerKey} open sessions, each with a call in progress: wait for one to finish, or close one (DELETE ${MCP_PATH} with its Mcp-Session-Id)`,
+      );
+      return;
+    }
     const caller: Caller = { agentKey };
     const server = createMcpServer(runtime, caller, options);
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       enableJsonResponse: !declaresUrlElicitation(req.body),
+      // Room is made only for a session that exists: an initialize the transport refuses closes nothing.
       onsessioninitialized: (id) => {
+        for (const [oldId, old] of roomFor(agentKey.id) ?? []) {
+          sessions.delete(oldId);
+          retire(old, 'over the per-key session limit');
+        }
         sessions.set(id, {
           transport,
           caller,
           lastSeen: Date.now(),
+          lastUse: ++uses,
+          busy: 0,
+          inFlight: new Set(),
           close: async () => {
             await transport.close();
             await server.close();
@@ -228,11 +307,9 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
     () => {
       const now = Date.now();
       for (const [id, session] of sessions) {
-        if (now - session.lastSeen < idleMs) continue;
+        if (session.busy > 0 || now - session.lastSeen < idleMs) continue;
         sessions.delete(id);
-        session
-          .close()
-          .catch((error) => runtime.logger.warn({ err: error }, 'closing an idle mcp session failed'));
+        retire(session, 'idle');
       }
     },
     Math.min(idleMs, 60_000),

@@ -9,9 +9,10 @@ import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/config.js';
 import { createMcpHttpHandler, type McpHttpHandler } from '../../src/mcp/http.js';
+import { type ApprovalRequired, payInvoice } from '../../src/payments/pay.js';
 import { createSidecarApp } from '../../src/sidecar/app.js';
 import { count } from '../sidecar/support.js';
-import { createFixture, type Fixture } from '../support/fixture.js';
+import { createFixture, type Fixture, patientDeps } from '../support/fixture.js';
 import { failed, httpClient, ok, startHttp } from './helpers.js';
 
 const PROTOCOL = '2025-06-18';
@@ -391,29 +392,85 @@ describe('MCP Streamable HTTP', () => {
     );
   });
 
-  it("past its key's session limit, a new session closes the key's least recently used one; other keys keep theirs", async () => {
-    const limited = await startHttp(f.deps, { maxSessionsPerKey: 2 });
-    const other = await f.newAgent({ name: 'other-key' });
+  it("past its key's session limit, a new session closes the key's least recently used one without a call in progress", async () => {
+    // The calls held in progress wait inside Stripe (sandbox fault slow_processing) until released.
+    const limited = await startHttp(patientDeps(f), { maxSessionsPerKey: 2 });
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
     const opened: Client[] = [];
-    const open = async (key: string) => {
+    const connect = async (key: string) => {
       const c = await httpClient(limited.url, key);
       opened.push(c);
       return c;
     };
+    const approved = async (invoice: string) => {
+      await f.addInvoice(invoice, 50_00);
+      const args = { invoice, amount: '50.00', currency: 'USD', method: 'stripe' };
+      const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
+      return { ...args, approval_token: await f.approveAs(f.admin, ask.approval_id) };
+    };
+    const heldAtStripe = async (client: Client, invoice: string) => {
+      const args = await approved(invoice);
+      const fired = f.sandbox.faults.fired('stripe').length;
+      f.sandbox.faults.next('stripe', {
+        kind: 'slow_processing',
+        until: released,
+        match: { method: 'POST', path: '/v1/payment_intents' },
+      });
+      const call = client.callTool({ name: 'pay_invoice', arguments: args });
+      await expect.poll(() => f.sandbox.faults.fired('stripe').length, { timeout: 10_000 }).toBe(fired + 1);
+      // In an object: an async function returning the call itself would wait for it.
+      return { call };
+    };
+    // A client that vanished without DELETE: initialized, then nothing more.
+    const vanished = async () => {
+      const r = await fetch(limited.url, {
+        method: 'POST',
+        headers: headers(f.agentKeySecret),
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'initialize',
+          params: { protocolVersion: PROTOCOL, capabilities: {}, clientInfo: { name: 'gone', version: '1' } },
+        }),
+      });
+      await r.text();
+      return r.headers.get('mcp-session-id')!;
+    };
+    const listed = (sessionId: string) =>
+      fetch(limited.url, {
+        method: 'POST',
+        headers: headers(f.agentKeySecret, { 'mcp-session-id': sessionId, 'mcp-protocol-version': PROTOCOL }),
+        body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }),
+      }).then(async (r) => {
+        await r.text();
+        return r.status;
+      });
     try {
-      const theirs = await open(other.key);
-      const [first, second] = [await open(f.agentKeySecret), await open(f.agentKeySecret)];
-      ok(await second.callTool({ name: 'list_invoices', arguments: {} }));
-      ok(await first.callTool({ name: 'list_invoices', arguments: {} })); // now the most recently used
-      const third = await open(f.agentKeySecret);
+      const theirs = await connect((await f.newAgent({ name: 'other-key' })).key);
+      const a = await connect(f.agentKeySecret);
+      const { call: callA } = await heldAtStripe(a, 'INV-M3-HELD-A');
+      const gone = await vanished();
+      // The key is at its limit: the idle session goes, not the older one whose call is in progress.
+      const b = await connect(f.agentKeySecret);
+      expect(await listed(gone)).toBe(404);
+      const { call: callB } = await heldAtStripe(b, 'INV-M3-HELD-B');
+      // Both have a call in progress: no room is made, and the new session is refused.
+      await expect(connect(f.agentKeySecret)).rejects.toThrow(/429|call in progress/);
+      release();
+      expect(ok(await callA)).toMatchObject({ status: 'paid', invoice_number: 'INV-M3-HELD-A' });
+      expect(ok(await callB)).toMatchObject({ status: 'paid', invoice_number: 'INV-M3-HELD-B' });
+      // Their calls done, the least recently used of the two (a's) makes room for the next one.
+      const c = await connect(f.agentKeySecret);
+      await expect(a.callTool({ name: 'list_invoices', arguments: {} })).rejects.toThrow(/404|not found/i);
+      for (const client of [b, c, theirs])
+        ok(await client.callTool({ name: 'list_invoices', arguments: {} }));
       expect(limited.handler.sessionCount()).toBe(3);
-      // The least recently used was `second`: its client is told the session is gone (404).
-      await expect(second.callTool({ name: 'list_invoices', arguments: {} })).rejects.toThrow(
-        /404|not found/i,
-      );
-      for (const c of [first, third, theirs]) ok(await c.callTool({ name: 'list_invoices', arguments: {} }));
     } finally {
-      for (const c of opened) await c.close().catch(() => {});
+      release();
+      for (const client of opened) await client.close().catch(() => {});
       await limited.close();
     }
   });
