@@ -462,7 +462,9 @@ describe('MCP Streamable HTTP', () => {
       release();
       expect(ok(await callA)).toMatchObject({ status: 'paid', invoice_number: 'INV-M3-HELD-A' });
       expect(ok(await callB)).toMatchObject({ status: 'paid', invoice_number: 'INV-M3-HELD-B' });
-      // Their calls done, the least recently used of the two (a's) makes room for the next one.
+      // Their calls done (in either order), b is used again: a is now the least recently used, and makes
+      // room for the next one.
+      ok(await b.callTool({ name: 'list_invoices', arguments: {} }));
       const c = await connect(f.agentKeySecret);
       await expect(a.callTool({ name: 'list_invoices', arguments: {} })).rejects.toThrow(/404|not found/i);
       for (const client of [b, c, theirs])
