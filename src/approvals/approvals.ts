@@ -13,7 +13,7 @@ import type { User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import { formatAmount } from '../money.js';
 import { type ActionParams, type ApprovalAction, paramsDigest } from './canonical.js';
-import { approvalRefusal, requiredApprovals } from './policy.js';
+import { type ApprovalFacts, approvalRefusal, requiredApprovals } from './policy.js';
 
 /** How long a request waits for a human before it expires (DESIGN: 24 h by default). */
 export const APPROVAL_TTL_MS = 24 * 60 * 60 * 1000;
@@ -245,6 +245,53 @@ async function loadForDecision(
   return approval;
 }
 
+/**
+ * The approvals of `approvalId` that still stand, and the ones that lapsed: a human's approval counts only
+ * while they may still approve it (not disabled, an approver or admin, within their limit, not the human
+ * the agent key acts for). A right lost between the decision and the money moving (a human let go, or
+ * demoted, or whose limit was lowered) takes that decision back, for dual control and for the token.
+ */
+async function standingApprovals(
+  client: Queryable,
+  approvalId: string,
+  facts: ApprovalFacts,
+  actsForUserId: string | null,
+): Promise<{ standing: string[]; lapsed: string[] }> {
+  const { rows } = await client.query<{
+    id: string;
+    tenant_id: string;
+    email: string;
+    role: User['role'];
+    approval_limit_minor: string | number | null;
+    approval_limit_currency: string | null;
+    disabled: boolean;
+  }>(
+    `SELECT u.id, u.tenant_id, u.email, u.role, u.approval_limit_minor, u.approval_limit_currency,
+            u.disabled_at IS NOT NULL AS disabled
+       FROM approval_decisions d JOIN users u ON u.id = d.user_id
+      WHERE d.approval_id = $1 AND d.decision = 'approve' ORDER BY d.decided_at`,
+    [approvalId],
+  );
+  const standing: string[] = [];
+  const lapsed: string[] = [];
+  for (const r of rows) {
+    const user: User = {
+      id: r.id,
+      tenantId: r.tenant_id,
+      email: r.email,
+      role: r.role,
+      approvalLimitMinor: r.approval_limit_minor === null ? null : Number(r.approval_limit_minor),
+      approvalLimitCurrency: r.approval_limit_currency?.trim() ?? null,
+    };
+    const refusal = r.disabled
+      ? { message: `${r.email} has been disabled` }
+      : approvalRefusal(user, facts, { actsForUserId }, []);
+    if (refusal) lapsed.push(refusal.message);
+    else standing.push(r.id);
+  }
+  return { standing, lapsed };
+}
+
 /** Record a human's approval; mint the token when the last required approval arrives. */
 export async function approve(
   db: Db,
@@ -264,10 +311,11 @@ export async function approve(
         "SELECT user_id FROM approval_decisions WHERE approval_id = $1 AND decision = 'approve'",
         [approvalId],
       );
+      const actsForUserId = keyRows[0]?.acts_for_user_id ?? null;
       const refusal = approvalRefusal(
         user,
         approval,
-        { actsForUserId: keyRows[0]?.acts_for_user_id ?? null },
+        { actsForUserId },
         prior.map((r) => r.user_id),
       );
       if (refusal) throw new RefusedError(refusal.code, refusal.message, 'ask another approver');
@@ -280,7 +328,9 @@ export async function approve(
         "INSERT INTO approval_decisions (approval_id, tenant_id, user_id, decision) VALUES ($1, $2, $3, 'approve')",
         [approvalId, tenantId, user.id],
       );
-      const count = prior.length + 1;
+      // Only earlier approvals that still stand count towards dual control.
+      const { standing } = await standingApprovals(client, approvalId, approval, actsForUserId);
+      const count = standing.length;
       let approvalToken: string | undefined;
       if (count >= needed) {
         approvalToken = newSecret('apt');
@@ -473,6 +523,32 @@ export async function consumeApprovalToken(
       'approval_token_mismatch',
       'the approval token was issued for a different action or different parameters (invoice, amount, currency, method, date or reason)',
       'call again with exactly the approved parameters, or request a new approval',
+    );
+  }
+  // The humans who approved must still be allowed to: an approval whose approvers lost the right since
+  // (disabled, demoted, a lower limit) no longer moves money.
+  const { rows: facts } = await client.query<{
+    amount_minor: string | number;
+    currency: string;
+    required_approvals: number;
+    acts_for_user_id: string | null;
+  }>(
+    `SELECT a.amount_minor, a.currency, a.required_approvals, k.acts_for_user_id
+       FROM approvals a JOIN agent_keys k ON k.id = a.agent_key_id WHERE a.id = $1`,
+    [row.id],
+  );
+  const fact = facts[0]!;
+  const { standing, lapsed } = await standingApprovals(
+    client,
+    row.id,
+    { amountMinor: Number(fact.amount_minor), currency: fact.currency.trim(), agentKeyId: row.agent_key_id },
+    fact.acts_for_user_id,
+  );
+  if (standing.length < fact.required_approvals) {
+    throw new RefusedError(
+      'approval_lapsed',
+      `the approval no longer stands (${lapsed.join('; ')}): whoever approved must still be allowed to when the money moves`,
+      'request a new approval and ask a human who may approve it now',
     );
   }
   const updated = await client.query(
