@@ -245,20 +245,22 @@ async function loadForDecision(
   return approval;
 }
 
-/**
- * The approvals of `approvalId` that still stand, and the ones that lapsed: a human's approval counts only
- * while they may still approve it (not disabled, an approver or admin, within their limit, not the human
- * the agent key acts for). A right lost between the decision and the money moving (a human let go, or
- * demoted, or whose limit was lowered) takes that decision back, for dual control and for the token.
- */
-async function standingApprovals(
-  client: Queryable,
-  approvalId: string,
-  facts: ApprovalFacts,
-  actsForUserId: string | null,
-): Promise<{ standing: string[]; lapsed: string[] }> {
+interface Approvers {
+  /** What the approval is for, and the human its agent key acts for (who may never approve it). */
+  facts: ApprovalFacts & { requiredApprovals: number; actsForUserId: string | null };
+  /** Who approved it so far, in order, as they are now. */
+  approvers: { user: User; disabled: boolean }[];
+}
+
+/** An approval's facts and its approvers as they are now, in one round trip. */
+async function approversOf(client: Queryable, approvalId: string): Promise<Approvers> {
   const { rows } = await client.query<{
-    id: string;
+    amount_minor: string | number;
+    currency: string;
+    agent_key_id: string;
+    required_approvals: number;
+    acts_for_user_id: string | null;
+    id: string | null;
     tenant_id: string;
     email: string;
     role: User['role'];
@@ -266,30 +268,61 @@ async function standingApprovals(
     approval_limit_currency: string | null;
     disabled: boolean;
   }>(
-    `SELECT u.id, u.tenant_id, u.email, u.role, u.approval_limit_minor, u.approval_limit_currency,
+    `SELECT a.amount_minor, a.currency, a.agent_key_id, a.required_approvals, k.acts_for_user_id,
+            u.id, u.tenant_id, u.email, u.role, u.approval_limit_minor, u.approval_limit_currency,
             u.disabled_at IS NOT NULL AS disabled
-       FROM approval_decisions d JOIN users u ON u.id = d.user_id
-      WHERE d.approval_id = $1 AND d.decision = 'approve' ORDER BY d.decided_at`,
+       FROM approvals a JOIN agent_keys k ON k.id = a.agent_key_id
+       LEFT JOIN approval_decisions d ON d.approval_id = a.id AND d.decision = 'approve'
+       LEFT JOIN users u ON u.id = d.user_id
+      WHERE a.id = $1 ORDER BY d.decided_at`,
     [approvalId],
   );
-  const standing: string[] = [];
+  const first = rows[0]!;
+  return {
+    facts: {
+      amountMinor: Number(first.amount_minor),
+      currency: first.currency.trim(),
+      agentKeyId: first.agent_key_id,
+      requiredApprovals: first.required_approvals,
+      actsForUserId: first.acts_for_user_id,
+    },
+    approvers: rows.flatMap((r) =>
+      r.id === null
+        ? []
+        : [
+            {
+              user: {
+                id: r.id,
+                tenantId: r.tenant_id,
+                email: r.email,
+                role: r.role,
+                approvalLimitMinor: r.approval_limit_minor === null ? null : Number(r.approval_limit_minor),
+                approvalLimitCurrency: r.approval_limit_currency?.trim() ?? null,
+              },
+              disabled: r.disabled,
+            },
+          ],
+    ),
+  };
+}
+
+/**
+ * The approvals that still stand, and why the others lapsed: a human's approval counts only while they
+ * may still give it (not disabled, an approver or admin, within their limit, not the human the agent
+ * key acts for). A right lost between the decision and the money moving (a human let go, demoted, or
+ * given a lower limit) takes that decision back, for dual control and for the token.
+ */
+function standing({ facts, approvers }: Approvers): { standing: User[]; lapsed: string[] } {
+  const stand: User[] = [];
   const lapsed: string[] = [];
-  for (const r of rows) {
-    const user: User = {
-      id: r.id,
-      tenantId: r.tenant_id,
-      email: r.email,
-      role: r.role,
-      approvalLimitMinor: r.approval_limit_minor === null ? null : Number(r.approval_limit_minor),
-      approvalLimitCurrency: r.approval_limit_currency?.trim() ?? null,
-    };
-    const refusal = r.disabled
-      ? { message: `${r.email} has been disabled` }
-      : approvalRefusal(user, facts, { actsForUserId }, []);
+  for (const { user, disabled } of approvers) {
+    const refusal = disabled
+      ? { message: `${user.email} has been disabled` }
+      : approvalRefusal(user, facts, { actsForUserId: facts.actsForUserId }, []);
     if (refusal) lapsed.push(refusal.message);
-    else standing.push(r.id);
+    else stand.push(user);
   }
-  return { standing, lapsed };
+  return { standing: stand, lapsed };
 }
 
 /** Record a human's approval; mint the token when the last required approval arrives. */
@@ -303,20 +336,12 @@ export async function approve(
   try {
     return await db.withTenant(tenantId, async (client) => {
       const approval = await loadForDecision(client, approvalId, user);
-      const { rows: keyRows } = await client.query<{ acts_for_user_id: string | null }>(
-        'SELECT acts_for_user_id FROM agent_keys WHERE id = $1',
-        [approval.agentKeyId],
-      );
-      const { rows: prior } = await client.query<{ user_id: string }>(
-        "SELECT user_id FROM approval_decisions WHERE approval_id = $1 AND decision = 'approve'",
-        [approvalId],
-      );
-      const actsForUserId = keyRows[0]?.acts_for_user_id ?? null;
+      const prior = await approversOf(client, approvalId);
       const refusal = approvalRefusal(
         user,
         approval,
-        { actsForUserId },
-        prior.map((r) => r.user_id),
+        { actsForUserId: prior.facts.actsForUserId },
+        prior.approvers.map((p) => p.user.id),
       );
       if (refusal) throw new RefusedError(refusal.code, refusal.message, 'ask another approver');
       // The threshold may have changed since the request: the stricter of the two applies.
@@ -328,9 +353,8 @@ export async function approve(
         "INSERT INTO approval_decisions (approval_id, tenant_id, user_id, decision) VALUES ($1, $2, $3, 'approve')",
         [approvalId, tenantId, user.id],
       );
-      // Only earlier approvals that still stand count towards dual control.
-      const { standing } = await standingApprovals(client, approvalId, approval, actsForUserId);
-      const count = standing.length;
+      // This one, and the earlier ones that still stand: a lapsed one does not count towards dual control.
+      const count = standing(prior).standing.length + 1;
       let approvalToken: string | undefined;
       if (count >= needed) {
         approvalToken = newSecret('apt');
@@ -527,24 +551,9 @@ export async function consumeApprovalToken(
   }
   // The humans who approved must still be allowed to: an approval whose approvers lost the right since
   // (disabled, demoted, a lower limit) no longer moves money.
-  const { rows: facts } = await client.query<{
-    amount_minor: string | number;
-    currency: string;
-    required_approvals: number;
-    acts_for_user_id: string | null;
-  }>(
-    `SELECT a.amount_minor, a.currency, a.required_approvals, k.acts_for_user_id
-       FROM approvals a JOIN agent_keys k ON k.id = a.agent_key_id WHERE a.id = $1`,
-    [row.id],
-  );
-  const fact = facts[0]!;
-  const { standing, lapsed } = await standingApprovals(
-    client,
-    row.id,
-    { amountMinor: Number(fact.amount_minor), currency: fact.currency.trim(), agentKeyId: row.agent_key_id },
-    fact.acts_for_user_id,
-  );
-  if (standing.length < fact.required_approvals) {
+  const approval = await approversOf(client, row.id);
+  const { standing: stand, lapsed } = standing(approval);
+  if (stand.length < approval.facts.requiredApprovals) {
     throw new RefusedError(
       'approval_lapsed',
       `the approval no longer stands (${lapsed.join('; ')}): whoever approved must still be allowed to when the money moves`,
@@ -557,10 +566,6 @@ export async function consumeApprovalToken(
   );
   if (updated.rowCount !== 1)
     throw new RefusedError('approval_token_used', 'the approval token was already used');
-  const approvers = await client.query<{ email: string }>(
-    `SELECT u.email FROM approval_decisions d JOIN users u ON u.id = d.user_id WHERE d.approval_id = $1 AND d.decision = 'approve' ORDER BY d.decided_at`,
-    [row.id],
-  );
   // Written at the caller's commit (src/audit/log.ts), so its place here holds no lock any longer.
   await appendAudit(client, {
     tenantId: binding.tenantId,
@@ -570,7 +575,7 @@ export async function consumeApprovalToken(
     subjectId: row.id,
     details: { action: binding.action },
   });
-  return { id: row.id, approvedBy: approvers.rows.map((r) => r.email) };
+  return { id: row.id, approvedBy: approval.approvers.map((a) => a.user.email) };
 }
 
 /** Mark every pending request past its expiry as expired, with an audit entry each (worker job). */
