@@ -9,10 +9,9 @@ import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/config.js';
 import { createMcpHttpHandler, type McpHttpHandler } from '../../src/mcp/http.js';
-import { type ApprovalRequired, payInvoice } from '../../src/payments/pay.js';
 import { createSidecarApp } from '../../src/sidecar/app.js';
 import { count } from '../sidecar/support.js';
-import { createFixture, type Fixture, patientDeps } from '../support/fixture.js';
+import { approvedPayCall, createFixture, type Fixture, patientDeps } from '../support/fixture.js';
 import { failed, httpClient, ok, startHttp } from './helpers.js';
 
 const PROTOCOL = '2025-06-18';
@@ -405,14 +404,8 @@ describe('MCP Streamable HTTP', () => {
       opened.push(c);
       return c;
     };
-    const approved = async (invoice: string) => {
-      await f.addInvoice(invoice, 50_00);
-      const args = { invoice, amount: '50.00', currency: 'USD', method: 'stripe' };
-      const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
-      return { ...args, approval_token: await f.approveAs(f.admin, ask.approval_id) };
-    };
     const heldAtStripe = async (client: Client, invoice: string) => {
-      const args = await approved(invoice);
+      const args = await approvedPayCall(f, f.agentKey, { invoice, amountMinor: 50_00, method: 'stripe' });
       const fired = f.sandbox.faults.fired('stripe').length;
       f.sandbox.faults.next('stripe', {
         kind: 'slow_processing',

@@ -124,12 +124,26 @@ export async function payThroughEngine(
   agentKey: AgentKey,
   input: { invoice: string; amountMinor: number; method: 'stripe' | 'paypal' | 'ach' },
 ): Promise<PaymentConfirmation> {
+  const call = await approvedPayCall(f, agentKey, input);
+  return (await payInvoice(f.deps, { agentKey }, call)) as PaymentConfirmation;
+}
+
+/**
+ * A new USD invoice, its pay_invoice asked for (approval_required) and approved by the fixture's admin:
+ * the arguments, approval token included, of the call that pays it.
+ */
+export async function approvedPayCall(
+  f: Fixture,
+  agentKey: AgentKey,
+  input: { invoice: string; amountMinor: number; method: 'stripe' | 'paypal' | 'ach' },
+) {
   await f.addInvoice(input.invoice, input.amountMinor);
   const amount = formatAmount(input.amountMinor, 'USD');
   const call = { invoice: input.invoice, amount, currency: 'USD', method: input.method };
-  const ask = (await payInvoice(f.deps, { agentKey }, call)) as { approval_id: string };
-  const token = await f.approveAs(f.admin, ask.approval_id);
-  return (await payInvoice(f.deps, { agentKey }, { ...call, approval_token: token })) as PaymentConfirmation;
+  const ask = (await payInvoice(f.deps, { agentKey }, call)) as { approval_id: string; status: string };
+  if (ask.status !== 'approval_required')
+    throw new Error(`expected approval_required: ${JSON.stringify(ask)}`);
+  return { ...call, approval_token: await f.approveAs(f.admin, ask.approval_id) };
 }
 
 /** A refund asked for, approved by the fixture's admin, and made: the engine's own path. */

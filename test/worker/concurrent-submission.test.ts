@@ -12,12 +12,11 @@
  * the test), so the overlap is certain, not a timing race; the sandbox ledger judges what was charged.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatAmount } from '../../src/money.js';
-import { type ApprovalRequired, type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
+import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { FIRST_CHECK_AFTER_START_MS } from '../../src/payments/payments.js';
 import { createWorker, MAX_SUBMIT_ATTEMPTS } from '../../src/worker/index.js';
 import { deferred } from '../support/deferred.js';
-import { createFixture, type Fixture, patientDeps } from '../support/fixture.js';
+import { approvedPayCall, createFixture, type Fixture, patientDeps } from '../support/fixture.js';
 
 describe('a payment sent again while its first request is still in progress at Stripe', () => {
   let f: Fixture;
@@ -32,10 +31,7 @@ describe('a payment sent again while its first request is still in progress at S
    * `released` settles; the call's process waits long enough for a slow Stripe.
    */
   async function heldAtStripe(invoice: string, amountMinor: number) {
-    await f.addInvoice(invoice, amountMinor);
-    const args = { invoice, amount: formatAmount(amountMinor, 'USD'), currency: 'USD', method: 'stripe' };
-    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
-    const token = await f.approveAs(f.admin, ask.approval_id);
+    const args = await approvedPayCall(f, f.agentKey, { invoice, amountMinor, method: 'stripe' });
     const released = deferred();
     const firedBefore = f.sandbox.faults.fired('stripe').length;
     f.sandbox.faults.next('stripe', {
@@ -43,7 +39,7 @@ describe('a payment sent again while its first request is still in progress at S
       until: released.promise,
       match: { method: 'POST', path: '/v1/payment_intents' },
     });
-    const call = payInvoice(patientDeps(f), { agentKey: f.agentKey }, { ...args, approval_token: token });
+    const call = payInvoice(patientDeps(f), { agentKey: f.agentKey }, args);
     // Stripe has the request (the fault fired): the payment is committed and its key taken.
     await expect
       .poll(() => f.sandbox.faults.fired('stripe').length, { timeout: 10_000 })

@@ -13,11 +13,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_MAX_ATTEMPTS } from '../../src/gateways/retry.js';
-import { formatAmount } from '../../src/money.js';
-import { type ApprovalRequired, type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
+import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { createWorker, DEFAULT_LEASE_MS, MAX_SUBMIT_ATTEMPTS } from '../../src/worker/index.js';
 import { deferred } from '../support/deferred.js';
-import { createFixture, type Fixture, patientDeps } from '../support/fixture.js';
+import { approvedPayCall, createFixture, type Fixture, patientDeps } from '../support/fixture.js';
 import { scheduleApproved } from './support.js';
 
 const MINUTE = 60_000;
@@ -32,13 +31,8 @@ describe('a pay-now payment left to the worker', () => {
   });
   afterAll(async () => f?.close());
 
-  async function approvedPayCall(invoice: string, amountMinor: number) {
-    await f.addInvoice(invoice, amountMinor);
-    const args = { invoice, amount: formatAmount(amountMinor, 'USD'), currency: 'USD', method: 'stripe' };
-    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, args)) as ApprovalRequired;
-    expect(ask.status).toBe('approval_required');
-    return { ...args, approval_token: await f.approveAs(f.admin, ask.approval_id) };
-  }
+  const approvedStripeCall = (invoice: string, amountMinor: number) =>
+    approvedPayCall(f, f.agentKey, { invoice, amountMinor, method: 'stripe' });
 
   async function paymentRow(paymentId: string) {
     const { rows } = await f.t.db.withSystem((c) =>
@@ -75,7 +69,7 @@ describe('a pay-now payment left to the worker', () => {
           const answer = (await payInvoice(
             f.deps,
             { agentKey: f.agentKey },
-            await approvedPayCall('NOW-FAILING', 61_00),
+            await approvedStripeCall('NOW-FAILING', 61_00),
           )) as PaymentConfirmation;
           // The call's own send failed and Stripe has no record of it: left for the worker to send again.
           expect(answer).toMatchObject({ success: true, status: 'processing' });
@@ -130,7 +124,7 @@ describe('a pay-now payment left to the worker', () => {
   );
 
   it('pay-now: a payment still in its own provider call is not checked before its first check, and is after', async () => {
-    const input = await approvedPayCall('NOW-SLOW', 63_00);
+    const input = await approvedStripeCall('NOW-SLOW', 63_00);
     // The agent's process: its Stripe client waits as long as a slow Stripe takes.
     const patient = patientDeps(f);
     // Stripe holds the create, its key taken, until the test releases it: the call is in flight for
