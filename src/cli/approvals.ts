@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { type ApprovalStatus, approvalJson, approve, listApprovals, reject } from '../approvals/approvals.js';
 import { isUuid } from '../db/pool.js';
-import { findUserByToken, type User } from '../directory/users.js';
+import type { User } from '../directory/users.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { listAlerts } from '../payments/alerts.js';
 import { findPayment, listPayments, paymentJson } from '../payments/payments.js';
@@ -46,21 +46,9 @@ function cutToLimit<T>(rows: T[], limit: number, what: string): T[] {
  * email address, so the email only has to agree with the token; it never stands alone.
  */
 async function provenHuman(ctx: CliContext, email: string): Promise<User> {
-  const token = process.env.PAYGATE_USER_TOKEN?.trim() || (await ctx.promptToken());
-  if (!token) {
-    throw new RefusedError(
-      'user_token_required',
-      `--as ${email} is not enough: approving needs ${email}'s personal access token`,
-      'set PAYGATE_USER_TOKEN or run on a terminal to be prompted',
-    );
-  }
-  const user = await findUserByToken(await ctx.db(), token);
-  if (!user)
-    throw new RefusedError(
-      'invalid_user_token',
-      'that personal access token is not valid',
-      'use your own token',
-    );
+  const user = await ctx.tokenHolder(
+    `--as ${email} is not enough: approving needs ${email}'s personal access token`,
+  );
   if (user.email.toLowerCase() !== email.toLowerCase()) {
     throw new RefusedError(
       'token_not_yours',

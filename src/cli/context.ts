@@ -64,11 +64,20 @@ export class CliContext {
    */
   async tenantOrTokens(slug: string | undefined): Promise<Tenant> {
     if (slug !== undefined) return this.tenant(slug);
+    const user = await this.tokenHolder('this command needs your personal access token');
+    return getTenant(await this.db(), user.tenantId);
+  }
+
+  /**
+   * The human whose personal access token this is, in whichever tenant (the token says which);
+   * `needed` is the refusal's message when there is no token.
+   */
+  async tokenHolder(needed: string): Promise<User> {
     const token = await this.userToken();
     if (!token)
       throw new RefusedError(
         'user_token_required',
-        'this command needs your personal access token',
+        needed,
         'set PAYGATE_USER_TOKEN or run it on a terminal to be prompted',
       );
     const user = await findUserByToken(await this.db(), token);
@@ -78,7 +87,7 @@ export class CliContext {
         'that personal access token is not valid',
         'use your own token',
       );
-    return getTenant(await this.db(), user.tenantId);
+    return user;
   }
 
   private tokenPromise?: Promise<string | undefined>;
@@ -89,11 +98,6 @@ export class CliContext {
       process.env.PAYGATE_USER_TOKEN?.trim() || promptSecret('personal access token: '),
     );
     return this.tokenPromise;
-  }
-
-  /** A personal access token typed at a terminal prompt (undefined without a terminal). */
-  promptToken(): Promise<string | undefined> {
-    return promptSecret('personal access token: ');
   }
 
   /**
