@@ -121,4 +121,53 @@ describe('pay_invoice through the engine', () => {
     );
     expect(rows[0]!.n).toBe(1);
   });
+
+  it('two approved ways to pay one invoice, used at once: one payment, and the other approval is left unused', async () => {
+    await f.addMethod({ rail: 'paypal', token: 'pp_vault_success', label: 'Company PayPal' });
+    await f.addInvoice('INV-TWICE', 77_00);
+    const caller = { agentKey: f.agentKey };
+    const byCard = { invoice: 'INV-TWICE', amount: '77.00', currency: 'USD', method: 'stripe' };
+    const byPaypal = { ...byCard, method: 'paypal' };
+    const cardAsk = required(await payInvoice(f.deps, caller, byCard));
+    const paypalAsk = required(await payInvoice(f.deps, caller, byPaypal));
+    expect(paypalAsk.approval_id).not.toBe(cardAsk.approval_id);
+    const tokens = [
+      await f.approveAs(f.approver, cardAsk.approval_id),
+      await f.approveAs(f.approver, paypalAsk.approval_id),
+    ];
+    const results = await Promise.allSettled([
+      payInvoice(f.deps, caller, { ...byCard, approval_token: tokens[0] }),
+      payInvoice(f.deps, caller, { ...byPaypal, approval_token: tokens[1] }),
+    ]);
+    const paid = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value as PaymentConfirmation] : []));
+    expect(paid).toHaveLength(1);
+    const refused = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    expect(refused.reason).toBeInstanceOf(RefusedError);
+    expect(['invoice_payment_in_progress', 'invoice_already_paid']).toContain(refused.reason.code);
+    const statuses = await f.t.db.withTenant(f.tenant.id, async (c) => ({
+      payments: (
+        await c.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.number = 'INV-TWICE'",
+        )
+      ).rows[0]!.n,
+      approvals: (
+        await c.query<{ id: string; status: string }>('SELECT id, status FROM approvals WHERE id = ANY($1)', [
+          [cardAsk.approval_id, paypalAsk.approval_id],
+        ])
+      ).rows,
+    }));
+    expect(statuses.payments).toBe(1);
+    // The loser's refusal rolled back with everything else it did: its approval can still be used once
+    // the human decides (a refund of the first, say), rather than burned for nothing.
+    const paidWith = paid[0]!.provider === 'stripe' ? cardAsk.approval_id : paypalAsk.approval_id;
+    expect(statuses.approvals).toEqual(
+      expect.arrayContaining([
+        { id: paidWith, status: 'consumed' },
+        {
+          id: paidWith === cardAsk.approval_id ? paypalAsk.approval_id : cardAsk.approval_id,
+          status: 'approved',
+        },
+      ]),
+    );
+  });
 });

@@ -203,6 +203,42 @@ describe('RLS at the SQL level', () => {
     await app.query('ROLLBACK');
   });
 
+  it("paygate_admit and paygate_finish_run scope themselves to the tenant they are given, and refuse to switch another tenant's transaction", async () => {
+    const runsOf = async (tenantId: string) =>
+      (await owner.query('SELECT count(*)::int AS n FROM agent_runs WHERE tenant_id = $1', [tenantId]))
+        .rows[0].n;
+    const [beforeA, beforeB] = [await runsOf(a.tenant.id), await runsOf(b.tenant.id)];
+    const admit = (tenantId: string, agentKeyId: string) =>
+      app.query(
+        `SELECT a.calls, (a.agent_key).id AS key_id, (a.tenant).id AS tenant_id
+           FROM paygate_admit(42, '1s', gen_random_uuid(), $1, $2, 'pay_invoice', '{pay_invoice}') a`,
+        [tenantId, agentKeyId],
+      );
+    // Inside tenant B's transaction, neither may act for tenant A (nor switch the transaction to A).
+    for (const call of [
+      () => admit(a.tenant.id, a.agentKey.id),
+      () =>
+        app.query(
+          `SELECT paygate_finish_run(gen_random_uuid(), $1, $2, 'get_payment_status', 'ok', NULL, NULL, 1)`,
+          [a.tenant.id, a.agentKey.id],
+        ),
+    ]) {
+      await app.query('BEGIN');
+      await app.query(`SELECT set_config('app.tenant_id', $1, true)`, [b.tenant.id]);
+      await expect(call()).rejects.toThrow(/this transaction belongs to tenant/);
+      await app.query('ROLLBACK');
+    }
+    // In autocommit, tenant B with tenant A's key: no key, so no admission and no row.
+    expect((await admit(b.tenant.id, a.agentKey.id)).rows).toEqual([]);
+    // Its own key in its own tenant: admitted, the key and tenant read under that tenant.
+    expect((await admit(a.tenant.id, a.agentKey.id)).rows).toEqual([
+      { calls: expect.any(Number), key_id: a.agentKey.id, tenant_id: a.tenant.id },
+    ]);
+    expect([await runsOf(a.tenant.id), await runsOf(b.tenant.id)]).toEqual([beforeA + 1, beforeB]);
+    // The statement's transaction ended with it: nothing of tenant A's scope is left on the session.
+    expect((await app.query(`SELECT current_setting('app.tenant_id', true) AS t`)).rows[0].t).toBe('');
+  });
+
   it('paygate_agent_key_by_hash answers only an exact hash, never on NULL or a prefix', async () => {
     const rows = await inTx(
       null,
@@ -298,8 +334,11 @@ describe('RLS at the SQL level', () => {
     // paygate_audit_append_requested is a trigger function; calling it directly is refused by PG anyway.
     expect(rows.map((r) => r.proname)).toEqual(
       expect.arrayContaining([
+        'paygate_admit',
         'paygate_admit_call',
         'paygate_agent_key_by_hash',
+        'paygate_bookkeeping_in',
+        'paygate_finish_run',
         'paygate_audit_append',
         'paygate_current_tenant',
         'paygate_store_confirming_event',

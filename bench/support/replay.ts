@@ -67,10 +67,10 @@ export function paymentIdentity(p: PaymentIdentity): Identity {
   };
 }
 
-/** The id of the agent_runs row a captured call wrote when it was admitted (paygate_admit_call's third argument). */
+/** The id of the agent_runs row a captured call wrote when it was admitted (paygate_admit's third argument). */
 export function capturedRunId(template: Captured[]): string {
-  const admitted = template.find((s) => /^\s*SELECT paygate_admit_call\(/.test(s.text));
-  if (!admitted) throw new Error('the captured payment was not admitted (no paygate_admit_call)');
+  const admitted = template.find((s) => /\bFROM paygate_admit\(/.test(s.text));
+  if (!admitted) throw new Error('the captured payment was not admitted (no paygate_admit)');
   return String(admitted.values[2]);
 }
 

@@ -38,8 +38,33 @@ export function checkTimezone(timezone: string): string {
   return timezone;
 }
 
-const SELECT_TENANT = `SELECT id, slug, name, timezone, dual_approval_threshold_minor, dual_approval_currency,
-  max_insufficient_funds_reschedules, allow_email_in_analysis FROM tenants`;
+const COLUMNS = [
+  'id',
+  'slug',
+  'name',
+  'timezone',
+  'dual_approval_threshold_minor',
+  'dual_approval_currency',
+  'max_insufficient_funds_reschedules',
+  'allow_email_in_analysis',
+] as const;
+
+const SELECT_TENANT = `SELECT ${COLUMNS.join(', ')} FROM tenants`;
+
+/**
+ * The tenant's columns as `alias.column AS tenant_column`, for a statement of another module that reads
+ * the tenant beside its own row in the same round trip (a money-moving call's admission);
+ * `toPrefixedTenant` maps them.
+ */
+export function prefixedTenantColumns(alias: string): string {
+  return COLUMNS.map((column) => `${alias}.${column} AS tenant_${column}`).join(', ');
+}
+
+export function toPrefixedTenant(row: Record<string, unknown>): Tenant {
+  return toTenant(
+    Object.fromEntries(COLUMNS.map((column) => [column, row[`tenant_${column}`]])) as unknown as TenantRow,
+  );
+}
 
 interface TenantRow {
   id: string;

@@ -4,9 +4,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { appendAudit } from '../audit/log.js';
-import { advisoryLockKey, type Db, PgError, pgErrorCode, type Queryable } from '../db/pool.js';
+import { advisoryLockKey, type Db, PgError, pgErrorCode } from '../db/pool.js';
 import { type AgentKey, type AgentKeyRow, agentKeyColumns, toAgentKey } from '../directory/agent-keys.js';
-import { readTenant, type Tenant } from '../directory/tenants.js';
+import { prefixedTenantColumns, type Tenant, toPrefixedTenant } from '../directory/tenants.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { MoneyError } from '../money.js';
 import type { Caller, EngineDeps } from './context.js';
@@ -69,52 +69,42 @@ export async function recordRun<T, Tool extends string>(
     throw error;
   } finally {
     const durationMs = Math.round(performance.now() - started);
-    // A refusal's audit entry waits for the disk like any other; the row alone is bookkeeping, and the
-    // call's answer need not wait for its flush (a crash could leave it `running`, as a dying process does).
+    // The row is bookkeeping, in one statement whose COMMIT does not wait for the disk: the call's answer
+    // need not wait for its flush (a crash could leave it `running`, as a dying process does). A refusal
+    // of a money-moving call is on the record too, with the reason the agent was given, in a transaction
+    // that waits for the disk like any audit entry (and so flushes the row with it).
     const refusedEntry = refusal && (MONEY_MOVING_TOOLS as readonly string[]).includes(tool) ? refusal : null;
-    await deps.db
-      .withTenant(
-        caller.agentKey.tenantId,
-        async (client) => {
-          // The row the admission wrote, completed; or the whole row, when there was no admission or its
-          // transaction rolled back.
-          await client.query(
-            `INSERT INTO agent_runs (id, tenant_id, agent_key_id, tool, outcome, error_code, subject_id, duration_ms)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-           ON CONFLICT (id) DO UPDATE SET outcome = EXCLUDED.outcome, error_code = EXCLUDED.error_code,
-             subject_id = EXCLUDED.subject_id, duration_ms = EXCLUDED.duration_ms`,
-            [
-              run.id,
-              caller.agentKey.tenantId,
-              caller.agentKey.id,
-              tool,
-              outcome,
-              errorCode,
-              subjectId,
-              durationMs,
-            ],
-          );
-          // Every refusal of a money-moving call is on the record, with the reason the agent was given.
-          if (refusedEntry) {
-            await appendAudit(client, {
-              tenantId: caller.agentKey.tenantId,
-              actorType: 'agent',
-              actorId: caller.agentKey.id,
-              action: `${tool}.refused`,
-              details: refusedEntry,
-            });
-          }
-        },
-        { waitForDisk: refusedEntry !== null },
-      )
-      .catch((error: unknown) => {
-        // The record of a run must never turn a finished payment into an error, but a missing record (a
-        // refusal's audit entry above all) must not go unnoticed either.
-        deps.logger?.warn(
-          { err: error, tool, runId: run.id, outcome, refusal: refusedEntry?.code ?? null },
-          'the record of an agent call could not be written',
+    const tenantId = caller.agentKey.tenantId;
+    try {
+      await deps.db.pool.query('SELECT paygate_finish_run($1, $2, $3, $4, $5, $6, $7, $8)', [
+        run.id,
+        tenantId,
+        caller.agentKey.id,
+        tool,
+        outcome,
+        errorCode,
+        subjectId,
+        durationMs,
+      ]);
+      if (refusedEntry) {
+        await deps.db.withTenant(tenantId, (client) =>
+          appendAudit(client, {
+            tenantId,
+            actorType: 'agent',
+            actorId: caller.agentKey.id,
+            action: `${tool}.refused`,
+            details: refusedEntry,
+          }),
         );
-      });
+      }
+    } catch (error) {
+      // The record of a run must never turn a finished payment into an error, but a missing record (a
+      // refusal's audit entry above all) must not go unnoticed either.
+      deps.logger?.warn(
+        { err: error, tool, runId: run.id, outcome, refusal: refusedEntry?.code ?? null },
+        'the record of an agent call could not be written',
+      );
+    }
   }
 }
 
@@ -122,25 +112,22 @@ export async function recordRun<T, Tool extends string>(
 const ADMISSION_LOCK_TIMEOUT = '5s';
 
 /**
- * The admission of every money-moving call, in a short transaction of its own: refuse when this key made
+ * The admission of every money-moving call, in one statement of its own: refuse when this key made
  * `rate_limit_per_minute` money-moving calls in the last minute, else put this call on the record as
  * `running`, and read the tenant. Admissions of one key queue on a lock until the row is committed, so
  * calls still in flight count and a burst of concurrent calls gets exactly the limit through. The lock is
- * held for these few statements only, never across the call's row locks or the audit chain's, so a
- * key's waiting calls cannot tie up the pool behind a slow payment; and should an admission stall (its
- * process paused inside them), the key's other calls give up after ADMISSION_LOCK_TIMEOUT with a
+ * held for that statement only, never across the call's row locks or the audit chain's, so a key's
+ * waiting calls cannot tie up the pool behind a slow payment; and should an admission stall (the
+ * database session paused inside it), the key's other calls give up after ADMISSION_LOCK_TIMEOUT with a
  * retryable refusal rather than wait. Times are taken after the lock (clock_timestamp), so a call that
  * waited counts from when it got in. `recordRun` completes the row.
  */
 export async function admitMoneyMovingCall(db: Db, caller: Caller, run: Run): Promise<Tenant> {
-  const tenantId = caller.agentKey.tenantId;
   let admitted: { tenant: Tenant; agentKey: AgentKey };
   try {
-    // Bookkeeping: the COMMIT need not wait for the disk. The row is visible to the key's next admission
-    // at once, and durable with the call's next commit that writes (it flushes the log up to itself).
-    admitted = await db.withTenant(tenantId, (client) => admit(client, caller, run), { waitForDisk: false });
+    admitted = await admit(db, caller, run);
   } catch (error) {
-    // Only a stalled admission (a process paused inside its few statements) holds the lock this long.
+    // Only a stalled admission (a process paused inside its statement) holds the lock this long.
     if (pgErrorCode(error) === PgError.lockNotAvailable) {
       throw new RefusedError(
         'rate_limited',
@@ -157,21 +144,18 @@ export async function admitMoneyMovingCall(db: Db, caller: Caller, run: Run): Pr
   return admitted.tenant;
 }
 
-async function admit(
-  client: Queryable,
-  caller: Caller,
-  run: Run,
-): Promise<{ tenant: Tenant; agentKey: AgentKey }> {
+async function admit(db: Db, caller: Caller, run: Run): Promise<{ tenant: Tenant; agentKey: AgentKey }> {
   const tenantId = caller.agentKey.tenantId;
-  // The key as it is now, the lock timeout, the key's lock, the count and the call's row, in one round
-  // trip (migrations/014_admit_call.sql). The key was authenticated when the request arrived, but a call
-  // can outlive that: one waiting for a human on the approval page, or any call over stdio, where the key
-  // is checked at launch. A key disabled since then has no row here, so nothing is admitted for it; and
-  // the rate limit is the key's current one.
-  const { rows } = await client.query<AgentKeyRow & { calls: number }>(
-    `SELECT paygate_admit_call($1, $2, $3, $4, $5, $6, $7, k.rate_limit_per_minute) AS calls,
-            ${agentKeyColumns('k')}
-       FROM agent_keys k WHERE k.id = $5 AND k.tenant_id = $4 AND k.disabled_at IS NULL`,
+  // The key as it is now, its tenant, the lock timeout, the key's lock, the count and the call's row, in
+  // one statement in autocommit (migrations/025): bookkeeping, whose COMMIT need not wait for the disk.
+  // The row is visible to the key's next admission at once, and durable with the call's next commit
+  // that writes (it flushes the log up to itself). The key was authenticated when the request arrived,
+  // but a call can outlive that: one waiting for a human on the approval page, or any call over stdio,
+  // where the key is checked at launch. A key disabled since then has no row here, so nothing is
+  // admitted for it; and the rate limit is the key's current one.
+  const { rows } = await db.pool.query<AgentKeyRow & { calls: number }>(
+    `SELECT a.calls, ${agentKeyColumns('(a.agent_key)')}, ${prefixedTenantColumns('(a.tenant)')}
+       FROM paygate_admit($1, $2, $3, $4, $5, $6, $7) a`,
     [
       advisoryLockKey(`rate-limit:${caller.agentKey.id}`),
       ADMISSION_LOCK_TIMEOUT,
@@ -199,5 +183,5 @@ async function admit(
       true,
     );
   }
-  return { tenant: await readTenant(client, tenantId), agentKey };
+  return { tenant: toPrefixedTenant(row), agentKey };
 }

@@ -150,19 +150,24 @@ interface Plan {
   currency: string;
 }
 
-/** The business rules of DESIGN.md's pay flow, step 1. Read-only; phase 1 re-checks under a lock. */
+/**
+ * The business rules of DESIGN.md's pay flow, step 1. Read-only. With `lockInvoice` (a call that goes on
+ * to consume its approval and write phase 1) the invoice is read under its row lock, held to the end of
+ * the transaction, so that phase 1 writes from exactly what was checked here: a concurrent payment of the
+ * same invoice waits for this one, then finds it in progress or paid.
+ */
 async function plan(
   client: Queryable,
   tenant: Tenant,
   caller: Caller,
   input: PayInput,
-  options: { allowScheduled?: boolean; day?: string } = {},
+  options: { allowScheduled?: boolean; day?: string; lockInvoice?: boolean } = {},
 ): Promise<Plan> {
   const money = parseInputMoney(input.amount, input.currency);
   const rail = checkRail(String(input.method));
   if (typeof input.invoice !== 'string' || !input.invoice)
     throw new UsageError('invoice must be an invoice number such as INV-2025-001');
-  const invoice = await findInvoice(client, input.invoice);
+  const invoice = await findInvoice(client, input.invoice, { forUpdate: options.lockInvoice });
   if (!invoice) {
     throw new RefusedError(
       'invoice_not_found',
@@ -505,19 +510,18 @@ function confirmation(
   return { success: true, ...json, ...extra };
 }
 
-/** What phase 1 of a pay or schedule call works from: the plan, the approval it consumed, the locked invoice. */
+/** What phase 1 of a pay or schedule call works from: the plan (its invoice locked), the approval it consumed. */
 interface Approved<Params> {
   tenant: Tenant;
   p: Plan;
   params: Params;
   consumed: ConsumedApproval;
-  invoice: Invoice;
 }
 
 /**
  * The start of pay_invoice and schedule_payment: admit the call (rate limit, the call's row, tenant),
- * then one transaction that plans it (`prepare`) and either asks a human or consumes the approval (bound
- * to exactly these params), re-reads the invoice under its lock, re-checks it, and writes phase 1
+ * then one transaction that plans it (`prepare`, the invoice locked when there is an approval to use)
+ * and either asks a human or consumes the approval (bound to exactly these params) and writes phase 1
  * (`start`), so that everything before the provider call commits together or not at all. A refused
  * approval token rolls that back and is put on the record in a transaction of its own.
  */
@@ -527,7 +531,7 @@ async function openCall<Params extends PayParams | ScheduleParams, T>(
   run: Run<'pay_invoice' | 'schedule_payment'>,
   input: PayInput,
   server: ServerEvidence | undefined,
-  prepare: (client: Queryable, tenant: Tenant) => Promise<{ p: Plan; params: Params }>,
+  prepare: (client: Queryable, tenant: Tenant, lockInvoice: boolean) => Promise<{ p: Plan; params: Params }>,
   start: (client: Queryable, approved: Approved<Params>) => Promise<T>,
 ): Promise<{ ask: ApprovalRequired } | { started: T }> {
   const evidence = evidenceOf(input.approval_token, server);
@@ -535,7 +539,7 @@ async function openCall<Params extends PayParams | ScheduleParams, T>(
   const tenant = await admitMoneyMovingCall(deps.db, caller, run);
   try {
     return await deps.db.withTenant(tenant.id, async (client) => {
-      const { p, params } = await prepare(client, tenant);
+      const { p, params } = await prepare(client, tenant, evidence !== undefined);
       subject = p.invoice.number;
       if (!evidence) {
         return {
@@ -549,9 +553,7 @@ async function openCall<Params extends PayParams | ScheduleParams, T>(
         params,
         ...evidence,
       });
-      const invoice = (await findInvoice(client, p.invoice.id, { forUpdate: true }))!;
-      checkPayable(invoice, p);
-      return { started: await start(client, { tenant, p, params, consumed, invoice }) };
+      return { started: await start(client, { tenant, p, params, consumed }) };
     });
   } catch (error) {
     await auditIfTokenRefused(deps, caller, run.tool, error, subject);
@@ -579,8 +581,8 @@ export async function payInvoice(
           run,
           input,
           server,
-          async (client, tenant) => {
-            const p = await plan(client, tenant, caller, input);
+          async (client, tenant, lockInvoice) => {
+            const p = await plan(client, tenant, caller, input, { lockInvoice });
             checkProviderTakes(deps, p.method.provider, p, 'payment');
             return { p, params: payParams(p) };
           },
@@ -619,8 +621,9 @@ export async function payInvoice(
 async function startPayment(
   client: Queryable,
   caller: Caller,
-  { tenant, p, consumed, invoice }: Approved<PayParams>,
+  { tenant, p, consumed }: Approved<PayParams>,
 ): Promise<Submission> {
+  const { invoice } = p;
   const paymentId = randomUUID();
   await insertPayment(client, {
     id: paymentId,
@@ -679,9 +682,9 @@ export async function schedulePayment(
           run,
           input,
           server,
-          async (client, tenant) => {
+          async (client, tenant, lockInvoice) => {
             checkScheduleDate(date, tenant);
-            const p = await plan(client, tenant, caller, input, { day: date });
+            const p = await plan(client, tenant, caller, input, { day: date, lockInvoice });
             checkProviderTakes(deps, p.method.provider, p, 'payment');
             if (p.rail === 'ach') checkAchScheduleDate(date, tenant, Boolean(input.approval_token || server));
             return { p, params: { ...payParams(p), scheduled_date: date } };
@@ -763,8 +766,9 @@ function checkAchScheduleDate(date: string, tenant: Tenant, approved: boolean): 
 async function startSchedule(
   client: Queryable,
   caller: Caller,
-  { tenant, p, params, consumed, invoice }: Approved<ScheduleParams>,
+  { tenant, p, params, consumed }: Approved<ScheduleParams>,
 ): Promise<PaymentConfirmation> {
+  const { invoice } = p;
   const scheduledId = randomUUID();
   const date = params.scheduled_date;
   await client.query(
