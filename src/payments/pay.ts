@@ -38,8 +38,8 @@ import {
   releaseIdempotencyKey,
 } from './idempotency.js';
 import { checkDate, findInvoice, type Invoice, transitionInvoice } from './invoices.js';
-import { getPayment, insertPayment, type Payment, paymentJson } from './payments.js';
-import { executeSubmission, loadSubmissions, type Submission } from './phases.js';
+import { getPayment, type Payment, paymentJson } from './payments.js';
+import { executeSubmission, insertSubmission, type Submission } from './phases.js';
 
 /** How far ahead a payment may be scheduled. */
 export const MAX_SCHEDULE_AHEAD_DAYS = 366;
@@ -625,7 +625,7 @@ async function startPayment(
 ): Promise<Submission> {
   const { invoice } = p;
   const paymentId = randomUUID();
-  await insertPayment(client, {
+  const submission = await insertSubmission(client, {
     id: paymentId,
     tenantId: tenant.id,
     invoiceId: invoice.id,
@@ -655,8 +655,7 @@ async function startPayment(
       approval_id: consumed.id,
     },
   });
-  const [submission] = await loadSubmissions(client, [paymentId]);
-  return submission!;
+  return submission;
 }
 
 export async function schedulePayment(

@@ -208,14 +208,17 @@ export const FIRST_CHECK_AFTER_START_MS = 5 * 60_000;
 /**
  * Phase 1's payment row: `processing` at recovery point `started`. Its first submission is counted here
  * (`submit_attempts` 1), as a scheduled payment's is, because phase 2 sends it next: the reconciler's
- * re-sends then make at most MAX_SUBMIT_ATTEMPTS sends in all (src/worker/index.ts).
+ * re-sends then make at most MAX_SUBMIT_ATTEMPTS sends in all (src/worker/index.ts). A statement
+ * (`RETURNING *`) rather than a call, so that phase 1 reads back what phase 2 sends in the same round
+ * trip (insertSubmission, src/payments/phases.ts).
  */
-export async function insertPayment(client: Queryable, p: NewPayment): Promise<void> {
-  await client.query(
-    `INSERT INTO payments (id, tenant_id, invoice_id, agent_key_id, approval_id, scheduled_payment_id, amount_minor, currency, rail,
+export function insertPaymentStatement(p: NewPayment): { text: string; values: unknown[] } {
+  return {
+    text: `INSERT INTO payments (id, tenant_id, invoice_id, agent_key_id, approval_id, scheduled_payment_id, amount_minor, currency, rail,
                            provider, payment_method_id, confirmation_number, approved_by, submit_attempts, next_check_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, now() + make_interval(secs => $14))`,
-    [
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, now() + make_interval(secs => $14))
+     RETURNING *`,
+    values: [
       p.id,
       p.tenantId,
       p.invoiceId,
@@ -231,7 +234,7 @@ export async function insertPayment(client: Queryable, p: NewPayment): Promise<v
       p.approvedBy,
       FIRST_CHECK_AFTER_START_MS / 1000,
     ],
-  );
+  };
 }
 
 export type OutcomeSource = { actorType: ActorType; actorId: string; note?: string };

@@ -19,7 +19,13 @@ import { nextBusinessDay } from './calendar.js';
 import type { EngineDeps, FailureNotice } from './context.js';
 import { crashPoint } from './crash-points.js';
 import { transitionInvoice } from './invoices.js';
-import { applyPaymentOutcome, getPayment, type Payment } from './payments.js';
+import {
+  applyPaymentOutcome,
+  getPayment,
+  insertPaymentStatement,
+  type NewPayment,
+  type Payment,
+} from './payments.js';
 
 /**
  * First deferral of a payment the provider keeps failing (a pay-now call's, and the worker's base, which
@@ -87,33 +93,53 @@ export interface Submission {
   request: PayRequest;
 }
 
-/** Phase 2's input for several payments of the caller's tenant, in one query. */
-export async function loadSubmissions(client: Queryable, paymentIds: string[]): Promise<Submission[]> {
-  const { rows } = await client.query<{
-    id: string;
-    tenant_id: string;
-    amount_minor: number;
-    currency: string;
-    rail: Payment['rail'];
-    provider: Payment['provider'];
-    status: Payment['status'];
-    recovery_point: Payment['recoveryPoint'];
-    invoice_number: string;
-    vendor_name: string;
-    stripe_account: string | null;
-    paypal_email: string | null;
-    provider_token: string;
-    provider_customer: string | null;
-  }>(
-    `SELECT p.id, p.tenant_id, p.amount_minor, p.currency, p.rail, p.provider, p.status, p.recovery_point,
+interface SubmissionRow {
+  id: string;
+  tenant_id: string;
+  amount_minor: number;
+  currency: string;
+  rail: Payment['rail'];
+  provider: Payment['provider'];
+  status: Payment['status'];
+  recovery_point: Payment['recoveryPoint'];
+  invoice_number: string;
+  vendor_name: string;
+  stripe_account: string | null;
+  paypal_email: string | null;
+  provider_token: string;
+  provider_customer: string | null;
+}
+
+/** What phase 2 sends for the payments in `payments` (a table, or a statement's RETURNING). */
+function selectSubmissions(payments: string): string {
+  return `SELECT p.id, p.tenant_id, p.amount_minor, p.currency, p.rail, p.provider, p.status, p.recovery_point,
             i.number AS invoice_number, c.name AS vendor_name, c.stripe_account, c.paypal_email,
             m.provider_token, m.provider_customer
-       FROM payments p JOIN invoices i ON i.id = p.invoice_id JOIN counterparties c ON c.id = i.counterparty_id
-       JOIN payment_methods m ON m.id = p.payment_method_id
-      WHERE p.id = ANY($1::uuid[])`,
+       FROM ${payments} p JOIN invoices i ON i.id = p.invoice_id JOIN counterparties c ON c.id = i.counterparty_id
+       JOIN payment_methods m ON m.id = p.payment_method_id`;
+}
+
+/** Phase 2's input for several payments of the caller's tenant, in one query. */
+export async function loadSubmissions(client: Queryable, paymentIds: string[]): Promise<Submission[]> {
+  const { rows } = await client.query<SubmissionRow>(
+    `${selectSubmissions('payments')} WHERE p.id = ANY($1::uuid[])`,
     [paymentIds],
   );
-  return rows.map((r) => ({
+  return rows.map(toSubmission);
+}
+
+/** Phase 1's payment row written (insertPaymentStatement) and phase 2's input read back, in one statement. */
+export async function insertSubmission(client: Queryable, payment: NewPayment): Promise<Submission> {
+  const insert = insertPaymentStatement(payment);
+  const { rows } = await client.query<SubmissionRow>(
+    `WITH inserted AS (${insert.text}) ${selectSubmissions('inserted')}`,
+    insert.values,
+  );
+  return toSubmission(rows[0]!);
+}
+
+function toSubmission(r: SubmissionRow): Submission {
+  return {
     paymentId: r.id,
     provider: r.provider,
     status: r.status,
@@ -134,7 +160,7 @@ export async function loadSubmissions(client: Queryable, paymentIds: string[]): 
       invoiceNumber: r.invoice_number,
       description: `Invoice ${r.invoice_number} (${r.vendor_name})`,
     },
-  }));
+  };
 }
 
 /** What phase 2 learned: the provider's outcome, or the failure that left us without one. */

@@ -11,7 +11,8 @@ import { formatAmount } from '../../src/money.js';
 import { nextBusinessDay, todayIn } from '../../src/payments/calendar.js';
 import { transitionInvoice } from '../../src/payments/invoices.js';
 import { type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
-import { FIRST_CHECK_AFTER_START_MS, insertPayment } from '../../src/payments/payments.js';
+import { FIRST_CHECK_AFTER_START_MS } from '../../src/payments/payments.js';
+import { insertSubmission } from '../../src/payments/phases.js';
 import { refundPayment } from '../../src/payments/refund.js';
 import { createWorker, retryDelayMs } from '../../src/worker/index.js';
 import { deferred } from '../support/deferred.js';
@@ -265,7 +266,7 @@ describe('worker', () => {
       { invoice: 'NOW-001', amount: '55.00', currency: 'USD', method: 'stripe' },
     )) as { approval_id: string };
     await f.approveAs(f.admin, ask.approval_id);
-    // What pay_invoice's phase 1 commits before the provider is called (insertPayment: its first check
+    // What pay_invoice's phase 1 commits before the provider is called (insertSubmission: its first check
     // FIRST_CHECK_AFTER_START_MS ahead), left as a process killed right after it would leave it.
     const paymentId = randomUUID();
     await f.t.db.withTenant(f.tenant.id, async (c) => {
@@ -273,7 +274,7 @@ describe('worker', () => {
         `SELECT i.id, (SELECT id FROM payment_methods WHERE rail = 'stripe' AND status = 'active') AS method
            FROM invoices i WHERE number = 'NOW-001'`,
       );
-      await insertPayment(c, {
+      await insertSubmission(c, {
         id: paymentId,
         tenantId: f.tenant.id,
         invoiceId: rows[0]!.id,
