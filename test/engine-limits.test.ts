@@ -135,6 +135,42 @@ describe('limits across calls', () => {
     expect(rows[0]!.n).toBe(1);
   });
 
+  it("a call stalled in phase 1 of an invoice makes the key's next call for that invoice give up after the cap's lock timeout, not wait for ever", async () => {
+    const capped = await f.newAgent({ name: 'stalled-invoice', maxPerDayMinor: 600_00, capsCurrency: 'USD' });
+    const caller = { agentKey: capped.agentKey };
+    const input = { invoice: 'INV-STALLED-PHASE1', amount: '100.00', currency: 'USD', method: 'stripe' };
+    await f.addInvoice(input.invoice, 100_00);
+    const ask = (await payInvoice(f.deps, caller, input)) as ApprovalRequired;
+    const token = (await f.approveAs(f.admin, ask.approval_id))!;
+    // Another process of this key inside phase 1 of this very invoice (the agent's first try of this call),
+    // paused before its commit: whichever order phase 1 takes them in, by then it holds the key's daily
+    // cap and the invoice's row lock. The key's retry must get the cap's bounded wait (DAILY_CAP_LOCK_TIMEOUT,
+    // then a retryable refusal), not queue without a timeout on the invoice's row, holding a pooled
+    // connection, for as long as the stalled one stays stalled.
+    const stalled = new pg.Client({ connectionString: f.t.adminUrl });
+    await stalled.connect();
+    await stalled.query('BEGIN');
+    await stalled.query('SELECT pg_advisory_xact_lock($1)', [
+      advisoryLockKey(`daily-cap:${capped.agentKey.id}`),
+    ]);
+    await stalled.query('SELECT id FROM invoices WHERE number = $1 FOR UPDATE', [input.invoice]);
+    const retry = payInvoice(f.deps, caller, { ...input, approval_token: token }).then(
+      (answer) => ({ answer }),
+      (e: { code?: string; retryable?: boolean }) => ({ refused: e }),
+    );
+    try {
+      const settledWhileStalled = await Promise.race([
+        retry,
+        settle(12_000).then(() => 'still waiting' as const),
+      ]);
+      expect(settledWhileStalled).toMatchObject({ refused: { code: 'rate_limited', retryable: true } });
+    } finally {
+      await stalled.query('ROLLBACK');
+      await stalled.end();
+      await retry;
+    }
+  });
+
   it('the daily cap counts a schedule overdue from an earlier day: it runs today', async () => {
     const capped = await f.newAgent({ name: 'overdue-capped', maxPerDayMinor: 600_00, capsCurrency: 'USD' });
     const caller = { agentKey: capped.agentKey };
