@@ -3,6 +3,7 @@
  * approved the exact action". These look at what happens when that right goes away between the human's
  * decision and the money moving (disabled, demoted, limit lowered), and at dual control under races.
  */
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { approve } from '../src/approvals/approvals.js';
 import { addUser, type User } from '../src/directory/users.js';
@@ -130,6 +131,48 @@ describe('approvals: the approver must still have the right when money moves', (
       expect(await paymentsOf(invoice)).toBe(0);
     },
   );
+
+  it("a token whose approver is disabled while its consumption waits for the approval's row lock moves no money (approval_lapsed)", async () => {
+    const invoice = 'INV-H-WAIT-DIS';
+    const a = await newApprover();
+    const request = await ask(invoice, 4_000_00, '4000.00');
+    const token = (await approve(f.t.db, f.tenant.id, a, request.approval_id)).approvalToken;
+    // Any transaction holding the approval's row lock that then ends without changing it (a human's
+    // decision refused under that lock, a consumer that rolled back): the paying call waits for it.
+    const holder = new pg.Client({ connectionString: f.t.adminUrl });
+    await holder.connect();
+    await holder.query('BEGIN');
+    await holder.query('SELECT id FROM approvals WHERE id = $1 FOR UPDATE', [request.approval_id]);
+    const holderPid = (holder as unknown as { processID: number }).processID;
+    const call = payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...pay(invoice, '4000.00'), approval_token: token },
+    ).catch((e: { code?: string }) => e);
+    try {
+      for (const deadline = Date.now() + 10_000; ; ) {
+        const waiting = await sql<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+            WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> $1`,
+          [holderPid],
+        );
+        if (waiting[0]!.n > 0) break;
+        if (Date.now() > deadline) throw new Error('the paying call never waited for the approval');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      // Disabled (and committed) while the call waits, before it holds the approval: when it gets the
+      // lock, the approver as they are now may no longer approve.
+      await sql('UPDATE users SET disabled_at = now() WHERE id = $1', [a.id]);
+    } finally {
+      await holder.query('ROLLBACK');
+      await holder.end();
+    }
+    expect(await call).toMatchObject({
+      code: 'approval_lapsed',
+      message: expect.stringMatching(/has been disabled/),
+    });
+    expect(await paymentsOf(invoice)).toBe(0);
+  });
 
   // Races on the human side of dual control (these held before the fix above too).
   it('dual control race: one human approving twice at once records one decision and mints no token', async () => {
