@@ -3,23 +3,29 @@
 -- statement(s), COMMIT: four round trips for the admission (with the tenant's read), three for the end,
 -- seven of the twenty-five a payment made to PostgreSQL. As these two functions, called in autocommit,
 -- each is one: the function scopes its own implicit transaction to the tenant (and, as before, lets its
--- COMMIT skip the wait for the disk: bookkeeping, made durable by the call's next commit that waits).
+-- COMMIT skip the wait for the disk: bookkeeping, made durable by the call's next commit that waits). A
+-- refused call's end is still written with its audit entry, in one transaction that waits for the disk:
+-- paygate_finish_run inside it.
 --
 -- SECURITY INVOKER: row-level security applies inside, to the tenant the function scopes itself to. A
 -- caller already inside another tenant's transaction is refused rather than switched to this one.
 
--- Scope the current transaction to a tenant's bookkeeping: row-level security to that tenant, and a COMMIT
--- that does not wait for the disk. Nothing paygate_app could not do with set_config; the check is
--- against our own mistakes (a call from inside another tenant's transaction would switch it).
+-- Scope a statement's own transaction (autocommit) to a tenant's bookkeeping: row-level security to that
+-- tenant, and a COMMIT that does not wait for the disk. Inside that tenant's own transaction it changes
+-- nothing: the transaction's rules stand (one that waits for the disk, for an audit entry, still does).
+-- From inside another tenant's transaction it is refused rather than switch it. Nothing paygate_app could
+-- not do with set_config; the checks are against our own mistakes. Not for a system (cross-tenant)
+-- transaction, which has no tenant either: none calls it.
 CREATE FUNCTION paygate_bookkeeping_in(p_tenant_id uuid) RETURNS void LANGUAGE plpgsql
   SET search_path = public, pg_temp AS $$
 BEGIN
-  IF paygate_current_tenant() <> p_tenant_id THEN
+  IF paygate_current_tenant() IS NULL THEN
+    PERFORM set_config('app.tenant_id', p_tenant_id::text, true);
+    PERFORM set_config('synchronous_commit', 'off', true);
+  ELSIF paygate_current_tenant() <> p_tenant_id THEN
     RAISE EXCEPTION 'this transaction belongs to tenant %, not %', paygate_current_tenant(), p_tenant_id
       USING ERRCODE = 'insufficient_privilege';
   END IF;
-  PERFORM set_config('app.tenant_id', p_tenant_id::text, true);
-  PERFORM set_config('synchronous_commit', 'off', true);
 END
 $$;
 REVOKE ALL ON FUNCTION paygate_bookkeeping_in(uuid) FROM PUBLIC;

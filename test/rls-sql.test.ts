@@ -228,6 +228,15 @@ describe('RLS at the SQL level', () => {
       await expect(call()).rejects.toThrow(/this transaction belongs to tenant/);
       await app.query('ROLLBACK');
     }
+    // Inside tenant A's own transaction it only writes: the transaction still waits for the disk.
+    await app.query('BEGIN');
+    await app.query(`SELECT set_config('app.tenant_id', $1, true)`, [a.tenant.id]);
+    await app.query(
+      `SELECT paygate_finish_run(gen_random_uuid(), $1, $2, 'get_payment_status', 'ok', NULL, NULL, 1)`,
+      [a.tenant.id, a.agentKey.id],
+    );
+    expect((await app.query('SHOW synchronous_commit')).rows[0].synchronous_commit).toBe('on');
+    await app.query('ROLLBACK');
     // In autocommit, tenant B with tenant A's key: no key, so no admission and no row.
     expect((await admit(b.tenant.id, a.agentKey.id)).rows).toEqual([]);
     // Its own key in its own tenant: admitted, the key and tenant read under that tenant.

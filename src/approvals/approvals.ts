@@ -252,45 +252,31 @@ interface Approvers {
   approvers: { user: User; disabled: boolean }[];
 }
 
-interface ApproverRow {
-  approval_id: string;
-  status: ApprovalStatus;
-  expired: boolean;
-  action: string;
-  params_digest: Buffer;
-  amount_minor: string | number;
-  currency: string;
-  agent_key_id: string;
-  required_approvals: number;
-  acts_for_user_id: string | null;
-  id: string | null;
-  tenant_id: string;
-  email: string;
-  role: User['role'];
-  approval_limit_minor: string | number | null;
-  approval_limit_currency: string | null;
-  disabled: boolean;
-}
-
-/** An approval (one row per approving decision, in order, or one with no user), for approversOf's WHERE. */
-const SELECT_APPROVERS = `SELECT a.id AS approval_id, a.status, a.expires_at <= now() AS expired, a.action, a.params_digest,
-            a.amount_minor, a.currency, a.agent_key_id, a.required_approvals, k.acts_for_user_id,
+/** An approval's facts and its approvers as they are now, in one round trip. */
+async function approversOf(client: Queryable, approvalId: string): Promise<Approvers> {
+  const { rows } = await client.query<{
+    amount_minor: string | number;
+    currency: string;
+    agent_key_id: string;
+    required_approvals: number;
+    acts_for_user_id: string | null;
+    id: string | null;
+    tenant_id: string;
+    email: string;
+    role: User['role'];
+    approval_limit_minor: string | number | null;
+    approval_limit_currency: string | null;
+    disabled: boolean;
+  }>(
+    `SELECT a.amount_minor, a.currency, a.agent_key_id, a.required_approvals, k.acts_for_user_id,
             u.id, u.tenant_id, u.email, u.role, u.approval_limit_minor, u.approval_limit_currency,
             u.disabled_at IS NOT NULL AS disabled
        FROM approvals a JOIN agent_keys k ON k.id = a.agent_key_id
        LEFT JOIN approval_decisions d ON d.approval_id = a.id AND d.decision = 'approve'
-       LEFT JOIN users u ON u.id = d.user_id`;
-
-/** An approval's facts and its approvers as they are now, in one round trip. */
-async function approversOf(client: Queryable, approvalId: string): Promise<Approvers> {
-  const { rows } = await client.query<ApproverRow>(
-    `${SELECT_APPROVERS} WHERE a.id = $1 ORDER BY d.decided_at`,
+       LEFT JOIN users u ON u.id = d.user_id
+      WHERE a.id = $1 ORDER BY d.decided_at`,
     [approvalId],
   );
-  return toApprovers(rows);
-}
-
-function toApprovers(rows: ApproverRow[]): Approvers {
   const first = rows[0]!;
   return {
     facts: {
@@ -497,11 +483,18 @@ export async function consumeApprovalToken(
     params: ActionParams;
   } & ApprovalEvidence,
 ): Promise<ConsumedApproval> {
-  // The approval locked, with everything consuming it checks (its approvers as they are now included),
-  // in one round trip.
-  let by: { column: 'id' | 'token_hash'; value: string | Buffer };
+  let rows: {
+    id: string;
+    status: ApprovalStatus;
+    expired: boolean;
+    agent_key_id: string;
+    action: string;
+    params_digest: Buffer;
+  }[];
+  const select =
+    'SELECT id, status, expires_at <= now() AS expired, agent_key_id, action, params_digest FROM approvals';
   if ('approvalId' in binding) {
-    by = { column: 'id', value: binding.approvalId };
+    ({ rows } = await client.query(`${select} WHERE id = $1 FOR UPDATE`, [binding.approvalId]));
   } else {
     if (!looksLike('apt', binding.token)) {
       throw new RefusedError(
@@ -510,12 +503,10 @@ export async function consumeApprovalToken(
         'ask a human to approve at the approve_url',
       );
     }
-    by = { column: 'token_hash', value: hashSecret(binding.token) };
+    ({ rows } = await client.query(`${select} WHERE token_hash = $1 FOR UPDATE`, [
+      hashSecret(binding.token),
+    ]));
   }
-  const { rows } = await client.query<ApproverRow>(
-    `${SELECT_APPROVERS} WHERE a.${by.column} = $1 ORDER BY d.decided_at FOR UPDATE OF a`,
-    [by.value],
-  );
   const row = rows[0];
   // RLS hides other tenants' approvals: a token of another tenant is simply unknown here.
   if (!row)
@@ -559,8 +550,10 @@ export async function consumeApprovalToken(
     );
   }
   // The humans who approved must still be allowed to: an approval whose approvers lost the right since
-  // (disabled, demoted, a lower limit) no longer moves money.
-  const approval = toApprovers(rows);
+  // (disabled, demoted, a lower limit) no longer moves money. A statement of its own, after the lock: in
+  // the locking statement, one that waited for the lock would re-read the approval row only, and its
+  // approvers as they were before the wait (an approver disabled meanwhile would still count).
+  const approval = await approversOf(client, row.id);
   const { standing: stand, lapsed } = standing(approval);
   if (stand.length < approval.facts.requiredApprovals) {
     throw new RefusedError(
@@ -571,7 +564,7 @@ export async function consumeApprovalToken(
   }
   const updated = await client.query(
     "UPDATE approvals SET status = 'consumed', consumed_at = now() WHERE id = $1 AND status = 'approved'",
-    [row.approval_id],
+    [row.id],
   );
   if (updated.rowCount !== 1)
     throw new RefusedError('approval_token_used', 'the approval token was already used');
@@ -581,10 +574,10 @@ export async function consumeApprovalToken(
     actorType: 'agent',
     actorId: binding.agentKey.id,
     action: 'approval.consumed',
-    subjectId: row.approval_id,
+    subjectId: row.id,
     details: { action: binding.action },
   });
-  return { id: row.approval_id, approvedBy: approval.approvers.map((a) => a.user.email) };
+  return { id: row.id, approvedBy: approval.approvers.map((a) => a.user.email) };
 }
 
 /** Mark every pending request past its expiry as expired, with an audit entry each (worker job). */

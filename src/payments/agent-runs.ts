@@ -71,31 +71,27 @@ export async function recordRun<T, Tool extends string>(
     const durationMs = Math.round(performance.now() - started);
     // The row is bookkeeping, in one statement whose COMMIT does not wait for the disk: the call's answer
     // need not wait for its flush (a crash could leave it `running`, as a dying process does). A refusal
-    // of a money-moving call is on the record too, with the reason the agent was given, in a transaction
-    // that waits for the disk like any audit entry (and so flushes the row with it).
+    // of a money-moving call is on the record too, with the reason the agent was given: row and entry in
+    // one transaction that waits for the disk like any audit entry, so that neither is ever written
+    // without the other.
     const refusedEntry = refusal && (MONEY_MOVING_TOOLS as readonly string[]).includes(tool) ? refusal : null;
     const tenantId = caller.agentKey.tenantId;
+    const finishRun = 'SELECT paygate_finish_run($1, $2, $3, $4, $5, $6, $7, $8)';
+    const runValues = [run.id, tenantId, caller.agentKey.id, tool, outcome, errorCode, subjectId, durationMs];
     try {
-      await deps.db.pool.query('SELECT paygate_finish_run($1, $2, $3, $4, $5, $6, $7, $8)', [
-        run.id,
-        tenantId,
-        caller.agentKey.id,
-        tool,
-        outcome,
-        errorCode,
-        subjectId,
-        durationMs,
-      ]);
-      if (refusedEntry) {
-        await deps.db.withTenant(tenantId, (client) =>
-          appendAudit(client, {
+      if (!refusedEntry) {
+        await deps.db.pool.query(finishRun, runValues);
+      } else {
+        await deps.db.withTenant(tenantId, async (client) => {
+          await client.query(finishRun, runValues);
+          await appendAudit(client, {
             tenantId,
             actorType: 'agent',
             actorId: caller.agentKey.id,
             action: `${tool}.refused`,
             details: refusedEntry,
-          }),
-        );
+          });
+        });
       }
     } catch (error) {
       // The record of a run must never turn a finished payment into an error, but a missing record (a

@@ -150,24 +150,19 @@ interface Plan {
   currency: string;
 }
 
-/**
- * The business rules of DESIGN.md's pay flow, step 1. Read-only. With `lockInvoice` (a call that goes on
- * to consume its approval and write phase 1) the invoice is read under its row lock, held to the end of
- * the transaction, so that phase 1 writes from exactly what was checked here: a concurrent payment of the
- * same invoice waits for this one, then finds it in progress or paid.
- */
+/** The business rules of DESIGN.md's pay flow, step 1. Read-only; phase 1 re-checks under a lock. */
 async function plan(
   client: Queryable,
   tenant: Tenant,
   caller: Caller,
   input: PayInput,
-  options: { allowScheduled?: boolean; day?: string; lockInvoice?: boolean } = {},
+  options: { allowScheduled?: boolean; day?: string } = {},
 ): Promise<Plan> {
   const money = parseInputMoney(input.amount, input.currency);
   const rail = checkRail(String(input.method));
   if (typeof input.invoice !== 'string' || !input.invoice)
     throw new UsageError('invoice must be an invoice number such as INV-2025-001');
-  const invoice = await findInvoice(client, input.invoice, { forUpdate: options.lockInvoice });
+  const invoice = await findInvoice(client, input.invoice);
   if (!invoice) {
     throw new RefusedError(
       'invoice_not_found',
@@ -510,18 +505,19 @@ function confirmation(
   return { success: true, ...json, ...extra };
 }
 
-/** What phase 1 of a pay or schedule call works from: the plan (its invoice locked), the approval it consumed. */
+/** What phase 1 of a pay or schedule call works from: the plan, the approval it consumed, the locked invoice. */
 interface Approved<Params> {
   tenant: Tenant;
   p: Plan;
   params: Params;
   consumed: ConsumedApproval;
+  invoice: Invoice;
 }
 
 /**
  * The start of pay_invoice and schedule_payment: admit the call (rate limit, the call's row, tenant),
- * then one transaction that plans it (`prepare`, the invoice locked when there is an approval to use)
- * and either asks a human or consumes the approval (bound to exactly these params) and writes phase 1
+ * then one transaction that plans it (`prepare`) and either asks a human or consumes the approval (bound
+ * to exactly these params), re-reads the invoice under its lock, re-checks it, and writes phase 1
  * (`start`), so that everything before the provider call commits together or not at all. A refused
  * approval token rolls that back and is put on the record in a transaction of its own.
  */
@@ -531,7 +527,7 @@ async function openCall<Params extends PayParams | ScheduleParams, T>(
   run: Run<'pay_invoice' | 'schedule_payment'>,
   input: PayInput,
   server: ServerEvidence | undefined,
-  prepare: (client: Queryable, tenant: Tenant, lockInvoice: boolean) => Promise<{ p: Plan; params: Params }>,
+  prepare: (client: Queryable, tenant: Tenant) => Promise<{ p: Plan; params: Params }>,
   start: (client: Queryable, approved: Approved<Params>) => Promise<T>,
 ): Promise<{ ask: ApprovalRequired } | { started: T }> {
   const evidence = evidenceOf(input.approval_token, server);
@@ -539,7 +535,7 @@ async function openCall<Params extends PayParams | ScheduleParams, T>(
   const tenant = await admitMoneyMovingCall(deps.db, caller, run);
   try {
     return await deps.db.withTenant(tenant.id, async (client) => {
-      const { p, params } = await prepare(client, tenant, evidence !== undefined);
+      const { p, params } = await prepare(client, tenant);
       subject = p.invoice.number;
       if (!evidence) {
         return {
@@ -553,7 +549,13 @@ async function openCall<Params extends PayParams | ScheduleParams, T>(
         params,
         ...evidence,
       });
-      return { started: await start(client, { tenant, p, params, consumed }) };
+      // Locked here, after the key's daily-cap lock and the approval's, rather than when the plan first
+      // read it: the cap's lock gives up after a few seconds, so a call stalled in phase 1 holds up a
+      // capped key's next call for this invoice no longer than that, and a token that is no good is
+      // refused before any wait for the invoice.
+      const invoice = (await findInvoice(client, p.invoice.id, { forUpdate: true }))!;
+      checkPayable(invoice, p);
+      return { started: await start(client, { tenant, p, params, consumed, invoice }) };
     });
   } catch (error) {
     await auditIfTokenRefused(deps, caller, run.tool, error, subject);
@@ -581,8 +583,8 @@ export async function payInvoice(
           run,
           input,
           server,
-          async (client, tenant, lockInvoice) => {
-            const p = await plan(client, tenant, caller, input, { lockInvoice });
+          async (client, tenant) => {
+            const p = await plan(client, tenant, caller, input);
             checkProviderTakes(deps, p.method.provider, p, 'payment');
             return { p, params: payParams(p) };
           },
@@ -621,9 +623,8 @@ export async function payInvoice(
 async function startPayment(
   client: Queryable,
   caller: Caller,
-  { tenant, p, consumed }: Approved<PayParams>,
+  { tenant, p, consumed, invoice }: Approved<PayParams>,
 ): Promise<Submission> {
-  const { invoice } = p;
   const paymentId = randomUUID();
   const submission = await insertSubmission(client, {
     id: paymentId,
@@ -681,9 +682,9 @@ export async function schedulePayment(
           run,
           input,
           server,
-          async (client, tenant, lockInvoice) => {
+          async (client, tenant) => {
             checkScheduleDate(date, tenant);
-            const p = await plan(client, tenant, caller, input, { day: date, lockInvoice });
+            const p = await plan(client, tenant, caller, input, { day: date });
             checkProviderTakes(deps, p.method.provider, p, 'payment');
             if (p.rail === 'ach') checkAchScheduleDate(date, tenant, Boolean(input.approval_token || server));
             return { p, params: { ...payParams(p), scheduled_date: date } };
@@ -765,9 +766,8 @@ function checkAchScheduleDate(date: string, tenant: Tenant, approved: boolean): 
 async function startSchedule(
   client: Queryable,
   caller: Caller,
-  { tenant, p, params, consumed }: Approved<ScheduleParams>,
+  { tenant, p, params, consumed, invoice }: Approved<ScheduleParams>,
 ): Promise<PaymentConfirmation> {
-  const { invoice } = p;
   const scheduledId = randomUUID();
   const date = params.scheduled_date;
   await client.query(
