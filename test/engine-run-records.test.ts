@@ -43,10 +43,8 @@ describe('the record of a refused call', () => {
   it('a refused pay_invoice is never on the record as refused without its audit entry, even when its connection dies while writing them', async () => {
     const { agentKey } = await f.newAgent({ name: 'refused-on-record' });
     const warnings: object[] = [];
-    // A process of its own, whose connection lost below is only that call's error (the pool hands out
-    // clients without an error listener: a dropped one would otherwise be an uncaught exception).
+    // A process of its own, so that the connection lost below is one of its pool's.
     const db = createDb(f.t.url);
-    db.pool.on('connect', (client) => client.on('error', () => {}));
     const deps = { ...f.deps, db, logger: { warn: (o: object) => warnings.push(o) } };
     // The tenant's audit chain held by another transaction, so the refusal's entry waits in its COMMIT;
     // that backend is then lost (the process killed, the connection dropped) before the entry is written.

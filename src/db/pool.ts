@@ -136,6 +136,14 @@ export function createDb(connectionString: string, options: DbOptions = {}): Db 
     waitsForDisk = true,
   ) {
     const client = await pool.connect();
+    // A connection lost while the client is out of the pool (a server restart, a failover, a terminated
+    // session): the statement in flight fails with the error, and the client emits it too, which with no
+    // listener would end the process. The pool listens only while the client is idle.
+    let lost: Error | undefined;
+    const onLost = (error: Error) => {
+      lost = error;
+    };
+    client.on('error', onLost);
     const open: OpenTransaction = { beforeCommit: [], locals: new Map(), waitsForDisk };
     let broken: Error | undefined;
     try {
@@ -152,8 +160,9 @@ export function createDb(connectionString: string, options: DbOptions = {}): Db 
     } finally {
       // The client goes back to the pool; the next transaction on it starts with nothing deferred.
       openTransactions.delete(client);
-      // A connection whose prepared statements no longer work is closed rather than reused.
-      client.release(broken);
+      client.off('error', onLost);
+      // A connection lost, or whose prepared statements no longer work, is closed rather than reused.
+      client.release(lost ?? broken);
     }
   }
 

@@ -3,6 +3,7 @@
  * skip the disk flush) synchronous_commit. One connection, so a setting that leaked would show in the
  * next transaction on the same session.
  */
+import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { appendAudit } from '../../src/audit/log.js';
 import { createDb, type Db } from '../../src/db/pool.js';
@@ -55,4 +56,37 @@ it('refuses an audit entry in a transaction that does not wait for the disk, and
     c.query("SELECT count(*)::int AS n FROM audit_log WHERE action = 'test.async'"),
   );
   expect(rows[0]!.n).toBe(0);
+});
+
+it('a connection lost in the middle of a transaction is that transaction’s error, not the process’s, and the pool goes on', async () => {
+  const owner = new pg.Client({ connectionString: t.adminUrl });
+  await owner.connect();
+  const uncaught: unknown[] = [];
+  const onUncaught = (error: unknown) => uncaught.push(error);
+  process.on('uncaughtException', onUncaught);
+  try {
+    // The server ends this transaction's session (a restart, a failover, an administrator) while the
+    // transaction waits on a statement.
+    const lost = db
+      .withTenant(tenantId, async (c) => {
+        const pid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+        await Promise.all([
+          c.query('SELECT pg_sleep(5)'),
+          owner.query('SELECT pg_sleep(0.1), pg_terminate_backend($1)', [pid]),
+        ]);
+      })
+      .then(
+        () => 'committed',
+        (error: Error) => error.message,
+      );
+    expect(await lost).toMatch(/terminat/i);
+    // Give a stray 'error' event its turn on the event loop.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(uncaught).toEqual([]);
+    // The lost connection is not handed out again: the next transaction (the pool holds one) works.
+    expect(await settings()).toEqual({ tenant: tenantId, sync: 'on' });
+  } finally {
+    process.off('uncaughtException', onUncaught);
+    await owner.end();
+  }
 });
