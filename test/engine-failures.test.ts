@@ -1,9 +1,11 @@
 /** The seed's rules per failure kind, through the real SDKs against the sandbox. */
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { nextBusinessDay } from '../src/payments/calendar.js';
+import { transitionInvoice } from '../src/payments/invoices.js';
 import { type ApprovalRequired, PaymentFailedError, payInvoice } from '../src/payments/pay.js';
 import { applyPaymentOutcome, getPayment } from '../src/payments/payments.js';
-import { reconcilePayment } from '../src/payments/phases.js';
+import { insertSubmission, reconcilePayment } from '../src/payments/phases.js';
 import { getPaymentStatus } from '../src/payments/status.js';
 import { MAX_SUBMIT_ATTEMPTS, RESUBMIT_WINDOW_MS } from '../src/worker/index.js';
 import { count } from './sidecar/support.js';
@@ -310,6 +312,133 @@ describe('failures follow the rules', () => {
     );
     expect(alerts).toEqual([{ kind: 'invoice_paid_twice' }]);
   });
+  it('a late success while a new payment of the invoice is in its phase 1 waits for it, and says paid twice: no deadlock', async () => {
+    const { f, result } = await attempt('pm_card_visa_chargeDeclined');
+    const failed = (await f.t.db.withTenant(f.tenant.id, (c) =>
+      getPayment(c, (result as PaymentFailedError).payment.payment_id!),
+    ))!;
+    // Phase 1 of a new payment of the invoice, as openCall runs it: the invoice locked, then the payment
+    // inserted and the invoice moved. It is held between the two while the late success arrives.
+    const invoiceLocked = deferred<number>();
+    const insert = deferred();
+    const phase1 = f.t.db.withTenant(f.tenant.id, async (c) => {
+      const pid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      await c.query('SELECT id FROM invoices WHERE id = $1 FOR UPDATE', [failed.invoiceId]);
+      invoiceLocked.resolve(pid);
+      await insert.promise;
+      await insertSubmission(c, {
+        id: randomUUID(),
+        tenantId: f.tenant.id,
+        invoiceId: failed.invoiceId,
+        agentKeyId: f.agentKey.id,
+        approvalId: failed.approvalId,
+        amountMinor: 42_00,
+        currency: 'USD',
+        rail: 'stripe',
+        provider: 'stripe',
+        paymentMethodId: failed.paymentMethodId,
+        approvedBy: ['admin@example.com'],
+      });
+      await transitionInvoice(c, failed.invoiceId, 'approved', 'processing');
+    });
+    const phase1Pid = await Promise.race([invoiceLocked.promise, phase1.then(() => 0)]);
+    const late = f.t.db.withTenant(f.tenant.id, (c) =>
+      applyPaymentOutcome(
+        c,
+        failed.id,
+        { status: 'succeeded' },
+        { actorType: 'provider', actorId: 'stripe' },
+      ),
+    );
+    const deadline = Date.now() + 10_000;
+    while (
+      (await count(
+        f,
+        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))',
+        [phase1Pid],
+      )) === 0
+    ) {
+      if (Date.now() > deadline) throw new Error('the late success never waited for the new payment');
+    }
+    insert.resolve();
+    const [started, applied] = await Promise.allSettled([phase1, late]);
+    // Both finish: neither is chosen as a deadlock's victim.
+    expect(started.status).toBe('fulfilled');
+    expect(applied).toMatchObject({ status: 'fulfilled', value: { payment: { status: 'failed' } } });
+    const alerts = await f.t.db.withTenant(
+      f.tenant.id,
+      async (c) =>
+        (await c.query<{ kind: string }>("SELECT kind FROM alerts WHERE code = 'late_success'")).rows,
+    );
+    expect(alerts).toEqual([{ kind: 'invoice_paid_twice' }]);
+  });
+
+  it("a late success while the worker starts the failed payment's reschedule waits for it, and says paid twice: no deadlock", async () => {
+    const { f, result, scheduled } = await attempt('pm_card_visa_chargeDeclinedInsufficientFunds');
+    expect(scheduled).toEqual([{ status: 'scheduled', reschedule_count: 1 }]);
+    const failed = (await f.t.db.withTenant(f.tenant.id, (c) =>
+      getPayment(c, (result as PaymentFailedError).payment.payment_id!),
+    ))!;
+    // The worker starting the reschedule, as executeScheduledPayment does: the schedule locked, then the
+    // invoice moved and the payment inserted. It is held between the two while the late success arrives.
+    const scheduleLocked = deferred<number>();
+    const start = deferred();
+    const worker = f.t.db.withTenant(f.tenant.id, async (c) => {
+      const pid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const { rows } = await c.query<{ id: string }>(
+        "SELECT id FROM scheduled_payments WHERE invoice_id = $1 AND status = 'scheduled' FOR UPDATE",
+        [failed.invoiceId],
+      );
+      scheduleLocked.resolve(pid);
+      await start.promise;
+      await c.query("UPDATE scheduled_payments SET status = 'running' WHERE id = $1", [rows[0]!.id]);
+      await transitionInvoice(c, failed.invoiceId, 'scheduled', 'processing');
+      await insertSubmission(c, {
+        id: randomUUID(),
+        tenantId: f.tenant.id,
+        invoiceId: failed.invoiceId,
+        agentKeyId: f.agentKey.id,
+        approvalId: failed.approvalId,
+        scheduledPaymentId: rows[0]!.id,
+        amountMinor: 42_00,
+        currency: 'USD',
+        rail: 'stripe',
+        provider: 'stripe',
+        paymentMethodId: failed.paymentMethodId,
+        approvedBy: ['admin@example.com'],
+      });
+    });
+    const workerPid = await Promise.race([scheduleLocked.promise, worker.then(() => 0)]);
+    const late = f.t.db.withTenant(f.tenant.id, (c) =>
+      applyPaymentOutcome(
+        c,
+        failed.id,
+        { status: 'succeeded' },
+        { actorType: 'provider', actorId: 'stripe' },
+      ),
+    );
+    const deadline = Date.now() + 10_000;
+    while (
+      (await count(
+        f,
+        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))',
+        [workerPid],
+      )) === 0
+    ) {
+      if (Date.now() > deadline) throw new Error('the late success never waited for the worker');
+    }
+    start.resolve();
+    const [started, applied] = await Promise.allSettled([worker, late]);
+    expect(started.status).toBe('fulfilled');
+    expect(applied).toMatchObject({ status: 'fulfilled', value: { payment: { status: 'failed' } } });
+    const alerts = await f.t.db.withTenant(
+      f.tenant.id,
+      async (c) =>
+        (await c.query<{ kind: string }>("SELECT kind FROM alerts WHERE code = 'late_success'")).rows,
+    );
+    expect(alerts).toEqual([{ kind: 'invoice_paid_twice' }]);
+  });
+
   it('a payment moved while a refund webhook held its lock is answered with that refund counted', async () => {
     const f = await createFixture({ slug: `fail-${++n}`, t: base.t, sandbox: base.sandbox });
     await f.addMethod({

@@ -371,6 +371,19 @@ async function applyLateSuccess(
   providerReference: string | undefined,
   source: OutcomeSource,
 ): Promise<AppliedOutcome> {
+  // Locks in the order every path that starts a payment of the invoice takes them: its waiting schedules
+  // (the worker starting one locks it, then the invoice), then the invoice (a new payment's phase 1
+  // locks it, then inserts). Had this taken the invoice's one live-payment slot first (the UPDATE below)
+  // and then waited for either, the two would deadlock. Waiting here, it then sees their payment live.
+  await client.query(
+    "SELECT id FROM scheduled_payments WHERE invoice_id = $1 AND status = 'scheduled' FOR UPDATE",
+    [payment.invoiceId],
+  );
+  const { rows: invoices } = await client.query<{ status: InvoiceStatus }>(
+    'SELECT status FROM invoices WHERE id = $1 FOR UPDATE',
+    [payment.invoiceId],
+  );
+  const invoiceStatus = invoices[0]!.status;
   const { rows: live } = await client.query<{ id: string }>(
     "SELECT id FROM payments WHERE invoice_id = $1 AND id <> $2 AND status IN ('processing', 'succeeded')",
     [payment.invoiceId, payment.id],
@@ -386,11 +399,6 @@ async function applyLateSuccess(
       "UPDATE scheduled_payments SET status = 'cancelled', updated_at = now() WHERE invoice_id = $1 AND status = 'scheduled'",
       [payment.invoiceId],
     );
-    const { rows } = await client.query<{ status: InvoiceStatus }>(
-      'SELECT status FROM invoices WHERE id = $1',
-      [payment.invoiceId],
-    );
-    const invoiceStatus = rows[0]!.status;
     if (invoiceStatus === 'approved' || invoiceStatus === 'scheduled') {
       await transitionInvoice(client, payment.invoiceId, invoiceStatus, 'paid');
     }
