@@ -5,6 +5,7 @@ import { isUuid } from '../db/pool.js';
 import type { User } from '../directory/users.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { listAlerts } from '../payments/alerts.js';
+import { recordHeldPaymentNotMade } from '../payments/held.js';
 import { findPayment, listPayments, paymentJson } from '../payments/payments.js';
 import { refundsOf } from '../payments/refund.js';
 import { cancelSchedule } from '../payments/status.js';
@@ -214,6 +215,38 @@ export function registerApprovalCommands(program: Command, run: Run): void {
                 `${k.padEnd(20)} ${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`,
             )
             .join('\n'),
+        );
+      }),
+    );
+
+  payments
+    .command('resolve <payment>')
+    .description(
+      'record that a payment held for a human (alert payment_outcome_unverifiable) was not made, after checking at its provider (an admin token)',
+    )
+    .option('--tenant <slug>', "default: the tenant of your personal access token's user")
+    .option(
+      '--not-made',
+      'the provider shows no such payment: fail it and put its invoice up for payment again',
+    )
+    .option('--note <text>', 'what was checked, for the audit log')
+    .action((ref: string, o: { tenant?: string; notMade?: boolean; note?: string }) =>
+      run(async (ctx) => {
+        if (!o.notMade)
+          throw new UsageError(
+            "say what you found: --not-made (if the provider shows it was made, resend its webhook from the provider's dashboard instead: paygate records it)",
+          );
+        const t = await ctx.tenantOrTokens(o.tenant);
+        const user = (await ctx.human(t))!;
+        const payment = await (await ctx.db()).withTenant(t.id, (c) =>
+          recordHeldPaymentNotMade(c, t.id, ref, user, o.note),
+        );
+        ctx.print(
+          {
+            ...paymentJson(payment),
+            failure: { code: payment.failureCode, message: payment.failureMessage },
+          },
+          `payment ${payment.confirmationNumber} recorded not made; invoice ${payment.invoiceNumber} is approved again (paying it needs a new approval)`,
         );
       }),
     );

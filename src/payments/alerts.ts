@@ -14,7 +14,7 @@ export type FailureRule =
   | 'manual_review';
 
 /** What to do about a failure, per the product's rules. Exhaustive: a new code must be decided here. */
-export function ruleFor(code: GatewayErrorCode | 'not_submitted'): {
+export function ruleFor(code: GatewayErrorCode | 'not_submitted' | 'not_made'): {
   rule: FailureRule;
   nextStep: string;
   severity: 'warning' | 'critical';
@@ -61,6 +61,13 @@ export function ruleFor(code: GatewayErrorCode | 'not_submitted'): {
       return {
         rule: 'manual_review',
         nextStep: 'the payment never reached the provider; ask the agent to request a new approval',
+        severity: 'warning',
+      };
+    case 'not_made':
+      return {
+        rule: 'manual_review',
+        nextStep:
+          'an admin found at the provider that it was not made; the invoice is approved again: ask for a new approval to pay it',
         severity: 'warning',
       };
     default: {

@@ -18,6 +18,7 @@ import { createAlert, ruleFor } from './alerts.js';
 import { nextBusinessDay } from './calendar.js';
 import type { EngineDeps, FailureNotice } from './context.js';
 import { crashPoint } from './crash-points.js';
+import { HELD_ALERT_KIND } from './held.js';
 import { transitionInvoice } from './invoices.js';
 import {
   applyPaymentOutcome,
@@ -626,7 +627,7 @@ export async function reconcilePayment(
     // Within the window and its attempts the worker sends it again instead (above); a status refresh
     // only asks.
     if (doubtful && resubmit && (!noRecordConclusive || mayHaveBeenMade)) {
-      const kind = 'payment_outcome_unverifiable';
+      const kind = HELD_ALERT_KIND;
       const alerted = await client.query('SELECT 1 FROM alerts WHERE payment_id = $1 AND kind = $2', [
         paymentId,
         kind,
@@ -642,7 +643,7 @@ export async function reconcilePayment(
           code: 'outcome_unverifiable',
           severity: 'critical',
           message,
-          nextStep: `find our payment id ${paymentId} in the ${payment.provider} dashboard: if it was made, resend its webhook from there and paygate records it; if it was not, the payment stays processing and its invoice blocked rather than be paid twice on a guess`,
+          nextStep: `find our payment id ${paymentId} in the ${payment.provider} dashboard: if it was made, resend its webhook from there and paygate records it; if it was not, an admin records that with \`paygate payments resolve ${paymentId} --not-made\` and the invoice can be paid again (until then it stays blocked rather than be paid twice on a guess)`,
           paymentId,
         });
         notices.push({ tenantId, alertId, code: 'outcome_unverifiable', message, paymentId });

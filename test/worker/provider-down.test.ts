@@ -15,6 +15,8 @@
 import net, { type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addPaymentMethod, removePaymentMethod } from '../../src/directory/payment-methods.js';
+import { type ApprovalRequired, payInvoice } from '../../src/payments/pay.js';
+import { getPaymentStatus } from '../../src/payments/status.js';
 import { createWorker, RESUBMIT_WINDOW_MS } from '../../src/worker/index.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
 import { envFor, runPaygate, scheduleApproved } from './support.js';
@@ -145,6 +147,112 @@ describe('a payment sent while its provider was down', () => {
     );
     expect(alerts.map((a) => a.kind)).toContain('payment_outcome_unverifiable');
     expect(alerts.map((a) => a.kind)).not.toContain('payment_not_submitted');
+  }, 60_000);
+
+  it('held, then found not made at Stripe: an admin records it (`payments resolve --not-made`), and the invoice is paid again, once', async () => {
+    const scheduledId = await payWhileDown('DOWN-NOT-MADE', 'stripe');
+    const { id: paymentId } = await state(scheduledId);
+    const resolve = (token: string, ...extra: string[]) =>
+      runPaygate(['payments', 'resolve', paymentId, ...extra, '--json'], {
+        ...envFor(f),
+        PAYGATE_USER_TOKEN: token,
+      });
+    // Still being found out by the worker (its check is not due): not held, so not a human's to decide.
+    const early = await resolve(f.admin.token, '--not-made');
+    expect(early.code).toBe(1);
+    expect(early.stderr).toMatch(/is processing and paygate is still finding out/);
+
+    const late = new Date(Date.now() + RESUBMIT_WINDOW_MS + 10 * 60_000);
+    expect((await createWorker(f.deps, { clock: () => late }).runOnce()).errors).toBe(0);
+    expect(await state(scheduledId)).toMatchObject({ status: 'processing', invoice: 'processing' });
+    const heldAlert = await f.t.db.withSystem(
+      async (c) =>
+        (
+          await c.query<{ next_step: string }>(
+            "SELECT next_step FROM alerts WHERE payment_id = $1 AND kind = 'payment_outcome_unverifiable'",
+            [paymentId],
+          )
+        ).rows[0]!,
+    );
+    expect(heldAlert.next_step).toContain(`paygate payments resolve ${paymentId} --not-made`);
+
+    // What was found must be said; an approver may not put an invoice up for payment again.
+    const unsaid = await resolve(f.admin.token);
+    expect(unsaid.code).toBe(2);
+    expect(unsaid.stderr).toMatch(/--not-made/);
+    const approver = await resolve(f.approver.token, '--not-made');
+    expect(approver.code).toBe(1);
+    expect(approver.stderr).toMatch(/jdoe@example.com is an approver; .* needs an admin/);
+    expect(await state(scheduledId)).toMatchObject({ status: 'processing', invoice: 'processing' });
+
+    const done = await resolve(
+      f.admin.token,
+      '--not-made',
+      '--note',
+      'no such PaymentIntent in the dashboard',
+    );
+    expect(done.code, done.stderr).toBe(0);
+    expect(JSON.parse(done.stdout)).toMatchObject({
+      payment_id: paymentId,
+      status: 'failed',
+      failure: { code: 'not_made', message: expect.stringContaining('no such PaymentIntent') },
+    });
+    expect(await state(scheduledId)).toMatchObject({
+      status: 'failed',
+      failure_code: 'not_made',
+      schedule: 'failed',
+      invoice: 'approved',
+    });
+    const after = await f.t.db.withSystem(async (c) => ({
+      alerts: (
+        await c.query<{ kind: string; status: string }>(
+          'SELECT kind, status FROM alerts WHERE payment_id = $1 ORDER BY created_at',
+          [paymentId],
+        )
+      ).rows,
+      audit: (
+        await c.query<{ actor_type: string; actor_id: string }>(
+          "SELECT actor_type, actor_id FROM audit_log WHERE action = 'payment.recorded_not_made' AND subject_id = $1",
+          [paymentId],
+        )
+      ).rows,
+    }));
+    // Nothing is left open about it: the hold, and the failure's own (info) alert, are resolved.
+    expect(after.alerts.every((a) => a.status === 'resolved')).toBe(true);
+    expect(after.alerts.map((a) => a.kind)).toEqual(
+      expect.arrayContaining(['payment_outcome_unverifiable', 'payment_not_made']),
+    );
+    expect(after.audit).toEqual([{ actor_type: 'user', actor_id: 'admin@example.com' }]);
+    // Said once: it is no longer held.
+    const again = await resolve(f.admin.token, '--not-made');
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/is already failed/);
+    // The agent is told what happened and what to do.
+    const status = await getPaymentStatus(f.deps, { agentKey: f.agentKey }, { payment: paymentId });
+    expect((status as { failure?: unknown }).failure).toMatchObject({
+      code: 'not_made',
+      next_step: expect.stringMatching(/new approval/),
+    });
+
+    // The invoice is paid again, under a new approval, and charged once in all.
+    const input = { invoice: 'DOWN-NOT-MADE', amount: '77.00', currency: 'USD', method: 'stripe' };
+    const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+    expect(ask.status).toBe('approval_required');
+    const paid = await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { ...input, approval_token: await f.approveAs(f.admin, ask.approval_id) },
+    );
+    expect(paid.status).toBe('paid');
+    const charged = await f.t.db.withSystem(
+      async (c) =>
+        (
+          await c.query<{ id: string }>(
+            "SELECT p.id FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.number = 'DOWN-NOT-MADE'",
+          )
+        ).rows,
+    );
+    expect(charged.flatMap((p) => f.sandbox.ledger.charges(p.id))).toHaveLength(1);
   }, 60_000);
 
   it('paypal, first asked after PayPal stops finding orders by our request id: neither failed nor sent again; one critical alert', async () => {

@@ -1,0 +1,106 @@
+/**
+ * A payment held for a human: one the reconciler could not tell was made or not (its calls got no
+ * answer, and the provider's lookup shows no record it can trust), left `processing` with its invoice
+ * blocked and a critical `payment_outcome_unverifiable` alert, rather than failed on a guess that would
+ * let the invoice be paid twice. If it was made, the provider's webhook (resent from its dashboard)
+ * records it. If a human finds at the provider that it was not, they say so here, and the invoice can be
+ * paid again, under a new approval.
+ */
+import { appendAudit } from '../audit/log.js';
+import type { Queryable } from '../db/pool.js';
+import type { User } from '../directory/users.js';
+import { RefusedError } from '../errors.js';
+import { formatMoney } from '../money.js';
+import { createAlert, ruleFor } from './alerts.js';
+import { transitionInvoice } from './invoices.js';
+import { findPayment, getPayment, type Payment } from './payments.js';
+
+/** The alert a held payment carries (src/payments/phases.ts, reconcilePayment). */
+export const HELD_ALERT_KIND = 'payment_outcome_unverifiable';
+
+/**
+ * Record, on an admin's word, that a held payment was not made: the payment failed (`not_made`), its
+ * schedule (if it had one) failed, its invoice approved again, every open alert of the payment resolved,
+ * an `info` alert saying who decided, and an audit entry; in the caller's tenant transaction. Refused for
+ * a payment that is not held: one still being found out by the reconciler, or already decided.
+ */
+export async function recordHeldPaymentNotMade(
+  client: Queryable,
+  tenantId: string,
+  ref: string,
+  admin: User,
+  note: string | undefined,
+): Promise<Payment> {
+  if (admin.role !== 'admin') {
+    throw new RefusedError(
+      'admin_required',
+      `${admin.email} is ${admin.role === 'approver' ? 'an approver' : 'a viewer'}; saying a payment was not made puts its invoice up for payment again, which needs an admin`,
+    );
+  }
+  const found = await findPayment(client, ref);
+  if (!found) throw new RefusedError('payment_not_found', `no payment "${ref}" in this tenant`);
+  // Locked: the reconciler, a webhook or another admin may be deciding it at the same moment.
+  const payment = (await getPayment(client, found.id, { forUpdate: true }))!;
+  if (payment.status !== 'processing') {
+    throw new RefusedError(
+      'payment_not_held',
+      `payment ${payment.confirmationNumber} is already ${payment.status}; only a payment held as processing can be recorded not made`,
+    );
+  }
+  const { rows: held } = await client.query<{ id: string }>(
+    "SELECT id FROM alerts WHERE payment_id = $1 AND kind = $2 AND status = 'open'",
+    [payment.id, HELD_ALERT_KIND],
+  );
+  if (held.length === 0) {
+    throw new RefusedError(
+      'payment_not_held',
+      `payment ${payment.confirmationNumber} is processing and paygate is still finding out what became of it (the worker asks ${payment.provider} again); it is not held for a human`,
+      'wait for the worker, or look again with `paygate payments show`',
+    );
+  }
+  const reason = `${admin.email} found at ${payment.provider} that it was not made${note ? `: ${note}` : ''}`;
+  await client.query(
+    `UPDATE payments SET status = 'failed', recovery_point = 'finished', failure_code = 'not_made',
+            failure_message = $2, next_check_at = NULL, updated_at = now()
+      WHERE id = $1`,
+    [payment.id, reason],
+  );
+  if (payment.scheduledPaymentId) {
+    await client.query(
+      "UPDATE scheduled_payments SET status = 'failed', last_error = 'not_made', updated_at = now() WHERE id = $1 AND status = 'running'",
+      [payment.scheduledPaymentId],
+    );
+  }
+  await transitionInvoice(client, payment.invoiceId, 'processing', 'approved');
+  // The failure's alert, as every failure has one (get_payment_status reads its next step), already
+  // dealt with: resolved below with the alert that held the payment.
+  await createAlert(client, {
+    tenantId,
+    kind: 'payment_not_made',
+    code: 'not_made',
+    severity: 'info',
+    message: `payment ${payment.confirmationNumber} (invoice ${payment.invoiceNumber}, ${formatMoney(payment.amountMinor, payment.currency)}) was recorded not made: ${reason}`,
+    nextStep: ruleFor('not_made').nextStep,
+    paymentId: payment.id,
+  });
+  const { rows: resolved } = await client.query<{ id: string }>(
+    "UPDATE alerts SET status = 'resolved', resolved_at = now() WHERE payment_id = $1 AND status = 'open' RETURNING id",
+    [payment.id],
+  );
+  await appendAudit(client, {
+    tenantId,
+    actorType: 'user',
+    actorId: admin.email,
+    action: 'payment.recorded_not_made',
+    subjectId: payment.id,
+    details: {
+      invoice_number: payment.invoiceNumber,
+      amount_minor: payment.amountMinor,
+      currency: payment.currency,
+      provider: payment.provider,
+      note: note ?? null,
+      alerts_resolved: resolved.map((r) => r.id),
+    },
+  });
+  return (await getPayment(client, payment.id))!;
+}
