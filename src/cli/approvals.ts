@@ -4,7 +4,7 @@ import { type ApprovalStatus, approvalJson, approve, listApprovals, reject } fro
 import { isUuid } from '../db/pool.js';
 import type { User } from '../directory/users.js';
 import { RefusedError, UsageError } from '../errors.js';
-import { listAlerts } from '../payments/alerts.js';
+import { listAlerts, resolveAlert } from '../payments/alerts.js';
 import { recordHeldPaymentNotMade } from '../payments/held.js';
 import { findPayment, listPayments, paymentJson } from '../payments/payments.js';
 import { refundsOf } from '../payments/refund.js';
@@ -251,9 +251,24 @@ export function registerApprovalCommands(program: Command, run: Run): void {
       }),
     );
 
-  program
-    .command('alerts')
-    .description('what needs a human')
+  const alerts = program.command('alerts').description('what needs a human');
+  alerts
+    .command('resolve <alertId>')
+    .description("mark an alert dealt with (an approver's or admin's token)")
+    .option('--tenant <slug>', "default: the tenant of your personal access token's user")
+    .option('--note <text>', 'what was done about it, for the audit log')
+    .action((alertId: string, o: { tenant?: string; note?: string }) =>
+      run(async (ctx) => {
+        checkId(alertId, 'an alert id', 'use an alert_id from `paygate alerts list`');
+        const t = await ctx.tenantOrTokens(o.tenant);
+        const user = (await ctx.human(t))!;
+        const alert = await (await ctx.db()).withTenant(t.id, (c) =>
+          resolveAlert(c, t.id, alertId, user, o.note),
+        );
+        ctx.print(alert, `alert ${alert.alert_id} (${alert.kind}) resolved`);
+      }),
+    );
+  alerts
     .command('list')
     .requiredOption('--tenant <slug>')
     .option('--status <status>', ALERT_STATUSES.join('|'))

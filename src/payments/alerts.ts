@@ -3,7 +3,9 @@
  * transaction that records the failure, so a failure is never recorded without one.
  */
 import { appendAudit } from '../audit/log.js';
-import type { Queryable } from '../db/pool.js';
+import { isUuid, type Queryable } from '../db/pool.js';
+import type { User } from '../directory/users.js';
+import { RefusedError } from '../errors.js';
 import type { GatewayErrorCode } from '../gateways/types.js';
 
 export type FailureRule =
@@ -138,7 +140,7 @@ export interface AlertView {
 
 export async function listAlerts(
   client: Queryable,
-  filter: { paymentId?: string; status?: string; limit?: number } = {},
+  filter: { alertId?: string; paymentId?: string; status?: string; limit?: number } = {},
 ): Promise<AlertView[]> {
   const { rows } = await client.query<{
     id: string;
@@ -154,8 +156,9 @@ export async function listAlerts(
     created_at: Date;
   }>(
     `SELECT id, kind, severity, code, message, next_step, payment_id, refund_id, status, analysis, created_at FROM alerts
-     WHERE ($1::uuid IS NULL OR payment_id = $1) AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC LIMIT $3`,
-    [filter.paymentId ?? null, filter.status ?? null, filter.limit ?? 500],
+     WHERE ($1::uuid IS NULL OR payment_id = $1) AND ($2::text IS NULL OR status = $2) AND ($4::uuid IS NULL OR id = $4)
+     ORDER BY created_at DESC LIMIT $3`,
+    [filter.paymentId ?? null, filter.status ?? null, filter.limit ?? 500, filter.alertId ?? null],
   );
   return rows.map((r) => ({
     alert_id: r.id,
@@ -170,4 +173,60 @@ export async function listAlerts(
     analysis: r.analysis,
     created_at: r.created_at.toISOString(),
   }));
+}
+
+/** The alert that holds a payment for a human (src/payments/phases.ts, reconcilePayment). */
+export const HELD_ALERT_KIND = 'payment_outcome_unverifiable';
+
+/**
+ * A human marks an alert dealt with (an approver or an admin), with an audit entry naming them and
+ * their note. The alert that holds a payment for a human is resolved with the payment
+ * (`paygate payments resolve`), not on its own: resolved alone, it would leave the payment held with
+ * nothing saying so.
+ */
+export async function resolveAlert(
+  client: Queryable,
+  tenantId: string,
+  alertId: string,
+  user: User,
+  note: string | undefined,
+): Promise<AlertView> {
+  if (user.role === 'viewer')
+    throw new RefusedError(
+      'approver_required',
+      `${user.email} is a viewer; resolving an alert needs an approver or an admin`,
+    );
+  const notFound = new RefusedError('alert_not_found', `no alert ${alertId} in this tenant`);
+  if (!isUuid(alertId)) throw notFound;
+  const { rows } = await client.query<{
+    status: string;
+    kind: string;
+    payment_id: string | null;
+    held: boolean;
+  }>(
+    `SELECT a.status, a.kind, a.payment_id, COALESCE(p.status = 'processing', false) AS held
+       FROM alerts a LEFT JOIN payments p ON p.id = a.payment_id
+      WHERE a.id = $1 FOR UPDATE OF a`,
+    [alertId],
+  );
+  const alert = rows[0];
+  if (!alert) throw notFound;
+  if (alert.status !== 'open')
+    throw new RefusedError('alert_not_open', `alert ${alertId} is already ${alert.status}`);
+  if (alert.kind === HELD_ALERT_KIND && alert.held)
+    throw new RefusedError(
+      'alert_holds_payment',
+      `alert ${alertId} holds payment ${alert.payment_id} for a human: it is resolved with the payment`,
+      `check the payment at its provider: if it was made, resend its webhook from there; if not, an admin runs \`paygate payments resolve ${alert.payment_id} --not-made\``,
+    );
+  await client.query("UPDATE alerts SET status = 'resolved', resolved_at = now() WHERE id = $1", [alertId]);
+  await appendAudit(client, {
+    tenantId,
+    actorType: 'user',
+    actorId: user.email,
+    action: 'alert.resolved',
+    subjectId: alertId,
+    details: { kind: alert.kind, note: note ?? null },
+  });
+  return (await listAlerts(client, { alertId }))[0]!;
 }

@@ -11,12 +11,9 @@ import type { Queryable } from '../db/pool.js';
 import type { User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import { formatMoney } from '../money.js';
-import { createAlert, ruleFor } from './alerts.js';
+import { createAlert, HELD_ALERT_KIND, ruleFor } from './alerts.js';
 import { transitionInvoice } from './invoices.js';
 import { findPayment, getPayment, type Payment } from './payments.js';
-
-/** The alert a held payment carries (src/payments/phases.ts, reconcilePayment). */
-export const HELD_ALERT_KIND = 'payment_outcome_unverifiable';
 
 /**
  * Record, on an admin's word, that a held payment was not made: the payment failed (`not_made`), its

@@ -14,11 +14,10 @@ import {
   type PayRequest,
 } from '../gateways/types.js';
 import { formatMoney } from '../money.js';
-import { createAlert, ruleFor } from './alerts.js';
+import { createAlert, HELD_ALERT_KIND, ruleFor } from './alerts.js';
 import { nextBusinessDay } from './calendar.js';
 import type { EngineDeps, FailureNotice } from './context.js';
 import { crashPoint } from './crash-points.js';
-import { HELD_ALERT_KIND } from './held.js';
 import { transitionInvoice } from './invoices.js';
 import {
   applyPaymentOutcome,

@@ -168,13 +168,20 @@ describe('a payment sent while its provider was down', () => {
     const heldAlert = await f.t.db.withSystem(
       async (c) =>
         (
-          await c.query<{ next_step: string }>(
-            "SELECT next_step FROM alerts WHERE payment_id = $1 AND kind = 'payment_outcome_unverifiable'",
+          await c.query<{ id: string; next_step: string }>(
+            "SELECT id, next_step FROM alerts WHERE payment_id = $1 AND kind = 'payment_outcome_unverifiable'",
             [paymentId],
           )
         ).rows[0]!,
     );
     expect(heldAlert.next_step).toContain(`paygate payments resolve ${paymentId} --not-made`);
+    // Its alert is resolved with it, not alone (which would leave it held with nothing saying so).
+    const alertAlone = await runPaygate(['alerts', 'resolve', heldAlert.id], {
+      ...envFor(f),
+      PAYGATE_USER_TOKEN: f.admin.token,
+    });
+    expect(alertAlone.code).toBe(1);
+    expect(alertAlone.stderr).toMatch(/holds payment .* resolved with the payment/);
 
     // What was found must be said; an approver may not put an invoice up for payment again.
     const unsaid = await resolve(f.admin.token);
