@@ -5,7 +5,8 @@ import { nextBusinessDay } from '../src/payments/calendar.js';
 import { transitionInvoice } from '../src/payments/invoices.js';
 import { type ApprovalRequired, PaymentFailedError, payInvoice } from '../src/payments/pay.js';
 import { applyPaymentOutcome, getPayment } from '../src/payments/payments.js';
-import { insertSubmission, reconcilePayment } from '../src/payments/phases.js';
+import { handleFailure, insertSubmission, reconcilePayment } from '../src/payments/phases.js';
+import { executeScheduledPayment } from '../src/payments/scheduled.js';
 import { getPaymentStatus } from '../src/payments/status.js';
 import { MAX_SUBMIT_ATTEMPTS, RESUBMIT_WINDOW_MS } from '../src/worker/index.js';
 import { count } from './sidecar/support.js';
@@ -438,6 +439,105 @@ describe('failures follow the rules', () => {
     );
     expect(alerts).toEqual([{ kind: 'invoice_paid_twice' }]);
   });
+
+  it("a late success while a failure of the invoice's running schedule reschedules it, and the worker then starts that schedule, is no deadlock", async () => {
+    // Hostile pass on 135abe2: applyLateSuccess locks the invoice's *waiting* schedules before it waits
+    // for the invoice. A schedule that becomes waiting while it waits (the holder of the invoice is a
+    // failure that reschedules it: handleFailure moves the running schedule back to `scheduled`) was not
+    // locked, and the worker starting that schedule (schedule, then the live-payment slot, then the
+    // invoice) and the late success (the invoice, then the slot, then the schedule, to cancel it) take
+    // them in opposite orders.
+    const { f } = await attempt('pm_card_visa_chargeDeclined');
+    const failed = (await f.t.db.withTenant(f.tenant.id, async (c) => {
+      const { rows } = await c.query<{ id: string }>("SELECT id FROM payments WHERE status = 'failed'");
+      return getPayment(c, rows[0]!.id);
+    }))!;
+    // The invoice is being paid again by a schedule that is running: its payment is live (processing).
+    const { scheduledId, runningId } = await f.t.db.withTenant(f.tenant.id, async (c) => {
+      const { rows } = await c.query<{ id: string }>(
+        `INSERT INTO scheduled_payments (tenant_id, invoice_id, agent_key_id, approval_id, amount_minor, currency, rail,
+                                         payment_method_id, scheduled_date, status, approved_by)
+         VALUES ($1, $2, $3, $4, 4200, 'USD', 'stripe', $5, (now() AT TIME ZONE 'UTC')::date, 'running', $6) RETURNING id`,
+        [
+          f.tenant.id,
+          failed.invoiceId,
+          f.agentKey.id,
+          failed.approvalId,
+          failed.paymentMethodId,
+          ['admin@example.com'],
+        ],
+      );
+      const id = randomUUID();
+      await insertSubmission(c, {
+        id,
+        tenantId: f.tenant.id,
+        invoiceId: failed.invoiceId,
+        agentKeyId: f.agentKey.id,
+        approvalId: failed.approvalId,
+        scheduledPaymentId: rows[0]!.id,
+        amountMinor: 42_00,
+        currency: 'USD',
+        rail: 'stripe',
+        provider: 'stripe',
+        paymentMethodId: failed.paymentMethodId,
+        approvedBy: ['admin@example.com'],
+      });
+      await c.query('UPDATE scheduled_payments SET payment_id = $2 WHERE id = $1', [rows[0]!.id, id]);
+      await transitionInvoice(c, failed.invoiceId, 'approved', 'processing');
+      return { scheduledId: rows[0]!.id, runningId: id };
+    });
+    // Its payment fails for insufficient funds (phase 3's transaction, as the real code runs it), which
+    // reschedules it; held before its commit while the late success and the worker arrive.
+    const failing = deferred<number>();
+    const commit = deferred();
+    const failure = { code: 'insufficient_funds' as const, message: 'insufficient funds' };
+    const phase3 = f.t.db.withTenant(f.tenant.id, async (c) => {
+      const pid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const applied = await applyPaymentOutcome(
+        c,
+        runningId,
+        { status: 'failed', failure },
+        { actorType: 'provider', actorId: 'stripe' },
+      );
+      await handleFailure(c, applied.payment, failure);
+      failing.resolve(pid);
+      await commit.promise;
+    });
+    const phase3Pid = await Promise.race([failing.promise, phase3.then(() => 0)]);
+    const waitingOn = async (n: number) => {
+      const deadline = Date.now() + 10_000;
+      while (
+        (await count(
+          f,
+          'SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))',
+          [phase3Pid],
+        )) < n
+      ) {
+        if (Date.now() > deadline) throw new Error(`fewer than ${n} waited for the failing payment`);
+      }
+    };
+    // The provider reports the first, failed, payment succeeded after all: it waits for the invoice.
+    const late = f.t.db.withTenant(f.tenant.id, (c) =>
+      applyPaymentOutcome(
+        c,
+        failed.id,
+        { status: 'succeeded' },
+        { actorType: 'provider', actorId: 'stripe' },
+      ),
+    );
+    await waitingOn(1);
+    // The worker starts the schedule (executeScheduledPayment): it waits for the schedule.
+    const worker = executeScheduledPayment(f.deps, f.tenant.id, scheduledId);
+    await waitingOn(2);
+    commit.resolve();
+    const [failedFirst, applied, started] = await Promise.allSettled([phase3, late, worker]);
+    expect(failedFirst.status).toBe('fulfilled');
+    // Neither is chosen as a deadlock's victim.
+    const errors = [applied, started].flatMap((r) =>
+      r.status === 'rejected' ? [String((r.reason as Error).message)] : [],
+    );
+    expect(errors).toEqual([]);
+  }, 30_000);
 
   it('a payment moved while a refund webhook held its lock is answered with that refund counted', async () => {
     const f = await createFixture({ slug: `fail-${++n}`, t: base.t, sandbox: base.sandbox });
