@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { nextBusinessDay } from '../src/payments/calendar.js';
+import { recordHeldPaymentNotMade } from '../src/payments/held.js';
 import { transitionInvoice } from '../src/payments/invoices.js';
 import { type ApprovalRequired, PaymentFailedError, payInvoice } from '../src/payments/pay.js';
 import { applyPaymentOutcome, getPayment } from '../src/payments/payments.js';
@@ -538,6 +539,66 @@ describe('failures follow the rules', () => {
     );
     expect(errors).toEqual([]);
   }, 30_000);
+
+  it('a late success reported while a held payment of the invoice was live is not lost when an admin records the held one not made: the invoice is paid, not up for payment again', async () => {
+    // Hostile pass on 0758c3d: the provider reports the invoice's earlier, failed, payment succeeded
+    // while a later payment of it is held (processing, outcome unverifiable). applyLateSuccess leaves the
+    // earlier one failed with an invoice_paid_twice alert ("refund one of the two"). An admin then finds
+    // the held one was never made and records it: the invoice goes back to approved, the one payment
+    // that did move money stays recorded failed (so it cannot be refunded either), and a new approval
+    // pays the vendor a second time.
+    const { f, result } = await attempt('pm_card_visa_chargeDeclined');
+    const earlierId = (result as PaymentFailedError).payment.payment_id!;
+    const earlier = (await f.t.db.withTenant(f.tenant.id, (c) => getPayment(c, earlierId)))!;
+    // A new payment of the invoice whose calls got no answer (phase 3 of a network_timeout), sent as
+    // often as the worker may.
+    const heldId = randomUUID();
+    await f.t.db.withTenant(f.tenant.id, async (c) => {
+      await insertSubmission(c, {
+        id: heldId,
+        tenantId: f.tenant.id,
+        invoiceId: earlier.invoiceId,
+        agentKeyId: f.agentKey.id,
+        approvalId: earlier.approvalId,
+        amountMinor: 42_00,
+        currency: 'USD',
+        rail: 'stripe',
+        provider: 'stripe',
+        paymentMethodId: earlier.paymentMethodId,
+        approvedBy: ['admin@example.com'],
+      });
+      await c.query(
+        "UPDATE payments SET recovery_point = 'provider_called', submit_attempts = $2 WHERE id = $1",
+        [heldId, MAX_SUBMIT_ATTEMPTS],
+      );
+      await transitionInvoice(c, earlier.invoiceId, 'approved', 'processing');
+    });
+    const later = new Date(Date.now() + RESUBMIT_WINDOW_MS + 10 * 60_000);
+    const held = await reconcilePayment(f.deps, f.tenant.id, heldId, { now: later, resubmit });
+    expect(held.status).toBe('processing');
+    // Stripe's word, late: the earlier payment succeeded after all.
+    const applied = await f.t.db.withTenant(f.tenant.id, (c) =>
+      applyPaymentOutcome(
+        c,
+        earlierId,
+        { status: 'succeeded' },
+        { actorType: 'provider', actorId: 'stripe' },
+      ),
+    );
+    expect(applied.payment.status).toBe('failed');
+    // The admin finds no such PaymentIntent for the held one, and records it.
+    await f.t.db.withTenant(f.tenant.id, (c) =>
+      recordHeldPaymentNotMade(c, f.tenant.id, heldId, f.admin, 'no such PaymentIntent'),
+    );
+    const invoice = await f.t.db.withTenant(
+      f.tenant.id,
+      async (c) =>
+        (await c.query<{ status: string }>('SELECT status FROM invoices WHERE id = $1', [earlier.invoiceId]))
+          .rows[0]!.status,
+    );
+    // The vendor was paid, once, by the earlier payment: nothing may put the invoice up for payment again.
+    expect(invoice).toBe('paid');
+  });
 
   it('a payment moved while a refund webhook held its lock is answered with that refund counted', async () => {
     const f = await createFixture({ slug: `fail-${++n}`, t: base.t, sandbox: base.sandbox });
