@@ -1,11 +1,12 @@
 /** The seed's rules per failure kind, through the real SDKs against the sandbox. */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { Queryable } from '../src/db/pool.js';
 import { nextBusinessDay } from '../src/payments/calendar.js';
 import { recordHeldPaymentNotMade } from '../src/payments/held.js';
 import { transitionInvoice } from '../src/payments/invoices.js';
 import { type ApprovalRequired, PaymentFailedError, payInvoice } from '../src/payments/pay.js';
-import { applyPaymentOutcome, getPayment } from '../src/payments/payments.js';
+import { applyPaymentOutcome, getPayment, type Payment } from '../src/payments/payments.js';
 import { handleFailure, insertSubmission, reconcilePayment } from '../src/payments/phases.js';
 import { executeScheduledPayment } from '../src/payments/scheduled.js';
 import { getPaymentStatus } from '../src/payments/status.js';
@@ -21,6 +22,40 @@ describe('failures follow the rules', () => {
     base = await createFixture({ slug: 'base' });
   });
   afterAll(async () => base.close());
+
+  /** Until `n` sessions wait for a lock backend `pid` holds; `what` is the failure's message. */
+  async function untilWaitingFor(f: Fixture, pid: number, n: number, what: string): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    while (
+      (await count(
+        f,
+        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))',
+        [pid],
+      )) < n
+    ) {
+      if (Date.now() > deadline) throw new Error(what);
+    }
+  }
+
+  /** Another payment of `failed`'s invoice (42.00 USD by its method), as phase 1 writes one. */
+  const anotherPayment = (
+    f: Fixture,
+    failed: Payment,
+    extra: { id?: string; scheduledPaymentId?: string } = {},
+  ) => ({
+    id: extra.id ?? randomUUID(),
+    tenantId: f.tenant.id,
+    invoiceId: failed.invoiceId,
+    agentKeyId: f.agentKey.id,
+    approvalId: failed.approvalId,
+    ...(extra.scheduledPaymentId ? { scheduledPaymentId: extra.scheduledPaymentId } : {}),
+    amountMinor: 42_00,
+    currency: 'USD',
+    rail: 'stripe' as const,
+    provider: 'stripe' as const,
+    paymentMethodId: failed.paymentMethodId,
+    approvedBy: ['admin@example.com'],
+  });
 
   /** A fresh tenant whose stripe rail is `token`, and one approved attempt to pay 42.00 USD. */
   async function attempt(token: string) {
@@ -314,36 +349,27 @@ describe('failures follow the rules', () => {
     );
     expect(alerts).toEqual([{ kind: 'invoice_paid_twice' }]);
   });
-  it('a late success while a new payment of the invoice is in its phase 1 waits for it, and says paid twice: no deadlock', async () => {
-    const { f, result } = await attempt('pm_card_visa_chargeDeclined');
-    const failed = (await f.t.db.withTenant(f.tenant.id, (c) =>
-      getPayment(c, (result as PaymentFailedError).payment.payment_id!),
-    ))!;
-    // Phase 1 of a new payment of the invoice, as openCall runs it: the invoice locked, then the payment
-    // inserted and the invoice moved. It is held between the two while the late success arrives.
-    const invoiceLocked = deferred<number>();
-    const insert = deferred();
-    const phase1 = f.t.db.withTenant(f.tenant.id, async (c) => {
+  /**
+   * Another path of the invoice takes its first lock in a transaction of its own (`lock`), holds it while
+   * the provider's late success for `failed` arrives and waits for it, then writes (`write`) and commits:
+   * both finish (neither is chosen as a deadlock's victim), and the invoice is paid twice, alerted.
+   */
+  async function lateSuccessWhile(
+    f: Fixture,
+    failed: Payment,
+    lock: (c: Queryable) => Promise<string | undefined>,
+    write: (c: Queryable, locked: string | undefined) => Promise<void>,
+  ) {
+    const locked = deferred<number>();
+    const proceed = deferred();
+    const other = f.t.db.withTenant(f.tenant.id, async (c) => {
       const pid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-      await c.query('SELECT id FROM invoices WHERE id = $1 FOR UPDATE', [failed.invoiceId]);
-      invoiceLocked.resolve(pid);
-      await insert.promise;
-      await insertSubmission(c, {
-        id: randomUUID(),
-        tenantId: f.tenant.id,
-        invoiceId: failed.invoiceId,
-        agentKeyId: f.agentKey.id,
-        approvalId: failed.approvalId,
-        amountMinor: 42_00,
-        currency: 'USD',
-        rail: 'stripe',
-        provider: 'stripe',
-        paymentMethodId: failed.paymentMethodId,
-        approvedBy: ['admin@example.com'],
-      });
-      await transitionInvoice(c, failed.invoiceId, 'approved', 'processing');
+      const held = await lock(c);
+      locked.resolve(pid);
+      await proceed.promise;
+      await write(c, held);
     });
-    const phase1Pid = await Promise.race([invoiceLocked.promise, phase1.then(() => 0)]);
+    const otherPid = await Promise.race([locked.promise, other.then(() => 0)]);
     const late = f.t.db.withTenant(f.tenant.id, (c) =>
       applyPaymentOutcome(
         c,
@@ -352,19 +378,9 @@ describe('failures follow the rules', () => {
         { actorType: 'provider', actorId: 'stripe' },
       ),
     );
-    const deadline = Date.now() + 10_000;
-    while (
-      (await count(
-        f,
-        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))',
-        [phase1Pid],
-      )) === 0
-    ) {
-      if (Date.now() > deadline) throw new Error('the late success never waited for the new payment');
-    }
-    insert.resolve();
-    const [started, applied] = await Promise.allSettled([phase1, late]);
-    // Both finish: neither is chosen as a deadlock's victim.
+    await untilWaitingFor(f, otherPid, 1, 'the late success never waited for the other path');
+    proceed.resolve();
+    const [started, applied] = await Promise.allSettled([other, late]);
     expect(started.status).toBe('fulfilled');
     expect(applied).toMatchObject({ status: 'fulfilled', value: { payment: { status: 'failed' } } });
     const alerts = await f.t.db.withTenant(
@@ -373,72 +389,54 @@ describe('failures follow the rules', () => {
         (await c.query<{ kind: string }>("SELECT kind FROM alerts WHERE code = 'late_success'")).rows,
     );
     expect(alerts).toEqual([{ kind: 'invoice_paid_twice' }]);
+  }
+
+  const failedPayment = async (f: Fixture, result: unknown) =>
+    (await f.t.db.withTenant(f.tenant.id, (c) =>
+      getPayment(c, (result as PaymentFailedError).payment.payment_id!),
+    ))!;
+
+  it('a late success while a new payment of the invoice is in its phase 1 waits for it, and says paid twice: no deadlock', async () => {
+    const { f, result } = await attempt('pm_card_visa_chargeDeclined');
+    const failed = await failedPayment(f, result);
+    // Phase 1 of a new payment of the invoice, as openCall runs it: the invoice locked, then the payment
+    // inserted and the invoice moved.
+    await lateSuccessWhile(
+      f,
+      failed,
+      async (c) => {
+        await c.query('SELECT id FROM invoices WHERE id = $1 FOR UPDATE', [failed.invoiceId]);
+        return undefined;
+      },
+      async (c) => {
+        await insertSubmission(c, anotherPayment(f, failed));
+        await transitionInvoice(c, failed.invoiceId, 'approved', 'processing');
+      },
+    );
   });
 
   it("a late success while the worker starts the failed payment's reschedule waits for it, and says paid twice: no deadlock", async () => {
     const { f, result, scheduled } = await attempt('pm_card_visa_chargeDeclinedInsufficientFunds');
     expect(scheduled).toEqual([{ status: 'scheduled', reschedule_count: 1 }]);
-    const failed = (await f.t.db.withTenant(f.tenant.id, (c) =>
-      getPayment(c, (result as PaymentFailedError).payment.payment_id!),
-    ))!;
+    const failed = await failedPayment(f, result);
     // The worker starting the reschedule, as executeScheduledPayment does: the schedule locked, then the
-    // invoice moved and the payment inserted. It is held between the two while the late success arrives.
-    const scheduleLocked = deferred<number>();
-    const start = deferred();
-    const worker = f.t.db.withTenant(f.tenant.id, async (c) => {
-      const pid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-      const { rows } = await c.query<{ id: string }>(
-        "SELECT id FROM scheduled_payments WHERE invoice_id = $1 AND status = 'scheduled' FOR UPDATE",
-        [failed.invoiceId],
-      );
-      scheduleLocked.resolve(pid);
-      await start.promise;
-      await c.query("UPDATE scheduled_payments SET status = 'running' WHERE id = $1", [rows[0]!.id]);
-      await transitionInvoice(c, failed.invoiceId, 'scheduled', 'processing');
-      await insertSubmission(c, {
-        id: randomUUID(),
-        tenantId: f.tenant.id,
-        invoiceId: failed.invoiceId,
-        agentKeyId: f.agentKey.id,
-        approvalId: failed.approvalId,
-        scheduledPaymentId: rows[0]!.id,
-        amountMinor: 42_00,
-        currency: 'USD',
-        rail: 'stripe',
-        provider: 'stripe',
-        paymentMethodId: failed.paymentMethodId,
-        approvedBy: ['admin@example.com'],
-      });
-    });
-    const workerPid = await Promise.race([scheduleLocked.promise, worker.then(() => 0)]);
-    const late = f.t.db.withTenant(f.tenant.id, (c) =>
-      applyPaymentOutcome(
-        c,
-        failed.id,
-        { status: 'succeeded' },
-        { actorType: 'provider', actorId: 'stripe' },
-      ),
-    );
-    const deadline = Date.now() + 10_000;
-    while (
-      (await count(
-        f,
-        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))',
-        [workerPid],
-      )) === 0
-    ) {
-      if (Date.now() > deadline) throw new Error('the late success never waited for the worker');
-    }
-    start.resolve();
-    const [started, applied] = await Promise.allSettled([worker, late]);
-    expect(started.status).toBe('fulfilled');
-    expect(applied).toMatchObject({ status: 'fulfilled', value: { payment: { status: 'failed' } } });
-    const alerts = await f.t.db.withTenant(
-      f.tenant.id,
+    // schedule marked running, the invoice moved and the payment inserted.
+    await lateSuccessWhile(
+      f,
+      failed,
       async (c) =>
-        (await c.query<{ kind: string }>("SELECT kind FROM alerts WHERE code = 'late_success'")).rows,
+        (
+          await c.query<{ id: string }>(
+            "SELECT id FROM scheduled_payments WHERE invoice_id = $1 AND status = 'scheduled' FOR UPDATE",
+            [failed.invoiceId],
+          )
+        ).rows[0]!.id,
+      async (c, scheduleId) => {
+        await c.query("UPDATE scheduled_payments SET status = 'running' WHERE id = $1", [scheduleId]);
+        await transitionInvoice(c, failed.invoiceId, 'scheduled', 'processing');
+        await insertSubmission(c, anotherPayment(f, failed, { scheduledPaymentId: scheduleId }));
+      },
     );
-    expect(alerts).toEqual([{ kind: 'invoice_paid_twice' }]);
   });
 
   it("a late success while a failure of the invoice's running schedule reschedules it, and the worker then starts that schedule, is no deadlock", async () => {
@@ -505,18 +503,8 @@ describe('failures follow the rules', () => {
       await commit.promise;
     });
     const phase3Pid = await Promise.race([failing.promise, phase3.then(() => 0)]);
-    const waitingOn = async (n: number) => {
-      const deadline = Date.now() + 10_000;
-      while (
-        (await count(
-          f,
-          'SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))',
-          [phase3Pid],
-        )) < n
-      ) {
-        if (Date.now() > deadline) throw new Error(`fewer than ${n} waited for the failing payment`);
-      }
-    };
+    const waitingOn = (n: number) =>
+      untilWaitingFor(f, phase3Pid, n, `fewer than ${n} waited for the failing payment`);
     // The provider reports the first, failed, payment succeeded after all: it waits for the invoice.
     const late = f.t.db.withTenant(f.tenant.id, (c) =>
       applyPaymentOutcome(
@@ -554,19 +542,7 @@ describe('failures follow the rules', () => {
     // often as the worker may.
     const heldId = randomUUID();
     await f.t.db.withTenant(f.tenant.id, async (c) => {
-      await insertSubmission(c, {
-        id: heldId,
-        tenantId: f.tenant.id,
-        invoiceId: earlier.invoiceId,
-        agentKeyId: f.agentKey.id,
-        approvalId: earlier.approvalId,
-        amountMinor: 42_00,
-        currency: 'USD',
-        rail: 'stripe',
-        provider: 'stripe',
-        paymentMethodId: earlier.paymentMethodId,
-        approvedBy: ['admin@example.com'],
-      });
+      await insertSubmission(c, anotherPayment(f, earlier, { id: heldId }));
       await c.query(
         "UPDATE payments SET recovery_point = 'provider_called', submit_attempts = $2 WHERE id = $1",
         [heldId, MAX_SUBMIT_ATTEMPTS],
@@ -596,8 +572,11 @@ describe('failures follow the rules', () => {
         (await c.query<{ status: string }>('SELECT status FROM invoices WHERE id = $1', [earlier.invoiceId]))
           .rows[0]!.status,
     );
-    // The vendor was paid, once, by the earlier payment: nothing may put the invoice up for payment again.
+    // The vendor was paid, once, by the earlier payment: nothing may put the invoice up for payment again,
+    // and that payment is recorded as what it is (succeeded, so refundable).
     expect(invoice).toBe('paid');
+    const earlierNow = (await f.t.db.withTenant(f.tenant.id, (c) => getPayment(c, earlierId)))!;
+    expect(earlierNow.status).toBe('succeeded');
   });
 
   it('a payment moved while a refund webhook held its lock is answered with that refund counted', async () => {
@@ -638,16 +617,7 @@ describe('failures follow the rules', () => {
       applyPaymentOutcome(c, id, { status: 'succeeded' }, { actorType: 'provider', actorId: 'stripe' }),
     );
     // Let the move start waiting for the holder's lock before the holder commits.
-    const deadline = Date.now() + 10_000;
-    while (
-      (await count(
-        f,
-        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))',
-        [holderPid],
-      )) === 0
-    ) {
-      if (Date.now() > deadline) throw new Error('the move never waited for the refund holder');
-    }
+    await untilWaitingFor(f, holderPid, 1, 'the move never waited for the refund holder');
     held.resolve();
     await holder;
     const applied = await moving;

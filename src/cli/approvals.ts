@@ -238,15 +238,18 @@ export function registerApprovalCommands(program: Command, run: Run): void {
           );
         const t = await ctx.tenantOrTokens(o.tenant);
         const user = (await ctx.human(t))!;
-        const payment = await (await ctx.db()).withTenant(t.id, (c) =>
+        const { payment, paidBy } = await (await ctx.db()).withTenant(t.id, (c) =>
           recordHeldPaymentNotMade(c, t.id, ref, user, o.note),
         );
         ctx.print(
           {
             ...paymentJson(payment),
             failure: { code: payment.failureCode, message: payment.failureMessage },
+            invoice_paid_by: paidBy?.id ?? null,
           },
-          `payment ${payment.confirmationNumber} recorded not made; invoice ${payment.invoiceNumber} is approved again (paying it needs a new approval)`,
+          paidBy
+            ? `payment ${payment.confirmationNumber} recorded not made; invoice ${payment.invoiceNumber} is paid by payment ${paidBy.confirmationNumber}, which ${paidBy.provider} reported succeeded`
+            : `payment ${payment.confirmationNumber} recorded not made; invoice ${payment.invoiceNumber} is approved again (paying it needs a new approval)`,
         );
       }),
     );

@@ -13,12 +13,13 @@ import { RefusedError } from '../errors.js';
 import { formatMoney } from '../money.js';
 import { createAlert, HELD_ALERT_KIND, ruleFor } from './alerts.js';
 import { transitionInvoice } from './invoices.js';
-import { findPayment, getPayment, type Payment } from './payments.js';
+import { applyPaymentOutcome, findPayment, getPayment, type Payment } from './payments.js';
 
 /**
  * Record, on an admin's word, that a held payment was not made: the payment failed (`not_made`), its
- * schedule (if it had one) failed, its invoice approved again, every open alert of the payment resolved,
- * an `info` alert saying who decided, and an audit entry; in the caller's tenant transaction. Refused for
+ * schedule (if it had one) failed, its invoice approved again (or paid, by an earlier payment of it the
+ * provider reported succeeded meanwhile: `paidBy`), every open alert of the payment resolved, an `info`
+ * alert saying who decided, and an audit entry; in the caller's tenant transaction. Refused for
  * a payment that is not held: one still being found out by the reconciler, or already decided.
  */
 export async function recordHeldPaymentNotMade(
@@ -27,7 +28,7 @@ export async function recordHeldPaymentNotMade(
   ref: string,
   admin: User,
   note: string | undefined,
-): Promise<Payment> {
+): Promise<{ payment: Payment; paidBy: Payment | null }> {
   if (admin.role !== 'admin') {
     throw new RefusedError(
       'admin_required',
@@ -69,6 +70,28 @@ export async function recordHeldPaymentNotMade(
     );
   }
   await transitionInvoice(client, payment.invoiceId, 'processing', 'approved');
+  // A payment of the invoice the provider reported succeeded while this one was live was left failed,
+  // with a paid-twice alert: with this one not made, it is the one that paid the invoice. Its success is
+  // applied now, so the invoice is paid (not put up for payment again) and that payment refundable.
+  const { rows: setAside } = await client.query<{ payment_id: string }>(
+    `SELECT DISTINCT a.payment_id FROM alerts a JOIN payments p ON p.id = a.payment_id
+      WHERE p.invoice_id = $1 AND p.status = 'failed' AND a.kind = 'invoice_paid_twice' AND a.status = 'open'`,
+    [payment.invoiceId],
+  );
+  const paidBy: Payment[] = [];
+  for (const { payment_id } of setAside) {
+    const applied = await applyPaymentOutcome(
+      client,
+      payment_id,
+      { status: 'succeeded' },
+      {
+        actorType: 'user',
+        actorId: admin.email,
+        note: `reported succeeded while payment ${payment.confirmationNumber} was live, which was not made`,
+      },
+    );
+    if (applied.payment.status === 'succeeded') paidBy.push(applied.payment);
+  }
   // The failure's alert, as every failure has one (get_payment_status reads its next step), already
   // dealt with: resolved below with the alert that held the payment.
   await createAlert(client, {
@@ -81,8 +104,10 @@ export async function recordHeldPaymentNotMade(
     paymentId: payment.id,
   });
   const { rows: resolved } = await client.query<{ id: string }>(
-    "UPDATE alerts SET status = 'resolved', resolved_at = now() WHERE payment_id = $1 AND status = 'open' RETURNING id",
-    [payment.id],
+    `UPDATE alerts SET status = 'resolved', resolved_at = now()
+      WHERE status = 'open' AND (payment_id = $1 OR (payment_id = ANY($2::uuid[]) AND kind = 'invoice_paid_twice'))
+      RETURNING id`,
+    [payment.id, paidBy.map((p) => p.id)],
   );
   await appendAudit(client, {
     tenantId,
@@ -97,7 +122,8 @@ export async function recordHeldPaymentNotMade(
       provider: payment.provider,
       note: note ?? null,
       alerts_resolved: resolved.map((r) => r.id),
+      invoice_paid_by: paidBy.map((p) => p.id),
     },
   });
-  return (await getPayment(client, payment.id))!;
+  return { payment: (await getPayment(client, payment.id))!, paidBy: paidBy[0] ?? null };
 }

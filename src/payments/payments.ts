@@ -371,16 +371,25 @@ async function applyLateSuccess(
   providerReference: string | undefined,
   source: OutcomeSource,
 ): Promise<AppliedOutcome> {
-  // Locks in the order every path that starts a payment of the invoice takes them: its waiting schedules
-  // (the worker starting one locks it, then the invoice), then the invoice (a new payment's phase 1
-  // locks it, then inserts). Had this taken the invoice's one live-payment slot first (the UPDATE below)
-  // and then waited for either, the two would deadlock. Waiting here, it then sees their payment live.
+  // Locks in an order no other path of the invoice's can close a cycle with. First its other live
+  // payments (their phase 3, a reschedule included, takes the payment, then the invoice, then the
+  // schedule: it finishes before this goes on), then its live schedules (the worker starting one takes
+  // the schedule, then a live-payment slot, then the invoice; a cancel, the schedule then the invoice),
+  // then the invoice (a new payment's phase 1 takes it, then a slot). Had this taken the invoice's
+  // live-payment slot (the UPDATE below) and then waited for any of them, they would deadlock. After
+  // waiting, it sees what they did: a payment they made is live. NO KEY: what only references these rows
+  // (an alert naming the schedule, a payment naming the invoice: their foreign-key checks) is not held
+  // up, or a path holding the invoice while it writes such a row would wait for this and this for it.
   await client.query(
-    "SELECT id FROM scheduled_payments WHERE invoice_id = $1 AND status = 'scheduled' FOR UPDATE",
+    "SELECT 1 FROM payments WHERE invoice_id = $1 AND id <> $2 AND status IN ('processing', 'succeeded') FOR NO KEY UPDATE",
+    [payment.invoiceId, payment.id],
+  );
+  await client.query(
+    "SELECT 1 FROM scheduled_payments WHERE invoice_id = $1 AND status IN ('scheduled', 'running') FOR NO KEY UPDATE",
     [payment.invoiceId],
   );
   const { rows: invoices } = await client.query<{ status: InvoiceStatus }>(
-    'SELECT status FROM invoices WHERE id = $1 FOR UPDATE',
+    'SELECT status FROM invoices WHERE id = $1 FOR NO KEY UPDATE',
     [payment.invoiceId],
   );
   const invoiceStatus = invoices[0]!.status;
