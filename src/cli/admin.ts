@@ -1,6 +1,6 @@
 /** Setting a tenant up: tenants, users, agent keys, vendors, payment methods, invoices. */
 import type { Command } from 'commander';
-import { createAgentKey } from '../directory/agent-keys.js';
+import { createAgentKey, disableAgentKey } from '../directory/agent-keys.js';
 import { addVendor, listVendors } from '../directory/counterparties.js';
 import { createSealer, resolveSecret } from '../directory/encryption.js';
 import {
@@ -10,12 +10,12 @@ import {
   removePaymentMethod,
 } from '../directory/payment-methods.js';
 import { createTenant } from '../directory/tenants.js';
-import { addUser, checkRole, countAdmins, findUserByEmail } from '../directory/users.js';
+import { addUser, checkRole, countAdmins, disableUser, findUserByEmail } from '../directory/users.js';
 import { UsageError } from '../errors.js';
 import type { Provider } from '../gateways/types.js';
 import { formatAmount } from '../money.js';
 import { addInvoice, invoiceJson, listInvoices } from '../payments/invoices.js';
-import { type CliContext, currencyNeedsAmount, money, table } from './context.js';
+import { type CliContext, checkId, currencyNeedsAmount, money, table } from './context.js';
 
 type Run = (fn: (ctx: CliContext) => Promise<void>) => Promise<void>;
 
@@ -75,9 +75,44 @@ export function registerAdminCommands(program: Command, run: Run): void {
       }),
     );
 
-  program
-    .command('agent-key')
-    .description('manage agent keys')
+  user
+    .command('disable <email>')
+    .description(
+      "revoke a human: their token stops working and approvals they gave that moved no money yet lapse (an admin's token)",
+    )
+    .requiredOption('--tenant <slug>')
+    .action((email: string, o: { tenant: string }) =>
+      run(async (ctx) => {
+        const t = await ctx.tenant(o.tenant);
+        const admin = (await ctx.human(t))!;
+        const disabled = await disableUser(await ctx.db(), t.id, admin, email);
+        ctx.print(
+          { user_id: disabled.id, email: disabled.email, role: disabled.role, disabled: true },
+          `disabled ${disabled.email} (${disabled.role}); their token no longer works`,
+        );
+      }),
+    );
+
+  const agentKey = program.command('agent-key').description('manage agent keys');
+  agentKey
+    .command('disable <agentKeyId>')
+    .description(
+      "revoke an agent key: from its next request it can do nothing (an admin's token; what humans already approved for it still runs: see schedules cancel)",
+    )
+    .requiredOption('--tenant <slug>')
+    .action((agentKeyId: string, o: { tenant: string }) =>
+      run(async (ctx) => {
+        checkId(agentKeyId, 'an agent key id', 'use the agent_key_id `paygate agent-key create` printed');
+        const t = await ctx.tenant(o.tenant);
+        const admin = (await ctx.human(t))!;
+        const disabled = await disableAgentKey(await ctx.db(), t.id, admin, agentKeyId);
+        ctx.print(
+          { agent_key_id: disabled.id, name: disabled.name, key_prefix: disabled.keyPrefix, disabled: true },
+          `disabled agent key ${disabled.name} (${disabled.keyPrefix}…); it can no longer call paygate`,
+        );
+      }),
+    );
+  agentKey
     .command('create')
     .description("create an agent key; prints it once (needs an admin's token)")
     .requiredOption('--tenant <slug>')

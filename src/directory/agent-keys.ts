@@ -4,7 +4,7 @@
  * cannot approve its requests.
  */
 import { appendAudit } from '../audit/log.js';
-import type { Db } from '../db/pool.js';
+import { type Db, isUuid } from '../db/pool.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { hashSecret, newSecret, secretPrefix } from './credentials.js';
 import type { User } from './users.js';
@@ -118,6 +118,48 @@ export async function createAgentKey(
       },
     });
     return { agentKey, key };
+  });
+}
+
+/**
+ * Revoke an agent key (an admin): from the next request on it authenticates nothing, and a call already
+ * running moves no money (its admission reads the key as it is then). What humans approved for it before
+ * keeps its approval (a schedule still runs; `paygate schedules cancel` stops one).
+ */
+export async function disableAgentKey(
+  db: Db,
+  tenantId: string,
+  admin: User,
+  keyId: string,
+): Promise<AgentKey> {
+  if (admin.role !== 'admin')
+    throw new RefusedError('admin_required', `${admin.email} is not an admin`, "use an admin's token");
+  if (!isUuid(keyId)) throw new RefusedError('agent_key_not_found', `no agent key ${keyId} in this tenant`);
+  return db.withTenant(tenantId, async (client) => {
+    const { rows: found } = await client.query<{ disabled_at: Date | null }>(
+      'SELECT disabled_at FROM agent_keys WHERE id = $1 FOR UPDATE',
+      [keyId],
+    );
+    if (!found[0]) throw new RefusedError('agent_key_not_found', `no agent key ${keyId} in this tenant`);
+    if (found[0].disabled_at)
+      throw new RefusedError(
+        'agent_key_already_disabled',
+        `agent key ${keyId} was disabled at ${found[0].disabled_at.toISOString()}`,
+      );
+    const { rows } = await client.query<AgentKeyRow>(
+      `UPDATE agent_keys SET disabled_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
+      [keyId],
+    );
+    const agentKey = toAgentKey(rows[0]!);
+    await appendAudit(client, {
+      tenantId,
+      actorType: 'user',
+      actorId: admin.email,
+      action: 'agent_key.disabled',
+      subjectId: agentKey.id,
+      details: { name: agentKey.name, key_prefix: agentKey.keyPrefix },
+    });
+    return agentKey;
   });
 }
 

@@ -133,6 +133,47 @@ export async function addUser(
   }
 }
 
+/**
+ * Revoke a human (an admin): their personal access token stops working at once (CLI and approval page,
+ * whose session re-reads the user on every request), and approvals they gave that have not moved money
+ * yet lapse (src/approvals/approvals.ts). The tenant's last admin cannot be disabled, by anyone: the
+ * tenant would have nobody left to manage it. Admins disabling each other at once take turns.
+ */
+export async function disableUser(db: Db, tenantId: string, actor: User, email: string): Promise<User> {
+  if (actor.role !== 'admin' || actor.tenantId !== tenantId)
+    throw new RefusedError(
+      'admin_required',
+      `${actor.email} is not an admin of this tenant`,
+      "use an admin's token",
+    );
+  return db.withTenant(tenantId, async (client) => {
+    await client.query("SELECT pg_advisory_xact_lock(hashtext('admins:' || $1))", [tenantId]);
+    const { rows: found } = await client.query<UserRow & { disabled: boolean }>(
+      `SELECT ${USER_COLUMNS}, disabled_at IS NOT NULL AS disabled FROM users WHERE lower(email) = lower($1) FOR UPDATE`,
+      [email],
+    );
+    if (!found[0]) throw new RefusedError('user_not_found', `no user ${email} in this tenant`);
+    if (found[0].disabled) throw new RefusedError('user_already_disabled', `${email} is already disabled`);
+    const user = toUser(found[0]);
+    if (user.role === 'admin' && (await countAdmins(client)) <= 1)
+      throw new RefusedError(
+        'last_admin',
+        `${user.email} is the tenant's last admin`,
+        'add another admin first (paygate user add --role admin)',
+      );
+    await client.query('UPDATE users SET disabled_at = now() WHERE id = $1', [user.id]);
+    await appendAudit(client, {
+      tenantId,
+      actorType: 'user',
+      actorId: actor.email,
+      action: 'user.disabled',
+      subjectId: user.id,
+      details: { email: user.email, role: user.role },
+    });
+    return user;
+  });
+}
+
 /** The human holding `token` in `tenantId`, or a refusal that does not say whether the token exists. */
 export async function authenticateUser(db: Db, tenantId: string, token: string): Promise<User> {
   const { rows } = await db.withTenant(tenantId, (client) =>
