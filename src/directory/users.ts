@@ -148,6 +148,14 @@ export async function disableUser(db: Db, tenantId: string, actor: User, email: 
     );
   return db.withTenant(tenantId, async (client) => {
     await client.query("SELECT pg_advisory_xact_lock(hashtext('admins:' || $1))", [tenantId]);
+    // The admin as they are now, after their turn came: one disabled or demoted while waiting for it (by
+    // the admin whose turn came first) disables nobody.
+    const { rows: self } = await client.query<{ ok: boolean }>(
+      "SELECT role = 'admin' AND disabled_at IS NULL AS ok FROM users WHERE id = $1",
+      [actor.id],
+    );
+    if (!self[0]?.ok)
+      throw new RefusedError('admin_required', `${actor.email} is no longer an admin of this tenant`);
     const { rows: found } = await client.query<UserRow & { disabled: boolean }>(
       `SELECT ${USER_COLUMNS}, disabled_at IS NOT NULL AS disabled FROM users WHERE lower(email) = lower($1) FOR UPDATE`,
       [email],

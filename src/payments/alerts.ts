@@ -180,9 +180,10 @@ export const HELD_ALERT_KIND = 'payment_outcome_unverifiable';
 
 /**
  * A human marks an alert dealt with (an approver or an admin), with an audit entry naming them and
- * their note. The alert that holds a payment for a human is resolved with the payment
- * (`paygate payments resolve`), not on its own: resolved alone, it would leave the payment held with
- * nothing saying so.
+ * their note. Two kinds wait on a payment instead: the alert that holds a payment for a human is
+ * resolved with the payment (`paygate payments resolve`), since resolved alone it would leave the payment
+ * held with nothing saying so; and a paid-twice alert, while the other payment of its invoice is still
+ * processing, because that payment's outcome decides which of the two paid.
  */
 export async function resolveAlert(
   client: Queryable,
@@ -203,8 +204,11 @@ export async function resolveAlert(
     kind: string;
     payment_id: string | null;
     held: boolean;
+    undecided: string | null;
   }>(
-    `SELECT a.status, a.kind, a.payment_id, COALESCE(p.status = 'processing', false) AS held
+    `SELECT a.status, a.kind, a.payment_id, COALESCE(p.status = 'processing', false) AS held,
+            (SELECT o.id FROM payments o WHERE o.invoice_id = p.invoice_id AND o.id <> p.id AND o.status = 'processing'
+              LIMIT 1) AS undecided
        FROM alerts a LEFT JOIN payments p ON p.id = a.payment_id
       WHERE a.id = $1 FOR UPDATE OF a`,
     [alertId],
@@ -218,6 +222,14 @@ export async function resolveAlert(
       'alert_holds_payment',
       `alert ${alertId} holds payment ${alert.payment_id} for a human: it is resolved with the payment`,
       `check the payment at its provider: if it was made, resend its webhook from there; if not, an admin runs \`paygate payments resolve ${alert.payment_id} --not-made\``,
+    );
+  // A success the provider reported while another payment of the invoice was live waits on that payment:
+  // recorded not made, it is applied then (src/payments/held.ts), which reads this alert.
+  if (alert.kind === 'invoice_paid_twice' && alert.undecided)
+    throw new RefusedError(
+      'alert_waits_on_payment',
+      `alert ${alertId} waits on payment ${alert.undecided} of the same invoice, still processing: it is settled when that payment is`,
+      'follow that payment (paygate payments show); if it is held, check it at its provider first',
     );
   await client.query("UPDATE alerts SET status = 'resolved', resolved_at = now() WHERE id = $1", [alertId]);
   await appendAudit(client, {

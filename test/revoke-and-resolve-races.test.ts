@@ -1,6 +1,6 @@
 /**
- * Hostile pass 3 on 81933e9 (user disable) and 4698f76 (alerts resolve): defects found, each a failing
- * test against the real database and the built CLI where a human would use it.
+ * Races around revoking an admin and resolving alerts (a hostile pass on user disable and alerts
+ * resolve), against the real database and the built CLI where a human would use it.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,7 +15,7 @@ import { cliFor } from './support/cli.js';
 import { deferred } from './support/deferred.js';
 import { createFixture, type Fixture } from './support/fixture.js';
 
-describe('hostile pass 3', () => {
+describe('revoking and resolving, racing', () => {
   let base: Fixture;
   let cli: ReturnType<typeof cliFor>['cli'];
   let n = 0;
@@ -93,7 +93,7 @@ describe('hostile pass 3', () => {
     await f.close();
   }, 60_000);
 
-  it('an approver resolving an invoice_paid_twice alert makes a later "held payment not made" put a paid invoice up for payment again', async () => {
+  it('a paid-twice alert cannot be resolved while the other payment of its invoice is undecided; recording that one not made settles it, the invoice paid', async () => {
     // Same money path as engine-failures' 'a late success reported while a held payment of the invoice
     // was live...' test, with one step more: before the admin records the held payment not made, an
     // approver marks the paid-twice alert dealt with (`paygate alerts resolve`, allowed for every kind
@@ -159,25 +159,24 @@ describe('hostile pass 3', () => {
       ['alerts', 'resolve', twice[0]!.id, '--tenant', f.tenant.slug, '--note', 'checked with Stripe'],
       { PAYGATE_USER_TOKEN: f.approver.token },
     );
-    // Either the resolve is refused while the paid-twice situation is still undecided...
-    if (resolved.code === 0) {
-      // ...or, if it is allowed, the admin's later finding must still leave the invoice paid.
-      await f.t.db.withTenant(f.tenant.id, (c) =>
-        recordHeldPaymentNotMade(c, f.tenant.id, heldId, f.admin, 'no such PaymentIntent'),
-      );
-      const invoice = await f.t.db.withTenant(
-        f.tenant.id,
-        async (c) =>
-          (
-            await c.query<{ status: string }>('SELECT status FROM invoices WHERE id = $1', [
-              earlier.invoiceId,
-            ])
-          ).rows[0]!.status,
-      );
-      expect(invoice).toBe('paid');
-      const earlierNow = (await f.t.db.withTenant(f.tenant.id, (c) => getPayment(c, earlierId)))!;
-      expect(earlierNow.status).toBe('succeeded');
-    }
+    // Refused while the other payment is undecided: that payment's outcome decides which of the two paid.
+    expect(resolved.code).toBe(1);
+    expect(resolved.stderr).toMatch(/waits on payment .* still processing/);
+    // The admin's later finding that the held one was never made leaves the invoice paid, by the
+    // payment that moved the money, and settles the paid-twice alert with it.
+    await f.t.db.withTenant(f.tenant.id, (c) =>
+      recordHeldPaymentNotMade(c, f.tenant.id, heldId, f.admin, 'no such PaymentIntent'),
+    );
+    const after = await f.t.db.withTenant(f.tenant.id, async (c) => ({
+      invoice: (
+        await c.query<{ status: string }>('SELECT status FROM invoices WHERE id = $1', [earlier.invoiceId])
+      ).rows[0]!.status,
+      alert: (await c.query<{ status: string }>('SELECT status FROM alerts WHERE id = $1', [twice[0]!.id]))
+        .rows[0]!.status,
+    }));
+    expect(after).toEqual({ invoice: 'paid', alert: 'resolved' });
+    const earlierNow = (await f.t.db.withTenant(f.tenant.id, (c) => getPayment(c, earlierId)))!;
+    expect(earlierNow.status).toBe('succeeded');
     await f.close();
   }, 60_000);
 });
