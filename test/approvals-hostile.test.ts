@@ -7,6 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { approve } from '../src/approvals/approvals.js';
 import { addUser, type User } from '../src/directory/users.js';
+import { RefusedError } from '../src/errors.js';
 import { addDays, todayIn } from '../src/payments/calendar.js';
 import { type ApprovalRequired, payInvoice, schedulePayment } from '../src/payments/pay.js';
 import { createFixture, type Fixture } from './support/fixture.js';
@@ -40,20 +41,18 @@ describe('approvals: the approver must still have the right when money moves', (
     return added.user;
   }
 
-  /** Pay with `token` (if any); true when money moved. Refusals are fine, they are what we want. */
-  async function tryPay(invoice: string, amount: string, token: string | undefined): Promise<boolean> {
-    if (!token) return false;
+  /** Pay with `token`: 'paid' when money moved, else the refusal's code (anything but a refusal throws). */
+  async function payWith(invoice: string, amount: string, token: string): Promise<string> {
     try {
       const done = (await payInvoice(
         f.deps,
         { agentKey: f.agentKey },
         { ...pay(invoice, amount), approval_token: token },
-      )) as {
-        success?: boolean;
-      };
-      return done.success === true;
-    } catch {
-      return false;
+      )) as { success?: boolean };
+      return done.success === true ? 'paid' : 'not paid';
+    } catch (error) {
+      if (error instanceof RefusedError) return error.code;
+      throw error;
     }
   }
 
@@ -127,7 +126,8 @@ describe('approvals: the approver must still have the right when money moves', (
         message: expect.stringMatching(reason),
         nextStep: expect.stringContaining('request a new approval'),
       });
-      expect(await tryPay(invoice, '4000.00', token)).toBe(false);
+      // Every time: a second try is refused the same way.
+      expect(await payWith(invoice, '4000.00', token!)).toBe('approval_lapsed');
       expect(await paymentsOf(invoice)).toBe(0);
     },
   );
@@ -202,11 +202,14 @@ describe('approvals: the approver must still have the right when money moves', (
     ]);
     const tokens = results.map((r) => r.approvalToken).filter(Boolean) as string[];
     expect(tokens).toHaveLength(1);
-    const moved = await Promise.all([
-      tryPay('INV-H-RACE2', '11500.00', tokens[0]),
-      tryPay('INV-H-RACE2', '11500.00', tokens[0]),
+    const outcomes = await Promise.all([
+      payWith('INV-H-RACE2', '11500.00', tokens[0]!),
+      payWith('INV-H-RACE2', '11500.00', tokens[0]!),
     ]);
-    expect(moved.filter(Boolean)).toHaveLength(1);
+    expect(outcomes.filter((o) => o === 'paid')).toHaveLength(1);
+    expect(['approval_token_used', 'invoice_payment_in_progress', 'invoice_already_paid']).toContain(
+      outcomes.find((o) => o !== 'paid'),
+    );
     expect(await paymentsOf('INV-H-RACE2')).toBe(1);
   });
   it('race: two agents of the tenant, each with its own approved pay_invoice token for one invoice, plus a schedule token: one payment', async () => {

@@ -100,28 +100,39 @@ describe('limits across calls', () => {
     ]);
   });
 
-  it("a call stalled while holding its key's daily cap makes the key's next call give up, retryable, consuming nothing", async () => {
-    const capped = await f.newAgent({ name: 'stalled-cap', maxPerDayMinor: 600_00, capsCurrency: 'USD' });
+  /**
+   * A capped key with an approved token to pay `invoice` (100.00), and another process of the key inside
+   * its phase 1, paused before its commit: it holds the key's daily-cap lock until `release`.
+   */
+  async function stalledInPhase1(name: string, invoice: string) {
+    const capped = await f.newAgent({ name, maxPerDayMinor: 600_00, capsCurrency: 'USD' });
     const caller = { agentKey: capped.agentKey };
-    const input = { invoice: 'INV-STALLED-CAP', amount: '100.00', currency: 'USD', method: 'stripe' };
-    await f.addInvoice(input.invoice, 100_00);
+    const input = { invoice, amount: '100.00', currency: 'USD', method: 'stripe' };
+    await f.addInvoice(invoice, 100_00);
     const ask = (await payInvoice(f.deps, caller, input)) as ApprovalRequired;
     const token = (await f.approveAs(f.admin, ask.approval_id))!;
-    // Another process of this key inside its phase 1, paused before its commit: it holds the cap's lock.
     const stalled = new pg.Client({ connectionString: f.t.adminUrl });
     await stalled.connect();
     await stalled.query('BEGIN');
     await stalled.query('SELECT pg_advisory_xact_lock($1)', [
       advisoryLockKey(`daily-cap:${capped.agentKey.id}`),
     ]);
+    const release = async () => {
+      await stalled.query('ROLLBACK');
+      await stalled.end();
+    };
+    return { capped, caller, input, token, stalled, release };
+  }
+
+  it("a call stalled while holding its key's daily cap makes the key's next call give up, retryable, consuming nothing", async () => {
+    const { capped, caller, input, token, release } = await stalledInPhase1('stalled-cap', 'INV-STALLED-CAP');
     try {
       const refused = await payInvoice(f.deps, caller, { ...input, approval_token: token }).catch(
         (e: { code?: string; retryable?: boolean }) => e,
       );
       expect(refused).toMatchObject({ code: 'rate_limited', retryable: true });
     } finally {
-      await stalled.query('ROLLBACK');
-      await stalled.end();
+      await release();
     }
     // Nothing was consumed or written: the same token pays once the holder is gone.
     const paid = (await payInvoice(f.deps, caller, { ...input, approval_token: token })) as {
@@ -136,23 +147,15 @@ describe('limits across calls', () => {
   });
 
   it("a call stalled in phase 1 of an invoice makes the key's next call for that invoice give up after the cap's lock timeout, not wait for ever", async () => {
-    const capped = await f.newAgent({ name: 'stalled-invoice', maxPerDayMinor: 600_00, capsCurrency: 'USD' });
-    const caller = { agentKey: capped.agentKey };
-    const input = { invoice: 'INV-STALLED-PHASE1', amount: '100.00', currency: 'USD', method: 'stripe' };
-    await f.addInvoice(input.invoice, 100_00);
-    const ask = (await payInvoice(f.deps, caller, input)) as ApprovalRequired;
-    const token = (await f.approveAs(f.admin, ask.approval_id))!;
-    // Another process of this key inside phase 1 of this very invoice (the agent's first try of this call),
-    // paused before its commit: whichever order phase 1 takes them in, by then it holds the key's daily
-    // cap and the invoice's row lock. The key's retry must get the cap's bounded wait (DAILY_CAP_LOCK_TIMEOUT,
-    // then a retryable refusal), not queue without a timeout on the invoice's row, holding a pooled
-    // connection, for as long as the stalled one stays stalled.
-    const stalled = new pg.Client({ connectionString: f.t.adminUrl });
-    await stalled.connect();
-    await stalled.query('BEGIN');
-    await stalled.query('SELECT pg_advisory_xact_lock($1)', [
-      advisoryLockKey(`daily-cap:${capped.agentKey.id}`),
-    ]);
+    // The stalled process is inside phase 1 of this very invoice (the agent's first try of this call):
+    // whichever order phase 1 takes them in, by then it holds the key's daily cap and the invoice's row
+    // lock. The key's retry must get the cap's bounded wait (DAILY_CAP_LOCK_TIMEOUT, then a retryable
+    // refusal), not queue without a timeout on the invoice's row, holding a pooled connection, for as
+    // long as the stalled one stays stalled.
+    const { caller, input, token, stalled, release } = await stalledInPhase1(
+      'stalled-invoice',
+      'INV-STALLED-PHASE1',
+    );
     await stalled.query('SELECT id FROM invoices WHERE number = $1 FOR UPDATE', [input.invoice]);
     const retry = payInvoice(f.deps, caller, { ...input, approval_token: token }).then(
       (answer) => ({ answer }),
@@ -165,8 +168,7 @@ describe('limits across calls', () => {
       ]);
       expect(settledWhileStalled).toMatchObject({ refused: { code: 'rate_limited', retryable: true } });
     } finally {
-      await stalled.query('ROLLBACK');
-      await stalled.end();
+      await release();
       await retry;
     }
   });

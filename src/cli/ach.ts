@@ -204,8 +204,7 @@ export function registerAchCommands(program: Command, run: Run): void {
     .action((file: string, o: { tenant?: string }) =>
       run(async (ctx) => {
         // DESIGN.md: `ach import-returns FILE`. The admin's token names the tenant; nothing is guessed.
-        const t = await ctx.tenantOrTokens(o.tenant);
-        const user = (await ctx.human(t))!;
+        const { tenant: t, user } = await ctx.tenantAndHuman(o.tenant);
         let bytes: Buffer;
         try {
           bytes = await fs.readFile(file);

@@ -196,8 +196,7 @@ export function registerApprovalCommands(program: Command, run: Run): void {
       run(async (ctx) => {
         // DESIGN: `payments show ID`. A personal access token belongs to one tenant's human, so
         // without --tenant the token says which tenant to look in.
-        const t = await ctx.tenantOrTokens(o.tenant);
-        await ctx.human(t);
+        const { tenant: t } = await ctx.tenantAndHuman(o.tenant);
         const out = await (await ctx.db()).withTenant(t.id, async (c) => {
           const payment = await findPayment(c, ref);
           if (!payment)
@@ -236,8 +235,7 @@ export function registerApprovalCommands(program: Command, run: Run): void {
           throw new UsageError(
             "say what you found: --not-made (if the provider shows it was made, resend its webhook from the provider's dashboard instead: paygate records it)",
           );
-        const t = await ctx.tenantOrTokens(o.tenant);
-        const user = (await ctx.human(t))!;
+        const { tenant: t, user } = await ctx.tenantAndHuman(o.tenant);
         const { payment, paidBy } = await (await ctx.db()).withTenant(t.id, (c) =>
           recordHeldPaymentNotMade(c, t.id, ref, user, o.note),
         );
@@ -263,8 +261,7 @@ export function registerApprovalCommands(program: Command, run: Run): void {
     .action((alertId: string, o: { tenant?: string; note?: string }) =>
       run(async (ctx) => {
         checkId(alertId, 'an alert id', 'use an alert_id from `paygate alerts list`');
-        const t = await ctx.tenantOrTokens(o.tenant);
-        const user = (await ctx.human(t))!;
+        const { tenant: t, user } = await ctx.tenantAndHuman(o.tenant);
         const alert = await (await ctx.db()).withTenant(t.id, (c) =>
           resolveAlert(c, t.id, alertId, user, o.note),
         );

@@ -59,13 +59,16 @@ export class CliContext {
 
   /**
    * `--tenant SLUG` when given, else the tenant of the human whose personal access token this is (a
-   * token belongs to one tenant's human, so it says where to look; nothing is guessed). The caller
-   * still authenticates the human against that tenant.
+   * token belongs to one tenant's human, so it says where to look; nothing is guessed); and that human,
+   * proven by the token to be one of the tenant's.
    */
-  async tenantOrTokens(slug: string | undefined): Promise<Tenant> {
-    if (slug !== undefined) return this.tenant(slug);
+  async tenantAndHuman(slug: string | undefined): Promise<{ tenant: Tenant; user: User }> {
+    if (slug !== undefined) {
+      const tenant = await this.tenant(slug);
+      return { tenant, user: (await this.human(tenant))! };
+    }
     const user = await this.tokenHolder('this command needs your personal access token');
-    return getTenant(await this.db(), user.tenantId);
+    return { tenant: await getTenant(await this.db(), user.tenantId), user };
   }
 
   /**

@@ -179,6 +179,13 @@ export async function listAlerts(
 export const HELD_ALERT_KIND = 'payment_outcome_unverifiable';
 
 /**
+ * The alert on a payment we recorded failed that the provider says succeeded while another payment of
+ * its invoice was live (src/payments/payments.ts, applyLateSuccess): it is left failed until that other
+ * payment is decided (src/payments/held.ts).
+ */
+export const PAID_TWICE_ALERT_KIND = 'invoice_paid_twice';
+
+/**
  * A human marks an alert dealt with (an approver or an admin), with an audit entry naming them and
  * their note. Two kinds wait on a payment instead: the alert that holds a payment for a human is
  * resolved with the payment (`paygate payments resolve`), since resolved alone it would leave the payment
@@ -225,7 +232,7 @@ export async function resolveAlert(
     );
   // A success the provider reported while another payment of the invoice was live waits on that payment:
   // recorded not made, it is applied then (src/payments/held.ts), which reads this alert.
-  if (alert.kind === 'invoice_paid_twice' && alert.undecided)
+  if (alert.kind === PAID_TWICE_ALERT_KIND && alert.undecided)
     throw new RefusedError(
       'alert_waits_on_payment',
       `alert ${alertId} waits on payment ${alert.undecided} of the same invoice, still processing: it is settled when that payment is`,

@@ -11,7 +11,7 @@ import type { Queryable } from '../db/pool.js';
 import type { User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import { formatMoney } from '../money.js';
-import { createAlert, HELD_ALERT_KIND, ruleFor } from './alerts.js';
+import { createAlert, HELD_ALERT_KIND, PAID_TWICE_ALERT_KIND, ruleFor } from './alerts.js';
 import { transitionInvoice } from './invoices.js';
 import { applyPaymentOutcome, findPayment, getPayment, type Payment } from './payments.js';
 
@@ -75,8 +75,8 @@ export async function recordHeldPaymentNotMade(
   // applied now, so the invoice is paid (not put up for payment again) and that payment refundable.
   const { rows: setAside } = await client.query<{ payment_id: string }>(
     `SELECT DISTINCT a.payment_id FROM alerts a JOIN payments p ON p.id = a.payment_id
-      WHERE p.invoice_id = $1 AND p.status = 'failed' AND a.kind = 'invoice_paid_twice' AND a.status = 'open'`,
-    [payment.invoiceId],
+      WHERE p.invoice_id = $1 AND p.status = 'failed' AND a.kind = $2 AND a.status = 'open'`,
+    [payment.invoiceId, PAID_TWICE_ALERT_KIND],
   );
   const paidBy: Payment[] = [];
   for (const { payment_id } of setAside) {
@@ -105,9 +105,9 @@ export async function recordHeldPaymentNotMade(
   });
   const { rows: resolved } = await client.query<{ id: string }>(
     `UPDATE alerts SET status = 'resolved', resolved_at = now()
-      WHERE status = 'open' AND (payment_id = $1 OR (payment_id = ANY($2::uuid[]) AND kind = 'invoice_paid_twice'))
+      WHERE status = 'open' AND (payment_id = $1 OR (payment_id = ANY($2::uuid[]) AND kind = $3))
       RETURNING id`,
-    [payment.id, paidBy.map((p) => p.id)],
+    [payment.id, paidBy.map((p) => p.id), PAID_TWICE_ALERT_KIND],
   );
   await appendAudit(client, {
     tenantId,

@@ -7,7 +7,7 @@ import { type ActorType, appendAudit } from '../audit/log.js';
 import { isUuid, type Queryable } from '../db/pool.js';
 import type { GatewayFailure, PaymentOutcome, Provider, Rail } from '../gateways/types.js';
 import { formatAmount } from '../money.js';
-import { createAlert } from './alerts.js';
+import { createAlert, PAID_TWICE_ALERT_KIND } from './alerts.js';
 import { type InvoiceStatus, transitionInvoice } from './invoices.js';
 
 export type PaymentStatus = 'processing' | 'succeeded' | 'failed';
@@ -426,7 +426,7 @@ async function applyLateSuccess(
   });
   await createAlert(client, {
     tenantId: payment.tenantId,
-    kind: live.length === 0 ? 'payment_succeeded_after_failure' : 'invoice_paid_twice',
+    kind: live.length === 0 ? 'payment_succeeded_after_failure' : PAID_TWICE_ALERT_KIND,
     code: 'late_success',
     severity: 'critical',
     paymentId: payment.id,
