@@ -12,6 +12,7 @@ import express from 'express';
 import { authenticateAgent } from '../directory/agent-keys.js';
 import { RefusedError, requestErrorStatus } from '../errors.js';
 import type { Caller } from '../payments/context.js';
+import { requestPath } from '../request-path.js';
 import { createMcpServer, type McpRuntime, type McpServerOptions } from './server.js';
 
 export const MCP_PATH = '/mcp';
@@ -74,22 +75,6 @@ interface Session {
 }
 
 const LOOPBACK = ['127.0.0.1', 'localhost', '[::1]', '::1'];
-
-/**
- * /mcp as Express routed it: any case, an optional trailing slash, any query string, and a request
- * line in absolute form (`POST http://host/mcp`, as a forward proxy sends it).
- */
-function isMcpPath(url: string | undefined): boolean {
-  if (!url) return false;
-  let path: string;
-  try {
-    path = url.startsWith('/') ? url.split('?', 1)[0]! : new URL(url).pathname;
-  } catch {
-    return false;
-  }
-  path = path.toLowerCase();
-  return path === MCP_PATH || path === `${MCP_PATH}/`;
-}
 
 function hostnameOf(hostHeader: string): string | null {
   try {
@@ -336,7 +321,7 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
 
   return {
     handle(req, res) {
-      if (!isMcpPath(req.url)) return false;
+      if (requestPath(req.url) !== MCP_PATH) return false;
       readJson(
         req as Parameters<typeof readJson>[0],
         res as Parameters<typeof readJson>[1],

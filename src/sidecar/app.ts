@@ -1,12 +1,14 @@
 /**
- * The sidecar: one Express 5 app with the provider webhooks, the human approval pages, /healthz and
- * /metrics. `paygate serve` mounts the MCP endpoint beside it and runs the worker in the same process.
+ * The sidecar: the provider webhooks (webhook-routes.ts, answered before Express), and one Express 5 app
+ * with the human approval pages, /healthz and /metrics. `paygate serve` mounts the MCP endpoint beside
+ * it and runs the worker in the same process.
  *
  *   const runtime = await startRuntime({ webhookBaseUrl });
  *   const app = createSidecarApp(runtime);
  *   http.createServer(app).listen(8787, '127.0.0.1');
  */
 import { createHmac } from 'node:crypto';
+import type http from 'node:http';
 import path from 'node:path';
 import cookieParser from 'cookie-parser';
 import express, { type NextFunction, type Request, type Response } from 'express';
@@ -27,9 +29,6 @@ import { activeMethodForRail } from '../directory/payment-methods.js';
 import { getTenant } from '../directory/tenants.js';
 import { findUserByToken } from '../directory/users.js';
 import { RefusedError, requestErrorStatus } from '../errors.js';
-import { createCertificateFetcher, verifyPaypalWebhook } from '../gateways/paypal/webhook.js';
-import { verifyStripeWebhook } from '../gateways/stripe/webhook.js';
-import { type WebhookEvent, WebhookVerificationError } from '../gateways/types.js';
 import { formatAmount } from '../money.js';
 import { listAlerts } from '../payments/alerts.js';
 import type { EngineDeps } from '../payments/context.js';
@@ -57,7 +56,7 @@ import {
   type PageUser,
   tokenPage,
 } from './views.js';
-import { processWebhookEvent } from './webhooks.js';
+import { createWebhookRoutes } from './webhook-routes.js';
 
 /** What the sidecar needs of a Runtime (src/runtime.ts); a Runtime satisfies it as is. */
 export interface SidecarRuntime {
@@ -105,26 +104,18 @@ export interface SidecarOptions {
 const SILENT = { info() {}, warn() {}, error() {} };
 const APPROVAL_PATH = /^\/approvals(\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$/i;
 
-export interface SidecarApp extends express.Express {
+/** A `node:http` request listener: `http.createServer(app)`. */
+export interface SidecarApp extends http.RequestListener {
   metrics: SidecarMetrics;
 }
 
 export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOptions = {}): SidecarApp {
   const { db, deps } = runtime;
   const logger = runtime.logger ?? SILENT;
-  const now = options.now ?? (() => new Date());
   const metrics = options.metrics ?? createSidecarMetrics(db);
   if (options.instrumentGateways !== false) instrumentGateways(deps, metrics);
   const sandboxCertOrigin = options.paypalSandboxCertOrigin ?? runtime.sandbox?.paypalUrl;
-  const fetchCertificate =
-    options.fetchCertificate ??
-    createCertificateFetcher({
-      cacheDir: options.certCacheDir ?? path.join(runtime.config?.dataDir ?? '.paygate', 'paypal-certs'),
-      ...(sandboxCertOrigin ? { sandboxCertOrigin } : {}),
-    });
-
-  const app = express() as SidecarApp;
-  app.metrics = metrics;
+  const app = express();
   app.disable('x-powered-by');
   if (options.trustProxy !== undefined) app.set('trust proxy', options.trustProxy);
   const secureRequest = (req: Request) => req.secure || options.secureCookies === true;
@@ -152,67 +143,6 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
   // /healthz, /metrics) answer programs, which read no policy, and skip the work on every call.
   const forBrowsers: express.RequestHandler = (req, res, next) =>
     (secureRequest(req) ? overHttps : overHttp)(req, res, next);
-
-  // --- webhooks: raw bytes in, verified before anything is parsed ---------------------------------
-
-  const raw = express.raw({ type: () => true, limit: '1mb' });
-
-  async function handleVerified(event: WebhookEvent, res: Response) {
-    try {
-      const result = await processWebhookEvent(deps, event);
-      metrics.webhookEvents.inc({ provider: event.provider, type: event.type, outcome: result.outcome });
-      if (result.outcome === 'unmatched') {
-        logger.warn(
-          { provider: event.provider, eventId: event.eventId, type: event.type },
-          'webhook for an unknown payment kept and alerted',
-        );
-      }
-      res.status(200).json({ received: true, outcome: result.outcome });
-    } catch (error) {
-      metrics.webhookEvents.inc({ provider: event.provider, type: event.type, outcome: 'failed' });
-      logger.error(
-        { provider: event.provider, eventId: event.eventId, err: error },
-        'webhook stored but not applied; the provider will retry',
-      );
-      res.status(500).json({ received: true, applied: false });
-    }
-  }
-
-  function refuse(provider: 'stripe' | 'paypal', res: Response, error: unknown) {
-    metrics.webhookEvents.inc({ provider, type: 'unverified', outcome: 'rejected' });
-    const reason = error instanceof WebhookVerificationError ? error.message : 'verification failed';
-    logger.warn({ provider, reason }, 'webhook refused: not verified');
-    res.status(400).json({ error: 'webhook_not_verified', message: reason });
-  }
-
-  app.post('/webhooks/stripe', raw, async (req, res) => {
-    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    let event: WebhookEvent;
-    try {
-      event = verifyStripeWebhook(body, req.get('stripe-signature'), runtime.webhooks.stripeSecret ?? '', {
-        now: now(),
-      });
-    } catch (error) {
-      return refuse('stripe', res, error);
-    }
-    await handleVerified(event, res);
-  });
-
-  app.post('/webhooks/paypal', raw, async (req, res) => {
-    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    let event: WebhookEvent;
-    try {
-      event = await verifyPaypalWebhook(body, req.headers, {
-        webhookId: runtime.webhooks.paypalWebhookId ?? '',
-        fetchCertificate,
-        now,
-        ...(sandboxCertOrigin ? { sandboxCertOrigin } : {}),
-      });
-    } catch (error) {
-      return refuse('paypal', res, error);
-    }
-    await handleVerified(event, res);
-  });
 
   // --- health and metrics ---------------------------------------------------------------------------
 
@@ -521,19 +451,13 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
     if (clientStatus) {
       const message =
         clientStatus === 413 ? 'the request body is too large' : 'the request body could not be read';
-      if (req.path.startsWith('/webhooks/')) res.status(clientStatus).json({ error: 'bad_request', message });
-      else
-        res
-          .status(clientStatus)
-          .set('Cache-Control', 'no-store')
-          .send(messagePage('Request refused', `${message}.`));
+      res
+        .status(clientStatus)
+        .set('Cache-Control', 'no-store')
+        .send(messagePage('Request refused', `${message}.`));
       return;
     }
     logger.error({ err, path: req.path }, 'sidecar request failed');
-    if (req.path.startsWith('/webhooks/')) {
-      res.status(500).json({ error: 'internal_error' });
-      return;
-    }
     res
       .status(500)
       .set('Cache-Control', 'no-store')
@@ -544,7 +468,22 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
         ),
       );
   });
-  return app;
+
+  // Webhooks are answered before Express sees the request (webhook-routes.ts); everything else is the app's.
+  const webhookRoutes = createWebhookRoutes({
+    deps,
+    webhooks: runtime.webhooks,
+    metrics,
+    logger,
+    now: options.now ?? (() => new Date()),
+    ...(options.fetchCertificate ? { fetchCertificate: options.fetchCertificate } : {}),
+    certCacheDir: options.certCacheDir ?? path.join(runtime.config?.dataDir ?? '.paygate', 'paypal-certs'),
+    ...(sandboxCertOrigin ? { paypalSandboxCertOrigin: sandboxCertOrigin } : {}),
+  });
+  const sidecar: http.RequestListener = (req, res) => {
+    if (!webhookRoutes.handle(req, res)) app(req, res);
+  };
+  return Object.assign(sidecar, { metrics });
 }
 
 const HEALTH_CHALLENGE = /^[0-9a-f]{32,128}$/;

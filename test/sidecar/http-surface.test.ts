@@ -3,6 +3,7 @@
  * Real database, real HTTP, stripe-node's own signing, the PayPal sandbox's signing identity.
  */
 import { createHmac } from 'node:crypto';
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signStripeWebhookForTest } from '../../src/gateways/stripe/webhook.js';
 import { healthProof } from '../../src/sidecar/app.js';
@@ -176,6 +177,75 @@ describe('sidecar HTTP surface', () => {
       body: huge,
     });
     expect(p.status).toBe(413);
+  });
+
+  it('webhook routes match as Express did (any case, trailing slash, query, absolute form); other methods fall to the app', async () => {
+    const before = await count(f, 'SELECT count(*) AS n FROM webhook_events');
+    const paid = await payThroughEngine(f, f.agentKey, {
+      invoice: 'INV-ROUTE-1',
+      amountMinor: 31_00,
+      method: 'ach',
+    });
+    const payload = stripeEventFor(
+      'payment_intent.succeeded.json',
+      'evt_route_1',
+      paid.payment_id,
+      paid.gateway_reference!,
+    );
+    for (const route of ['/Webhooks/STRIPE/', '/webhooks/stripe?attempt=2']) {
+      const r = await fetch(`${s.url}${route}`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'stripe-signature': signStripeWebhookForTest(payload, STRIPE_SECRET),
+        },
+        body: payload,
+      });
+      expect(r.status).toBe(200);
+      expect(r.headers.get('content-type')).toBe('application/json; charset=utf-8');
+      expect(await r.json()).toMatchObject({ received: true });
+    }
+    // A forward proxy's absolute-form request line reaches the same route.
+    const absolute = await new Promise<number>((resolve, reject) => {
+      const req = http.request(
+        { host: '127.0.0.1', port: new URL(s.url).port, method: 'POST', path: `${s.url}/webhooks/stripe` },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', reject);
+      req.end('{}');
+    });
+    expect(absolute).toBe(400); // reached the route: refused as unsigned, not a 404 page
+    expect(await count(f, 'SELECT count(*) AS n FROM webhook_events')).toBe(before + 1);
+    // Not a POST, or not exactly the route: the app's 404, not a webhook answer.
+    for (const [method, route] of [
+      ['GET', '/webhooks/stripe'],
+      ['PUT', '/webhooks/paypal'],
+      ['POST', '/webhooks/stripe/x'],
+      ['POST', '/webhooks/square'],
+    ] as const) {
+      const r = await fetch(`${s.url}${route}`, { method, body: method === 'GET' ? null : '{}' });
+      expect(r.status, `${method} ${route}`).toBe(404);
+      expect(await r.text()).not.toContain('webhook_not_verified');
+    }
+  });
+
+  it('a webhook body the parser cannot read (unknown content encoding) is a 4xx JSON answer, nothing stored', async () => {
+    const before = await count(f, 'SELECT count(*) AS n FROM webhook_events');
+    const r = await fetch(`${s.url}/webhooks/stripe`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'content-encoding': 'x-unknown',
+        'stripe-signature': 't=1,v1=00',
+      },
+      body: '{}',
+    });
+    expect(r.status).toBe(415);
+    expect(await r.json()).toEqual({ error: 'bad_request', message: 'the request body could not be read' });
+    expect(await count(f, 'SELECT count(*) AS n FROM webhook_events')).toBe(before);
   });
 
   it('PayPal: a certificate URL off PayPal hosts, an old transmission time, a non-date time: 400, nothing fetched or stored', async () => {
