@@ -15,10 +15,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { createDb } from '../src/db/pool.js';
 import { authenticateAgent } from '../src/directory/agent-keys.js';
 import { signStripeWebhookForTest, verifyStripeWebhook } from '../src/gateways/stripe/webhook.js';
@@ -30,7 +27,7 @@ import { capturePool } from './support/capture.js';
 import { type CpuReading, cpuMeter, postmasterPid } from './support/cpu.js';
 import type { BenchServer } from './support/database.js';
 import { benchEnv } from './support/env.js';
-import { nodeHttpFetch } from './support/node-fetch.js';
+import { connectMcpClient, type McpClientKind, mcpClientKind } from './support/mcp-wire.js';
 import { referenceDir } from './support/paths.js';
 import {
   capturedRunId,
@@ -39,14 +36,7 @@ import {
   paymentIdentity,
   replay,
 } from './support/replay.js';
-import {
-  type BenchAgent,
-  INVOICE_AMOUNT_MINOR,
-  mintPayJobs,
-  type PayJob,
-  payInput,
-  seedTenant,
-} from './support/seed.js';
+import { INVOICE_AMOUNT_MINOR, mintPayJobs, type PayJob, payInput, seedTenant } from './support/seed.js';
 import { type ServerChild, startServer } from './support/server.js';
 import { type RunResult, runConcurrent, runPaced, summarize, type Timed } from './support/stats.js';
 
@@ -68,6 +58,8 @@ export interface PayBenchOptions {
 export interface PayBenchResult {
   agents: number;
   tenants: number;
+  /** How the MCP agents made their calls (support/mcp-wire.ts): at the wire level, or the SDK's callTool. */
+  mcpClient: McpClientKind;
   /** What the sandbox's webhooks to the server did during the run (event type and outcome: count). */
   serverWebhooks: Record<string, number>;
   /** The share of the timed MCP payments' webhooks that the server stored after their round's clock stopped. */
@@ -199,19 +191,6 @@ function confirmingEvent(payment: PaymentConfirmation, secret: string) {
   return { eventId, event: verifyStripeWebhook(body, signStripeWebhookForTest(body, secret), secret) };
 }
 
-async function connectAgent(url: string, agent: BenchAgent): Promise<Client> {
-  const client = new Client({ name: 'paygate-bench', version: '1.0.0' });
-  await client.connect(
-    new StreamableHTTPClientTransport(new URL(`${url}/mcp`), {
-      requestInit: { headers: { Authorization: `Bearer ${agent.key}` } },
-      ...(process.env.BENCH_MCP_FETCH === 'undici'
-        ? {}
-        : { fetch: nodeHttpFetch(new http.Agent({ keepAlive: true })) }),
-    }),
-  );
-  return client;
-}
-
 export async function benchPay(server: BenchServer, options: PayBenchOptions = {}): Promise<PayBenchResult> {
   const perAgent = options.perAgent ?? 60;
   const warmup = options.warmup ?? 2;
@@ -325,7 +304,10 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
     };
 
     child = await startServer(database.url);
-    const clients = await Promise.all(tenant.agents.map((agent) => connectAgent(child!.url, agent)));
+    const clientKind = mcpClientKind();
+    const clients = await Promise.all(
+      tenant.agents.map((agent) => connectMcpClient(child!.url, agent.key, clientKind)),
+    );
     const payMcp = async (job: PayJob, worker: number) => {
       const result = await clients[worker]!.callTool({
         name: 'pay_invoice',
@@ -423,6 +405,7 @@ export async function benchPay(server: BenchServer, options: PayBenchOptions = {
     return {
       agents: AGENTS,
       tenants: tenants.length,
+      mcpClient: clientKind,
       serverWebhooks: Object.fromEntries(hooks.map((h) => [h.k, h.n])),
       lateWebhooks: lateWebhooks / timedPayments,
       mcp,

@@ -29,7 +29,7 @@ try {
     const r = await benchPay(server, { tenants });
     results[name] = r;
     lines.push(
-      `pay_invoice over MCP, ${r.agents} agents in ${r.tenants} tenant(s): ${round(r.mcp.perSecond)} payments/s, p50 ${round(r.mcp.p50Ms)} ms, p99 ${round(r.mcp.p99Ms)} ms`,
+      `pay_invoice over MCP (${r.mcpClient} client), ${r.agents} agents in ${r.tenants} tenant(s): ${round(r.mcp.perSecond)} payments/s, p50 ${round(r.mcp.p50Ms)} ms, p99 ${round(r.mcp.p99Ms)} ms`,
       `  paced (open loop) at ${r.paced.offeredPerSecond} payments/s, half that rate: p50 ${round(r.paced.p50Ms)} ms, p99 ${round(r.paced.p99Ms)} ms`,
       `  engine direct: ${round(r.engine.perSecond)}/s, p50 ${round(r.engine.p50Ms)} ms, p99 ${round(r.engine.p99Ms)} ms`,
       `  bare SQL, all the server runs per payment (${r.sqlPerPayment.statements} statements in ${r.sqlPerPayment.transactions} transactions: key check, engine, webhook): ${round(r.baseline.perSecond)}/s, p50 ${round(r.baseline.p50Ms)} ms, p99 ${round(r.baseline.p99Ms)} ms`,
