@@ -1,6 +1,6 @@
 /** Setting a tenant up: tenants, users, agent keys, vendors, payment methods, invoices. */
 import type { Command } from 'commander';
-import { createAgentKey, disableAgentKey } from '../directory/agent-keys.js';
+import { createAgentKey, disableAgentKey, listAgentKeys } from '../directory/agent-keys.js';
 import { addVendor, listVendors } from '../directory/counterparties.js';
 import { createSealer, resolveSecret } from '../directory/encryption.js';
 import {
@@ -10,7 +10,16 @@ import {
   removePaymentMethod,
 } from '../directory/payment-methods.js';
 import { createTenant } from '../directory/tenants.js';
-import { addUser, checkRole, countAdmins, disableUser, findUserByEmail } from '../directory/users.js';
+import {
+  addUser,
+  changeUserAccess,
+  checkRole,
+  countAdmins,
+  disableUser,
+  findUserByEmail,
+  listUsers,
+  type User,
+} from '../directory/users.js';
 import { UsageError } from '../errors.js';
 import type { Provider } from '../gateways/types.js';
 import { formatAmount } from '../money.js';
@@ -93,7 +102,95 @@ export function registerAdminCommands(program: Command, run: Run): void {
       }),
     );
 
+  user
+    .command('set <email>')
+    .description(
+      "change a human's role or approval limit (an admin's token); approvals they gave that moved no money yet are judged by their new rights when used",
+    )
+    .requiredOption('--tenant <slug>')
+    .option('--role <role>', 'viewer|approver|admin')
+    .option('--limit <amount>', 'largest amount this human may approve')
+    .option('--no-limit', 'remove the approval limit')
+    .option('--currency <cur>', 'currency of --limit')
+    .action(
+      (email: string, o: { tenant: string; role?: string; limit?: string | false; currency?: string }) =>
+        run(async (ctx) => {
+          const role = o.role === undefined ? undefined : checkRole(o.role);
+          const limitText = typeof o.limit === 'string' ? o.limit : undefined;
+          currencyNeedsAmount(o.currency, { '--limit': limitText });
+          const limit =
+            o.limit === false ? null : limitText ? money(limitText, o.currency, '--limit') : undefined;
+          const t = await ctx.tenant(o.tenant);
+          const admin = (await ctx.human(t))!;
+          const { before, after } = await changeUserAccess(await ctx.db(), t.id, admin, email, {
+            role,
+            limit: limit && { amountMinor: limit.amountMinor, currency: limit.currency },
+          });
+          const { user_id: _, email: __, ...previous } = accessJson(before);
+          ctx.print(
+            { ...accessJson(after), previous },
+            `${after.email}: ${accessText(before)} -> ${accessText(after)}`,
+          );
+        }),
+    );
+  user
+    .command('list')
+    .description("the tenant's humans, their roles and approval limits (any user's token of the tenant)")
+    .requiredOption('--tenant <slug>')
+    .action((o: { tenant: string }) =>
+      run(async (ctx) => {
+        const rows = (await ctx.readTenant(o.tenant, listUsers)).map((u) => ({
+          ...accessJson(u),
+          status: u.disabledAt ? 'disabled' : 'active',
+          created_at: u.createdAt.toISOString(),
+          disabled_at: u.disabledAt?.toISOString() ?? null,
+        }));
+        ctx.print(rows, () =>
+          table(rows, ['email', 'role', 'approval_limit', 'approval_limit_currency', 'status', 'user_id']),
+        );
+      }),
+    );
+
   const agentKey = program.command('agent-key').description('manage agent keys');
+  agentKey
+    .command('list')
+    .description(
+      "the tenant's agent keys: prefix, caps, whom they act for, last call (any user's token of the tenant)",
+    )
+    .requiredOption('--tenant <slug>')
+    .action((o: { tenant: string }) =>
+      run(async (ctx) => {
+        const rows = (await ctx.readTenant(o.tenant, listAgentKeys)).map((k) => ({
+          agent_key_id: k.id,
+          name: k.name,
+          key_prefix: k.keyPrefix,
+          acts_for: k.actsForEmail,
+          max_per_payment:
+            k.maxPerPaymentMinor === null ? null : formatAmount(k.maxPerPaymentMinor, k.capsCurrency!),
+          max_per_day: k.maxPerDayMinor === null ? null : formatAmount(k.maxPerDayMinor, k.capsCurrency!),
+          caps_currency: k.capsCurrency,
+          rate_limit_per_minute: k.rateLimitPerMinute,
+          status: k.disabled ? 'disabled' : 'active',
+          created_at: k.createdAt.toISOString(),
+          disabled_at: k.disabledAt?.toISOString() ?? null,
+          last_call_at: k.lastCallAt?.toISOString() ?? null,
+        }));
+        ctx.print(rows, () =>
+          table(rows, [
+            'name',
+            'key_prefix',
+            'status',
+            'acts_for',
+            'max_per_payment',
+            'max_per_day',
+            'caps_currency',
+            'last_call_at',
+            'agent_key_id',
+          ]),
+        );
+      }),
+    );
+
   agentKey
     .command('disable <agentKeyId>')
     .description(
@@ -371,4 +468,26 @@ function paymentMethodJson(m: {
     last4: m.last4,
     bank_name: m.bankName,
   };
+}
+
+/** A human's access in --json (snake_case, amounts as decimal strings and minor units). */
+function accessJson(u: User) {
+  return {
+    user_id: u.id,
+    email: u.email,
+    role: u.role,
+    approval_limit:
+      u.approvalLimitMinor === null ? null : formatAmount(u.approvalLimitMinor, u.approvalLimitCurrency!),
+    approval_limit_minor: u.approvalLimitMinor,
+    approval_limit_currency: u.approvalLimitCurrency,
+  };
+}
+
+/** "approver, limit 5000.00 USD" or "admin, no limit". */
+function accessText(u: User): string {
+  const limit =
+    u.approvalLimitMinor === null
+      ? 'no limit'
+      : `limit ${formatAmount(u.approvalLimitMinor, u.approvalLimitCurrency!)} ${u.approvalLimitCurrency}`;
+  return `${u.role}, ${limit}`;
 }

@@ -4,7 +4,7 @@
  * cannot approve its requests.
  */
 import { appendAudit } from '../audit/log.js';
-import { type Db, isUuid } from '../db/pool.js';
+import { type Db, isUuid, type Queryable } from '../db/pool.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { hashSecret, newSecret, secretPrefix } from './credentials.js';
 import type { User } from './users.js';
@@ -161,6 +161,34 @@ export async function disableAgentKey(
     });
     return agentKey;
   });
+}
+
+/** An agent key as an admin reviews them: never the key, only its prefix. */
+export interface AgentKeyListing extends AgentKey {
+  actsForEmail: string | null;
+  createdAt: Date;
+  disabledAt: Date | null;
+  /** The key's last tool call recorded in agent_runs (the money-moving tools, status and cancel). */
+  lastCallAt: Date | null;
+}
+
+/** Every agent key of the tenant the transaction is scoped to, disabled ones too, newest first. */
+export async function listAgentKeys(client: Queryable): Promise<AgentKeyListing[]> {
+  const { rows } = await client.query<
+    AgentKeyRow & { acts_for_email: string | null; created_at: Date; last_call_at: Date | null }
+  >(
+    `SELECT ${agentKeyColumns('k')}, k.created_at, u.email AS acts_for_email,
+            (SELECT max(r.created_at) FROM agent_runs r WHERE r.agent_key_id = k.id) AS last_call_at
+       FROM agent_keys k LEFT JOIN users u ON u.id = k.acts_for_user_id
+      ORDER BY k.created_at DESC, k.id`,
+  );
+  return rows.map((r) => ({
+    ...toAgentKey(r),
+    actsForEmail: r.acts_for_email,
+    createdAt: r.created_at,
+    disabledAt: r.disabled_at,
+    lastCallAt: r.last_call_at,
+  }));
 }
 
 /** The agent key for a presented secret (any tenant), or null. Disabled keys are returned, flagged. */

@@ -182,6 +182,106 @@ export async function disableUser(db: Db, tenantId: string, actor: User, email: 
   });
 }
 
+/** A user as an admin reviews who has access: when they were added and whether they were disabled. */
+export interface UserListing extends User {
+  createdAt: Date;
+  disabledAt: Date | null;
+}
+
+/** Every human of the tenant the transaction is scoped to, disabled ones too, by email. */
+export async function listUsers(client: Queryable): Promise<UserListing[]> {
+  const { rows } = await client.query<UserRow & { created_at: Date; disabled_at: Date | null }>(
+    `SELECT ${USER_COLUMNS}, created_at, disabled_at FROM users ORDER BY lower(email)`,
+  );
+  return rows.map((r) => ({ ...toUser(r), createdAt: r.created_at, disabledAt: r.disabled_at }));
+}
+
+export interface AccessChange {
+  role?: Role;
+  /** A new approval limit; null removes it (no limit). Absent: unchanged. */
+  limit?: { amountMinor: number; currency: string } | null;
+}
+
+/**
+ * Change a human's role or approval limit (an admin). Takes effect at once: approvals they gave that have
+ * not moved money yet are judged by their new rights when they are used (src/approvals/approvals.ts), so
+ * a demotion or a lower limit takes back what they may no longer approve. The tenant's last admin cannot
+ * be demoted; changes to admins take turns with disabling them, on the same lock.
+ */
+export async function changeUserAccess(
+  db: Db,
+  tenantId: string,
+  actor: User,
+  email: string,
+  change: AccessChange,
+): Promise<{ before: User; after: User }> {
+  if (change.role === undefined && change.limit === undefined)
+    throw new UsageError('nothing to change: give --role, --limit with --currency, or --no-limit');
+  if (actor.role !== 'admin' || actor.tenantId !== tenantId)
+    throw new RefusedError(
+      'admin_required',
+      `${actor.email} is not an admin of this tenant`,
+      "use an admin's token",
+    );
+  return db.withTenant(tenantId, async (client) => {
+    await client.query("SELECT pg_advisory_xact_lock(hashtext('admins:' || $1))", [tenantId]);
+    // As in disableUser: the admin as they are once their turn on the lock comes.
+    const { rows: self } = await client.query<{ ok: boolean }>(
+      "SELECT role = 'admin' AND disabled_at IS NULL AS ok FROM users WHERE id = $1",
+      [actor.id],
+    );
+    if (!self[0]?.ok)
+      throw new RefusedError('admin_required', `${actor.email} is no longer an admin of this tenant`);
+    const { rows: found } = await client.query<UserRow & { disabled: boolean }>(
+      `SELECT ${USER_COLUMNS}, disabled_at IS NOT NULL AS disabled FROM users WHERE lower(email) = lower($1) FOR UPDATE`,
+      [email],
+    );
+    if (!found[0]) throw new RefusedError('user_not_found', `no user ${email} in this tenant`);
+    if (found[0].disabled)
+      throw new RefusedError(
+        'user_disabled',
+        `${found[0].email} is disabled`,
+        'add them again under another email, or keep them disabled',
+      );
+    const before = toUser(found[0]);
+    const role = change.role ?? before.role;
+    if (before.role === 'admin' && role !== 'admin' && (await countAdmins(client)) <= 1)
+      throw new RefusedError(
+        'last_admin',
+        `${before.email} is the tenant's last admin`,
+        'add another admin first (paygate user add --role admin)',
+      );
+    const limit =
+      change.limit === undefined
+        ? before.approvalLimitMinor === null
+          ? null
+          : { amountMinor: before.approvalLimitMinor, currency: before.approvalLimitCurrency! }
+        : change.limit;
+    const { rows } = await client.query<UserRow>(
+      `UPDATE users SET role = $2, approval_limit_minor = $3, approval_limit_currency = $4
+       WHERE id = $1 RETURNING ${USER_COLUMNS}`,
+      [before.id, role, limit?.amountMinor ?? null, limit?.currency ?? null],
+    );
+    const after = toUser(rows[0]!);
+    const access = (u: User) => ({
+      role: u.role,
+      limit:
+        u.approvalLimitMinor === null
+          ? null
+          : { amountMinor: u.approvalLimitMinor, currency: u.approvalLimitCurrency },
+    });
+    await appendAudit(client, {
+      tenantId,
+      actorType: 'user',
+      actorId: actor.email,
+      action: 'user.access_changed',
+      subjectId: after.id,
+      details: { email: after.email, before: access(before), after: access(after) },
+    });
+    return { before, after };
+  });
+}
+
 /** The human holding `token` in `tenantId`, or a refusal that does not say whether the token exists. */
 export async function authenticateUser(db: Db, tenantId: string, token: string): Promise<User> {
   const { rows } = await db.withTenant(tenantId, (client) =>
