@@ -13,6 +13,7 @@ import { hashesEqual } from '../directory/credentials.js';
 import { resolveSecret } from '../directory/encryption.js';
 import { RefusedError, UsageError } from '../errors.js';
 import type { McpHttpHandler } from '../mcp/http.js';
+import { requestPath } from '../request-path.js';
 import type { Runtime } from '../runtime.js';
 import type { SidecarApp } from '../sidecar/app.js';
 import type { GlobalOptions } from './context.js';
@@ -32,7 +33,16 @@ export interface ServeOptions {
   seedDemo?: boolean;
   /** Run the worker in this process (default true; several serve processes share the work). */
   worker?: boolean;
+  /** How long close() lets requests in progress finish (default DEFAULT_DRAIN_MS). */
+  drainMs?: number;
 }
+
+/**
+ * How long a stopping server lets the requests in progress finish: a payment's provider call (20 s
+ * timeout for Stripe, 30 s for PayPal) and its phase 3. One still running after it is cut off and
+ * left to the reconciler, which asks the provider (nothing is lost, nothing charged twice).
+ */
+export const DEFAULT_DRAIN_MS = 30_000;
 
 export interface ServeHandle {
   url: string;
@@ -45,7 +55,7 @@ export interface ServeHandle {
 
 export async function startServe(options: ServeOptions = {}): Promise<ServeHandle> {
   // Loaded before the port is taken, so a load that fails exits rather than holding the port.
-  const [{ createMcpHttpHandler }, { startRuntime }, { createSidecarApp }, { createWorker }] =
+  const [{ createMcpHttpHandler, MCP_PATH }, { startRuntime }, { createSidecarApp }, { createWorker }] =
     await Promise.all([
       import('../mcp/http.js'),
       import('../runtime.js'),
@@ -84,11 +94,40 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
   const app = createSidecarApp(runtime, {
     secureCookies: runtime.config.publicUrl ? new URL(runtime.config.publicUrl).protocol === 'https:' : false,
   });
-  const mcp = createMcpHttpHandler(runtime);
+  // Stopping (close(), on SIGTERM): no new request is taken, calls waiting on a human answer
+  // approval_required, and the requests in progress finish before anything they need is closed.
+  const stopping = new AbortController();
+  const mcp = createMcpHttpHandler(runtime, { shutdownSignal: stopping.signal });
+  let inProgress = 0;
+  let lastOneDone: (() => void) | undefined;
   // /mcp is answered without Express (see McpHttpHandler.handle); everything else goes to the sidecar.
   handler = (req, res) => {
+    const onMcp = requestPath(req.url) === MCP_PATH;
+    if (stopping.signal.aborted) return refuseWhileStopping(res, onMcp);
+    // A session's GET event stream stays open for the session's life: it is closed, not waited for.
+    if (req.method !== 'GET' || !onMcp) {
+      inProgress++;
+      res.once('close', () => {
+        if (--inProgress === 0) lastOneDone?.();
+      });
+    }
     if (!mcp.handle(req, res)) app(req, res);
   };
+  const drained = (ms: number) =>
+    new Promise<void>((resolve) => {
+      if (inProgress === 0) return resolve();
+      const timer = setTimeout(() => {
+        runtime.logger.warn(
+          { inProgress, drainMs: ms },
+          'stopping with requests still in progress; the reconciler finishes their payments',
+        );
+        resolve();
+      }, ms);
+      lastOneDone = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
   // The worker shares this process's runtime; claims are leased in the database, so any number of
   // serve and worker processes can run against one PostgreSQL.
   const stopWorker = new AbortController();
@@ -105,13 +144,15 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     mcp,
     server,
     async close() {
+      stopping.abort();
       stopWorker.abort();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await drained(options.drainMs ?? DEFAULT_DRAIN_MS);
       await workerDone;
       await mcp.close();
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
+      server.closeAllConnections();
+      await closed;
       await runtime.close();
     },
   };
@@ -159,6 +200,11 @@ export function registerServeCommand(program: Command): void {
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });
+      // A second signal stops at once; whatever was in progress is the reconciler's.
+      const now = () => process.exit(1);
+      process.once('SIGINT', now);
+      process.once('SIGTERM', now);
+      process.stderr.write('stopping: finishing the requests in progress (again to stop at once)\n');
       await handle.close();
     });
 }
@@ -226,6 +272,21 @@ export async function serveApprovalPageIfFree(runtime: Runtime): Promise<(() => 
       server.close(() => resolve());
       server.closeAllConnections();
     });
+}
+
+/**
+ * A request that arrives while the server stops: 503 and Retry-After, so the client retries (another
+ * process, or this one restarted); a provider redelivers a webhook answered so. On /mcp, a JSON-RPC error.
+ */
+function refuseWhileStopping(res: http.ServerResponse, onMcp: boolean): void {
+  const message = 'paygate is stopping: retry in a moment';
+  const [type, body] = onMcp
+    ? [
+        'application/json; charset=utf-8',
+        JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message }, id: null }),
+      ]
+    : ['text/plain; charset=utf-8', `${message}\n`];
+  res.writeHead(503, { 'content-type': type, 'retry-after': '1', connection: 'close' }).end(body);
 }
 
 /** Whether the process on host:port answers /healthz's challenge with our secret (see healthProof). */

@@ -38,6 +38,11 @@ export interface McpServerOptions {
    * here (Streamable HTTP does on every request, before the call reaches the server).
    */
   beforeEachCall?: (caller: Caller, tool: PaygateTool) => Promise<void>;
+  /**
+   * Aborted when the process begins to stop: a call waiting on a human stops waiting and answers
+   * approval_required (nothing has moved; the human can still approve and the agent call again).
+   */
+  shutdownSignal?: AbortSignal;
 }
 
 const INSTRUCTIONS = `paygate pays, schedules and refunds invoices for your tenant. No money moves until a human approves the exact action.
@@ -146,6 +151,9 @@ async function approveThroughPage(
   options: McpServerOptions,
 ): Promise<CallToolResult> {
   // One budget for the whole wait: the user's consent to open the page and the human's decision.
+  const signal = options.shutdownSignal
+    ? AbortSignal.any([extra.signal, options.shutdownSignal])
+    : extra.signal;
   const deadline = Date.now() + (options.approvalWaitMs ?? DEFAULT_APPROVAL_WAIT_MS);
   const elicitationId = randomUUID();
   let opened: boolean;
@@ -157,7 +165,7 @@ async function approveThroughPage(
         url: ask.approve_url,
         message: `Approval needed: ${ask.summary}. Open the page, sign in as yourself and approve or reject.`,
       },
-      { signal: extra.signal, timeout: Math.max(1, deadline - Date.now()) },
+      { signal, timeout: Math.max(1, deadline - Date.now()) },
     );
     // accept means "the user agreed to open the page", nothing more; content is ignored.
     opened = answer.action === 'accept';
@@ -178,7 +186,7 @@ async function approveThroughPage(
     {
       timeoutMs: Math.max(0, deadline - Date.now()),
       pollMs: options.approvalPollMs ?? DEFAULT_APPROVAL_POLL_MS,
-      signal: extra.signal,
+      signal,
       // Progress keeps a client that resets its request timeout on progress from giving up on us.
       onTick: async (tick) => {
         if (progressToken === undefined) return;

@@ -1,0 +1,135 @@
+/**
+ * Stopping `paygate serve` (SIGTERM, a deploy): it takes no new connection, lets the requests in
+ * progress finish (a payment whose provider call is under way is answered paid, its phase 3 recorded),
+ * and a call waiting on a human through URL elicitation answers approval_required at once instead of
+ * holding the stop for the wait's ten minutes. Real serve, real MCP client over Streamable HTTP, the
+ * runtime's own sandbox holding the Stripe call in flight.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { type ServeHandle, startServe } from '../../src/cli/serve.js';
+import { type ApprovalRequired, payInvoice } from '../../src/payments/pay.js';
+import { httpClient } from '../mcp/helpers.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { createFixture, type Fixture } from '../support/fixture.js';
+
+let t: TestDatabase;
+let f: Fixture;
+let dataDir: string;
+let handle: ServeHandle | undefined;
+let client: Client | undefined;
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  f = await createFixture({ t, slug: 'drain' });
+  await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', brand: 'visa', last4: '4242' });
+  dataDir = await mkdtemp(path.join(os.tmpdir(), 'paygate-drain-'));
+});
+afterEach(async () => {
+  await client?.close().catch(() => {});
+  await handle?.close();
+  client = handle = undefined;
+});
+afterAll(async () => {
+  await f?.close();
+  await t?.drop();
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+const statusOf = async (invoice: string) =>
+  (
+    await t.db.withSystem((c) =>
+      c.query<{ status: string }>(
+        'SELECT p.status FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.number = $1',
+        [invoice],
+      ),
+    )
+  ).rows.map((r) => r.status);
+
+it('a payment in progress when the server stops is finished and answered; new connections are refused', async () => {
+  handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false });
+  await f.addInvoice('INV-DR-1', 42_00);
+  const input = { invoice: 'INV-DR-1', amount: '42.00', currency: 'USD', method: 'stripe' };
+  const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+  const token = await f.approveAs(f.admin, ask.approval_id);
+
+  // Stripe holds the charge until the server has begun to stop.
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  handle.runtime.sandbox!.faults.next('stripe', {
+    kind: 'slow_processing',
+    until: held,
+    latencyMs: 60_000,
+    match: { method: 'POST', path: '/v1/payment_intents' },
+  });
+  client = await httpClient(`${handle.url}/mcp`, f.agentKeySecret);
+  const call = client.callTool({ name: 'pay_invoice', arguments: { ...input, approval_token: token } });
+  while ((await statusOf('INV-DR-1')).length === 0) await new Promise((r) => setTimeout(r, 10));
+
+  const url = handle.url;
+  const closing = handle.close();
+  handle = undefined;
+  await expect(fetch(`${url}/healthz`)).rejects.toThrow();
+  release();
+  const result = await call;
+  expect(result.isError, JSON.stringify(result.structuredContent)).toBeFalsy();
+  expect(result.structuredContent).toMatchObject({
+    success: true,
+    status: 'paid',
+    invoice_number: 'INV-DR-1',
+  });
+  await closing;
+  expect(await statusOf('INV-DR-1')).toEqual(['succeeded']);
+});
+
+it('a call waiting on a human when the server stops answers approval_required at once; no money moves', async () => {
+  handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false });
+  await f.addInvoice('INV-DR-2', 43_00);
+  let asked!: (approvalId: string) => void;
+  const elicited = new Promise<string>((resolve) => {
+    asked = resolve;
+  });
+  client = await httpClient(`${handle.url}/mcp`, f.agentKeySecret, { elicitation: { url: {} } });
+  client.setRequestHandler(ElicitRequestSchema, async (req) => {
+    asked((req.params as { url: string }).url.split('/').pop()!);
+    return { action: 'accept' };
+  });
+  // The first progress notification says the server is waiting for the human's decision.
+  let isWaiting!: () => void;
+  const waiting = new Promise<void>((resolve) => {
+    isWaiting = resolve;
+  });
+  const call = client.callTool(
+    {
+      name: 'pay_invoice',
+      arguments: { invoice: 'INV-DR-2', amount: '43.00', currency: 'USD', method: 'stripe' },
+    },
+    undefined,
+    { onprogress: () => isWaiting() },
+  );
+  const approvalId = await elicited;
+  await waiting;
+
+  const closing = handle.close();
+  handle = undefined;
+  const result = await call;
+  expect(result.isError).toBeFalsy();
+  expect(result.structuredContent).toMatchObject({ status: 'approval_required', approval_id: approvalId });
+  await closing;
+  // The human can still approve; the agent calls again (on another process, or this one restarted).
+  expect(await statusOf('INV-DR-2')).toEqual([]);
+  const token = await f.approveAs(f.admin, approvalId);
+  handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false });
+  const again = await payInvoice(
+    handle.runtime.deps,
+    { agentKey: f.agentKey },
+    { invoice: 'INV-DR-2', amount: '43.00', currency: 'USD', method: 'stripe', approval_token: token },
+  );
+  expect(again).toMatchObject({ status: 'paid' });
+});
