@@ -248,6 +248,48 @@ describe('sidecar HTTP surface', () => {
     expect(await count(f, 'SELECT count(*) AS n FROM webhook_events')).toBe(before);
   });
 
+  it('a webhook request line carrying a fragment (/webhooks/stripe#…) reaches the webhook route, as under Express', async () => {
+    const paid = await payThroughEngine(f, f.agentKey, {
+      invoice: 'INV-ROUTE-FRAG',
+      amountMinor: 32_00,
+      method: 'ach',
+    });
+    const payload = stripeEventFor(
+      'payment_intent.succeeded.json',
+      'evt_route_frag',
+      paid.payment_id,
+      paid.gateway_reference!,
+    );
+    // Express (parseurl) routed on the path without the fragment; a raw client can send one.
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.request(
+        {
+          host: '127.0.0.1',
+          port: new URL(s.url).port,
+          method: 'POST',
+          path: '/webhooks/stripe#delivery-1',
+          headers: {
+            'content-type': 'application/json',
+            'stripe-signature': signStripeWebhookForTest(payload, STRIPE_SECRET),
+          },
+        },
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (body += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        },
+      );
+      req.on('error', reject);
+      req.end(payload);
+    });
+    expect(answer.status, answer.body.slice(0, 200)).toBe(200);
+    expect(JSON.parse(answer.body)).toMatchObject({ received: true, outcome: 'applied' });
+    expect(await count(f, "SELECT count(*) AS n FROM webhook_events WHERE event_id = 'evt_route_frag'")).toBe(
+      1,
+    );
+  });
+
   it('PayPal: a certificate URL off PayPal hosts, an old transmission time, a non-date time: 400, nothing fetched or stored', async () => {
     const before = await count(f, "SELECT count(*) AS n FROM webhook_events WHERE provider = 'paypal'");
     const body = JSON.stringify({ id: 'WH-H3-1', event_type: 'PAYMENT.CAPTURE.COMPLETED', resource: {} });
