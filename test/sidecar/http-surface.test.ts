@@ -4,6 +4,7 @@
  */
 import { createHmac } from 'node:crypto';
 import http from 'node:http';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signStripeWebhookForTest } from '../../src/gateways/stripe/webhook.js';
 import { healthProof } from '../../src/sidecar/app.js';
@@ -288,6 +289,35 @@ describe('sidecar HTTP surface', () => {
     expect(await count(f, "SELECT count(*) AS n FROM webhook_events WHERE event_id = 'evt_route_frag'")).toBe(
       1,
     );
+  });
+
+  it("a webhook body whose gzip encoding is corrupt is a 4xx JSON answer (the sender's fault), not a 500 retried forever", async () => {
+    const before = await count(f, 'SELECT count(*) AS n FROM webhook_events');
+    const paid = await payThroughEngine(f, f.agentKey, {
+      invoice: 'INV-GZIP-BAD',
+      amountMinor: 33_00,
+      method: 'ach',
+    });
+    const payload = stripeEventFor(
+      'payment_intent.succeeded.json',
+      'evt_gzip_bad',
+      paid.payment_id,
+      paid.gateway_reference!,
+    );
+    // The signed event gzipped, then cut short: zlib cannot inflate it (unexpected end of file).
+    const truncated = gzipSync(payload).subarray(0, 40);
+    const r = await fetch(`${s.url}/webhooks/stripe`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'content-encoding': 'gzip',
+        'stripe-signature': signStripeWebhookForTest(payload, STRIPE_SECRET),
+      },
+      body: truncated,
+    });
+    expect(r.status).toBe(400);
+    expect(await r.json()).toEqual({ error: 'bad_request', message: 'the request body could not be read' });
+    expect(await count(f, 'SELECT count(*) AS n FROM webhook_events')).toBe(before);
   });
 
   it('PayPal: a certificate URL off PayPal hosts, an old transmission time, a non-date time: 400, nothing fetched or stored', async () => {
