@@ -1,0 +1,56 @@
+/**
+ * Hostile pass on d8eb166 (`paygate user list`, `agent-key list`, `user set`), against the BUILT CLI and
+ * the engine's own functions: contradictory or empty limit flags, an approval that lapsed coming back
+ * to life, what the CLI says of dual control once a first approver lost the right, and what the key
+ * listing says of a key's last call.
+ */
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addUser } from '../src/directory/users.js';
+import { cliFor } from './support/cli.js';
+import { createFixture, type Fixture } from './support/fixture.js';
+
+describe('access review: user set and the listings', () => {
+  let f: Fixture;
+  let cli: ReturnType<typeof cliFor>['cli'];
+  let n = 0;
+  const asAdmin = () => ({ PAYGATE_USER_TOKEN: f.admin.token });
+  const _pay = (invoice: string, amount: string) => ({ invoice, amount, currency: 'USD', method: 'stripe' });
+  const limitOf = async (email: string) =>
+    (
+      await f.t.db.withSystem((c) =>
+        c.query<{ role: string; approval_limit_minor: number | null }>(
+          'SELECT role, approval_limit_minor FROM users WHERE tenant_id = $1 AND email = $2',
+          [f.tenant.id, email],
+        ),
+      )
+    ).rows[0];
+  const approver = async (limitMinor?: number) => {
+    n += 1;
+    return addUser(f.t.db, f.tenant.id, f.admin, {
+      email: `reviewed${n}@example.com`,
+      role: 'approver',
+      ...(limitMinor ? { limit: { amountMinor: limitMinor, currency: 'USD' } } : {}),
+    });
+  };
+
+  beforeAll(async () => {
+    f = await createFixture({ slug: 'access-review', dualAbove: 10_000_00 });
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', brand: 'visa', last4: '4242' });
+    cli = cliFor(f.t.url).cli;
+  }, 120_000);
+  afterAll(async () => {
+    await f.close();
+  });
+
+  it('user set: --limit together with --no-limit is bad usage (exit 2), not the limit silently removed', async () => {
+    const bob = await approver(1_000_00);
+    // Contradictory flags: commander keeps whichever came last, and here that is "no limit at all".
+    const both = await cli(
+      ['user', 'set', bob.user.email, '--tenant', 'access-review', '--limit', '100.00', '--no-limit'],
+      asAdmin(),
+    );
+    expect(both.code, both.stdout).toBe(2);
+    expect((await limitOf(bob.user.email))?.approval_limit_minor).toBe(1_000_00);
+  });
+});
