@@ -53,4 +53,27 @@ describe('access review: user set and the listings', () => {
     expect(both.code, both.stdout).toBe(2);
     expect((await limitOf(bob.user.email))?.approval_limit_minor).toBe(1_000_00);
   });
+
+  it('user set: an empty --limit is bad usage (exit 2), not ignored while --role goes through', async () => {
+    const carol = await approver(1_000_00);
+    // e.g. --limit "$LIMIT" with LIMIT unset: the role changes, the limit the admin meant to set does not.
+    const empty = await cli(
+      [
+        'user',
+        'set',
+        carol.user.email,
+        '--tenant',
+        'access-review',
+        '--role',
+        'admin',
+        '--limit',
+        '',
+        '--currency',
+        'USD',
+      ],
+      asAdmin(),
+    );
+    expect(empty.code, empty.stdout).toBe(2);
+    expect(await limitOf(carol.user.email)).toEqual({ role: 'approver', approval_limit_minor: 1_000_00 });
+  });
 });
