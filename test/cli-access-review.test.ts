@@ -1,12 +1,12 @@
 /**
  * Hostile pass on d8eb166 (`paygate user list`, `agent-key list`, `user set`), against the BUILT CLI and
- * the engine's own functions: contradictory or empty limit flags, an approval that lapsed coming back
- * to life, what the CLI says of dual control once a first approver lost the right, and what the key
- * listing says of a key's last call.
+ * the engine's own functions: contradictory or empty limit flags, what the CLI says of dual control once
+ * a first approver lost the right, and what the key listing says of a key's last call.
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addUser } from '../src/directory/users.js';
+import { type ApprovalRequired, payInvoice } from '../src/payments/pay.js';
 import { cliFor } from './support/cli.js';
 import { createFixture, type Fixture } from './support/fixture.js';
 
@@ -15,7 +15,7 @@ describe('access review: user set and the listings', () => {
   let cli: ReturnType<typeof cliFor>['cli'];
   let n = 0;
   const asAdmin = () => ({ PAYGATE_USER_TOKEN: f.admin.token });
-  const _pay = (invoice: string, amount: string) => ({ invoice, amount, currency: 'USD', method: 'stripe' });
+  const pay = (invoice: string, amount: string) => ({ invoice, amount, currency: 'USD', method: 'stripe' });
   const limitOf = async (email: string) =>
     (
       await f.t.db.withSystem((c) =>
@@ -75,5 +75,32 @@ describe('access review: user set and the listings', () => {
     );
     expect(empty.code, empty.stdout).toBe(2);
     expect(await limitOf(carol.user.email)).toEqual({ role: 'approver', approval_limit_minor: 1_000_00 });
+  });
+
+  it('approvals approve: with the first approver demoted since, the CLI does not say "2 of 2" while nothing was completed', async () => {
+    const erin = await approver();
+    const frank = await approver();
+    await f.addInvoice('INV-REV-2', 12_000_00);
+    const ask = (await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      pay('INV-REV-2', '12000.00'),
+    )) as ApprovalRequired;
+    expect(ask.required_approvals).toBe(2);
+    expect(await f.approveAs(erin.user, ask.approval_id)).toBeUndefined();
+    const demoted = await cli(
+      ['user', 'set', erin.user.email, '--tenant', 'access-review', '--role', 'viewer'],
+      asAdmin(),
+    );
+    expect(demoted.code, demoted.stderr).toBe(0);
+
+    const second = await cli(['approvals', 'approve', ask.approval_id, '--as', frank.user.email], {
+      PAYGATE_USER_TOKEN: frank.token,
+    });
+    expect(second.code, second.stderr).toBe(0);
+    // Erin's approval no longer counts, so nothing was minted and the request is still pending...
+    expect(second.stdout).not.toMatch(/approval token/);
+    // ...but the CLI reports two of the two approvals needed as recorded, and asks for a second approver.
+    expect(second.stdout).not.toMatch(/\(2 of 2\)/);
   });
 });
