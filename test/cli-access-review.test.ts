@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addUser } from '../src/directory/users.js';
 import { type ApprovalRequired, payInvoice } from '../src/payments/pay.js';
+import { listInvoicesTool } from '../tools/list_invoices.js';
 import { cliFor } from './support/cli.js';
 import { createFixture, type Fixture } from './support/fixture.js';
 
@@ -102,5 +103,19 @@ describe('access review: user set and the listings', () => {
     expect(second.stdout).not.toMatch(/approval token/);
     // ...but the CLI reports two of the two approvals needed as recorded, and asks for a second approver.
     expect(second.stdout).not.toMatch(/\(2 of 2\)/);
+  });
+
+  it("agent-key list: last_call_at shows a key's call to a read-only tool (a leaked key reading invoices was used)", async () => {
+    const { agentKey } = await f.newAgent({ name: 'reader' });
+    const listed = (await listInvoicesTool.handler({ deps: f.deps, caller: { agentKey } } as never, {})) as {
+      invoices: unknown[];
+    };
+    expect(listed.invoices.length).toBeGreaterThan(0);
+    const keys = await cli(['agent-key', 'list', '--tenant', 'access-review', '--json'], asAdmin());
+    expect(keys.code, keys.stderr).toBe(0);
+    const reader = (JSON.parse(keys.stdout) as { agent_key_id: string; last_call_at: string | null }[]).find(
+      (k) => k.agent_key_id === agentKey.id,
+    )!;
+    expect(reader.last_call_at).not.toBeNull();
   });
 });
