@@ -41,14 +41,20 @@ const BODY_PARSER_ERRORS = new Set([
   'stream.encoding.set',
 ]);
 
+/** zlib's error codes: a body whose Content-Encoding does not decode (corrupt gzip, deflate, brotli). */
+const DECOMPRESSION_ERROR = /^(Z_|ERR_BROTLI_|ERR_ZLIB_)/;
+
 /**
  * The 4xx status a body parser put on its error, or undefined: a request refused for what the client
- * sent (too large, malformed), to be answered as such rather than as our 500. Only the body parsers'
- * own errors: another error that happens to carry a 4xx status (an SDK's) is still ours.
+ * sent (too large, malformed, an encoding that does not decode), to be answered as such rather than as
+ * our 500. Only the body parsers' own errors and the decompression errors they pass on (as 400, with no
+ * type of their own): another error that happens to carry a 4xx status (an SDK's) is still ours.
  */
 export function requestErrorStatus(err: unknown): number | undefined {
-  const carried = err as { type?: unknown; status?: unknown } | null;
-  if (typeof carried?.type !== 'string' || !BODY_PARSER_ERRORS.has(carried.type)) return undefined;
+  const carried = err as { type?: unknown; status?: unknown; code?: unknown } | null;
+  const fromParser = typeof carried?.type === 'string' && BODY_PARSER_ERRORS.has(carried.type);
+  const undecodable = typeof carried?.code === 'string' && DECOMPRESSION_ERROR.test(carried.code);
+  if (!fromParser && !undecodable) return undefined;
   return typeof carried.status === 'number' && carried.status >= 400 && carried.status < 500
     ? carried.status
     : undefined;

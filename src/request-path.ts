@@ -1,13 +1,13 @@
 /**
  * The path a plain `node:http` handler routes on, matched as Express matched it: any case, an optional
- * trailing slash, any query string, and a request line in absolute form (`POST http://host/mcp`, as a
+ * trailing slash, any query string or fragment, and a request line in absolute form (`POST http://host/mcp`, as a
  * forward proxy sends it). Null when the URL cannot be read.
  */
 export function requestPath(url: string | undefined): string | null {
   if (!url) return null;
   let path: string;
   try {
-    path = url.startsWith('/') ? url.split('?', 1)[0]! : new URL(url).pathname;
+    path = url.startsWith('/') ? url.split(/[?#]/, 1)[0]! : new URL(url).pathname;
   } catch {
     return null;
   }

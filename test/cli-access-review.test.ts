@@ -44,11 +44,11 @@ describe('access review: user set and the listings', () => {
     await f.close();
   });
 
-  it('user set: --limit together with --no-limit is bad usage (exit 2), not the limit silently removed', async () => {
+  it('user set: --limit together with --remove-limit is bad usage (exit 2), not the limit silently removed', async () => {
     const bob = await approver(1_000_00);
-    // Contradictory flags: commander keeps whichever came last, and here that is "no limit at all".
+    // Contradictory flags are bad usage: neither reading is taken (commander would keep the last one).
     const both = await cli(
-      ['user', 'set', bob.user.email, '--tenant', 'access-review', '--limit', '100.00', '--no-limit'],
+      ['user', 'set', bob.user.email, '--tenant', 'access-review', '--limit', '100.00', '--remove-limit'],
       asAdmin(),
     );
     expect(both.code, both.stdout).toBe(2);

@@ -206,9 +206,9 @@ describe('access: list and change', () => {
       },
     ]);
 
-    // --no-limit removes it; --role alone keeps the limit as it is.
+    // --remove-limit removes it; --role alone keeps the limit as it is.
     const unlimited = await cli(
-      ['user', 'set', 'bob@example.com', '--tenant', 'access', '--no-limit', '--json'],
+      ['user', 'set', 'bob@example.com', '--tenant', 'access', '--remove-limit', '--json'],
       asAdmin(),
     );
     expect(JSON.parse(unlimited.stdout)).toMatchObject({ approval_limit: null, approval_limit_minor: null });

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { UsageError } from '../src/errors.js';
+import { recordRun } from '../src/payments/agent-runs.js';
 import { type InvoiceStatus, invoiceJson, listInvoices } from '../src/payments/invoices.js';
 import { defineTool, errorOutput, readOnlyAnnotations } from './types.js';
 
@@ -34,13 +35,15 @@ export const listInvoicesTool = defineTool({
     annotations: readOnlyAnnotations('List invoices'),
   },
   movesMoney: false,
-  handler: async ({ deps, caller }, args) => {
-    const status = args.status as InvoiceStatus | undefined;
-    if (status !== undefined && !STATUSES.includes(status))
-      throw new UsageError(`status must be one of ${STATUSES.join(', ')}`, 'invalid_status');
-    const invoices = await deps.db.withTenant(caller.agentKey.tenantId, (client) =>
-      listInvoices(client, { status }),
-    );
-    return { invoices: invoices.map(invoiceJson) };
-  },
+  handler: ({ deps, caller }, args) =>
+    // A read is on the record too (agent_runs): whether a key was used shows in `paygate agent-key list`.
+    recordRun(deps, caller, 'list_invoices', async () => {
+      const status = args.status as InvoiceStatus | undefined;
+      if (status !== undefined && !STATUSES.includes(status))
+        throw new UsageError(`status must be one of ${STATUSES.join(', ')}`, 'invalid_status');
+      const invoices = await deps.db.withTenant(caller.agentKey.tenantId, (client) =>
+        listInvoices(client, { status }),
+      );
+      return { invoices: invoices.map(invoiceJson) };
+    }),
 });

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { listPaymentMethods } from '../src/directory/payment-methods.js';
+import { recordRun } from '../src/payments/agent-runs.js';
 import { defineTool, errorOutput, readOnlyAnnotations } from './types.js';
 
 export const listPaymentMethodsTool = defineTool({
@@ -28,20 +29,22 @@ export const listPaymentMethodsTool = defineTool({
     annotations: readOnlyAnnotations('List payment methods'),
   },
   movesMoney: false,
-  handler: async ({ deps, caller }) => {
-    const methods = await deps.db.withTenant(caller.agentKey.tenantId, (client) =>
-      listPaymentMethods(client),
-    );
-    return {
-      payment_methods: methods.map((m) => ({
-        payment_method_id: m.id,
-        rail: m.rail,
-        provider: m.provider,
-        label: m.label,
-        brand: m.brand,
-        last4: m.last4,
-        bank_name: m.bankName,
-      })),
-    };
-  },
+  handler: ({ deps, caller }) =>
+    // A read is on the record too (agent_runs): whether a key was used shows in `paygate agent-key list`.
+    recordRun(deps, caller, 'list_payment_methods', async () => {
+      const methods = await deps.db.withTenant(caller.agentKey.tenantId, (client) =>
+        listPaymentMethods(client),
+      );
+      return {
+        payment_methods: methods.map((m) => ({
+          payment_method_id: m.id,
+          rail: m.rail,
+          provider: m.provider,
+          label: m.label,
+          brand: m.brand,
+          last4: m.last4,
+          bank_name: m.bankName,
+        })),
+      };
+    }),
 });

@@ -213,6 +213,24 @@ export interface DecisionResult {
   approval: Approval;
   /** The approval token, present exactly once: when this decision completed the approval. */
   approvalToken?: string;
+  /** Who approved and still counts (this decision included), and why the others no longer do. */
+  standing: ApprovalStanding;
+}
+
+/** An approval's decisions as they count now: `counted` by email, `lapsed` as reasons. */
+export interface ApprovalStanding {
+  counted: string[];
+  lapsed: string[];
+}
+
+/**
+ * Whose approvals of a request count now (an approver disabled, demoted or given a lower limit since
+ * no longer does): what a human is told about a request's progress, so that "2 of 2" is never said of
+ * one that a lapsed decision keeps pending.
+ */
+export async function approvalStanding(client: Queryable, approvalId: string): Promise<ApprovalStanding> {
+  const { standing: stand, lapsed } = standing(await approversOf(client, approvalId));
+  return { counted: stand.map((u) => u.email), lapsed };
 }
 
 async function loadForDecision(
@@ -376,7 +394,11 @@ export async function approve(
           currency: approval.currency,
         },
       });
-      return { approval: (await getApproval(client, approvalId))!, approvalToken };
+      return {
+        approval: (await getApproval(client, approvalId))!,
+        approvalToken,
+        standing: await approvalStanding(client, approvalId),
+      };
     });
   } catch (error) {
     // Every refused decision is on the record.

@@ -1,5 +1,5 @@
 /** Setting a tenant up: tenants, users, agent keys, vendors, payment methods, invoices. */
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { createAgentKey, disableAgentKey, listAgentKeys } from '../directory/agent-keys.js';
 import { addVendor, listVendors } from '../directory/counterparties.js';
 import { createSealer, resolveSecret } from '../directory/encryption.js';
@@ -110,16 +110,22 @@ export function registerAdminCommands(program: Command, run: Run): void {
     .requiredOption('--tenant <slug>')
     .option('--role <role>', 'viewer|approver|admin')
     .option('--limit <amount>', 'largest amount this human may approve')
-    .option('--no-limit', 'remove the approval limit')
+    .addOption(new Option('--remove-limit', 'no approval limit at all').conflicts(['limit', 'currency']))
     .option('--currency <cur>', 'currency of --limit')
     .action(
-      (email: string, o: { tenant: string; role?: string; limit?: string | false; currency?: string }) =>
+      (
+        email: string,
+        o: { tenant: string; role?: string; limit?: string; removeLimit?: boolean; currency?: string },
+      ) =>
         run(async (ctx) => {
           const role = o.role === undefined ? undefined : checkRole(o.role);
-          const limitText = typeof o.limit === 'string' ? o.limit : undefined;
-          currencyNeedsAmount(o.currency, { '--limit': limitText });
-          const limit =
-            o.limit === false ? null : limitText ? money(limitText, o.currency, '--limit') : undefined;
+          currencyNeedsAmount(o.currency, { '--limit': o.limit });
+          // An empty --limit ("$LIMIT" unset) is money()'s to refuse, not a limit left as it was.
+          const limit = o.removeLimit
+            ? null
+            : o.limit !== undefined
+              ? money(o.limit, o.currency, '--limit')
+              : undefined;
           const t = await ctx.tenant(o.tenant);
           const admin = (await ctx.human(t))!;
           const { before, after } = await changeUserAccess(await ctx.db(), t.id, admin, email, {

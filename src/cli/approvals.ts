@@ -90,7 +90,12 @@ export function registerApprovalCommands(program: Command, run: Run): void {
       run(async (ctx) => {
         checkApprovalId(approvalId);
         const user = await provenHuman(ctx, o.as);
-        const { approval, approvalToken } = await approve(await ctx.db(), user.tenantId, user, approvalId);
+        const { approval, approvalToken, standing } = await approve(
+          await ctx.db(),
+          user.tenantId,
+          user,
+          approvalId,
+        );
         ctx.print(
           {
             approval_id: approval.id,
@@ -101,7 +106,9 @@ export function registerApprovalCommands(program: Command, run: Run): void {
           },
           approvalToken
             ? `approved: ${approval.summary}\napproval token (shown once; give it to the agent):\n${approvalToken}`
-            : `recorded your approval (${approval.approvedBy.length} of ${approval.requiredApprovals}); a second approver is needed`,
+            : `recorded your approval (${standing.counted.length} of ${approval.requiredApprovals}); another approver is needed${
+                standing.lapsed.length ? ` (no longer counted: ${standing.lapsed.join('; ')})` : ''
+              }`,
         );
       }),
     );

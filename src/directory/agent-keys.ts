@@ -168,7 +168,7 @@ export interface AgentKeyListing extends AgentKey {
   actsForEmail: string | null;
   createdAt: Date;
   disabledAt: Date | null;
-  /** The key's last tool call recorded in agent_runs (the money-moving tools, status and cancel). */
+  /** The key's last tool call (every tool call is recorded in agent_runs). */
   lastCallAt: Date | null;
 }
 

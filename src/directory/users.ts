@@ -216,7 +216,7 @@ export async function changeUserAccess(
   change: AccessChange,
 ): Promise<{ before: User; after: User }> {
   if (change.role === undefined && change.limit === undefined)
-    throw new UsageError('nothing to change: give --role, --limit with --currency, or --no-limit');
+    throw new UsageError('nothing to change: give --role, --limit with --currency, or --remove-limit');
   if (actor.role !== 'admin' || actor.tenantId !== tenantId)
     throw new RefusedError(
       'admin_required',

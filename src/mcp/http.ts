@@ -322,14 +322,19 @@ export function createMcpHttpHandler(runtime: McpRuntime, options: McpHttpOption
   return {
     handle(req, res) {
       if (requestPath(req.url) !== MCP_PATH) return false;
-      readJson(
-        req as Parameters<typeof readJson>[0],
-        res as Parameters<typeof readJson>[1],
-        (err?: unknown) => {
-          if (err) return bodyRefused(err, res);
-          handle(req, res).catch((error: unknown) => failed(error, res));
-        },
-      );
+      // Express caught a handler's synchronous throw; with no Express around this, one would end the process.
+      try {
+        readJson(
+          req as Parameters<typeof readJson>[0],
+          res as Parameters<typeof readJson>[1],
+          (err?: unknown) => {
+            if (err) return bodyRefused(err, res);
+            handle(req, res).catch((error: unknown) => failed(error, res));
+          },
+        );
+      } catch (error) {
+        failed(error, res);
+      }
       return true;
     },
     sessionCount: () => sessions.size,

@@ -16,6 +16,7 @@ import { rateLimit } from 'express-rate-limit';
 import helmet from 'helmet';
 import {
   type Approval,
+  approvalStanding,
   approve,
   auditDecisionRefused,
   getApproval,
@@ -640,11 +641,13 @@ async function describeApproval(
   facts.push({ label: 'Requested', value: formatDate(approval.createdAt, timeZone) });
   if (approval.requestedApprover)
     facts.push({ label: 'Asked to approve', value: approval.requestedApprover });
+  // Decisions that count now: one whose human has since lost the right is named as not counting.
+  const { counted, lapsed } = await approvalStanding(client, approval.id);
   facts.push({
     label: 'Approvals',
-    value: `${approval.approvedBy.length} of ${approval.requiredApprovals} needed${
-      approval.approvedBy.length ? `: ${approval.approvedBy.join(', ')}` : ' (nobody has approved yet)'
-    }`,
+    value: `${counted.length} of ${approval.requiredApprovals} needed${
+      counted.length ? `: ${counted.join(', ')}` : lapsed.length ? '' : ' (nobody has approved yet)'
+    }${lapsed.length ? `; no longer counted: ${lapsed.join('; ')}` : ''}`,
   });
   facts.push({ label: 'Expires', value: formatDate(approval.expiresAt, timeZone) });
 
@@ -661,7 +664,8 @@ async function describeApproval(
     cannotDecideReason = 'You can see this request, but only approvers and admins can decide on it.';
   } else if (approval.approvedBy.includes(user.email)) {
     canDecide = false;
-    cannotDecideReason = `You have approved this. It needs ${approval.requiredApprovals - approval.approvedBy.length} more approval from someone else.`;
+    const more = Math.max(1, approval.requiredApprovals - counted.length);
+    cannotDecideReason = `You have approved this. It needs ${more} more approval${more > 1 ? 's' : ''} from someone else.`;
   }
   return {
     id: approval.id,

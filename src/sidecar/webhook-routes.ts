@@ -20,7 +20,10 @@ import { processWebhookEvent } from './webhooks.js';
 
 const BODY_LIMIT = '1mb';
 type Provider = 'stripe' | 'paypal';
-const ROUTES: Record<string, Provider> = { '/webhooks/stripe': 'stripe', '/webhooks/paypal': 'paypal' };
+const ROUTES = new Map<string | null, Provider>([
+  ['/webhooks/stripe', 'stripe'],
+  ['/webhooks/paypal', 'paypal'],
+]);
 
 export interface WebhookRoutesConfig {
   deps: Parameters<typeof processWebhookEvent>[0];
@@ -125,16 +128,21 @@ export function createWebhookRoutes(config: WebhookRoutesConfig): WebhookRoutes 
   return {
     handle(req, res) {
       if (req.method !== 'POST') return false;
-      const provider = ROUTES[requestPath(req.url) ?? ''];
+      const provider = ROUTES.get(requestPath(req.url));
       if (!provider) return false;
-      readRaw(
-        req as Parameters<typeof readRaw>[0],
-        res as Parameters<typeof readRaw>[1],
-        (error?: unknown) => {
-          if (error) return unreadable(error, res);
-          receive(provider, req, res).catch((err: unknown) => failed(err, res));
-        },
-      );
+      // Express caught a handler's synchronous throw; with no Express around this, one would end the process.
+      try {
+        readRaw(
+          req as Parameters<typeof readRaw>[0],
+          res as Parameters<typeof readRaw>[1],
+          (error?: unknown) => {
+            if (error) return unreadable(error, res);
+            receive(provider, req, res).catch((err: unknown) => failed(err, res));
+          },
+        );
+      } catch (error) {
+        failed(error, res);
+      }
       return true;
     },
   };
