@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
 import { validRoutingNumber } from '../directory/counterparties.js';
-import type { User } from '../directory/users.js';
+import { confirmStillAllowed, type User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import type { NocCorrection } from '../gateways/nacha/returns.js';
 import { createAlert } from '../payments/alerts.js';
@@ -242,6 +242,7 @@ export async function approveCorrection(
 ): Promise<CorrectionView> {
   requireAdmin(admin, tenantId);
   return deps.db.withTenant(tenantId, async (client) => {
+    await confirmStillAllowed(client, admin, ['admin']);
     const row = await lockPending(client, correctionId);
     if (row.corrected_routing_number && !validRoutingNumber(row.corrected_routing_number)) {
       throw new RefusedError(
@@ -313,6 +314,7 @@ export async function rejectCorrection(
 ): Promise<CorrectionView> {
   requireAdmin(admin, tenantId);
   return deps.db.withTenant(tenantId, async (client) => {
+    await confirmStillAllowed(client, admin, ['admin']);
     const row = await lockPending(client, correctionId);
     await client.query(
       `UPDATE ach_corrections SET status = 'rejected', decided_by = $2, decided_at = now(), decision_note = $3 WHERE id = $1`,

@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
-import type { User } from '../directory/users.js';
+import { confirmStillAllowed, type User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import { readAndValidate } from '../gateways/nacha/validator.js';
 import {
@@ -175,6 +175,7 @@ async function recordAchExportOnce(
     // Exports of one tenant run one at a time; the row locks below would be enough for correctness,
     // the lock makes a concurrent second export wait and then see an empty queue, not half of it.
     await client.query('SELECT pg_advisory_xact_lock($1)', [achLockKey(`export:${tenantId}`)]);
+    await confirmStillAllowed(client, actor, ['admin']);
     const { raw, timezone } = await readStoredAchSettings(client, tenantId);
     const stored = parseStoredAchSettings(raw);
     const settings = nachaSettingsFor(stored, deps.sealer);

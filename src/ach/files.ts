@@ -9,7 +9,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
-import type { User } from '../directory/users.js';
+import { confirmStillAllowed, type User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import { formatAmount } from '../money.js';
 import type { AchDeps } from './deps.js';
@@ -175,6 +175,7 @@ export async function writeAchFile(
   const target = path.resolve(outDir, achFileName(file));
   await writeAtomically(target, text);
   const recorded = await deps.db.withTenant(tenantId, async (client) => {
+    await confirmStillAllowed(client, actor, ['admin']);
     const { rows } = await client.query<FileRow>(
       `UPDATE ach_files SET written_path = $2, written_at = now(),
               return_window_ends = GREATEST(return_window_ends, COALESCE($3::date, return_window_ends))

@@ -22,7 +22,7 @@
 import { createHash } from 'node:crypto';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
-import type { User } from '../directory/users.js';
+import { confirmStillAllowed, type User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import type { NachaIssue } from '../gateways/nacha/reader.js';
 import { type AchReturn, extractReturns, type NocCorrection } from '../gateways/nacha/returns.js';
@@ -299,6 +299,7 @@ export async function importAchReturns(
   const result = await deps.db.withTenant(tenantId, async (client) => {
     // One import at a time per tenant, so a file imported twice at once is still applied once.
     await client.query('SELECT pg_advisory_xact_lock($1)', [achLockKey(`returns:${tenantId}`)]);
+    await confirmStillAllowed(client, actor, ['admin']);
     const source = { file: input.fileName, sha256 };
     const appliedReturns: ImportedReturn[] = [];
     for (const r of returns)

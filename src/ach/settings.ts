@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { appendAudit } from '../audit/log.js';
 import type { Db, Queryable } from '../db/pool.js';
 import type { Sealer } from '../directory/encryption.js';
-import type { User } from '../directory/users.js';
+import { confirmStillAllowed, type User } from '../directory/users.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { type NachaSettings, nachaSettingsSchema } from '../gateways/nacha/writer.js';
 import { addBusinessDays, isBusinessDay, nextBusinessDay } from '../payments/calendar.js';
@@ -218,6 +218,7 @@ export async function setAchSettings(
     );
   // tenants is read-only to the application role: the update runs as the connecting user, scoped by id.
   return db.withSystem(async (client) => {
+    await confirmStillAllowed(client, admin, ['admin']);
     const { rows } = await client.query<{ ach_settings: Record<string, unknown> }>(
       'SELECT ach_settings FROM tenants WHERE id = $1 FOR UPDATE',
       [tenantId],

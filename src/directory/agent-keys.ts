@@ -7,7 +7,7 @@ import { appendAudit } from '../audit/log.js';
 import { type Db, isUuid, type Queryable } from '../db/pool.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { hashSecret, newSecret, secretPrefix } from './credentials.js';
-import type { User } from './users.js';
+import { confirmStillAllowed, type User } from './users.js';
 
 export interface AgentKey {
   id: string;
@@ -85,6 +85,7 @@ export async function createAgentKey(
     throw new RefusedError('admin_required', `${admin.email} is not an admin`, "use an admin's token");
   const key = newSecret('pgk');
   return db.withTenant(tenantId, async (client) => {
+    await confirmStillAllowed(client, admin, ['admin']);
     const { rows } = await client.query<AgentKeyRow>(
       `INSERT INTO agent_keys (tenant_id, name, key_hash, key_prefix, acts_for_user_id, max_per_payment_minor,
                                max_per_day_minor, caps_currency, rate_limit_per_minute)
@@ -136,6 +137,7 @@ export async function disableAgentKey(
     throw new RefusedError('admin_required', `${admin.email} is not an admin`, "use an admin's token");
   if (!isUuid(keyId)) throw new RefusedError('agent_key_not_found', `no agent key ${keyId} in this tenant`);
   return db.withTenant(tenantId, async (client) => {
+    await confirmStillAllowed(client, admin, ['admin']);
     const { rows: found } = await client.query<{ disabled_at: Date | null }>(
       'SELECT disabled_at FROM agent_keys WHERE id = $1 FOR UPDATE',
       [keyId],

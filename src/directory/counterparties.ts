@@ -4,7 +4,7 @@ import type { Db, Queryable } from '../db/pool.js';
 import { PgError, pgErrorCode } from '../db/pool.js';
 import { RefusedError, UsageError } from '../errors.js';
 import type { Sealer } from './encryption.js';
-import type { User } from './users.js';
+import { confirmStillAllowed, type User } from './users.js';
 
 export interface Counterparty {
   id: string;
@@ -63,6 +63,7 @@ export async function addVendor(
     throw new RefusedError('admin_required', `${admin.email} is not an admin`, "use an admin's token");
   try {
     return await db.withTenant(tenantId, async (client) => {
+      await confirmStillAllowed(client, admin, ['admin']);
       const { rows } = await client.query<{ id: string }>(
         `INSERT INTO counterparties (tenant_id, kind, name, stripe_account, paypal_email, ach_routing_number,
                                      ach_account_ciphertext, ach_account_last4)

@@ -8,7 +8,7 @@ import { PgError, pgErrorCode } from '../db/pool.js';
 import { RefusedError, UsageError } from '../errors.js';
 import type { Provider, Rail } from '../gateways/types.js';
 import { containsCardNumber } from './card-numbers.js';
-import type { User } from './users.js';
+import { confirmStillAllowed, type User } from './users.js';
 
 export const RAILS: readonly Rail[] = ['stripe', 'paypal', 'ach'];
 
@@ -124,6 +124,7 @@ export async function addPaymentMethod(
   const provider = providerFor(input.rail, input.token, input.provider);
   try {
     return await db.withTenant(tenantId, async (client) => {
+      await confirmStillAllowed(client, admin, ['admin']);
       const { rows } = await client.query<Row>(
         `INSERT INTO payment_methods (tenant_id, rail, provider, provider_token, label, brand, last4, bank_name, provider_customer)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ${COLUMNS}`,
@@ -186,6 +187,7 @@ export async function removePaymentMethod(db: Db, tenantId: string, admin: User,
     throw new RefusedError('admin_required', `${admin.email} is not an admin`, "use an admin's token");
   if (!/^[0-9a-f-]{36}$/i.test(id)) throw new UsageError(`"${id}" is not a payment method id`);
   await db.withTenant(tenantId, async (client) => {
+    await confirmStillAllowed(client, admin, ['admin']);
     const { rowCount } = await client.query(
       "UPDATE payment_methods SET status = 'removed', removed_at = now() WHERE id = $1 AND status = 'active'",
       [id],

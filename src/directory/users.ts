@@ -101,6 +101,8 @@ export async function addUser(
           `${actor.email} is not an admin of this tenant`,
           "use an admin's token",
         );
+      } else {
+        await confirmStillAllowed(client, actor, ['admin']);
       }
       const { rows } = await client.query<UserRow>(
         `INSERT INTO users (tenant_id, email, role, approval_limit_minor, approval_limit_currency, token_hash)
@@ -280,6 +282,32 @@ export async function changeUserAccess(
     });
     return { before, after };
   });
+}
+
+/**
+ * First thing in a transaction that acts on a human's authority: the human as they are now, their row
+ * locked FOR SHARE. Their token was checked before this transaction; one demoted or disabled since then
+ * acts no more, and a demotion or disabling that comes while this transaction runs waits for it, so a
+ * change of rights and an act under them are ordered, never interleaved.
+ */
+export async function confirmStillAllowed(
+  client: Queryable,
+  actor: User,
+  roles: readonly Role[],
+): Promise<void> {
+  const { rows } = await client.query<{ role: Role; disabled: boolean }>(
+    'SELECT role, disabled_at IS NOT NULL AS disabled FROM users WHERE id = $1 FOR SHARE',
+    [actor.id],
+  );
+  const now = rows[0];
+  if (!now || now.disabled)
+    throw new RefusedError('user_disabled', `${actor.email} has been disabled`, 'ask an admin');
+  if (!roles.includes(now.role))
+    throw new RefusedError(
+      roles.includes('approver') ? 'approver_required' : 'admin_required',
+      `${actor.email} is now a ${now.role}; this needs ${roles.includes('approver') ? 'an approver or an admin' : 'an admin'}`,
+      roles.includes('approver') ? undefined : "use an admin's token",
+    );
 }
 
 /** The human holding `token` in `tenantId`, or a refusal that does not say whether the token exists. */

@@ -4,7 +4,7 @@
  */
 import { appendAudit } from '../audit/log.js';
 import { isUuid, type Queryable } from '../db/pool.js';
-import type { User } from '../directory/users.js';
+import { confirmStillAllowed, type User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import type { GatewayErrorCode } from '../gateways/types.js';
 
@@ -206,6 +206,7 @@ export async function resolveAlert(
     );
   const notFound = new RefusedError('alert_not_found', `no alert ${alertId} in this tenant`);
   if (!isUuid(alertId)) throw notFound;
+  await confirmStillAllowed(client, user, ['approver', 'admin']);
   const { rows } = await client.query<{
     status: string;
     kind: string;

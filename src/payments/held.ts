@@ -8,7 +8,7 @@
  */
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
-import type { User } from '../directory/users.js';
+import { confirmStillAllowed, type User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import { formatMoney } from '../money.js';
 import { createAlert, HELD_ALERT_KIND, PAID_TWICE_ALERT_KIND, ruleFor } from './alerts.js';
@@ -35,6 +35,7 @@ export async function recordHeldPaymentNotMade(
       `${admin.email} is ${admin.role === 'approver' ? 'an approver' : 'a viewer'}; saying a payment was not made puts its invoice up for payment again, which needs an admin`,
     );
   }
+  await confirmStillAllowed(client, admin, ['admin']);
   const found = await findPayment(client, ref);
   if (!found) throw new RefusedError('payment_not_found', `no payment "${ref}" in this tenant`);
   // Locked: the reconciler, a webhook or another admin may be deciding it at the same moment.

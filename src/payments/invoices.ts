@@ -7,7 +7,7 @@ import { appendAudit } from '../audit/log.js';
 import type { Db, Queryable } from '../db/pool.js';
 import { isUuid, PgError, pgErrorCode } from '../db/pool.js';
 import { findVendorByName } from '../directory/counterparties.js';
-import type { User } from '../directory/users.js';
+import { confirmStillAllowed, type User } from '../directory/users.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { formatAmount } from '../money.js';
 
@@ -121,6 +121,7 @@ export async function addInvoice(
     throw new RefusedError('admin_required', `${admin.email} is not an admin`, "use an admin's token");
   try {
     return await db.withTenant(tenantId, async (client) => {
+      await confirmStillAllowed(client, admin, ['admin']);
       const vendor = await findVendorByName(client, input.vendor);
       if (!vendor)
         throw new RefusedError(
