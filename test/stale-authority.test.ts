@@ -5,6 +5,7 @@
  * transaction's first step: a stale copy of an admin or approver changes nothing.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { approve, reject } from '../src/approvals/approvals.js';
 import { createAgentKey, disableAgentKey } from '../src/directory/agent-keys.js';
 import { addVendor } from '../src/directory/counterparties.js';
 import { createSealer } from '../src/directory/encryption.js';
@@ -12,6 +13,7 @@ import { addPaymentMethod } from '../src/directory/payment-methods.js';
 import { addUser, changeUserAccess, disableUser, type User } from '../src/directory/users.js';
 import { createAlert, resolveAlert } from '../src/payments/alerts.js';
 import { addInvoice } from '../src/payments/invoices.js';
+import { type ApprovalRequired, payInvoice } from '../src/payments/pay.js';
 import { createFixture, type Fixture } from './support/fixture.js';
 
 describe('stale authority', () => {
@@ -109,5 +111,36 @@ describe('stale authority', () => {
     expect(await count(`SELECT count(*) AS n FROM alerts WHERE id = '${alertId}' AND status = 'open'`)).toBe(
       1,
     );
+  });
+
+  it('an approver whose limit was lowered after signing in cannot approve above it; demoted, cannot reject', async () => {
+    await f.addMethod({ rail: 'stripe', token: 'pm_card_visa', brand: 'visa', last4: '4242' });
+    const { user: signedIn } = await addUser(f.t.db, f.tenant.id, f.admin, {
+      email: 'approver3@example.com',
+      role: 'approver',
+      limit: { amountMinor: 1_000_00, currency: 'USD' },
+    });
+    await f.addInvoice('INV-STALE-1', 800_00);
+    const ask = (await payInvoice(
+      f.deps,
+      { agentKey: f.agentKey },
+      { invoice: 'INV-STALE-1', amount: '800.00', currency: 'USD', method: 'stripe' },
+    )) as ApprovalRequired;
+    await changeUserAccess(f.t.db, f.tenant.id, f.admin, signedIn.email, {
+      limit: { amountMinor: 500_00, currency: 'USD' },
+    });
+    await expect(approve(f.t.db, f.tenant.id, signedIn, ask.approval_id)).rejects.toMatchObject({
+      code: 'over_approval_limit',
+    });
+    await changeUserAccess(f.t.db, f.tenant.id, f.admin, signedIn.email, { role: 'viewer' });
+    await expect(reject(f.t.db, f.tenant.id, signedIn, ask.approval_id, 'stale')).rejects.toMatchObject({
+      code: 'approver_role_required',
+    });
+    const [{ status }] = (
+      await f.t.db.withSystem((c) =>
+        c.query<{ status: string }>('SELECT status FROM approvals WHERE id = $1', [ask.approval_id]),
+      )
+    ).rows as [{ status: string }];
+    expect(status).toBe('pending');
   });
 });

@@ -9,7 +9,7 @@ import { type Db, isUuid, type Queryable } from '../db/pool.js';
 import type { AgentKey } from '../directory/agent-keys.js';
 import { hashSecret, looksLike, newSecret } from '../directory/credentials.js';
 import { getTenant } from '../directory/tenants.js';
-import type { User } from '../directory/users.js';
+import { currentUser, type User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import { formatAmount } from '../money.js';
 import { type ActionParams, type ApprovalAction, paramsDigest } from './canonical.js';
@@ -353,10 +353,12 @@ export async function approve(
   const tenant = await getTenant(db, tenantId);
   try {
     return await db.withTenant(tenantId, async (client) => {
-      const approval = await loadForDecision(client, approvalId, user);
+      // The human as they are now: their role or limit may have changed since they signed in.
+      const approver = await currentUser(client, user);
+      const approval = await loadForDecision(client, approvalId, approver);
       const prior = await approversOf(client, approvalId);
       const refusal = approvalRefusal(
-        user,
+        approver,
         approval,
         { actsForUserId: prior.facts.actsForUserId },
         prior.approvers.map((p) => p.user.id),
@@ -446,6 +448,12 @@ export async function reject(
     );
   }
   return db.withTenant(tenantId, async (client) => {
+    const rejecter = await currentUser(client, user);
+    if (rejecter.role !== 'approver' && rejecter.role !== 'admin')
+      throw new RefusedError(
+        'approver_role_required',
+        `${user.email} is now a ${rejecter.role}; only approvers and admins can reject`,
+      );
     // An approved request whose token nobody has used yet can still be taken back (a human changed
     // their mind, or suspects the token leaked): the row lock taken here makes a concurrent consume
     // wait, and its `status = 'approved'` re-check then fails.

@@ -285,29 +285,38 @@ export async function changeUserAccess(
 }
 
 /**
- * First thing in a transaction that acts on a human's authority: the human as they are now, their row
- * locked FOR SHARE. Their token was checked before this transaction; one demoted or disabled since then
- * acts no more, and a demotion or disabling that comes while this transaction runs waits for it, so a
- * change of rights and an act under them are ordered, never interleaved.
+ * First thing in a transaction that acts on a human's authority: the human as they are now (role and
+ * limit), their row locked FOR SHARE. Their token was checked before this transaction; one disabled
+ * since then acts no more, and a change of their rights that comes while this transaction runs waits
+ * for it, so a change of rights and an act under them are ordered, never interleaved.
  */
-export async function confirmStillAllowed(
-  client: Queryable,
-  actor: User,
-  roles: readonly Role[],
-): Promise<void> {
-  const { rows } = await client.query<{ role: Role; disabled: boolean }>(
-    'SELECT role, disabled_at IS NOT NULL AS disabled FROM users WHERE id = $1 FOR SHARE',
+export async function currentUser(client: Queryable, actor: User): Promise<User> {
+  const { rows } = await client.query<UserRow & { disabled: boolean }>(
+    `SELECT ${USER_COLUMNS}, disabled_at IS NOT NULL AS disabled FROM users WHERE id = $1 FOR SHARE`,
     [actor.id],
   );
   const now = rows[0];
   if (!now || now.disabled)
     throw new RefusedError('user_disabled', `${actor.email} has been disabled`, 'ask an admin');
-  if (!roles.includes(now.role))
+  return toUser(now);
+}
+
+/** currentUser, refused unless they still hold one of `roles`. */
+export async function confirmStillAllowed(
+  client: Queryable,
+  actor: User,
+  roles: readonly Role[],
+): Promise<User> {
+  const now = await currentUser(client, actor);
+  if (!roles.includes(now.role)) {
+    const approverWill = roles.includes('approver');
     throw new RefusedError(
-      roles.includes('approver') ? 'approver_required' : 'admin_required',
-      `${actor.email} is now a ${now.role}; this needs ${roles.includes('approver') ? 'an approver or an admin' : 'an admin'}`,
-      roles.includes('approver') ? undefined : "use an admin's token",
+      approverWill ? 'approver_required' : 'admin_required',
+      `${actor.email} is now a ${now.role}; this needs ${approverWill ? 'an approver or an admin' : 'an admin'}`,
+      approverWill ? undefined : "use an admin's token",
     );
+  }
+  return now;
 }
 
 /** The human holding `token` in `tenantId`, or a refusal that does not say whether the token exists. */
