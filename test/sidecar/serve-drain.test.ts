@@ -133,3 +133,59 @@ it('a call waiting on a human when the server stops answers approval_required at
   );
   expect(again).toMatchObject({ status: 'paid' });
 });
+
+/** Stripe holds the next charge until `release` is called (the runtime's own sandbox). */
+function holdNextCharge(h: ServeHandle): () => void {
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  h.runtime.sandbox!.faults.next('stripe', {
+    kind: 'slow_processing',
+    until: held,
+    latencyMs: 60_000,
+    match: { method: 'POST', path: '/v1/payment_intents' },
+  });
+  return release;
+}
+
+async function approvedCall(invoice: string, amountMinor: number) {
+  await f.addInvoice(invoice, amountMinor);
+  const input = { invoice, amount: (amountMinor / 100).toFixed(2), currency: 'USD', method: 'stripe' };
+  const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
+  return { ...input, approval_token: await f.approveAs(f.admin, ask.approval_id) };
+}
+
+const until = async (what: () => Promise<boolean>) => {
+  while (!(await what())) await new Promise((r) => setTimeout(r, 10));
+};
+
+it('a payment whose agent disconnected is still finished before the pool closes', async () => {
+  // The agent goes away (its process exits, its connection drops) while the provider call is under
+  // way: the call keeps running in the server, but close() counts HTTP responses, not calls, so it
+  // closes the pool at once and phase 3 fails on it ("Cannot use a pool after calling end on the
+  // pool"), which is what the drain was written to prevent.
+  handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false });
+  const args = await approvedCall('INV-DR-3', 44_00);
+  const release = holdNextCharge(handle);
+  client = await httpClient(`${handle.url}/mcp`, f.agentKeySecret);
+  const call = client.callTool({ name: 'pay_invoice', arguments: args }).catch(() => 'gone');
+  await until(async () => (await statusOf('INV-DR-3')).length > 0);
+  await client.close();
+  expect(await call).toBe('gone');
+
+  let closed = false;
+  const closing = handle.close().then(() => {
+    closed = true;
+  });
+  handle = undefined;
+  await new Promise((r) => setTimeout(r, 500));
+  const closedWhileProviderHeld = closed;
+  release();
+  await closing;
+  await new Promise((r) => setTimeout(r, 200));
+  expect({ closedWhileProviderHeld, status: await statusOf('INV-DR-3') }).toEqual({
+    closedWhileProviderHeld: false,
+    status: ['succeeded'],
+  });
+}, 60_000);
