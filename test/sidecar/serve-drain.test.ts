@@ -189,3 +189,31 @@ it('a payment whose agent disconnected is still finished before the pool closes'
     status: ['succeeded'],
   });
 }, 60_000);
+
+it('a call its client cancelled does not hold the stop for the whole drain', async () => {
+  // The SDK client cancels a call on its request timeout or an AbortSignal (notifications/cancelled);
+  // the server then never answers that request, so its POST stays open, counted as in progress, and
+  // every later stop waits the whole drain (30 s by default, Kubernetes' whole grace period) and logs
+  // that the reconciler must finish payments, with the payment long succeeded.
+  handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false, drainMs: 20_000 });
+  const args = await approvedCall('INV-DR-4', 45_00);
+  const release = holdNextCharge(handle);
+  client = await httpClient(`${handle.url}/mcp`, f.agentKeySecret);
+  const cancel = new AbortController();
+  const call = client
+    .callTool({ name: 'pay_invoice', arguments: args }, undefined, { signal: cancel.signal })
+    .catch(() => 'cancelled');
+  await until(async () => (await statusOf('INV-DR-4')).length > 0);
+  cancel.abort();
+  expect(await call).toBe('cancelled');
+  // The notifications/cancelled reaches the server while the provider still holds the charge.
+  await new Promise((r) => setTimeout(r, 500));
+  release();
+  await until(async () => (await statusOf('INV-DR-4'))[0] === 'succeeded');
+  await new Promise((r) => setTimeout(r, 200));
+
+  const started = Date.now();
+  await handle.close();
+  handle = undefined;
+  expect(Date.now() - started).toBeLessThan(5_000);
+}, 60_000);
