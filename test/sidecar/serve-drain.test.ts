@@ -6,6 +6,7 @@
  * runtime's own sandbox holding the Stripe call in flight.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -211,6 +212,27 @@ it('a call its client cancelled does not hold the stop for the whole drain', asy
   release();
   await until(async () => (await statusOf('INV-DR-4'))[0] === 'succeeded');
   await new Promise((r) => setTimeout(r, 200));
+
+  const started = Date.now();
+  await handle.close();
+  handle = undefined;
+  expect(Date.now() - started).toBeLessThan(5_000);
+}, 60_000);
+
+it('pipelined requests from a client that hung up do not hold every later stop for the whole drain', async () => {
+  // Node never emits 'close' on a pipelined request's response still queued when its connection
+  // closes, so the in-progress counter never comes back to 0: anyone who can reach the port (no key
+  // needed) makes every later stop wait the whole drain.
+  handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false, drainMs: 20_000 });
+  const port = Number(new URL(handle.url).port);
+  const socket = net.connect(port, '127.0.0.1');
+  await new Promise((r) => socket.once('connect', r));
+  socket.end(
+    'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n',
+  );
+  await new Promise((r) => socket.once('close', r));
+  await new Promise((r) => setTimeout(r, 300));
+  expect((await fetch(`${handle.url}/healthz`)).status).toBe(200);
 
   const started = Date.now();
   await handle.close();
