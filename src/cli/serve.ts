@@ -12,6 +12,7 @@ import { readDemoCredentials, seedDemo } from '../demo/seed.js';
 import { hashesEqual } from '../directory/credentials.js';
 import { resolveSecret } from '../directory/encryption.js';
 import { RefusedError, UsageError } from '../errors.js';
+import { InProgress } from '../in-progress.js';
 import type { McpHttpHandler } from '../mcp/http.js';
 import { requestPath } from '../request-path.js';
 import type { Runtime } from '../runtime.js';
@@ -43,6 +44,36 @@ export interface ServeOptions {
  * left to the reconciler, which asks the provider (nothing is lost, nothing charged twice).
  */
 export const DEFAULT_DRAIN_MS = 30_000;
+
+/** Once no call runs, how long the answers of finished calls get to reach their clients. */
+const ANSWER_FLUSH_MS = 2_000;
+
+/** Counts a request in `work` until its answer is sent or its connection closes. */
+function untilAnswered(work: InProgress, req: http.IncomingMessage, res: http.ServerResponse): void {
+  // A response queued behind another on a connection that closes never emits 'close' (pipelining).
+  const end = work.begin();
+  const socket = req.socket;
+  const done = () => {
+    end();
+    res.off('close', done);
+    socket.off('close', done);
+  };
+  res.once('close', done);
+  socket.once('close', done);
+}
+
+/** Whether `promise` settled within `ms`. */
+async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 export interface ServeHandle {
   url: string;
@@ -95,39 +126,31 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     secureCookies: runtime.config.publicUrl ? new URL(runtime.config.publicUrl).protocol === 'https:' : false,
   });
   // Stopping (close(), on SIGTERM): no new request is taken, calls waiting on a human answer
-  // approval_required, and the requests in progress finish before anything they need is closed.
+  // approval_required, and the work in progress finishes before anything it needs is closed. The work is
+  // the tool calls themselves, not their HTTP answers (a call goes on after its client hung up or
+  // cancelled it), and the other requests being answered (webhooks, pages).
   const stopping = new AbortController();
-  const mcp = createMcpHttpHandler(runtime, { shutdownSignal: stopping.signal });
-  let inProgress = 0;
-  let lastOneDone: (() => void) | undefined;
+  const work = new InProgress();
+  // The answers to posted MCP requests: once no call runs, those of finished calls are still being
+  // written. Waited for briefly only: a call its client cancelled is never answered (the protocol).
+  const mcpAnswers = new InProgress();
+  const mcp = createMcpHttpHandler(runtime, { shutdownSignal: stopping.signal, calls: work });
   // /mcp is answered without Express (see McpHttpHandler.handle); everything else goes to the sidecar.
   handler = (req, res) => {
     const onMcp = requestPath(req.url) === MCP_PATH;
     if (stopping.signal.aborted) return refuseWhileStopping(res, onMcp);
-    // A session's GET event stream stays open for the session's life: it is closed, not waited for.
-    if (req.method !== 'GET' || !onMcp) {
-      inProgress++;
-      res.once('close', () => {
-        if (--inProgress === 0) lastOneDone?.();
-      });
-    }
+    // A session's GET event stream lasts as long as the session: it is closed, not waited for.
+    if (!onMcp || req.method !== 'GET') untilAnswered(onMcp ? mcpAnswers : work, req, res);
     if (!mcp.handle(req, res)) app(req, res);
   };
-  const drained = (ms: number) =>
-    new Promise<void>((resolve) => {
-      if (inProgress === 0) return resolve();
-      const timer = setTimeout(() => {
-        runtime.logger.warn(
-          { inProgress, drainMs: ms },
-          'stopping with requests still in progress; the reconciler finishes their payments',
-        );
-        resolve();
-      }, ms);
-      lastOneDone = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+  const drained = async (ms: number) => {
+    if (!(await within(work.idle(), ms)))
+      runtime.logger.warn(
+        { inProgress: work.size, drainMs: ms },
+        'stopping with work still in progress; the reconciler finishes its payments',
+      );
+    await within(mcpAnswers.idle(), ANSWER_FLUSH_MS);
+  };
   // The worker shares this process's runtime; claims are leased in the database, so any number of
   // serve and worker processes can run against one PostgreSQL.
   const stopWorker = new AbortController();
@@ -137,25 +160,31 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
       : createWorker(runtime)
           .run({ signal: stopWorker.signal })
           .catch((error: unknown) => runtime.logger.error({ err: error }, 'worker stopped'));
+  let closing: Promise<void> | undefined;
   return {
     url,
     runtime,
     app,
     mcp,
     server,
-    async close() {
-      stopping.abort();
-      stopWorker.abort();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
-      await drained(options.drainMs ?? DEFAULT_DRAIN_MS);
-      await workerDone;
-      await mcp.close();
-      server.closeAllConnections();
-      await closed;
-      await runtime.close();
+    close() {
+      closing ??= stop();
+      return closing;
     },
   };
+
+  async function stop(): Promise<void> {
+    stopping.abort();
+    stopWorker.abort();
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    await drained(options.drainMs ?? DEFAULT_DRAIN_MS);
+    await workerDone;
+    await mcp.close();
+    server.closeAllConnections();
+    await closed;
+    await runtime.close();
+  }
 }
 
 export function registerServeCommand(program: Command): void {

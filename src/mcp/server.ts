@@ -9,6 +9,7 @@ import type { CallToolResult, ServerNotification, ServerRequest } from '@modelco
 import { type PaygateTool, TOOLS, type ToolContext } from '../../tools/index.js';
 import type { Logger } from '../config.js';
 import { RefusedError, UsageError } from '../errors.js';
+import type { InProgress } from '../in-progress.js';
 import type { Caller, EngineDeps } from '../payments/context.js';
 import type { ApprovalRequired } from '../payments/pay.js';
 import {
@@ -43,6 +44,8 @@ export interface McpServerOptions {
    * approval_required (nothing has moved; the human can still approve and the agent call again).
    */
   shutdownSignal?: AbortSignal;
+  /** Counts every tool call while it runs, for a stopping server to wait on (src/in-progress.ts). */
+  calls?: InProgress;
 }
 
 const INSTRUCTIONS = `paygate pays, schedules and refunds invoices for your tenant. No money moves until a human approves the exact action.
@@ -116,7 +119,7 @@ function register(
   tool: PaygateTool,
   options: McpServerOptions,
 ): void {
-  server.registerTool(tool.name, tool.config, (async (args: Record<string, unknown>, extra: Extra) => {
+  const call = async (args: Record<string, unknown>, extra: Extra) => {
     const ctx: ToolContext = { deps: runtime.deps, caller };
     try {
       refuseNulCharacters(args);
@@ -133,7 +136,9 @@ function register(
     } catch (error) {
       return errorResult(error, runtime.logger, tool.name);
     }
-  }) as never);
+  };
+  server.registerTool(tool.name, tool.config, ((args: Record<string, unknown>, extra: Extra) =>
+    options.calls ? options.calls.run(() => call(args, extra)) : call(args, extra)) as never);
 }
 
 /**
@@ -150,10 +155,33 @@ async function approveThroughPage(
   extra: Extra,
   options: McpServerOptions,
 ): Promise<CallToolResult> {
+  // The wait ends when the client cancels the call or the process begins to stop. (Listeners, not
+  // AbortSignal.any: that keeps an entry on the process-long shutdown signal for every call.)
+  const waitEnds = new AbortController();
+  const endWait = () => waitEnds.abort();
+  extra.signal.addEventListener('abort', endWait, { once: true });
+  options.shutdownSignal?.addEventListener('abort', endWait, { once: true });
+  if (extra.signal.aborted || options.shutdownSignal?.aborted) endWait();
+  try {
+    return await waitThenComplete(server, runtime, ctx, tool, args, ask, extra, options, waitEnds.signal);
+  } finally {
+    extra.signal.removeEventListener('abort', endWait);
+    options.shutdownSignal?.removeEventListener('abort', endWait);
+  }
+}
+
+async function waitThenComplete(
+  server: McpServer,
+  runtime: McpRuntime,
+  ctx: ToolContext,
+  tool: PaygateTool,
+  args: Record<string, unknown>,
+  ask: ApprovalRequired,
+  extra: Extra,
+  options: McpServerOptions,
+  signal: AbortSignal,
+): Promise<CallToolResult> {
   // One budget for the whole wait: the user's consent to open the page and the human's decision.
-  const signal = options.shutdownSignal
-    ? AbortSignal.any([extra.signal, options.shutdownSignal])
-    : extra.signal;
   const deadline = Date.now() + (options.approvalWaitMs ?? DEFAULT_APPROVAL_WAIT_MS);
   const elicitationId = randomUUID();
   let opened: boolean;

@@ -196,7 +196,7 @@ it('a call its client cancelled does not hold the stop for the whole drain', asy
   // the server then never answers that request, so its POST stays open, counted as in progress, and
   // every later stop waits the whole drain (30 s by default, Kubernetes' whole grace period) and logs
   // that the reconciler must finish payments, with the payment long succeeded.
-  handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false, drainMs: 20_000 });
+  handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false, drainMs: 600_000 });
   const args = await approvedCall('INV-DR-4', 45_00);
   const release = holdNextCharge(handle);
   client = await httpClient(`${handle.url}/mcp`, f.agentKeySecret);
@@ -213,17 +213,16 @@ it('a call its client cancelled does not hold the stop for the whole drain', asy
   await until(async () => (await statusOf('INV-DR-4'))[0] === 'succeeded');
   await new Promise((r) => setTimeout(r, 200));
 
-  const started = Date.now();
+  // With a drain limit of ten minutes, close() finishing within the test's timeout is the assertion.
   await handle.close();
   handle = undefined;
-  expect(Date.now() - started).toBeLessThan(5_000);
 }, 60_000);
 
 it('pipelined requests from a client that hung up do not hold every later stop for the whole drain', async () => {
   // Node never emits 'close' on a pipelined request's response still queued when its connection
   // closes, so the in-progress counter never comes back to 0: anyone who can reach the port (no key
   // needed) makes every later stop wait the whole drain.
-  handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false, drainMs: 20_000 });
+  handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false, drainMs: 600_000 });
   const port = Number(new URL(handle.url).port);
   const socket = net.connect(port, '127.0.0.1');
   await new Promise((r) => socket.once('connect', r));
@@ -234,8 +233,7 @@ it('pipelined requests from a client that hung up do not hold every later stop f
   await new Promise((r) => setTimeout(r, 300));
   expect((await fetch(`${handle.url}/healthz`)).status).toBe(200);
 
-  const started = Date.now();
+  // With a drain limit of ten minutes, close() finishing within the test's timeout is the assertion.
   await handle.close();
   handle = undefined;
-  expect(Date.now() - started).toBeLessThan(5_000);
 }, 60_000);
