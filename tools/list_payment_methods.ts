@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { listPaymentMethods } from '../src/directory/payment-methods.js';
+import { listPaymentMethods, paymentMethodJson } from '../src/directory/payment-methods.js';
 import { recordRun } from '../src/payments/agent-runs.js';
 import { defineTool, errorOutput, readOnlyAnnotations } from './types.js';
 
@@ -35,16 +35,6 @@ export const listPaymentMethodsTool = defineTool({
       const methods = await deps.db.withTenant(caller.agentKey.tenantId, (client) =>
         listPaymentMethods(client),
       );
-      return {
-        payment_methods: methods.map((m) => ({
-          payment_method_id: m.id,
-          rail: m.rail,
-          provider: m.provider,
-          label: m.label,
-          brand: m.brand,
-          last4: m.last4,
-          bank_name: m.bankName,
-        })),
-      };
+      return { payment_methods: methods.map(paymentMethodJson) };
     }),
 });

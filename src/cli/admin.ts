@@ -7,6 +7,7 @@ import {
   addPaymentMethod,
   checkRail,
   listPaymentMethods,
+  paymentMethodJson,
   removePaymentMethod,
 } from '../directory/payment-methods.js';
 import { createTenant } from '../directory/tenants.js';
@@ -454,26 +455,6 @@ export function registerAdminCommands(program: Command, run: Run): void {
         );
       }),
     );
-}
-
-function paymentMethodJson(m: {
-  id: string;
-  rail: string;
-  provider: string;
-  label: string | null;
-  brand: string | null;
-  last4: string | null;
-  bankName: string | null;
-}) {
-  return {
-    payment_method_id: m.id,
-    rail: m.rail,
-    provider: m.provider,
-    label: m.label,
-    brand: m.brand,
-    last4: m.last4,
-    bank_name: m.bankName,
-  };
 }
 
 /** A human's access in --json (snake_case, amounts as decimal strings and minor units). */

@@ -162,6 +162,19 @@ export async function addPaymentMethod(
   }
 }
 
+/** A payment method as the tools and the CLI's --json show it: provider token never, last4 and brand only. */
+export function paymentMethodJson(m: PaymentMethod) {
+  return {
+    payment_method_id: m.id,
+    rail: m.rail,
+    provider: m.provider,
+    label: m.label,
+    brand: m.brand,
+    last4: m.last4,
+    bank_name: m.bankName,
+  };
+}
+
 export async function listPaymentMethods(client: Queryable): Promise<PaymentMethod[]> {
   const { rows } = await client.query<Row>(
     `SELECT ${COLUMNS} FROM payment_methods WHERE status = 'active' ORDER BY created_at`,

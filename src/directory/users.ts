@@ -136,6 +136,32 @@ export async function addUser(
 }
 
 /**
+ * For the changes admins make to humans' access (disabling, a role, a limit): the tenant's admins take
+ * turns (one lock), the admin is read as they are once their turn comes (one disabled or demoted while
+ * waiting, by the admin whose turn came first, changes nobody), and the human to change is locked.
+ */
+async function adminsTurn(
+  client: Queryable,
+  tenantId: string,
+  actor: User,
+  email: string,
+): Promise<{ user: User; disabled: boolean }> {
+  await client.query("SELECT pg_advisory_xact_lock(hashtext('admins:' || $1))", [tenantId]);
+  const { rows: self } = await client.query<{ ok: boolean }>(
+    "SELECT role = 'admin' AND disabled_at IS NULL AS ok FROM users WHERE id = $1",
+    [actor.id],
+  );
+  if (!self[0]?.ok)
+    throw new RefusedError('admin_required', `${actor.email} is no longer an admin of this tenant`);
+  const { rows: found } = await client.query<UserRow & { disabled: boolean }>(
+    `SELECT ${USER_COLUMNS}, disabled_at IS NOT NULL AS disabled FROM users WHERE lower(email) = lower($1) FOR UPDATE`,
+    [email],
+  );
+  if (!found[0]) throw new RefusedError('user_not_found', `no user ${email} in this tenant`);
+  return { user: toUser(found[0]), disabled: found[0].disabled };
+}
+
+/**
  * Revoke a human (an admin): their personal access token stops working at once (CLI and approval page,
  * whose session re-reads the user on every request), and approvals they gave that have not moved money
  * yet lapse (src/approvals/approvals.ts). The tenant's last admin cannot be disabled, by anyone: the
@@ -149,22 +175,9 @@ export async function disableUser(db: Db, tenantId: string, actor: User, email: 
       "use an admin's token",
     );
   return db.withTenant(tenantId, async (client) => {
-    await client.query("SELECT pg_advisory_xact_lock(hashtext('admins:' || $1))", [tenantId]);
-    // The admin as they are now, after their turn came: one disabled or demoted while waiting for it (by
-    // the admin whose turn came first) disables nobody.
-    const { rows: self } = await client.query<{ ok: boolean }>(
-      "SELECT role = 'admin' AND disabled_at IS NULL AS ok FROM users WHERE id = $1",
-      [actor.id],
-    );
-    if (!self[0]?.ok)
-      throw new RefusedError('admin_required', `${actor.email} is no longer an admin of this tenant`);
-    const { rows: found } = await client.query<UserRow & { disabled: boolean }>(
-      `SELECT ${USER_COLUMNS}, disabled_at IS NOT NULL AS disabled FROM users WHERE lower(email) = lower($1) FOR UPDATE`,
-      [email],
-    );
-    if (!found[0]) throw new RefusedError('user_not_found', `no user ${email} in this tenant`);
-    if (found[0].disabled) throw new RefusedError('user_already_disabled', `${email} is already disabled`);
-    const user = toUser(found[0]);
+    const found = await adminsTurn(client, tenantId, actor, email);
+    if (found.disabled) throw new RefusedError('user_already_disabled', `${email} is already disabled`);
+    const { user } = found;
     if (user.role === 'admin' && (await countAdmins(client)) <= 1)
       throw new RefusedError(
         'last_admin',
@@ -226,26 +239,13 @@ export async function changeUserAccess(
       "use an admin's token",
     );
   return db.withTenant(tenantId, async (client) => {
-    await client.query("SELECT pg_advisory_xact_lock(hashtext('admins:' || $1))", [tenantId]);
-    // As in disableUser: the admin as they are once their turn on the lock comes.
-    const { rows: self } = await client.query<{ ok: boolean }>(
-      "SELECT role = 'admin' AND disabled_at IS NULL AS ok FROM users WHERE id = $1",
-      [actor.id],
-    );
-    if (!self[0]?.ok)
-      throw new RefusedError('admin_required', `${actor.email} is no longer an admin of this tenant`);
-    const { rows: found } = await client.query<UserRow & { disabled: boolean }>(
-      `SELECT ${USER_COLUMNS}, disabled_at IS NOT NULL AS disabled FROM users WHERE lower(email) = lower($1) FOR UPDATE`,
-      [email],
-    );
-    if (!found[0]) throw new RefusedError('user_not_found', `no user ${email} in this tenant`);
-    if (found[0].disabled)
+    const { user: before, disabled } = await adminsTurn(client, tenantId, actor, email);
+    if (disabled)
       throw new RefusedError(
         'user_disabled',
-        `${found[0].email} is disabled`,
+        `${before.email} is disabled`,
         'add them again under another email, or keep them disabled',
       );
-    const before = toUser(found[0]);
     const role = change.role ?? before.role;
     if (before.role === 'admin' && role !== 'admin' && (await countAdmins(client)) <= 1)
       throw new RefusedError(

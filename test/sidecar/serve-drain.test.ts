@@ -53,24 +53,11 @@ const statusOf = async (invoice: string) =>
 
 it('a payment in progress when the server stops is finished and answered; new connections are refused', async () => {
   handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false });
-  await f.addInvoice('INV-DR-1', 42_00);
-  const input = { invoice: 'INV-DR-1', amount: '42.00', currency: 'USD', method: 'stripe' };
-  const ask = (await payInvoice(f.deps, { agentKey: f.agentKey }, input)) as ApprovalRequired;
-  const token = await f.approveAs(f.admin, ask.approval_id);
-
+  const args = await approvedCall('INV-DR-1', 42_00);
   // Stripe holds the charge until the server has begun to stop.
-  let release!: () => void;
-  const held = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  handle.runtime.sandbox!.faults.next('stripe', {
-    kind: 'slow_processing',
-    until: held,
-    latencyMs: 60_000,
-    match: { method: 'POST', path: '/v1/payment_intents' },
-  });
+  const release = holdNextCharge(handle);
   client = await httpClient(`${handle.url}/mcp`, f.agentKeySecret);
-  const call = client.callTool({ name: 'pay_invoice', arguments: { ...input, approval_token: token } });
+  const call = client.callTool({ name: 'pay_invoice', arguments: args });
   while ((await statusOf('INV-DR-1')).length === 0) await new Promise((r) => setTimeout(r, 10));
 
   const url = handle.url;
