@@ -6,6 +6,7 @@
  * runtime's own sandbox holding the Stripe call in flight.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -223,4 +224,71 @@ it('pipelined requests from a client that hung up do not hold every later stop f
   // With a drain limit of ten minutes, close() finishing within the test's timeout is the assertion.
   await handle.close();
   handle = undefined;
+}, 60_000);
+
+it('a call whose request was still arriving when the stop began is finished before the pool closes', async () => {
+  // The request reached the server before the stop (its headers), its body a moment after: the tool
+  // call starts once the body is read, after close() found no call running, so close() waits only the
+  // 2 s given to the answers of finished calls, then closes the sessions, the sandbox and the pool
+  // under the running payment (phase 3 on an ended pool; the payment left to the reconciler).
+  handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false, drainMs: 600_000 });
+  const args = await approvedCall('INV-DR-5', 46_00);
+  const release = holdNextCharge(handle);
+  client = await httpClient(`${handle.url}/mcp`, f.agentKeySecret);
+  const sessionId = (client.transport as { sessionId?: string }).sessionId!;
+  const body = JSON.stringify({
+    jsonrpc: '2.0',
+    id: 'late-body',
+    method: 'tools/call',
+    params: { name: 'pay_invoice', arguments: args },
+  });
+  const received = new Promise<void>((resolve) =>
+    handle!.server.on('request', (r: http.IncomingMessage) => {
+      if (r.headers['x-late-body']) resolve();
+    }),
+  );
+  const req = http.request(`${handle.url}/mcp`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${f.agentKeySecret}`,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-session-id': sessionId,
+      'content-length': Buffer.byteLength(body),
+      'x-late-body': '1',
+    },
+  });
+  const answered = new Promise<string>((resolve) => {
+    req.on('response', (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        text += chunk;
+      });
+      res.on('end', () => resolve(`${res.statusCode} ${text}`));
+      res.on('error', () => resolve('connection lost'));
+    });
+    req.on('error', () => resolve('connection lost'));
+  });
+  req.flushHeaders();
+  await received;
+
+  let closed = false;
+  const closing = handle.close().then(() => {
+    closed = true;
+  });
+  handle = undefined;
+  req.end(body);
+  // Longer than the answers' 2 s: a stop that waits for the call is still waiting then.
+  await Promise.race([closing, new Promise((r) => setTimeout(r, 5_000))]);
+  const closedWhileProviderHeld = closed;
+  release();
+  await closing;
+  const answer = await answered;
+  await new Promise((r) => setTimeout(r, 200));
+  expect({
+    closedWhileProviderHeld,
+    status: await statusOf('INV-DR-5'),
+    paid: answer.startsWith('200 ') && answer.includes('"status":"paid"'),
+  }).toEqual({ closedWhileProviderHeld: false, status: ['succeeded'], paid: true });
 }, 60_000);
