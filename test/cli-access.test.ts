@@ -98,6 +98,8 @@ describe('access: list and change', () => {
       acts_for: 'jdoe@example.com',
       max_per_payment: '1000.00',
       max_per_day: '2500.50',
+      max_per_payment_minor: 1_000_00,
+      max_per_day_minor: 2_500_50,
       caps_currency: 'USD',
       rate_limit_per_minute: 60,
       status: 'active',

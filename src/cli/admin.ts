@@ -175,6 +175,8 @@ export function registerAdminCommands(program: Command, run: Run): void {
           max_per_payment:
             k.maxPerPaymentMinor === null ? null : formatAmount(k.maxPerPaymentMinor, k.capsCurrency!),
           max_per_day: k.maxPerDayMinor === null ? null : formatAmount(k.maxPerDayMinor, k.capsCurrency!),
+          max_per_payment_minor: k.maxPerPaymentMinor,
+          max_per_day_minor: k.maxPerDayMinor,
           caps_currency: k.capsCurrency,
           rate_limit_per_minute: k.rateLimitPerMinute,
           status: k.disabled ? 'disabled' : 'active',

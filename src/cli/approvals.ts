@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { type ApprovalStatus, approvalJson, approve, listApprovals, reject } from '../approvals/approvals.js';
 import { isUuid } from '../db/pool.js';
-import type { User } from '../directory/users.js';
+import { confirmStillAllowed, type User } from '../directory/users.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { listAlerts, resolveAlert } from '../payments/alerts.js';
 import { recordHeldPaymentNotMade } from '../payments/held.js';
@@ -153,14 +153,16 @@ export function registerApprovalCommands(program: Command, run: Run): void {
             'approver_required',
             `${user.email} is a viewer; cancelling a scheduled payment needs an approver or an admin`,
           );
-        const cancelled = await (await ctx.db()).withTenant(t.id, (c) =>
-          cancelSchedule(
+        const cancelled = await (await ctx.db()).withTenant(t.id, async (c) => {
+          // The human as they are now: the token was read in an earlier transaction.
+          await confirmStillAllowed(c, user, ['approver', 'admin']);
+          return cancelSchedule(
             c,
             t.id,
             { ...(o.invoice ? { invoice: o.invoice } : {}), ...(o.id ? { scheduled_payment: o.id } : {}) },
             { actorType: 'user', actorId: user.email },
-          ),
-        );
+          );
+        });
         ctx.print(
           cancelled,
           `cancelled the payment scheduled for ${cancelled.scheduled_date}; the invoice is approved again`,

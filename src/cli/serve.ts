@@ -45,7 +45,10 @@ export interface ServeOptions {
  */
 export const DEFAULT_DRAIN_MS = 30_000;
 
-/** Once no call runs, how long the answers of finished calls get to reach their clients. */
+/**
+ * Once no call runs, how long the MCP requests still open get: the answers of finished calls being
+ * written, and requests that arrived just before the stop and have not started their call yet.
+ */
 const ANSWER_FLUSH_MS = 2_000;
 
 /** Counts a request in `work` until its answer is sent or its connection closes. */
@@ -144,12 +147,21 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     if (!mcp.handle(req, res)) app(req, res);
   };
   const drained = async (ms: number) => {
-    if (!(await within(work.idle(), ms)))
-      runtime.logger.warn(
-        { inProgress: work.size, drainMs: ms },
-        'stopping with work still in progress; the reconciler finishes its payments',
-      );
-    await within(mcpAnswers.idle(), ANSWER_FLUSH_MS);
+    const deadline = Date.now() + ms;
+    for (;;) {
+      if (!(await within(work.idle(), deadline - Date.now()))) {
+        runtime.logger.warn(
+          { inProgress: work.size, drainMs: ms },
+          'stopping with work still in progress; the reconciler finishes its payments',
+        );
+        return;
+      }
+      // No call runs: the answers of finished calls are being written, and a request that arrived
+      // just before the stop may still be reading its body or checking its key, its call not started.
+      await within(mcpAnswers.idle(), Math.min(ANSWER_FLUSH_MS, Math.max(0, deadline - Date.now())));
+      // A call that started meanwhile is waited for like the others.
+      if (work.size === 0 || Date.now() >= deadline) return;
+    }
   };
   // The worker shares this process's runtime; claims are leased in the database, so any number of
   // serve and worker processes can run against one PostgreSQL.
