@@ -12,7 +12,7 @@ import { readDemoCredentials, seedDemo } from '../demo/seed.js';
 import { hashesEqual } from '../directory/credentials.js';
 import { resolveSecret } from '../directory/encryption.js';
 import { RefusedError, UsageError } from '../errors.js';
-import { InProgress } from '../in-progress.js';
+import { DEFAULT_DRAIN_MS, InProgress } from '../in-progress.js';
 import type { McpHttpHandler } from '../mcp/http.js';
 import { requestPath } from '../request-path.js';
 import type { Runtime } from '../runtime.js';
@@ -39,13 +39,6 @@ export interface ServeOptions {
 }
 
 /**
- * How long a stopping server lets the requests in progress finish: a payment's provider call (20 s
- * timeout for Stripe, 30 s for PayPal) and its phase 3. One still running after it is cut off and
- * left to the reconciler, which asks the provider (nothing is lost, nothing charged twice).
- */
-export const DEFAULT_DRAIN_MS = 30_000;
-
-/**
  * Once no call runs, how long the MCP requests still open get: the answers of finished calls being
  * written, and requests that arrived just before the stop and have not started their call yet.
  */
@@ -63,19 +56,6 @@ function untilAnswered(work: InProgress, req: http.IncomingMessage, res: http.Se
   };
   res.once('close', done);
   socket.once('close', done);
-}
-
-/** Whether `promise` settled within `ms`. */
-async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([promise.then(() => true), late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 export interface ServeHandle {
@@ -149,7 +129,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
   const drained = async (ms: number) => {
     const deadline = Date.now() + ms;
     for (;;) {
-      if (!(await within(work.idle(), deadline - Date.now()))) {
+      if (!(await work.idleWithin(deadline - Date.now()))) {
         runtime.logger.warn(
           { inProgress: work.size, drainMs: ms },
           'stopping with work still in progress; the reconciler finishes its payments',
@@ -158,7 +138,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
       }
       // No call runs: the answers of finished calls are being written, and a request that arrived
       // just before the stop may still be reading its body or checking its key, its call not started.
-      await within(mcpAnswers.idle(), Math.min(ANSWER_FLUSH_MS, Math.max(0, deadline - Date.now())));
+      await mcpAnswers.idleWithin(Math.min(ANSWER_FLUSH_MS, deadline - Date.now()));
       // A call that started meanwhile is waited for like the others.
       if (work.size === 0 || Date.now() >= deadline) return;
     }

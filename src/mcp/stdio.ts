@@ -5,6 +5,7 @@
  */
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { authenticateAgent } from '../directory/agent-keys.js';
+import { DEFAULT_DRAIN_MS, InProgress } from '../in-progress.js';
 import type { Caller } from '../payments/context.js';
 import { createMcpServer, type McpRuntime, type McpServerOptions } from './server.js';
 
@@ -19,8 +20,14 @@ export async function serveStdio(
   // And again before every read, so a key an admin disables while this process runs is refused from its
   // next call, as over HTTP. A money-moving call is proven by its admission, which reads the key as it
   // is now (caps included) and puts a disabled key's refusal on the audit log.
+  // Calls are counted, so that when the client goes (stdin closes, as the MCP spec has a client stop its
+  // server) a call already running, a payment at its provider, finishes before the runtime closes.
+  const calls = new InProgress();
+  const stopping = new AbortController();
   const server = createMcpServer(runtime, caller, {
     ...options,
+    calls,
+    shutdownSignal: stopping.signal,
     beforeEachCall: async (current, tool) => {
       if (tool.movesMoney) return;
       current.agentKey = await authenticateAgent(runtime.deps.db, secret);
@@ -35,5 +42,13 @@ export async function serveStdio(
   await server.connect(transport);
   runtime.logger.info({ agent: caller.agentKey.name, key_prefix: caller.agentKey.keyPrefix }, 'mcp on stdio');
   await closed;
+  stopping.abort();
+  if (!(await calls.idleWithin(DEFAULT_DRAIN_MS)))
+    runtime.logger.warn(
+      { inProgress: calls.size },
+      'stopping with a call still running; the reconciler finishes it',
+    );
+  // A finished call's answer is written after the call returns: let it reach stdout first.
+  await new Promise((resolve) => setImmediate(resolve));
   await server.close();
 }

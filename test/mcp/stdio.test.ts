@@ -12,7 +12,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, cliFor, REPO_ROOT, runCli } from '../support/cli.js';
-import { createFixture, type Fixture } from '../support/fixture.js';
+import { approvedPayCall, createFixture, type Fixture } from '../support/fixture.js';
 import { failed, freePort, MONEY_MOVING, ok, TOOL_NAMES } from './helpers.js';
 
 describe('paygate mcp (stdio, built CLI)', () => {
@@ -233,6 +233,71 @@ describe('paygate mcp (stdio, built CLI)', () => {
     expect(await exited).toBe(0);
     // stdout carried only protocol messages.
     for (const line of stdout.trim().split('\n')) expect(JSON.parse(line)).toMatchObject({ jsonrpc: '2.0' });
+  });
+
+  it('a payment running when the client closes stdin is finished and answered before the process exits', async () => {
+    const args = await approvedPayCall(f, f.agentKey, {
+      invoice: 'INV-S-EOF',
+      amountMinor: 61_00,
+      method: 'stripe',
+    });
+    // The child charges through this test's sandbox, which holds the charge until released.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    f.sandbox.faults.next('stripe', {
+      kind: 'slow_processing',
+      until: held,
+      latencyMs: 60_000,
+      match: { method: 'POST', path: '/v1/payment_intents' },
+    });
+    const child = spawn(process.execPath, [CLI, 'mcp'], {
+      env: {
+        ...env,
+        PAYGATE_AGENT_KEY: f.agentKeySecret,
+        PAYGATE_SANDBOX_STRIPE_URL: f.sandbox.stripeUrl,
+        PAYGATE_SANDBOX_PAYPAL_URL: f.sandbox.paypalUrl,
+      },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const send = (message: object) => child.stdin.write(`${JSON.stringify(message)}\n`);
+    send({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 't', version: '1' } },
+    });
+    await expect.poll(() => stdout, { timeout: 30_000 }).toContain('"serverInfo"');
+    send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    send({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'pay_invoice', arguments: args } });
+    const status = async () =>
+      (
+        await f.t.db.withSystem((c) =>
+          c.query<{ status: string }>(
+            'SELECT p.status FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.number = $1',
+            ['INV-S-EOF'],
+          ),
+        )
+      ).rows.map((r) => r.status);
+    await expect.poll(status, { timeout: 30_000 }).toEqual(['processing']);
+    // The client goes (as the MCP spec has it stop a stdio server) while the provider holds the charge.
+    child.stdin.end();
+    await new Promise((r) => setTimeout(r, 300));
+    release();
+    expect(await exited).toBe(0);
+    expect(await status()).toEqual(['succeeded']);
+    const answer = stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { id?: number; result?: { structuredContent?: unknown } })
+      .find((m) => m.id === 2);
+    expect(answer?.result?.structuredContent).toMatchObject({ success: true, status: 'paid' });
   });
 
   it('the MCP Inspector CLI lists the tools of paygate mcp, offline', async () => {
