@@ -335,16 +335,23 @@ export function createSidecarApp(runtime: SidecarRuntime, options: SidecarOption
   pages.get('/approvals', requireSession, async (req: Authed, res) => {
     const session = req.session!;
     const tenant = await getTenant(db, session.tenantId);
-    const pending = await db.withTenant(session.tenantId, (client) =>
-      listApprovals(client, { status: 'pending' }),
-    );
-    const items: ListItem[] = pending.map((a) => ({
+    // With each request, how many of its approvals count now (one whose human lost the right does not).
+    const pending = await db.withTenant(session.tenantId, async (client) => {
+      const approvals = await listApprovals(client, { status: 'pending' });
+      return Promise.all(
+        approvals.map(async (a) => ({
+          approval: a,
+          counted: a.approvedBy.length ? (await approvalStanding(client, a.id)).counted.length : 0,
+        })),
+      );
+    });
+    const items: ListItem[] = pending.map(({ approval: a, counted }) => ({
       id: a.id,
       amount: `${formatAmount(a.amountMinor, a.currency)} ${a.currency}`,
       action: ACTION_LABEL[a.action],
       summary: a.summary,
       expires: formatDate(a.expiresAt, tenant.timezone),
-      progress: `${a.approvedBy.length} of ${a.requiredApprovals} approval${a.requiredApprovals > 1 ? 's' : ''}`,
+      progress: `${counted} of ${a.requiredApprovals} approval${a.requiredApprovals > 1 ? 's' : ''}`,
     }));
     const notice =
       req.query.done === 'rejected'

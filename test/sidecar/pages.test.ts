@@ -8,6 +8,7 @@ import { createHash, createHmac } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { analyzeAlert } from '../../src/analysis/index.js';
 import { createDb } from '../../src/db/pool.js';
+import { changeUserAccess } from '../../src/directory/users.js';
 import { type ApprovalRequired, type PaymentConfirmation, payInvoice } from '../../src/payments/pay.js';
 import { createSidecarApp } from '../../src/sidecar/app.js';
 import { escapeHtml } from '../../src/sidecar/html.js';
@@ -476,6 +477,35 @@ describe('approval pages', () => {
     expect(page.text).toContain('The last attempt to pay this invoice failed');
     expect(page.text).toContain(escapeHtml(analysis.summary));
     expect(page.text).toContain(escapeHtml(analysis.next_step));
+  });
+
+  it('counts only approvals that still stand: a first approver demoted since is named, not counted', async () => {
+    const dual = await createFixture({ slug: 'pages-dual', t: f.t, sandbox: f.sandbox, dualAbove: 100_00 });
+    const site = await startSidecar(dual, {}, { loginRateLimit: { limit: 50, windowMs: 60_000 } });
+    try {
+      await dual.addMethod({ rail: 'stripe', token: 'pm_card_visa', brand: 'visa', last4: '4242' });
+      await dual.addInvoice('INV-PG-DUAL', 500_00);
+      const request = (await payInvoice(
+        dual.deps,
+        { agentKey: dual.agentKey },
+        { invoice: 'INV-PG-DUAL', amount: '500.00', currency: 'USD', method: 'stripe' },
+      )) as ApprovalRequired;
+      expect(await dual.approveAs(dual.approver, request.approval_id)).toBeUndefined();
+      const c = new Client(site.url);
+      await c.login(dual.admin.token);
+      expect((await c.get('/approvals')).text).toContain('1 of 2 approvals');
+      expect((await c.get(`/approvals/${request.approval_id}`)).text).toContain(
+        '1 of 2 needed: jdoe@example.com',
+      );
+
+      await changeUserAccess(dual.t.db, dual.tenant.id, dual.admin, dual.approver.email, { role: 'viewer' });
+      expect((await c.get('/approvals')).text).toContain('0 of 2 approvals');
+      const detail = (await c.get(`/approvals/${request.approval_id}`)).text;
+      expect(detail).toContain('0 of 2 needed; no longer counted: jdoe@example.com is a viewer');
+    } finally {
+      await site.close();
+      await dual.close();
+    }
   });
 
   it('logout ends the session on the server: the old cookie no longer works', async () => {
