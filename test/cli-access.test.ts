@@ -208,6 +208,25 @@ describe('access: list and change', () => {
       },
     ]);
 
+    // Asking for what already holds changes nothing and adds nothing to the record.
+    const same = await cli(
+      [
+        'user',
+        'set',
+        'bob@example.com',
+        '--tenant',
+        'access',
+        '--role',
+        'approver',
+        '--limit',
+        '500.00',
+        '--currency',
+        'USD',
+      ],
+      asAdmin(),
+    );
+    expect(same.code, same.stderr).toBe(0);
+    expect(await audited('user.access_changed', bob.user.id)).toHaveLength(1);
     // --remove-limit removes it; --role alone keeps the limit as it is.
     const unlimited = await cli(
       ['user', 'set', 'bob@example.com', '--tenant', 'access', '--remove-limit', '--json'],

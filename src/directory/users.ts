@@ -259,6 +259,13 @@ export async function changeUserAccess(
           ? null
           : { amountMinor: before.approvalLimitMinor, currency: before.approvalLimitCurrency! }
         : change.limit;
+    // Asked for what already holds: nothing to change, nothing to put on the record.
+    if (
+      role === before.role &&
+      (limit?.amountMinor ?? null) === before.approvalLimitMinor &&
+      (limit?.currency ?? null) === before.approvalLimitCurrency
+    )
+      return { before, after: before };
     const { rows } = await client.query<UserRow>(
       `UPDATE users SET role = $2, approval_limit_minor = $3, approval_limit_currency = $4
        WHERE id = $1 RETURNING ${USER_COLUMNS}`,
