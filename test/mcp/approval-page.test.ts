@@ -95,7 +95,13 @@ describe('paygate mcp serves the approval page when no one else does', () => {
       (resolve) => child.on('close', (code, signal) => resolve({ code, signal, stderr })),
     );
     const client = new Client({ name: 'paygate-approval-page-test', version: '1.0.0' });
-    await client.connect(new ChildStdioTransport(child));
+    try {
+      await client.connect(new ChildStdioTransport(child));
+    } catch (error) {
+      // A session that ended before answering says why on stderr: show it.
+      const ended = await exited;
+      throw new Error(`paygate mcp ended (${ended.code ?? ended.signal}): ${ended.stderr}`, { cause: error });
+    }
     const session = { client, child, exited };
     sessions.push(session);
     return session;
