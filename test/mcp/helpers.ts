@@ -1,4 +1,5 @@
 /** Shared by the MCP tests: a real SDK Client and small readers of tool results. */
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -88,11 +89,29 @@ export async function httpClient(
   return client;
 }
 
-/** A loopback port nothing listens on right now. */
+/**
+ * A loopback port nothing listens on right now, for a process started afterwards to listen on. Chosen
+ * below the kernel's ephemeral range: a port the kernel handed out (to a listener on port 0, or as the
+ * local port of any outgoing connection, of which a test run makes thousands) can be taken again by
+ * the kernel before the child binds it, which made `paygate mcp` find its approval page's port held.
+ */
 export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  const [ephemeralLow] = (
+    await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').catch(() => '32768')
+  )
+    .trim()
+    .split(/\s+/)
+    .map(Number);
+  const below = Math.max(2000, (ephemeralLow ?? 32768) - 1);
+  for (;;) {
+    const port = 1024 + Math.floor(Math.random() * (below - 1024));
+    const server = net.createServer();
+    const free = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!free) continue;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    return port;
+  }
 }
