@@ -13,13 +13,12 @@ import { createHash } from 'node:crypto';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
 import { validRoutingNumber } from '../directory/counterparties.js';
-import { confirmStillAllowed, type User } from '../directory/users.js';
+import { confirmStillAllowed, requireAdmin, type User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import type { NocCorrection } from '../gateways/nacha/returns.js';
 import { createAlert } from '../payments/alerts.js';
 import type { FailureNotice } from '../payments/context.js';
 import type { AchDeps } from './deps.js';
-import { requireAdmin } from './deps.js';
 
 export type CorrectionStatus = 'pending' | 'approved' | 'rejected';
 

@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
-import { confirmStillAllowed, type User } from '../directory/users.js';
+import { confirmStillAllowed, requireAdmin, type User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import { readAndValidate } from '../gateways/nacha/validator.js';
 import {
@@ -30,7 +30,7 @@ import type { FailureNotice } from '../payments/context.js';
 import { applyPaymentOutcome } from '../payments/payments.js';
 import { handleFailure } from '../payments/phases.js';
 import type { AchDeps } from './deps.js';
-import { achLockKey, requireAdmin } from './deps.js';
+import { achLockKey } from './deps.js';
 import { type AchFileView, getAchFile, writeAchFile } from './files.js';
 import {
   fileDates,

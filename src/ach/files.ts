@@ -9,11 +9,10 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
-import { confirmStillAllowed, type User } from '../directory/users.js';
+import { confirmStillAllowed, requireAdmin, type User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import { formatAmount } from '../money.js';
 import type { AchDeps } from './deps.js';
-import { requireAdmin } from './deps.js';
 import { fileDates, parseStoredAchSettings, readStoredAchSettings } from './settings.js';
 
 interface FileRow {

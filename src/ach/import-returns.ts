@@ -22,7 +22,7 @@
 import { createHash } from 'node:crypto';
 import { appendAudit } from '../audit/log.js';
 import type { Queryable } from '../db/pool.js';
-import { confirmStillAllowed, type User } from '../directory/users.js';
+import { confirmStillAllowed, requireAdmin, type User } from '../directory/users.js';
 import { RefusedError } from '../errors.js';
 import type { NachaIssue } from '../gateways/nacha/reader.js';
 import { type AchReturn, extractReturns, type NocCorrection } from '../gateways/nacha/returns.js';
@@ -34,7 +34,7 @@ import { applyPaymentOutcome, getPayment } from '../payments/payments.js';
 import { handleFailure } from '../payments/phases.js';
 import { proposeCorrection } from './corrections.js';
 import type { AchDeps } from './deps.js';
-import { achLockKey, requireAdmin } from './deps.js';
+import { achLockKey } from './deps.js';
 
 /** The file does not validate: nothing was applied. `issues` print as FILE:LINE: reason. */
 export class AchFileInvalidError extends RefusedError {

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { appendAudit } from '../audit/log.js';
 import type { Db, Queryable } from '../db/pool.js';
 import type { Sealer } from '../directory/encryption.js';
-import { confirmStillAllowed, type User } from '../directory/users.js';
+import { confirmStillAllowed, requireAdmin, type User } from '../directory/users.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { type NachaSettings, nachaSettingsSchema } from '../gateways/nacha/writer.js';
 import { addBusinessDays, isBusinessDay, nextBusinessDay } from '../payments/calendar.js';
@@ -210,12 +210,7 @@ export async function setAchSettings(
   sealer: Sealer,
   input: AchSettingsInput,
 ): Promise<StoredAchSettings> {
-  if (admin.role !== 'admin' || admin.tenantId !== tenantId)
-    throw new RefusedError(
-      'admin_required',
-      `${admin.email} is not an admin of this tenant`,
-      "use an admin's token",
-    );
+  requireAdmin(admin, tenantId);
   // tenants is read-only to the application role: the update runs as the connecting user, scoped by id.
   return db.withSystem(async (client) => {
     await confirmStillAllowed(client, admin, ['admin']);

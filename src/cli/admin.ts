@@ -131,7 +131,7 @@ export function registerAdminCommands(program: Command, run: Run): void {
           const admin = (await ctx.human(t))!;
           const { before, after } = await changeUserAccess(await ctx.db(), t.id, admin, email, {
             role,
-            limit: limit && { amountMinor: limit.amountMinor, currency: limit.currency },
+            limit,
           });
           const { user_id: _, email: __, ...previous } = accessJson(before);
           ctx.print(

@@ -7,7 +7,7 @@ import { appendAudit } from '../audit/log.js';
 import { type Db, isUuid, type Queryable } from '../db/pool.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { hashSecret, newSecret, secretPrefix } from './credentials.js';
-import { confirmStillAllowed, type User } from './users.js';
+import { confirmStillAllowed, requireAdmin, type User } from './users.js';
 
 export interface AgentKey {
   id: string;
@@ -133,8 +133,7 @@ export async function disableAgentKey(
   admin: User,
   keyId: string,
 ): Promise<AgentKey> {
-  if (admin.role !== 'admin')
-    throw new RefusedError('admin_required', `${admin.email} is not an admin`, "use an admin's token");
+  requireAdmin(admin, tenantId);
   if (!isUuid(keyId)) throw new RefusedError('agent_key_not_found', `no agent key ${keyId} in this tenant`);
   return db.withTenant(tenantId, async (client) => {
     await confirmStillAllowed(client, admin, ['admin']);

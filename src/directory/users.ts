@@ -95,13 +95,8 @@ export async function addUser(
             'add them with --role admin',
           );
         }
-      } else if (actor.role !== 'admin' || actor.tenantId !== tenantId) {
-        throw new RefusedError(
-          'admin_required',
-          `${actor.email} is not an admin of this tenant`,
-          "use an admin's token",
-        );
       } else {
+        requireAdmin(actor, tenantId);
         await confirmStillAllowed(client, actor, ['admin']);
       }
       const { rows } = await client.query<UserRow>(
@@ -147,12 +142,7 @@ async function adminsTurn(
   email: string,
 ): Promise<{ user: User; disabled: boolean }> {
   await client.query("SELECT pg_advisory_xact_lock(hashtext('admins:' || $1))", [tenantId]);
-  const { rows: self } = await client.query<{ ok: boolean }>(
-    "SELECT role = 'admin' AND disabled_at IS NULL AS ok FROM users WHERE id = $1",
-    [actor.id],
-  );
-  if (!self[0]?.ok)
-    throw new RefusedError('admin_required', `${actor.email} is no longer an admin of this tenant`);
+  await confirmStillAllowed(client, actor, ['admin']);
   const { rows: found } = await client.query<UserRow & { disabled: boolean }>(
     `SELECT ${USER_COLUMNS}, disabled_at IS NOT NULL AS disabled FROM users WHERE lower(email) = lower($1) FOR UPDATE`,
     [email],
@@ -168,12 +158,7 @@ async function adminsTurn(
  * tenant would have nobody left to manage it. Admins disabling each other at once take turns.
  */
 export async function disableUser(db: Db, tenantId: string, actor: User, email: string): Promise<User> {
-  if (actor.role !== 'admin' || actor.tenantId !== tenantId)
-    throw new RefusedError(
-      'admin_required',
-      `${actor.email} is not an admin of this tenant`,
-      "use an admin's token",
-    );
+  requireAdmin(actor, tenantId);
   return db.withTenant(tenantId, async (client) => {
     const found = await adminsTurn(client, tenantId, actor, email);
     if (found.disabled) throw new RefusedError('user_already_disabled', `${email} is already disabled`);
@@ -232,12 +217,7 @@ export async function changeUserAccess(
 ): Promise<{ before: User; after: User }> {
   if (change.role === undefined && change.limit === undefined)
     throw new UsageError('nothing to change: give --role, --limit with --currency, or --remove-limit');
-  if (actor.role !== 'admin' || actor.tenantId !== tenantId)
-    throw new RefusedError(
-      'admin_required',
-      `${actor.email} is not an admin of this tenant`,
-      "use an admin's token",
-    );
+  requireAdmin(actor, tenantId);
   return db.withTenant(tenantId, async (client) => {
     const { user: before, disabled } = await adminsTurn(client, tenantId, actor, email);
     if (disabled)
@@ -289,6 +269,17 @@ export async function changeUserAccess(
     });
     return { before, after };
   });
+}
+
+/** The check before an admin's act, on the human as their token showed them (an admin of this tenant). */
+export function requireAdmin(user: User, tenantId: string): void {
+  if (user.tenantId !== tenantId || user.role !== 'admin') {
+    throw new RefusedError(
+      'admin_required',
+      `${user.email} is not an admin of this tenant`,
+      "use an admin's token",
+    );
+  }
 }
 
 /**

@@ -155,99 +155,90 @@ async function approveThroughPage(
   extra: Extra,
   options: McpServerOptions,
 ): Promise<CallToolResult> {
-  // The wait ends when the client cancels the call or the process begins to stop. (Listeners, not
-  // AbortSignal.any: that keeps an entry on the process-long shutdown signal for every call.)
-  const waitEnds = new AbortController();
-  const endWait = () => waitEnds.abort();
-  extra.signal.addEventListener('abort', endWait, { once: true });
-  options.shutdownSignal?.addEventListener('abort', endWait, { once: true });
-  if (extra.signal.aborted || options.shutdownSignal?.aborted) endWait();
-  const signal = waitEnds.signal;
+  // The wait ends when the client cancels the call or the process begins to stop.
+  const signal = options.shutdownSignal
+    ? AbortSignal.any([extra.signal, options.shutdownSignal])
+    : extra.signal;
+  // One budget for the whole wait: the user's consent to open the page and the human's decision.
+  const deadline = Date.now() + (options.approvalWaitMs ?? DEFAULT_APPROVAL_WAIT_MS);
+  const elicitationId = randomUUID();
+  let opened: boolean;
   try {
-    // One budget for the whole wait: the user's consent to open the page and the human's decision.
-    const deadline = Date.now() + (options.approvalWaitMs ?? DEFAULT_APPROVAL_WAIT_MS);
-    const elicitationId = randomUUID();
-    let opened: boolean;
-    try {
-      const answer = await server.server.elicitInput(
-        {
-          mode: 'url',
-          elicitationId,
-          url: ask.approve_url,
-          message: `Approval needed: ${ask.summary}. Open the page, sign in as yourself and approve or reject.`,
-        },
-        { signal, timeout: Math.max(1, deadline - Date.now()) },
-      );
-      // accept means "the user agreed to open the page", nothing more; content is ignored.
-      opened = answer.action === 'accept';
-    } catch (error) {
-      runtime.logger.warn(
-        { err: error, tool: tool.name },
-        'url elicitation failed; answering approval_required',
-      );
-      opened = false;
-    }
-    if (!opened) return toolResult(ask);
-
-    const progressToken = extra._meta?.progressToken;
-    const decision: Decision = await waitForDecision(
-      runtime.deps.db,
-      ctx.caller.agentKey.tenantId,
-      ask.approval_id,
+    const answer = await server.server.elicitInput(
       {
-        timeoutMs: Math.max(0, deadline - Date.now()),
-        pollMs: options.approvalPollMs ?? DEFAULT_APPROVAL_POLL_MS,
-        signal,
-        // Progress keeps a client that resets its request timeout on progress from giving up on us.
-        onTick: async (tick) => {
-          if (progressToken === undefined) return;
-          await extra
-            .sendNotification({
-              method: 'notifications/progress',
-              params: { progressToken, progress: tick, message: 'waiting for the human to approve' },
-            })
-            .catch(() => {});
-        },
+        mode: 'url',
+        elicitationId,
+        url: ask.approve_url,
+        message: `Approval needed: ${ask.summary}. Open the page, sign in as yourself and approve or reject.`,
       },
+      { signal, timeout: Math.max(1, deadline - Date.now()) },
     );
-    const complete = server.server.createElicitationCompletionNotifier(elicitationId);
-    try {
-      switch (decision) {
-        case 'approved': {
-          const done = await tool.handler({ ...ctx, server: { approvalId: ask.approval_id } }, args as never);
-          return toolResult(done);
-        }
-        case 'rejected':
-          throw new RefusedError(
-            'approval_rejected',
-            `the human rejected approval ${ask.approval_id}`,
-            'do not retry; ask the human what they want instead',
-          );
-        case 'expired':
-          throw new RefusedError(
-            'approval_expired',
-            `approval ${ask.approval_id} expired before a human approved it`,
-            'call again to request a new approval',
-          );
-        case 'consumed':
-          throw new RefusedError(
-            'approval_token_used',
-            `approval ${ask.approval_id} was already used by another call`,
-            'call get_payment_status for the invoice',
-          );
-        case 'timeout':
-          // The human may still approve on the page; the ordinary protocol takes over from here.
-          return toolResult(ask);
-        default: {
-          const unreachable: never = decision;
-          throw new Error(`unknown decision ${String(unreachable)}`);
-        }
+    // accept means "the user agreed to open the page", nothing more; content is ignored.
+    opened = answer.action === 'accept';
+  } catch (error) {
+    runtime.logger.warn(
+      { err: error, tool: tool.name },
+      'url elicitation failed; answering approval_required',
+    );
+    opened = false;
+  }
+  if (!opened) return toolResult(ask);
+
+  const progressToken = extra._meta?.progressToken;
+  const decision: Decision = await waitForDecision(
+    runtime.deps.db,
+    ctx.caller.agentKey.tenantId,
+    ask.approval_id,
+    {
+      timeoutMs: Math.max(0, deadline - Date.now()),
+      pollMs: options.approvalPollMs ?? DEFAULT_APPROVAL_POLL_MS,
+      signal,
+      // Progress keeps a client that resets its request timeout on progress from giving up on us.
+      onTick: async (tick) => {
+        if (progressToken === undefined) return;
+        await extra
+          .sendNotification({
+            method: 'notifications/progress',
+            params: { progressToken, progress: tick, message: 'waiting for the human to approve' },
+          })
+          .catch(() => {});
+      },
+    },
+  );
+  const complete = server.server.createElicitationCompletionNotifier(elicitationId);
+  try {
+    switch (decision) {
+      case 'approved': {
+        const done = await tool.handler({ ...ctx, server: { approvalId: ask.approval_id } }, args as never);
+        return toolResult(done);
       }
-    } finally {
-      if (decision !== 'timeout') await complete().catch(() => {});
+      case 'rejected':
+        throw new RefusedError(
+          'approval_rejected',
+          `the human rejected approval ${ask.approval_id}`,
+          'do not retry; ask the human what they want instead',
+        );
+      case 'expired':
+        throw new RefusedError(
+          'approval_expired',
+          `approval ${ask.approval_id} expired before a human approved it`,
+          'call again to request a new approval',
+        );
+      case 'consumed':
+        throw new RefusedError(
+          'approval_token_used',
+          `approval ${ask.approval_id} was already used by another call`,
+          'call get_payment_status for the invoice',
+        );
+      case 'timeout':
+        // The human may still approve on the page; the ordinary protocol takes over from here.
+        return toolResult(ask);
+      default: {
+        const unreachable: never = decision;
+        throw new Error(`unknown decision ${String(unreachable)}`);
+      }
     }
   } finally {
-    extra.signal.removeEventListener('abort', endWait);
-    options.shutdownSignal?.removeEventListener('abort', endWait);
+    if (decision !== 'timeout') await complete().catch(() => {});
   }
 }

@@ -17,9 +17,6 @@ export async function serveStdio(
 ): Promise<void> {
   const secret = agentKeySecret?.trim();
   const caller: Caller = { agentKey: await authenticateAgent(runtime.deps.db, secret) };
-  // And again before every read, so a key an admin disables while this process runs is refused from its
-  // next call, as over HTTP. A money-moving call is proven by its admission, which reads the key as it
-  // is now (caps included) and puts a disabled key's refusal on the audit log.
   // Calls are counted, so that when the client goes (stdin closes, as the MCP spec has a client stop its
   // server) a call already running, a payment at its provider, finishes before the runtime closes.
   const calls = new InProgress();
@@ -28,6 +25,9 @@ export async function serveStdio(
     ...options,
     calls,
     shutdownSignal: stopping.signal,
+    // And the key again before every read, so a key an admin disables while this process runs is
+    // refused from its next call, as over HTTP. A money-moving call is proven by its admission, which
+    // reads the key as it is now (caps included) and puts a disabled key's refusal on the audit log.
     beforeEachCall: async (current, tool) => {
       if (tool.movesMoney) return;
       current.agentKey = await authenticateAgent(runtime.deps.db, secret);

@@ -5,8 +5,8 @@
  * Not Express routes on purpose, for the reason /mcp is not one (src/mcp/http.ts): Express swaps the
  * prototypes of every request and response it routes and computes an ETag for every answer, and a
  * provider's burst of events is the sidecar's hottest path. Answered here, one event costs the server
- * ~0.35 ms less CPU (BENCHMARKS.md). Routing matches what Express did: any case, an optional trailing
- * slash, any query string; any other method or path is left to the app.
+ * 0.2 to 0.3 ms less CPU (BENCHMARKS.md). Routing matches what Express did (src/request-path.ts); any
+ * other method or path is left to the app.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import express from 'express';

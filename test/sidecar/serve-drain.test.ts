@@ -151,9 +151,8 @@ const until = async (what: () => Promise<boolean>) => {
 
 it('a payment whose agent disconnected is still finished before the pool closes', async () => {
   // The agent goes away (its process exits, its connection drops) while the provider call is under
-  // way: the call keeps running in the server, but close() counts HTTP responses, not calls, so it
-  // closes the pool at once and phase 3 fails on it ("Cannot use a pool after calling end on the
-  // pool"), which is what the drain was written to prevent.
+  // way: the call keeps running in the server, and the stop waits for the call, not for its HTTP
+  // answer (counting answers closed the pool under phase 3: "Cannot use a pool after calling end").
   handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false });
   const args = await approvedCall('INV-DR-3', 44_00);
   const release = holdNextCharge(handle);
@@ -181,9 +180,8 @@ it('a payment whose agent disconnected is still finished before the pool closes'
 
 it('a call its client cancelled does not hold the stop for the whole drain', async () => {
   // The SDK client cancels a call on its request timeout or an AbortSignal (notifications/cancelled);
-  // the server then never answers that request, so its POST stays open, counted as in progress, and
-  // every later stop waits the whole drain (30 s by default, Kubernetes' whole grace period) and logs
-  // that the reconciler must finish payments, with the payment long succeeded.
+  // the server then never answers that request, so its POST stays open: once the call itself is done,
+  // the stop must not wait the whole drain (30 s by default, Kubernetes' whole grace period) for it.
   handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false, drainMs: 600_000 });
   const args = await approvedCall('INV-DR-4', 45_00);
   const release = holdNextCharge(handle);
@@ -208,8 +206,8 @@ it('a call its client cancelled does not hold the stop for the whole drain', asy
 
 it('pipelined requests from a client that hung up do not hold every later stop for the whole drain', async () => {
   // Node never emits 'close' on a pipelined request's response still queued when its connection
-  // closes, so the in-progress counter never comes back to 0: anyone who can reach the port (no key
-  // needed) makes every later stop wait the whole drain.
+  // closes: a request must stop counting with its connection, or anyone who can reach the port (no
+  // key needed) makes every later stop wait the whole drain.
   handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false, drainMs: 600_000 });
   const port = Number(new URL(handle.url).port);
   const socket = net.connect(port, '127.0.0.1');
@@ -228,9 +226,8 @@ it('pipelined requests from a client that hung up do not hold every later stop f
 
 it('a call whose request was still arriving when the stop began is finished before the pool closes', async () => {
   // The request reached the server before the stop (its headers), its body a moment after: the tool
-  // call starts once the body is read, after close() found no call running, so close() waits only the
-  // 2 s given to the answers of finished calls, then closes the sessions, the sandbox and the pool
-  // under the running payment (phase 3 on an ended pool; the payment left to the reconciler).
+  // call starts once the body is read, after close() found no call running. A call that starts while
+  // the stop gives open requests their 2 s is waited for like the others, not cut at the end of them.
   handle = await startServe({ port: 0, databaseUrl: t.url, dataDir, worker: false, drainMs: 600_000 });
   const args = await approvedCall('INV-DR-5', 46_00);
   const release = holdNextCharge(handle);
